@@ -1,0 +1,18 @@
+"""Callbacks shared by all litzoo methods."""
+
+from litzoo.callbacks.ema import EMA, find_ema_module
+from litzoo.callbacks.export import ExportOnFitEnd
+from litzoo.callbacks.nan_guard import NaNGuard, NonFiniteLossError
+from litzoo.callbacks.sample_grid import SampleGrid, make_grid, save_image_grid, save_scatter
+
+__all__ = [
+    "EMA",
+    "ExportOnFitEnd",
+    "NaNGuard",
+    "NonFiniteLossError",
+    "SampleGrid",
+    "find_ema_module",
+    "make_grid",
+    "save_image_grid",
+    "save_scatter",
+]

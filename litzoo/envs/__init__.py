@@ -1,0 +1,38 @@
+"""Small environments with exact models, and exact dynamic-programming solvers for them.
+
+Importing this package registers ``"litzoo/GridWorld-v0"`` with gymnasium, so
+``gymnasium.make("litzoo/GridWorld-v0", ...)`` works (the environment truncates its own episodes via
+its ``max_episode_steps`` argument, so no extra ``TimeLimit`` wrapper is added).
+"""
+
+import gymnasium
+
+from litzoo.envs.bellman import (
+    BellmanInfo,
+    action_values,
+    greedy_policy,
+    policy_evaluation,
+    policy_iteration,
+    truncated_policy_iteration,
+    value_iteration,
+)
+from litzoo.envs.grid_world import ACTION_NAMES, GridWorld
+
+GRID_WORLD_ID = "litzoo/GridWorld-v0"
+
+# Guard: re-importing (e.g. importlib.reload in notebooks) must not re-register and warn.
+if GRID_WORLD_ID not in gymnasium.registry:
+    gymnasium.register(id=GRID_WORLD_ID, entry_point="litzoo.envs.grid_world:GridWorld")
+
+__all__ = [
+    "ACTION_NAMES",
+    "GRID_WORLD_ID",
+    "BellmanInfo",
+    "GridWorld",
+    "action_values",
+    "greedy_policy",
+    "policy_evaluation",
+    "policy_iteration",
+    "truncated_policy_iteration",
+    "value_iteration",
+]

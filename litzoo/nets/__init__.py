@@ -1,0 +1,3 @@
+from litzoo.nets.mlp import TimeMLP, sinusoidal_embedding
+
+__all__ = ["TimeMLP", "sinusoidal_embedding"]

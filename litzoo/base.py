@@ -1,0 +1,59 @@
+"""What every litzoo LightningModule shares: checkpoint identity, clear checkpoint errors, export."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupt or not a litzoo checkpoint."""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that say what is wrong and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {str(path)!r} does not exist (or is not a file). Check the path.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} ({path.stat().st_size} bytes) is corrupt or truncated and cannot be read "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Was it copied completely? "
+            "Use an earlier checkpoint (e.g. the ModelCheckpoint 'last.ckpt') or re-save it."
+        ) from err
+    except Exception as err:  # pickle.UnpicklingError for non-weights objects, among others
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} cannot be loaded with weights_only=True ({type(err).__name__}: {err}). "
+            "litzoo checkpoints hold only tensors and plain types; this file is not one of them."
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict' entry).")
+    return checkpoint
+
+
+class LitzooModule(L.LightningModule):
+    """Base class: records its class in checkpoints (so ``litzoo.export`` knows what to rebuild) and
+    turns unreadable checkpoint files into a :class:`CheckpointError` naming the file."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["litzoo_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError) as err:
+            if isinstance(checkpoint_path, (str, os.PathLike)):
+                load_checkpoint(checkpoint_path)  # raises a CheckpointError that says what is wrong
+            raise err
+
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """Write the method's ecosystem format (diffusers / transformers / safetensors folder)."""
+        raise NotImplementedError(f"{type(self).__name__} has no export format yet.")

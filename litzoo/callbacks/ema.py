@@ -1,0 +1,69 @@
+"""Exponential moving average of the weights, on top of Lightning's own ``WeightAveraging``.
+
+Lightning swaps the EMA weights in for validation, saves them as the checkpoint's ``state_dict``
+(the raw weights go to ``current_model_state`` and are restored on resume) and copies them into
+the module when training ends, so sampling, evaluation, ``load_from_checkpoint`` and export all
+see EMA weights. We only add the decay warm-up that short runs need.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+
+
+def ema_decay(decay: float, num_averaged: int, warmup: bool = True) -> float:
+    """Decay used for the ``num_averaged``-th update: ``min(decay, (1 + n) / (10 + n))`` with warm-up.
+
+    A plain 0.999 EMA remembers its random initialisation for thousands of steps; the warm-up
+    (as in diffusers' ``EMAModel`` and Tensorflow's ``ExponentialMovingAverage(num_updates=)``)
+    lets the average follow the weights early on.
+    """
+    if not warmup:
+        return decay
+    return min(decay, (1.0 + num_averaged) / (10.0 + num_averaged))
+
+
+class EMA(WeightAveraging):
+    """EMA weights: ``theta_ema <- d * theta_ema + (1 - d) * theta`` after every ``every_n_steps`` optimizer steps."""
+
+    def __init__(
+        self,
+        decay: float = 0.999,
+        warmup: bool = True,
+        every_n_steps: int = 1,
+        start_step: int = 0,
+        device: Optional[str] = None,
+    ) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}.")
+        if every_n_steps < 1:
+            raise ValueError(f"EMA every_n_steps must be >= 1, got {every_n_steps}.")
+
+        def multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+            # One fused in-place update per (device, dtype) group: cheaper than a per-tensor avg_fn.
+            if not averaged[0].is_floating_point():  # integer buffers (e.g. BatchNorm step counts) are copied
+                torch._foreach_copy_(averaged, current)
+                return
+            torch._foreach_lerp_(averaged, current, 1.0 - ema_decay(decay, int(num_averaged), warmup))
+
+        super().__init__(device=device, use_buffers=True, multi_avg_fn=multi_avg_fn)
+        self.decay, self.warmup, self.every_n_steps, self.start_step = decay, warmup, every_n_steps, start_step
+
+    def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
+        return step_idx is not None and step_idx >= self.start_step and step_idx % self.every_n_steps == 0
+
+    @property
+    def averaged_module(self) -> Optional[torch.nn.Module]:
+        """The EMA copy of the LightningModule during fit (``None`` before fit starts)."""
+        return None if self._average_model is None else self._average_model.module
+
+
+def find_ema_module(trainer) -> Optional[torch.nn.Module]:
+    """The EMA copy of the module if an :class:`EMA` (or any WeightAveraging) callback runs, else ``None``."""
+    for callback in getattr(trainer, "callbacks", []):
+        if isinstance(callback, WeightAveraging) and getattr(callback, "_average_model", None) is not None:
+            return callback._average_model.module
+    return None

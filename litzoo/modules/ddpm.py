@@ -1,0 +1,349 @@
+r"""Denoising diffusion probabilistic model, with its continuous-time SDE view.
+
+Ho et al. 2020, "Denoising Diffusion Probabilistic Models"; Song et al. 2021, "Score-Based
+Generative Modeling through Stochastic Differential Equations"; Nichol & Dhariwal 2021 (cosine
+schedule); Salimans & Ho 2022 (v-prediction); Ho & Salimans 2022 (classifier-free guidance).
+
+Forward process with ``alpha_bar_t = prod_{s<=t} (1 - beta_s)``:
+
+    x_t = sqrt(alpha_bar_t) * x_0 + sqrt(1 - alpha_bar_t) * eps,      eps ~ N(0, I)
+
+Training minimises the simple loss  E_{t, x_0, eps} || f_theta(x_t, t, y) - target ||^2  with
+
+    target = eps                                                  (prediction_type "epsilon")
+    target = v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 ("v_prediction")
+    target = x_0                                                  ("sample")
+
+and the label ``y`` replaced by a learned null class with probability ``class_dropout`` so one
+network gives both the conditional and the unconditional model for guidance,
+``eps_cfg = eps(x, null) + w * (eps(x, y) - eps(x, null))``.
+
+As T -> infinity the chain is the VP-SDE  dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw,  whose
+score is  grad log p_t(x) = -eps(x, t) / sqrt(1 - alpha_bar(t)).  The same trained network
+therefore drives the discrete ancestral/DDIM samplers, the reverse-SDE and predictor-corrector
+samplers, the probability-flow ODE and the exact likelihood (all in :mod:`litzoo.diffusion`;
+this module only wires them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from safetensors.torch import save_file
+
+from litzoo.base import LitzooModule
+from litzoo.diffusion import NoiseSchedule, log_likelihood, training_target
+from litzoo.diffusion import sample as run_sampler
+from litzoo.diffusion.samplers import SAMPLERS
+from litzoo.nets import TimeMLP
+from litzoo.optim import adamw_with_warmup_cosine
+
+# Short names people type, mapped to diffusers' prediction_type names (which the export keeps).
+PREDICTION_TYPES = {"epsilon": "epsilon", "eps": "epsilon", "v_prediction": "v_prediction", "v": "v_prediction",
+                    "sample": "sample", "x0": "sample"}
+BETA_SCHEDULES = ("linear", "cosine")
+
+
+def _check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {sorted(allowed)}.")
+
+
+class DDPM(LitzooModule):
+    """DDPM on images (diffusers ``UNet2DModel``) or on vectors (``TimeMLP``, set ``data_dim``).
+
+    The defaults are the CPU demo: a class-conditional UNet on 8x8 digits that trains in minutes.
+
+    Args:
+        image_size, in_channels: image shape; ``image_size`` must be divisible by
+            ``2 ** (len(block_out_channels) - 1)`` (the UNet halves it at every block but the last).
+        num_classes: number of classes for class conditioning; ``None`` = unconditional.
+        data_dim: set for vector data (e.g. 2 for :class:`Toy2DDataModule`) to use an MLP instead of a UNet.
+        block_out_channels, layers_per_block, attention, norm_num_groups: UNet size.
+        mlp_hidden, mlp_depth: MLP size (vector data).
+        class_dropout: probability of replacing the label by the null class (for CFG).
+        num_train_timesteps, beta_schedule, prediction_type, clip_sample: the diffusion (see module docstring).
+        sampler, sample_steps: defaults of :meth:`sample`.
+        lr, weight_decay, adam_betas, warmup_steps, total_steps: AdamW + warmup/cosine
+            (``total_steps=0`` uses the trainer's estimate).
+        eval_every_n_epochs, eval_samples_per_class, eval_sampler, eval_steps: class accuracy and FID
+            of samples logged at validation every N epochs (0 = never; image data with classes only).
+        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 8,
+        in_channels: int = 1,
+        num_classes: Optional[int] = 10,
+        data_dim: Optional[int] = None,
+        block_out_channels: tuple[int, ...] = (32, 64),
+        layers_per_block: int = 1,
+        attention: bool = False,
+        norm_num_groups: int = 8,
+        mlp_hidden: int = 128,
+        mlp_depth: int = 3,
+        class_dropout: float = 0.1,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        prediction_type: str = "epsilon",
+        clip_sample: bool = True,
+        sampler: str = "ddpm",
+        sample_steps: int = 1000,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 100,
+        total_steps: int = 0,
+        eval_every_n_epochs: int = 0,
+        eval_samples_per_class: int = 20,
+        eval_sampler: str = "ddim",
+        eval_steps: int = 25,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+        _check_choice("sampler", sampler, SAMPLERS)
+        _check_choice("eval_sampler", eval_sampler, SAMPLERS)
+        for name, value in [("sample_steps", sample_steps), ("eval_steps", eval_steps),
+                            ("num_train_timesteps", num_train_timesteps), ("image_size", image_size),
+                            ("in_channels", in_channels), ("layers_per_block", layers_per_block)]:
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}.")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 or None (unconditional), got {num_classes}.")
+        if not 0.0 <= class_dropout < 1.0:
+            raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout}.")
+        if data_dim is None:
+            factor = 2 ** (len(block_out_channels) - 1)
+            if image_size % factor:
+                raise ValueError(
+                    f"image_size={image_size} cannot be taken by a UNet with {len(block_out_channels)} blocks "
+                    f"(block_out_channels={tuple(block_out_channels)}): it must be divisible by {factor}. "
+                    f"Use image_size={max(factor, image_size // factor * factor)} or fewer blocks."
+                )
+            bad = [c for c in block_out_channels if c % norm_num_groups]
+            if bad:
+                raise ValueError(f"norm_num_groups={norm_num_groups} must divide every block_out_channels entry; {bad} do not.")
+        elif data_dim < 1:
+            raise ValueError(f"data_dim must be >= 1 for vector data or None for images, got {data_dim}.")
+        self.save_hyperparameters()
+        self.prediction_type = PREDICTION_TYPES[prediction_type]
+        self.num_classes = num_classes
+        self.schedule = NoiseSchedule(
+            num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+            prediction_type=self.prediction_type, clip_sample=clip_sample and data_dim is None,
+        )
+        self.register_buffer("alphas_cumprod", self.schedule.alphas_cumprod.float(), persistent=False)
+        # Index ``num_classes`` is the learned null class used for classifier-free guidance.
+        num_class_embeds = num_classes + 1 if num_classes else None
+        if data_dim is None:
+            n = len(block_out_channels)
+            down = tuple("AttnDownBlock2D" if attention and i > 0 else "DownBlock2D" for i in range(n))
+            up = tuple("AttnUpBlock2D" if attention and i < n - 1 else "UpBlock2D" for i in range(n))
+            self.net = UNet2DModel(
+                sample_size=image_size, in_channels=in_channels, out_channels=in_channels,
+                block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
+                down_block_types=down, up_block_types=up, norm_num_groups=norm_num_groups,
+                add_attention=attention, attention_head_dim=8, num_class_embeds=num_class_embeds,
+                num_train_timesteps=num_train_timesteps,
+            )
+        else:
+            self.net = TimeMLP(data_dim, hidden=mlp_hidden, depth=mlp_depth, num_classes=num_classes)
+        self._val_images: list[torch.Tensor] = []
+
+    # ----------------------------------------------------------------- network
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        h = self.hparams
+        return (h.data_dim,) if h.data_dim else (h.in_channels, h.image_size, h.image_size)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Network prediction (eps, v or x0 per ``prediction_type``) at timestep labels ``t``.
+
+        For a class-conditional model ``y=None`` means unconditional (the null class).
+        """
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        if self.num_classes and y is None:
+            y = torch.full((x_t.shape[0],), self.num_classes, device=x_t.device, dtype=torch.long)
+        if not self.num_classes:
+            y = None
+        if isinstance(self.net, UNet2DModel):
+            return self.net(x_t, t, class_labels=y).sample
+        return self.net(x_t, t, y)
+
+    # ----------------------------------------------------------------- training
+    def _step_generator(self) -> torch.Generator:
+        # Noise is a function of (seed, step, rank): a resumed run draws exactly the same noise.
+        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def diffusion_loss(self, x0: torch.Tensor, y: Optional[torch.Tensor], generator: torch.Generator,
+                       drop_labels: bool = True, reduce: bool = True):
+        b = x0.shape[0]
+        t = torch.randint(0, self.hparams.num_train_timesteps, (b,), device=x0.device, generator=generator)
+        eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+        alpha_bar = self.alphas_cumprod[t].view(b, *([1] * (x0.ndim - 1)))
+        x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+        if self.num_classes and y is not None and drop_labels and self.hparams.class_dropout > 0:
+            drop = torch.rand(b, device=x0.device, generator=generator) < self.hparams.class_dropout
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        pred = self(x_t, t, y)
+        target = training_target(x0, eps, alpha_bar, self.prediction_type)
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+        return (per_sample.mean(), t) if reduce else (per_sample, t)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x0, y = self._unpack(batch)
+        loss, _ = self.diffusion_loss(x0, y, self._step_generator())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x0, y = self._unpack(batch)
+        generator = torch.Generator(device=self.device).manual_seed(10_000 + batch_idx)
+        per_sample, t = self.diffusion_loss(x0, y, generator, drop_labels=False, reduce=False)
+        self.log("val/loss", per_sample.mean(), prog_bar=True, sync_dist=True)
+        # Loss per timestep bin shows where the model is weak (high t: layout, low t: detail).
+        bins = (t * 4 // self.hparams.num_train_timesteps).clamp(max=3)
+        for k in range(4):
+            mask = bins == k
+            if mask.any():
+                self.log(f"val/loss_t{k}", per_sample[mask].mean(), sync_dist=True)
+        if self._eval_due() and sum(v.shape[0] for v in self._val_images) < 2000:
+            self._val_images.append((x0.float() / 2 + 0.5).clamp(0, 1).cpu())
+
+    def _eval_due(self) -> bool:
+        every = self.hparams.eval_every_n_epochs
+        return bool(every) and self.num_classes and not self.hparams.data_dim and (self.current_epoch + 1) % every == 0
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._eval_due() or self.trainer.sanity_checking:
+            self._val_images.clear()
+            return
+        from litzoo.metrics import class_accuracy, fid
+
+        h = self.hparams
+        y = torch.arange(h.eval_samples_per_class * self.num_classes, device=self.device) % self.num_classes
+        generator = torch.Generator(device=self.device).manual_seed(h.seed + self.global_rank)
+        images = self.sample(len(y), steps=h.eval_steps, sampler=h.eval_sampler, y=y, generator=generator)
+        self.log("val/class_accuracy", class_accuracy(images.cpu(), y.cpu()), sync_dist=True)
+        if self._val_images:
+            self.log("val/fid", fid(torch.cat(self._val_images), images.cpu()), sync_dist=True)
+        self._val_images.clear()
+
+    @staticmethod
+    def _unpack(batch):
+        if isinstance(batch, (tuple, list)):
+            return batch[0], (batch[1] if len(batch) > 1 else None)
+        return batch, None
+
+    def configure_optimizers(self):
+        h = self.hparams
+        total = h.total_steps or self.trainer.estimated_stepping_batches
+        return adamw_with_warmup_cosine(
+            self.net, lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
+            warmup_steps=h.warmup_steps, total_steps=int(total) if math.isfinite(total) else 0,
+        )
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        h = self.hparams
+        expected = {"data_dim": h.data_dim} if h.data_dim else {"image_size": h.image_size, "in_channels": h.in_channels}
+        for name, value in expected.items():
+            got = getattr(datamodule, name, None)
+            if got is not None and got != value:
+                raise ValueError(
+                    f"{type(datamodule).__name__}.{name}={got} but DDPM was built with {name}={value}; "
+                    f"set model.{name}={got} (or change the datamodule)."
+                )
+        data_classes = getattr(datamodule, "num_classes", None)
+        if self.num_classes and data_classes is not None and data_classes > self.num_classes:
+            raise ValueError(f"The data has {data_classes} classes but DDPM num_classes={self.num_classes}; set model.num_classes={data_classes}.")
+
+    # ----------------------------------------------------------------- sampling
+    def _labels(self, n: int, y) -> Optional[torch.Tensor]:
+        if y is None or not self.num_classes:
+            if y is not None:
+                raise ValueError("y was given but this DDPM is unconditional (num_classes=None).")
+            return None
+        y = torch.as_tensor(y, device=self.device, dtype=torch.long)
+        if y.ndim == 0:
+            y = y.expand(n)
+        if y.shape != (n,) or y.min() < 0 or y.max() >= self.num_classes:
+            raise ValueError(f"y must be {n} class labels in [0, {self.num_classes}), got shape {tuple(y.shape)}.")
+        return y
+
+    def denoiser(self, y: Optional[torch.Tensor] = None, cfg_scale: float = 1.0):
+        """``model(x, t) -> prediction`` for the samplers, with labels and classifier-free guidance bound in."""
+        if y is None or cfg_scale == 1.0:
+            return lambda x, t: self(x, t, y)
+        null = torch.full_like(y, self.num_classes)
+
+        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            t = t.expand(x.shape[0]) if t.ndim == 0 else t
+            cond, uncond = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+            return uncond + cfg_scale * (cond - uncond)
+
+        return guided
+
+    @torch.no_grad()
+    def sample(self, n: int, *, steps: Optional[int] = None, sampler: Optional[str] = None, y=None,
+               cfg_scale: float = 1.0, generator: Optional[torch.Generator] = None, progress: bool = False,
+               **sampler_kwargs) -> torch.Tensor:
+        """Draw ``n`` samples: images in [0, 1] (N, C, H, W), or raw vectors for vector data.
+
+        ``sampler`` is one of :data:`litzoo.diffusion.samplers.SAMPLERS`; ``sampler_kwargs`` go to
+        :func:`litzoo.diffusion.sample` (``eta``, ``sde``, ``snr``, ``rtol`` ...).
+        """
+        sampler = sampler or self.hparams.sampler
+        steps = steps or self.hparams.sample_steps
+        _check_choice("sampler", sampler, SAMPLERS)
+        if n < 1 or steps < 1:
+            raise ValueError(f"n and steps must be >= 1, got n={n}, steps={steps}.")
+        model = self.denoiser(self._labels(n, y), cfg_scale)
+        with torch.autocast(self.device.type, enabled=False):
+            x = run_sampler(model, self.schedule, (n, *self.sample_shape), sampler=sampler, steps=steps,
+                            generator=generator, progress=progress, **sampler_kwargs)
+        return x if self.hparams.data_dim else (x / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, y=None, **kwargs) -> dict:
+        """Exact log-likelihood (nats) and bits/dim of data ``x`` through the probability-flow ODE.
+
+        Images are expected in [0, 1] (as ``sample`` returns them) and are mapped to the model's [-1, 1].
+        """
+        data = x if self.hparams.data_dim else x * 2 - 1
+        model = self.denoiser(self._labels(x.shape[0], y))
+        with torch.autocast(self.device.type, enabled=False):
+            return log_likelihood(model, self.schedule, data.to(self.device), **kwargs)
+
+    # ----------------------------------------------------------------- export
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """Image model: a diffusers folder that ``DDPMPipeline.from_pretrained(out_dir)`` loads
+        (``unet/`` + ``scheduler/``, safetensors weights). Vector model: ``model.safetensors`` +
+        ``config.json`` + ``scheduler/``."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        scheduler = DDPMScheduler(**self.schedule.scheduler_config())
+        if isinstance(self.net, UNet2DModel):
+            DDPMPipeline(unet=self.net, scheduler=scheduler).save_pretrained(out_dir, safe_serialization=True)
+        else:
+            scheduler.save_pretrained(out_dir / "scheduler")
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
+                      out_dir / "model.safetensors")
+        litzoo_config = {"class": "litzoo.modules.DDPM", "hyperparameters": dict(self.hparams),
+                         "null_class_label": self.num_classes}
+        (out_dir / "litzoo.json").write_text(json.dumps(litzoo_config, indent=2, default=list))
+        return out_dir

@@ -1,0 +1,137 @@
+"""AdamW with decoupled weight decay, parameter groups, and the warmup + cosine schedule.
+
+Every litzoo module builds its optimizer here, so "which parameters decay" is decided once.
+
+Why AdamW and not Adam + L2 (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"):
+Adam with an L2 penalty adds ``lambda * theta`` to the gradient ``g_t`` *before* the moment
+estimates, so the decay term is rescaled by the adaptive denominator ``sqrt(v_hat_t) + eps``:
+weights with large gradient history are barely regularised, weights with small ones too much.
+AdamW takes the decay out of the loss and applies it directly to the weights,
+
+    m_t = beta1 m_{t-1} + (1 - beta1) g_t
+    v_t = beta2 v_{t-1} + (1 - beta2) g_t^2
+    theta_t = theta_{t-1} - lr * ( m_hat_t / (sqrt(v_hat_t) + eps)  +  lambda * theta_{t-1} ),
+
+so every weight shrinks at the same relative rate ``lr * lambda`` whatever its gradient scale,
+and the moments see only the loss gradient.
+
+No decay on biases, normalisation weights, embeddings and positional tables: shrinking them
+towards zero is not regularisation (a LayerNorm gain of 0 kills the signal; an embedding row
+of a rare token would be decayed on every step it is not used).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable
+
+import torch
+from torch import nn
+
+# Modules whose weights never decay (normalisation gains and lookup tables).
+_NO_DECAY_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Embedding,
+    nn.EmbeddingBag,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    getattr(nn, "RMSNorm", nn.LayerNorm),
+)
+# Parameters named like positional tables or norm gains in custom modules (diffusers' RMSNorm,
+# transformers' Qwen2RMSNorm, learned context tokens ...).
+# Matched against the parameter's own name (last dotted part), so a Linear *inside* a time-embedding
+# MLP still decays.
+_NO_DECAY_NAME = re.compile(r"^(bias|pos_embed\w*|position\w*|\w*norm\w*|context_tokens|null_\w*)$", re.I)
+
+
+def no_decay_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of ``model`` that must not be weight-decayed."""
+    names: set[str] = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            if (
+                isinstance(module, _NO_DECAY_MODULES)
+                or "norm" in type(module).__name__.lower()
+                or param.ndim < 2
+                or _NO_DECAY_NAME.match(param_name)
+            ):
+                names.add(full)
+    return names
+
+
+def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two parameter groups for AdamW: decayed weights and the no-decay set (see module docstring)."""
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    no_decay = no_decay_parameter_names(model)
+    decay_params, no_decay_params = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay_params if name in no_decay else decay_params).append(param)
+    groups = [{"params": decay_params, "weight_decay": weight_decay}]
+    if no_decay_params:
+        groups.append({"params": no_decay_params, "weight_decay": 0.0})
+    return groups
+
+
+def build_adamw(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: Iterable[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
+    """AdamW over :func:`adamw_param_groups`; fused on CUDA where available."""
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}.")
+    params = list(model.parameters())
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(
+        adamw_param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, fused=fused or None
+    )
+
+
+def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
+    """Multiplier on the base lr: linear warmup for ``warmup_steps``, then cosine to ``min_lr_ratio``.
+
+    ``total_steps <= 0`` means "no decay after warmup" (constant lr).
+    """
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}.")
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if total_steps <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def adamw_with_warmup_cosine(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: Iterable[float] = (0.9, 0.999),
+    warmup_steps: int = 0,
+    total_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+) -> dict:
+    """What a LightningModule's ``configure_optimizers`` returns: AdamW + per-step warmup/cosine."""
+    optimizer = build_adamw(model, lr=lr, weight_decay=weight_decay, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine_lambda(warmup_steps, total_steps, min_lr_ratio)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

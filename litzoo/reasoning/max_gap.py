@@ -1,0 +1,146 @@
+"""Maximum gap (LeetCode 164) as a verifiable reasoning task.
+
+Given integers ``x_1..x_n``, the answer is ``max_i (s_{i+1} - s_i)`` over the sorted array
+``s``, and ``0`` when ``n < 2``.
+
+Solver (`max_gap`): bucket sort / pigeonhole in O(n) time. With ``lo = min x``,
+``hi = max x`` and bucket width ``w = max(1, floor((hi - lo) / (n - 1)))``, the ``n - 1`` gaps
+of the sorted array sum to ``hi - lo``, so the largest gap is at least ``(hi - lo) / (n - 1)
+>= w``. Two numbers in the same bucket ``[lo + k w, lo + (k+1) w)`` differ by at most
+``w - 1 < w``, so the maximum gap is never inside a bucket: it is the largest
+``min(next non-empty bucket) - max(previous non-empty bucket)``. Only each bucket's min and
+max are kept, hence O(n) time and memory (``floor((hi-lo)/w) + 1 <= 2(n-1) + 1`` buckets).
+
+Difficulty levels (``n`` numbers drawn uniformly with repetition from ``0..v_max``):
+
+    level 1: n 1-4,  values 0-9      (includes n = 1, answer 0)
+    level 2: n 3-6,  values 0-99     (the k1.5 benchmark)
+    level 3: n 5-8,  values 0-99
+    level 4: n 6-10, values 0-999
+    level 5: n 8-12, values 0-999
+
+Prompt ``"maxgap 3 9 1 7="``; answer a non-negative integer. The trace sorts (easier for a
+char-level model to learn than bucket arithmetic; the bucket solver is the exact reference),
+lists the successive gaps, takes the max and checks that the gaps telescope to
+``max - min``. A deliberate slip writes one gap off by one; the telescoping check catches it::
+
+    sort 1 3 7 9
+    gaps 3-1=2 7-3=4 9-7=2
+    max 4
+    chk 2+4+2=8=9-1 ok
+    #4
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from litzoo.reasoning.base import (
+    ANSWER_MARKER,
+    CHECK_FAILED,
+    FIX,
+    Problem,
+    ReasoningTask,
+    as_rng,
+    parse_int,
+)
+
+# level -> (min count, max count, max value)
+LEVELS: dict[int, tuple[int, int, int]] = {
+    1: (1, 4, 9),
+    2: (3, 6, 99),
+    3: (5, 8, 99),
+    4: (6, 10, 999),
+    5: (8, 12, 999),
+}
+
+
+def max_gap(nums: Sequence[int]) -> int:
+    """Largest difference between successive elements of ``sorted(nums)`` (0 if fewer than 2),
+    by pigeonhole buckets in O(n) (see module docstring)."""
+    n = len(nums)
+    if n < 2:
+        return 0
+    lo, hi = min(nums), max(nums)
+    if lo == hi:
+        return 0
+    w = max(1, (hi - lo) // (n - 1))
+    n_buckets = (hi - lo) // w + 1
+    b_min: list[int | None] = [None] * n_buckets
+    b_max: list[int | None] = [None] * n_buckets
+    for x in nums:
+        k = (x - lo) // w
+        b_min[k] = x if b_min[k] is None else min(b_min[k], x)
+        b_max[k] = x if b_max[k] is None else max(b_max[k], x)
+    best, prev_max = 0, b_max[0]  # bucket 0 holds lo, so it is never empty
+    for k in range(1, n_buckets):
+        if b_min[k] is not None:
+            best = max(best, b_min[k] - prev_max)
+            prev_max = b_max[k]
+    return best
+
+
+class MaxGapTask(ReasoningTask):
+    """Maximum gap between successive sorted elements (LeetCode 164); see module docstring."""
+
+    name = "max_gap"
+    difficulties = range(1, 6)
+
+    def make_problem(self, nums: Sequence[int], difficulty: int | None = None) -> Problem:
+        """A problem from explicit non-negative integers."""
+        nums = tuple(nums)
+        if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in nums):
+            raise ValueError(f"nums={nums!r} must be non-negative ints (the prompt has no '-').")
+        prompt = "maxgap" + "".join(f" {x}" for x in nums) + "="
+        return Problem(self.name, difficulty, prompt, max_gap(nums), {"nums": nums})
+
+    def generate(self, difficulty: int, rng: random.Random | int | None = None) -> Problem:
+        self.check_difficulty(difficulty)
+        rng = as_rng(rng)
+        n_lo, n_hi, v_max = LEVELS[difficulty]
+        n = rng.randint(n_lo, n_hi)
+        return self.make_problem([rng.randint(0, v_max) for _ in range(n)], difficulty)
+
+    def solve(self, problem: Problem) -> int:
+        self.check_problem(problem)
+        return max_gap(problem.data["nums"])
+
+    def parse_answer(self, text: str) -> int | None:
+        x = parse_int(text)
+        return x if x is not None and x >= 0 else None
+
+    def format_answer(self, answer: int) -> str:
+        return str(answer)
+
+    def write_trace(
+        self, problem: Problem, rng: random.Random | int | None = None, p_mistake: float = 0.0
+    ) -> str:
+        self.check_problem(problem)
+        rng = as_rng(rng)
+        s = sorted(problem.data["nums"])
+        lines = ["sort " + " ".join(map(str, s))]
+        if len(s) < 2:
+            lines.append("n<2 no gaps")
+            return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + "0"
+        gaps = [s[i + 1] - s[i] for i in range(len(s) - 1)]
+        if self.wants_mistake(rng, p_mistake):
+            j = rng.randrange(len(gaps))
+            wrong = list(gaps)
+            wrong[j] += 1 if gaps[j] == 0 or rng.random() < 0.5 else -1
+            lines += _gap_work(s, wrong) + [FIX]
+        lines += _gap_work(s, gaps)
+        return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(max(gaps))
+
+
+def _gap_work(s: list[int], gaps: list[int]) -> list[str]:
+    """Gap list, max and the telescoping check ``sum(gaps) == s[-1] - s[0]``."""
+    total, span = sum(gaps), s[-1] - s[0]
+    gap_text = " ".join(f"{s[i + 1]}-{s[i]}={g}" for i, g in enumerate(gaps))
+    plus = "+".join(map(str, gaps))
+    check = (
+        f"chk {plus}={total}={s[-1]}-{s[0]} ok"
+        if total == span
+        else f"chk {plus}={total}!={s[-1]}-{s[0]} {CHECK_FAILED}"
+    )
+    return ["gaps " + gap_text, f"max {max(gaps)}", check]
