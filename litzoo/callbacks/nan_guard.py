@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -25,14 +23,15 @@ class NaNGuard(Callback):
             raise ValueError(f"NaNGuard every_n_steps must be >= 1, got {every_n_steps}.")
         self.every_n_steps = every_n_steps
 
-    def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if batch_idx % self.every_n_steps:
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        # Checked before backward: the optimizer never applies NaN gradients, so the weights (and
+        # the EMA) stay as they were after the last good step.
+        if trainer.global_step % self.every_n_steps:
             return
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+        if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(
                 f"Training loss is {loss.detach().float().cpu().item() if loss.numel() == 1 else 'non-finite'} "
-                f"at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx}). "
+                f"at global step {trainer.global_step} (epoch {trainer.current_epoch}). "
                 "Stopped so the last checkpoint stays usable. Common fixes: lower the learning rate, "
                 "enable gradient clipping (--trainer.gradient_clip_val 1.0), use bf16 instead of fp16."
             )

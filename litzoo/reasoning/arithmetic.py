@@ -38,6 +38,7 @@ from litzoo.reasoning.base import (
     Problem,
     ReasoningTask,
     as_rng,
+    is_int,
     parse_int,
 )
 
@@ -69,7 +70,7 @@ class ArithmeticTask(ReasoningTask):
     def make_problem(self, a: int, b: int, op: str, difficulty: int | None = None) -> Problem:
         """A problem from explicit non-negative integer operands."""
         for label, x in (("a", a), ("b", b)):
-            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+            if not is_int(x) or x < 0:
                 raise ValueError(f"{label}={x!r} must be a non-negative int.")
         if op not in OPS:
             raise ValueError(f"op={op!r} must be one of {OPS}.")
@@ -115,6 +116,11 @@ def _exact(a: int, b: int, op: str) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
+def _check(expr: str, got: int, want: int) -> str:
+    """``chk <expr>=<got> ok``, or ``chk <expr>=<got>!=<want> no`` when the check fails."""
+    return f"chk {expr}={got} ok" if got == want else f"chk {expr}={got}!={want} {CHECK_FAILED}"
+
+
 def _add_work(a: int, b: int, slip: random.Random | None) -> tuple[list[str], int]:
     """Column addition; with ``slip`` one column's carry-in is dropped (or, if no column has a
     carry, one column sum is written one too large). Returns (lines incl. check, result)."""
@@ -140,7 +146,7 @@ def _add_work(a: int, b: int, slip: random.Random | None) -> tuple[list[str], in
     value += c * 10**n
     lines.append(f"sum {value}")
     back = value - b
-    lines.append(f"chk {value}-{b}={back} ok" if back == a else f"chk {value}-{b}={back}!={a} {CHECK_FAILED}")
+    lines.append(_check(f"{value}-{b}", back, a))
     return lines, value
 
 
@@ -180,7 +186,7 @@ def _sub_work(a: int, b: int, slip: random.Random | None) -> tuple[list[str], in
         value = -diff
         lines.append(f"neg {value}")
     back = value + b
-    lines.append(f"chk {value}+{b}={back} ok" if back == a else f"chk {value}+{b}={back}!={a} {CHECK_FAILED}")
+    lines.append(_check(f"{value}+{b}", back, a))
     return lines, value
 
 

@@ -86,6 +86,11 @@ def final_answer_text(response: str) -> str | None:
     return line
 
 
+def is_int(x: Any) -> bool:
+    """``x`` is an ``int`` and not a ``bool`` (``True`` is no difficulty level or operand)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def parse_int(text: str) -> int | None:
     """``text`` as an int when it is an optional ``-`` then ASCII digits only, else ``None``."""
     digits = text[1:] if text.startswith("-") else text
@@ -101,7 +106,7 @@ class ReasoningTask(ABC):
     difficulties: range
 
     def check_difficulty(self, difficulty: int) -> None:
-        if isinstance(difficulty, bool) or not isinstance(difficulty, int) or difficulty not in self.difficulties:
+        if not is_int(difficulty) or difficulty not in self.difficulties:
             lo, hi = self.difficulties.start, self.difficulties.stop - 1
             raise ValueError(
                 f"difficulty={difficulty!r} is not a level of task {self.name!r}; "

@@ -43,6 +43,7 @@ from litzoo.reasoning.base import (
     Problem,
     ReasoningTask,
     as_rng,
+    is_int,
     parse_int,
 )
 
@@ -90,7 +91,7 @@ class MaxGapTask(ReasoningTask):
     def make_problem(self, nums: Sequence[int], difficulty: int | None = None) -> Problem:
         """A problem from explicit non-negative integers."""
         nums = tuple(nums)
-        if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in nums):
+        if not all(is_int(x) and x >= 0 for x in nums):
             raise ValueError(f"nums={nums!r} must be non-negative ints (the prompt has no '-').")
         prompt = "maxgap" + "".join(f" {x}" for x in nums) + "="
         return Problem(self.name, difficulty, prompt, max_gap(nums), {"nums": nums})

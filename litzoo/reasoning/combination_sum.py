@@ -1,0 +1,223 @@
+"""Combination sum (LeetCode 39 and 40) as a verifiable reasoning task.
+
+Find every multiset of candidates summing to ``target``:
+  - ``reuse=True``  (LC 39): distinct positive candidates, each usable any number of times;
+  - ``reuse=False`` (LC 40): candidates may repeat, each list entry used at most once, and
+    equal combinations are reported once.
+
+Solver: backtracking over the **sorted** candidates with a start index (a combination is
+built in non-decreasing index order, so each multiset is generated once). At a node with
+remainder ``r`` it tries ``c_i`` for ``i >= start``; it stops at the first ``c_i > r``
+(sorting makes every later candidate too large), recurses from ``i`` (LC 39, reuse) or
+``i + 1`` (LC 40), and, for LC 40, skips ``c_i == c_{i-1}`` when ``i > start`` (the equal
+candidate at the same depth would rebuild the same combinations).
+
+Difficulty levels (``k`` candidates, values, target):
+
+    reuse=True  (LC 39, distinct)          reuse=False (LC 40, repeats allowed)
+    level 1: k 2-3, 2-6,  target 2-8       k 3-4, 1-6,  target 3-8
+    level 2: k 2-4, 2-9,  target 4-12      k 4-6, 1-9,  target 4-12
+    level 3: k 3-5, 2-12, target 6-16      k 5-8, 1-12, target 6-16
+Level 2 with ``reuse=True`` is the k1.5 benchmark.
+
+Prompt ``"combsum 2 3 6 7 target 7="`` (LC 40: ``"combsum once 1 1 2 5 target 8="``).
+Answer: combinations as a sorted tuple of non-decreasing tuples; written
+``"2 2 3;7"`` (numbers by spaces, combinations by ``;``) or ``"none"``. The verifier
+compares as multisets: order inside and across combinations is free, a missing, extra or
+repeated combination is wrong.
+
+The trace is the search itself, one line per tried candidate, indented by depth:
+``<c> r<remainder>`` then ``ok`` (found), ``x`` (dead end: the next allowed candidate is
+larger than the remainder) or nothing (its children follow); LC 40 adds ``<c> dup`` for a
+skipped duplicate. Then each found combination is checked by adding it up. A deliberate slip
+writes a dead end as ``r0 ok``; its check fails and the trace drops it (``fix drop ...``)::
+
+    sort 2 3 6 7
+    2 r5
+     2 r3
+      2 r1 x
+      3 r0 ok
+     3 r2 x
+    3 r4
+     3 r1 x
+    6 r1 x
+    7 r0 ok
+    chk 2+2+3=7 ok
+    chk 7=7 ok
+    #2 2 3;7
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+from litzoo.reasoning.base import (
+    ANSWER_MARKER,
+    CHECK_FAILED,
+    FIX,
+    Problem,
+    ReasoningTask,
+    as_rng,
+    is_int,
+)
+
+Combinations = tuple[tuple[int, ...], ...]
+Event = tuple[int, int, int, str, tuple[int, ...]]  # (depth, c, remainder, kind, path)
+
+# level -> (min count, max count, min value, max value, min target, max target)
+LEVELS_REUSE: dict[int, tuple[int, int, int, int, int, int]] = {
+    1: (2, 3, 2, 6, 2, 8),
+    2: (2, 4, 2, 9, 4, 12),
+    3: (3, 5, 2, 12, 6, 16),
+}
+LEVELS_ONCE: dict[int, tuple[int, int, int, int, int, int]] = {
+    1: (3, 4, 1, 6, 3, 8),
+    2: (4, 6, 1, 9, 4, 12),
+    3: (5, 8, 1, 12, 6, 16),
+}
+NONE = "none"
+
+
+def search(candidates: Sequence[int], target: int, reuse: bool) -> Iterator[Event]:
+    """The backtracking search as events ``(depth, c, remainder, kind, path)``.
+
+    ``kind`` is ``"ok"`` (path sums to target), ``"x"`` (dead end), ``"try"`` (children
+    follow) or ``"dup"`` (LC 40 duplicate skipped; path excludes it). ``candidates`` must be
+    sorted ascending and positive.
+    """
+    c, path = list(candidates), []
+
+    def rec(start: int, rem: int, depth: int) -> Iterator[Event]:
+        for i in range(start, len(c)):
+            if c[i] > rem:
+                break  # sorted: every later candidate is too large as well
+            if not reuse and i > start and c[i] == c[i - 1]:
+                yield depth, c[i], rem, "dup", tuple(path)
+                continue
+            path.append(c[i])
+            r, nxt = rem - c[i], (i if reuse else i + 1)
+            if r == 0:
+                yield depth, c[i], r, "ok", tuple(path)
+            elif nxt >= len(c) or c[nxt] > r:
+                yield depth, c[i], r, "x", tuple(path)
+            else:
+                yield depth, c[i], r, "try", tuple(path)
+                yield from rec(nxt, r, depth + 1)
+            path.pop()
+
+    yield from rec(0, target, 0)
+
+
+def combination_sum(candidates: Sequence[int], target: int, reuse: bool = True) -> Combinations:
+    """All combinations summing to ``target`` (LC 39 if ``reuse`` else LC 40), canonical order.
+
+    Candidates must be positive (a 0 would make reuse loop forever); with ``reuse`` repeated
+    values are merged, since unlimited copies of one value are the same choice.
+    """
+    if not all(is_int(x) and x >= 1 for x in candidates):
+        raise ValueError(f"candidates={tuple(candidates)!r} must all be positive ints.")
+    cands = sorted(set(candidates)) if reuse else sorted(candidates)
+    found = [p for _, _, _, kind, p in search(cands, target, reuse) if kind == "ok"]
+    return tuple(sorted(found))
+
+
+class CombinationSumTask(ReasoningTask):
+    """Combination sum, LC 39 (``reuse=True``) or LC 40 (``reuse=False``); see module doc."""
+
+    name = "combination_sum"
+    difficulties = range(1, 4)
+
+    def __init__(self, reuse: bool = True) -> None:
+        self.reuse = bool(reuse)
+
+    def make_problem(
+        self, candidates: Sequence[int], target: int, difficulty: int | None = None
+    ) -> Problem:
+        """A problem from explicit positive candidates (distinct when ``reuse``) and target."""
+        candidates = tuple(candidates)
+        if not candidates or not all(is_int(x) and x >= 1 for x in candidates):
+            raise ValueError(
+                f"candidates={candidates!r} must be a non-empty sequence of positive ints."
+            )
+        if self.reuse and len(set(candidates)) != len(candidates):
+            raise ValueError(
+                f"candidates={candidates!r} repeat a value, which LC 39 (reuse=True) forbids; "
+                "pass distinct values or use CombinationSumTask(reuse=False) (LC 40)."
+            )
+        if not is_int(target) or target < 1:
+            raise ValueError(f"target={target!r} must be a positive int.")
+        head = "combsum " if self.reuse else "combsum once "
+        prompt = head + " ".join(map(str, candidates)) + f" target {target}="
+        data = {"candidates": candidates, "target": target, "reuse": self.reuse}
+        answer = combination_sum(candidates, target, self.reuse)
+        return Problem(self.name, difficulty, prompt, answer, data)
+
+    def generate(self, difficulty: int, rng: random.Random | int | None = None) -> Problem:
+        self.check_difficulty(difficulty)
+        rng = as_rng(rng)
+        levels = LEVELS_REUSE if self.reuse else LEVELS_ONCE
+        k_lo, k_hi, v_lo, v_hi, t_lo, t_hi = levels[difficulty]
+        k = rng.randint(k_lo, k_hi)
+        if self.reuse:
+            candidates = rng.sample(range(v_lo, v_hi + 1), k)
+        else:
+            candidates = [rng.randint(v_lo, v_hi) for _ in range(k)]
+        return self.make_problem(candidates, rng.randint(t_lo, t_hi), difficulty)
+
+    def solve(self, problem: Problem) -> Combinations:
+        self.check_problem(problem)
+        d = problem.data
+        return combination_sum(d["candidates"], d["target"], d["reuse"])
+
+    def parse_answer(self, text: str) -> Combinations | None:
+        """``"none"`` -> ``()``; ``"2 2 3;7"`` -> ``((2, 2, 3), (7,))``; repeats are kept so a
+        repeated combination fails the comparison; anything else -> ``None``."""
+        if text == NONE:
+            return ()
+        combos = []
+        for part in text.split(";"):
+            tokens = part.split()
+            if not tokens or not all(t.isascii() and t.isdigit() and len(t) <= 18 for t in tokens):
+                return None
+            combos.append(tuple(sorted(int(t) for t in tokens)))
+        return tuple(sorted(combos))
+
+    def format_answer(self, answer: Combinations) -> str:
+        return ";".join(" ".join(map(str, combo)) for combo in answer) if answer else NONE
+
+    def write_trace(
+        self, problem: Problem, rng: random.Random | int | None = None, p_mistake: float = 0.0
+    ) -> str:
+        self.check_problem(problem)
+        rng = as_rng(rng)
+        d = problem.data
+        cands, target = sorted(d["candidates"]), d["target"]
+        events = list(search(cands, target, d["reuse"]))
+        dead = [j for j, e in enumerate(events) if e[3] == "x"]
+        mistake = self.wants_mistake(rng, p_mistake)
+        slip = rng.choice(dead) if mistake and dead else -1  # no dead end: nothing to slip on
+        lines, found = ["sort " + " ".join(map(str, cands))], []
+        for j, (depth, c, r, kind, path) in enumerate(events):
+            pad = " " * depth
+            if kind == "dup":
+                lines.append(f"{pad}{c} dup")
+            elif kind == "ok" or j == slip:  # the slip: a dead end miscounted as remainder 0
+                lines.append(f"{pad}{c} r0 ok")
+                found.append(path)
+            else:
+                lines.append(f"{pad}{c} r{r}" + (" x" if kind == "x" else ""))
+        kept = []
+        for path in found:
+            total = sum(path)
+            plus = "+".join(map(str, path))
+            if total == target:
+                lines.append(f"chk {plus}={target} ok")
+                kept.append(path)
+            else:
+                lines.append(f"chk {plus}={total}!={target} {CHECK_FAILED}")
+                lines.append(f"{FIX} drop {' '.join(map(str, path))}")
+        if not kept:
+            lines.append("none found")
+        answer = tuple(sorted(kept))
+        return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(answer)

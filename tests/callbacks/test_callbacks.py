@@ -1,0 +1,96 @@
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from litzoo.callbacks import EMA, NaNGuard, NonFiniteLossError, SampleGrid, make_grid
+from litzoo.callbacks.ema import ema_decay
+
+
+class Regression(L.LightningModule):
+    """y = 2x fitted by SGD; ``nan_at`` poisons the loss at that step."""
+
+    def __init__(self, nan_at: int = -1):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.nan_at = nan_at
+        self.trajectory = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = ((self.w * x - y) ** 2).mean()
+        if self.global_step == self.nan_at:
+            loss = loss * float("nan")
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.trajectory.append(self.w.detach().clone())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    @torch.no_grad()
+    def sample(self, n, *, steps, sampler=None, y=None, cfg_scale=1.0, generator=None):
+        # An "image model" whose sample k is filled with its class value / 10.
+        return (y.float() / 10).view(n, 1, 1, 1).expand(n, 1, 4, 4).clone()
+
+    num_classes = 10
+
+
+def _loader():
+    x = torch.linspace(-1, 1, 64).unsqueeze(1)
+    return DataLoader(TensorDataset(x, 2 * x), batch_size=8)
+
+
+def _trainer(tmp_path, callbacks, steps=16):
+    return L.Trainer(max_steps=steps, callbacks=callbacks, default_root_dir=tmp_path, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+
+
+def test_ema_decay_warms_up_then_caps():
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.999, 90) == pytest.approx(91 / 100)
+    assert ema_decay(0.999, 10**6) == 0.999
+    assert ema_decay(0.9, 0, warmup=False) == 0.9
+
+
+def test_ema_callback_leaves_the_exponential_average_of_the_trajectory(tmp_path):
+    model = Regression()
+    _trainer(tmp_path, [EMA(decay=0.9)]).fit(model, _loader())
+    # Reference EMA over the weights seen after each optimizer step (first update copies).
+    expected = model.trajectory[0]
+    for n, w in enumerate(model.trajectory[1:], start=1):
+        d = ema_decay(0.9, n)
+        expected = d * expected + (1 - d) * w
+    torch.testing.assert_close(model.w.detach(), expected)
+    assert not torch.allclose(model.w.detach(), model.trajectory[-1])  # really the average, not the last weights
+
+
+def test_nan_guard_stops_with_step_and_loss_in_message_before_weights_are_hit(tmp_path):
+    model = Regression(nan_at=3)
+    with pytest.raises(NonFiniteLossError, match=r"nan at global step 3"):
+        _trainer(tmp_path, [NaNGuard()]).fit(model, _loader())
+    assert torch.isfinite(model.w).all()  # checked before backward: the NaN step never reached the weights
+
+
+def test_make_grid_places_images_row_major():
+    images = torch.stack([torch.full((1, 2, 2), i / 5) for i in range(6)])
+    grid = make_grid(images, nrow=3, padding=1)
+    assert grid.shape == (2 * 3 + 1, 3 * 3 + 1, 1)
+    assert grid[1, 1, 0] == 0 and grid[1, 4, 0] == round(0.2 * 255) and grid[4, 1, 0] == round(0.6 * 255)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        make_grid(torch.zeros(3, 4, 4))
+
+
+def test_sample_grid_writes_png_with_one_column_per_class(tmp_path):
+    callback = SampleGrid(every_n_steps=8, n=20, steps=1, upscale=1)
+    _trainer(tmp_path, [callback]).fit(Regression(), _loader())
+    pngs = sorted(p.name for p in (tmp_path / "samples").glob("*.png"))
+    assert pngs == ["final.png", "step_000008.png", "step_000016.png"]
+    grid = np.asarray(Image.open(tmp_path / "samples" / "final.png"))
+    assert grid.shape == (2 * 5 + 1, 10 * 5 + 1)  # 2 rows of 10 classes, 4x4 images + padding
+    # column k holds class k: value k/10
+    assert grid[1, 1 + 3 * 5] == round(0.3 * 255) and grid[6, 1 + 3 * 5] == round(0.3 * 255)

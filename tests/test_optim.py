@@ -1,0 +1,76 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from litzoo.optim import adamw_param_groups, adamw_with_warmup_cosine, build_adamw, warmup_cosine_lambda
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.pos_embed = nn.Parameter(torch.randn(1, 3, 4))
+        self.time_embedding = nn.Sequential(nn.Linear(4, 4))  # a Linear inside an "embedding" block decays
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.norm = nn.LayerNorm(4)
+        self.gn = nn.GroupNorm(2, 4)
+        self.head = nn.Linear(4, 2)
+
+
+def _names(model, group):
+    ids = {id(p) for p in group["params"]}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def test_no_decay_on_biases_norms_embeddings_and_positional_tables():
+    model = Net()
+    decay, no_decay = adamw_param_groups(model, weight_decay=0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert _names(model, decay) == {"time_embedding.0.weight", "conv.weight", "head.weight"}
+    assert _names(model, no_decay) == {
+        "embed.weight", "pos_embed", "time_embedding.0.bias", "conv.bias", "norm.weight", "norm.bias",
+        "gn.weight", "gn.bias", "head.bias",
+    }
+
+
+def test_weight_decay_is_decoupled_from_adam_moments():
+    # With zero loss gradient Adam's moments stay 0, so the only change is the decoupled shrink
+    # theta <- theta * (1 - lr * lambda); Adam+L2 would instead take a full normalised step of size lr.
+    model = nn.Linear(3, 3)
+    before_w, before_b = model.weight.detach().clone(), model.bias.detach().clone()
+    opt = build_adamw(model, lr=0.1, weight_decay=0.5)
+    (model.weight.sum() * 0.0 + model.bias.sum() * 0.0).backward()
+    opt.step()
+    torch.testing.assert_close(model.weight.detach(), before_w * (1 - 0.1 * 0.5))
+    torch.testing.assert_close(model.bias.detach(), before_b)  # bias is in the no-decay group
+
+
+def test_warmup_then_cosine_schedule_values():
+    f = warmup_cosine_lambda(warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the cosine
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    assert warmup_cosine_lambda(0, 0)(1000) == 1.0  # no total: constant after warmup
+
+
+def test_configure_optimizers_dict_steps_lr_per_step():
+    model = nn.Linear(2, 2)
+    out = adamw_with_warmup_cosine(model, lr=1.0, weight_decay=0.0, warmup_steps=4, total_steps=8)
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 4)))
+    assert out["lr_scheduler"]["interval"] == "step"
+
+
+@pytest.mark.parametrize("kwargs, word", [({"lr": 0.0}, "lr"), ({"lr": 1.0, "weight_decay": -1}, "weight_decay")])
+def test_bad_optimizer_values_raise(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        build_adamw(nn.Linear(2, 2), **kwargs)
