@@ -1,8 +1,10 @@
 """Small environments with exact models, and exact dynamic-programming solvers for them.
 
 Importing this package registers ``"litzoo/GridWorld-v0"`` with gymnasium, so
-``gymnasium.make("litzoo/GridWorld-v0", ...)`` works (the environment truncates its own episodes via
-its ``max_episode_steps`` argument, so no extra ``TimeLimit`` wrapper is added).
+``gymnasium.make("litzoo/GridWorld-v0", ...)`` works. The environment truncates its own episodes
+(``GridWorld(max_episode_steps=100)``), so no ``TimeLimit`` is registered; note that
+``gymnasium.make(..., max_episode_steps=N)`` does not reach the env but wraps it in gymnasium's
+``TimeLimit(N)``: both limits then apply and the smaller one truncates.
 """
 
 import gymnasium

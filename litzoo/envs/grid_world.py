@@ -266,9 +266,10 @@ class GridWorld(gym.Env):
         for s in range(self.num_states):
             row, col = self.cell_of(s)
             if values is not None:
-                offset = 0.28 if policy is not None else 0.0  # keep numbers clear of the arrows
+                offset = 0.33 if policy is not None else 0.0  # numbers below, clear of the arrows
                 ax.text(col, row + offset, f"{values[s]:.{precision}f}", ha="center", va="center", fontsize=9)
             if policy is not None:
+                row = row - 0.1  # arrows drawn slightly above the cell centre
                 for a, prob in enumerate(policy[s]):
                     if prob <= 0:
                         continue
@@ -276,7 +277,7 @@ class GridWorld(gym.Env):
                         ax.add_patch(Circle((col, row), 0.08 + 0.07 * prob, fill=False, edgecolor=_COLOR_POLICY, linewidth=1.5))
                     else:
                         d_row, d_col = ACTION_DELTAS[a]
-                        length = 0.1 + 0.3 * prob
+                        length = 0.1 + 0.2 * prob
                         ax.add_patch(FancyArrow(col, row, d_col * length, d_row * length, width=0.02,
                                                 head_width=0.1, head_length=0.08, color=_COLOR_POLICY,
                                                 length_includes_head=True))

@@ -1,0 +1,155 @@
+r"""Running statistics and the observation / return normalisers built on them.
+
+:class:`RunningMeanStd` keeps the mean and (population) variance of everything it has seen, merging
+each batch with the parallel update of Chan, Golub & LeVeque ("Updating formulae and a pairwise
+algorithm for computing sample variances", 1979), the batched form of Welford's (1962) algorithm.
+For counts :math:`n_a, n_b`, means :math:`\mu_a, \mu_b` and variances :math:`\sigma_a^2, \sigma_b^2`,
+with :math:`\delta = \mu_b - \mu_a` and :math:`n = n_a + n_b`:
+
+.. math::
+
+    \mu = \mu_a + \delta \frac{n_b}{n}, \qquad
+    \sigma^2 = \frac{n_a \sigma_a^2 + n_b \sigma_b^2 + \delta^2 \, n_a n_b / n}{n}.
+
+:class:`ObservationNormalizer` whitens observations, ``clip((o - mu) / sqrt(sigma^2 + eps))``.
+:class:`ReturnNormalizer` scales rewards by the standard deviation of the running discounted
+return :math:`G_t = \gamma G_{t-1} + r_t` (not of the rewards themselves, and without subtracting a
+mean, which would change the optimal policy), as in OpenAI baselines' / SB3's ``VecNormalize``
+(Engstrom et al., "Implementation Matters in Deep Policy Gradients", ICLR 2020, call it reward scaling).
+
+All three are ``torch.nn.Module`` s holding their statistics as buffers, so they move with ``.to()``
+and are saved in the ``state_dict`` of whatever module owns them (a LightningModule's checkpoint
+included). Statistics are kept in float64 so that long runs do not drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and population variance (ddof=0) over the leading (batch) dimension.
+
+    Before the first update ``mean = 0`` and ``var = 1``, so normalising is then the identity.
+    """
+
+    mean: Tensor
+    var: Tensor
+    count: Tensor
+
+    def __init__(self, shape: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.register_buffer("mean", torch.zeros(self.shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(self.shape, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @property
+    def std(self) -> Tensor:
+        return self.var.sqrt()
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        """Merge a batch ``x`` of shape (B, *shape) into the statistics."""
+        x = torch.as_tensor(x).to(device=self.mean.device, dtype=torch.float64)
+        if tuple(x.shape[1:]) != self.shape or x.shape[0] == 0:
+            raise ValueError(
+                f"update() got shape {tuple(x.shape)}; expected a non-empty batch (B, *{self.shape})."
+            )
+        self.update_from_moments(x.mean(dim=0), x.var(dim=0, unbiased=False), x.shape[0])
+
+    @torch.no_grad()
+    def update_from_moments(self, batch_mean: Tensor, batch_var: Tensor, batch_count: int) -> None:
+        """Chan et al.'s parallel merge of (mean, var, count) with a batch's moments."""
+        n_a, n_b = self.count, torch.as_tensor(float(batch_count), dtype=torch.float64, device=self.count.device)
+        n = n_a + n_b
+        delta = batch_mean.to(self.mean) - self.mean
+        m2 = self.var * n_a + batch_var.to(self.var) * n_b + delta.square() * n_a * n_b / n
+        self.mean.add_(delta * n_b / n)
+        self.var.copy_(m2 / n)
+        self.count.copy_(n)
+
+    def normalize(self, x: Tensor, epsilon: float = 1e-8, clip: float | None = None) -> Tensor:
+        """``(x - mean) / sqrt(var + epsilon)``, optionally clipped to ``[-clip, clip]``; keeps x's dtype
+        (float32 for integer inputs)."""
+        x = torch.as_tensor(x)
+        out_dtype = x.dtype if x.is_floating_point() else torch.float32
+        y = (x.to(self.mean) - self.mean) / (self.var + epsilon).sqrt()
+        if clip is not None:
+            y = y.clamp(-clip, clip)
+        return y.to(out_dtype)
+
+
+class ObservationNormalizer(nn.Module):
+    """Whitens observations with running statistics: ``clip((obs - mean) / sqrt(var + epsilon))``.
+
+    Call :meth:`update` with each batch of new (raw) observations during training only, and
+    :meth:`normalize` (or the module itself) wherever the policy sees an observation.
+    """
+
+    def __init__(self, shape: Sequence[int], clip: float | None = 10.0, epsilon: float = 1e-8) -> None:
+        super().__init__()
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip={clip!r} must be > 0, or None to disable clipping.")
+        self.clip, self.epsilon = clip, epsilon
+        self.rms = RunningMeanStd(shape)
+
+    def update(self, obs: Tensor) -> None:
+        self.rms.update(obs)
+
+    def normalize(self, obs: Tensor) -> Tensor:
+        return self.rms.normalize(obs, self.epsilon, self.clip)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.normalize(obs)
+
+
+class ReturnNormalizer(nn.Module):
+    r"""Scales rewards by the running std of the discounted return (reward scaling, ``VecNormalize``).
+
+    Per vector-env step call :meth:`update` with the raw rewards and the episode-end flags
+    (``terminated | truncated``), then :meth:`normalize` the same rewards:
+    ``clip(r / sqrt(var(G) + epsilon))``. The per-env running returns ``G`` are transient and not
+    saved in the ``state_dict``; the statistics are.
+    """
+
+    returns: Tensor
+
+    def __init__(self, num_envs: int, gamma: float, clip: float | None = 10.0, epsilon: float = 1e-8) -> None:
+        super().__init__()
+        if int(num_envs) != num_envs or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r} must be a positive integer.")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma={gamma!r} must be in [0, 1]; use the agent's discount factor.")
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip={clip!r} must be > 0, or None to disable clipping.")
+        self.num_envs, self.gamma, self.clip, self.epsilon = int(num_envs), float(gamma), clip, epsilon
+        self.rms = RunningMeanStd(())
+        self.register_buffer("returns", torch.zeros(self.num_envs, dtype=torch.float64), persistent=False)
+
+    @torch.no_grad()
+    def update(self, rewards: Tensor, dones: Tensor) -> None:
+        """``G <- gamma * G + r``; merge ``G`` into the statistics; restart ``G`` where an episode ended."""
+        rewards = torch.as_tensor(rewards).to(self.returns)
+        dones = torch.as_tensor(dones).to(device=self.returns.device, dtype=torch.bool)
+        if rewards.shape != (self.num_envs,) or dones.shape != (self.num_envs,):
+            raise ValueError(
+                f"rewards and dones must have shape ({self.num_envs},); got {tuple(rewards.shape)} and {tuple(dones.shape)}."
+            )
+        self.returns.mul_(self.gamma).add_(rewards)
+        self.rms.update(self.returns)  # one sample per env
+        self.returns.masked_fill_(dones, 0.0)
+
+    def normalize(self, rewards: Tensor) -> Tensor:
+        rewards = torch.as_tensor(rewards)
+        out_dtype = rewards.dtype if rewards.is_floating_point() else torch.float32
+        scaled = rewards.to(self.rms.var) / (self.rms.var + self.epsilon).sqrt()
+        if self.clip is not None:
+            scaled = scaled.clamp(-self.clip, self.clip)
+        return scaled.to(out_dtype)
+
+    def forward(self, rewards: Tensor) -> Tensor:
+        return self.normalize(rewards)

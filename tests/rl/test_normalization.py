@@ -1,0 +1,99 @@
+"""Running statistics against numpy, and the observation / return normalisers built on them."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from litzoo.rl import ObservationNormalizer, ReturnNormalizer, RunningMeanStd
+
+
+def test_running_mean_std_matches_numpy_over_uneven_batches():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc=3.0, scale=[1.0, 5.0, 0.1], size=(n, 3)) for n in (1, 7, 64, 2, 300)]
+    rms = RunningMeanStd(shape=(3,))
+    seen = []
+    for batch in batches:
+        rms.update(torch.from_numpy(batch))
+        seen.append(batch)
+        data = np.concatenate(seen)
+        np.testing.assert_allclose(rms.mean.numpy(), data.mean(axis=0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(rms.var.numpy(), data.var(axis=0), rtol=1e-10, atol=1e-12)
+        assert rms.count.item() == len(data)
+
+
+def test_running_mean_std_is_identity_before_the_first_update():
+    x = torch.tensor([[1.0, -2.0]])
+    torch.testing.assert_close(RunningMeanStd((2,)).normalize(x, epsilon=0.0), x)
+
+
+def test_running_mean_std_state_dict_round_trip_and_float32_output():
+    rms = RunningMeanStd((2,))
+    rms.update(torch.randn(50, 2, dtype=torch.float32) * 4 + 1)
+    blob = io.BytesIO()
+    torch.save(rms.state_dict(), blob)
+    blob.seek(0)
+    restored = RunningMeanStd((2,))
+    restored.load_state_dict(torch.load(blob))
+    for name in ("mean", "var", "count"):
+        torch.testing.assert_close(getattr(restored, name), getattr(rms, name))
+    x = torch.randn(5, 2)
+    out = restored.normalize(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ((x.double() - rms.mean) / (rms.var + 1e-8).sqrt()).float())
+
+
+def test_running_mean_std_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="expected a non-empty batch"):
+        RunningMeanStd((3,)).update(torch.zeros(4, 2))
+
+
+def test_observation_normalizer_whitens_and_clips():
+    torch.manual_seed(0)
+    data = torch.randn(5000, 2) * torch.tensor([10.0, 0.5]) + torch.tensor([-3.0, 7.0])
+    norm = ObservationNormalizer((2,), clip=3.0)
+    for chunk in data.split(100):
+        norm.update(chunk)
+    z = norm(data)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=0.02, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(2), atol=0.02, rtol=0)
+    assert z.abs().max() <= 3.0
+    assert norm(torch.tensor([[1e6, 7.0]]))[0, 0] == 3.0
+
+
+def test_observation_normalizer_statistics_live_in_the_owner_state_dict():
+    owner = torch.nn.Module()
+    owner.obs_norm = ObservationNormalizer((4,))
+    owner.obs_norm.update(torch.randn(10, 4))
+    keys = set(owner.state_dict())
+    assert {"obs_norm.rms.mean", "obs_norm.rms.var", "obs_norm.rms.count"} <= keys
+
+
+def test_return_normalizer_scales_rewards_by_the_std_of_the_discounted_return():
+    gamma, num_envs, T = 0.9, 3, 40
+    rng = np.random.default_rng(1)
+    rewards = rng.normal(1.0, 2.0, size=(T, num_envs))
+    dones = rng.random((T, num_envs)) < 0.1
+    norm = ReturnNormalizer(num_envs, gamma, clip=None, epsilon=0.0)
+    # Reference: the running discounted returns G_t = gamma G_{t-1} + r_t, restarted after each episode.
+    G, history = np.zeros(num_envs), []
+    for t in range(T):
+        norm.update(torch.from_numpy(rewards[t]), torch.from_numpy(dones[t]))
+        G = gamma * G + rewards[t]
+        history.append(G.copy())
+        G[dones[t]] = 0.0
+    np.testing.assert_allclose(norm.returns.numpy(), G)
+    expected_var = np.concatenate(history).var()
+    np.testing.assert_allclose(norm.rms.var.item(), expected_var, rtol=1e-10)
+    r = torch.tensor([1.0, -2.0, 0.5])
+    torch.testing.assert_close(norm(r), r / float(np.sqrt(expected_var)))
+    # the running returns are transient; the statistics are saved
+    assert set(norm.state_dict()) == {"rms.mean", "rms.var", "rms.count"}
+
+
+def test_return_normalizer_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="gamma"):
+        ReturnNormalizer(2, gamma=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        ReturnNormalizer(2, gamma=0.99).update(torch.zeros(3), torch.zeros(3))
