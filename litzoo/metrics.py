@@ -140,7 +140,8 @@ class DigitsClassifier(nn.Module):
             x = x.mean(dim=1, keepdim=True)
         x = x.float()
         if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
+            size = (self.input_size, self.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         # Centre the [0, 1] input; the network was trained on this scaling.
         return x * 2.0 - 1.0
 
@@ -166,29 +167,29 @@ def _augment(x8: Tensor, generator: torch.Generator) -> Tensor:
     scale = 0.9 + 0.2 * torch.rand(n, generator=generator)
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2.0 / 8.0)  # normalised units: +-1 px
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )  # (n, 2, 3) affine maps from output to input coordinates
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     noise_std = 0.05 * torch.rand(n, 1, 1, 1, generator=generator)
     return (x + noise_std * torch.randn(x.shape, generator=generator)).clamp(0.0, 1.0)
 
 
-def _train_digits_classifier(epochs: int = 20, batch_size: int = 64, seed: int = 0) -> tuple[DigitsClassifier, float]:
-    """Train on the classifier's train split; return ``(model, held-out accuracy)``."""
-    images, labels = digits_images(8)
-    train_idx, held_out_idx = digits_classifier_split()
-    generator = torch.Generator().manual_seed(seed)
-    # Initialise from a private seed without disturbing the caller's global RNG.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DigitsClassifier()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    steps_per_epoch = len(train_idx) // batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
-    x_train, y_train = images[train_idx], labels[train_idx]
-    model.train()
+def _fit_epochs(
+    model: DigitsClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    x_train: Tensor,
+    y_train: Tensor,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> None:
+    """Plain minibatch cross-entropy on augmented digits."""
+    steps_per_epoch = len(x_train) // batch_size
     for _ in range(epochs):
-        order = torch.randperm(len(train_idx), generator=generator)
+        order = torch.randperm(len(x_train), generator=generator)
         for step in range(steps_per_epoch):
             batch = order[step * batch_size : (step + 1) * batch_size]
             loss = F.cross_entropy(model(_augment(x_train[batch], generator)), y_train[batch])
@@ -196,6 +197,35 @@ def _train_digits_classifier(epochs: int = 20, batch_size: int = 64, seed: int =
             loss.backward()
             optimizer.step()
             scheduler.step()
+
+
+def _train_digits_classifier(
+    epochs: int = 15, batch_size: int = 64, seed: int = 0
+) -> tuple[DigitsClassifier, float]:
+    """Train on the classifier's train split; return ``(model, held-out accuracy)``."""
+    images, labels = digits_images(8)
+    train_idx, held_out_idx = digits_classifier_split()
+    x_train, y_train = images[train_idx], labels[train_idx]
+    generator = torch.Generator().manual_seed(seed)
+    # Initialise from a private seed without disturbing the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DigitsClassifier()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=3e-3, total_steps=epochs * (len(x_train) // batch_size)
+    )
+
+    model.train()
+    threads = torch.get_num_threads()
+    # One thread: this tiny model gains nothing from intra-op parallelism, and on a busy
+    # machine oversubscribed threads made training ~5x slower.
+    torch.set_num_threads(1)
+    try:
+        with torch.enable_grad():  # callers such as fid() run under no_grad
+            _fit_epochs(model, optimizer, scheduler, x_train, y_train, epochs, batch_size, generator)
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     with torch.no_grad():
         accuracy = (model(images[held_out_idx]).argmax(-1) == labels[held_out_idx]).float().mean().item()
@@ -236,7 +266,9 @@ def load_digits_classifier(cache_dir: str | os.PathLike | None = None) -> Digits
     os.close(fd)
     try:
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp, metadata={"held_out_accuracy": f"{accuracy:.4f}", "version": str(_CLASSIFIER_VERSION)})
+        metadata = {"held_out_accuracy": f"{accuracy:.4f}", "version": str(_CLASSIFIER_VERSION)}
+        save_file(state, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -252,6 +284,8 @@ def _check_images_01(images: Tensor, name: str) -> Tensor:
         images = images.unsqueeze(1)
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"{name} must have shape (N, 1 or 3, H, W); got {tuple(images.shape)}.")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} contains NaN or infinite values; the sampler diverged.")
     if images.numel() and (images.min() < -0.5 or images.max() > 1.5):
         raise ValueError(
             f"{name} must be images in [0, 1]; got values in [{images.min().item():.2f}, "
@@ -331,7 +365,8 @@ def fid(
         feature_extractor is None or isinstance(feature_extractor, (int, nn.Module))
     ):
         raise ValueError(
-            f"feature_extractor must be None, an nn.Module or an int in (64, 192, 768, 2048); got {feature_extractor!r}."
+            "feature_extractor must be None, an nn.Module or an int in (64, 192, 768, 2048); "
+            f"got {feature_extractor!r}."
         )
 
     device = real_01.device
@@ -416,7 +451,7 @@ def evaluate(
     """Sample ``n_per_class`` images per class and score them: ``dict(class_accuracy, fid)``.
 
     ``sample_fn(n, y)`` must return ``n`` images in ``[0, 1]`` shaped ``(n, C, H, W)`` for the
-    class labels ``y`` (a LongTensor of length ``n``), e.g. ``lambda n, y: model.sample(n, y)``.
+    class labels ``y`` (a CPU LongTensor of length ``n``), e.g. ``lambda n, y: ddpm.sample(n, y=y)``.
     With ``num_classes=None`` the model is treated as unconditional: ``sample_fn(n, None)`` draws
     ``n_per_class`` images and ``class_accuracy`` is ``None``. ``batch_size`` (default: all at
     once) splits the sampling into several calls to bound memory.
@@ -428,6 +463,8 @@ def evaluate(
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1; got {n_per_class}.")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be None (one call) or >= 1; got {batch_size}.")
     if num_classes is None:
         y: Tensor | None = None
         n = n_per_class
@@ -447,7 +484,9 @@ def evaluate(
         size = fake.shape[-1]
         real_images, _ = digits_images(size if size in DIGITS_IMAGE_SIZES else 8)
         if real_images.shape[-1] != size:
-            real_images = F.interpolate(real_images, size=tuple(fake.shape[-2:]), mode="bilinear", align_corners=False)
+            real_images = F.interpolate(
+                real_images, size=tuple(fake.shape[-2:]), mode="bilinear", align_corners=False
+            )
         if fake.shape[1] == 3:
             real_images = real_images.expand(-1, 3, -1, -1)
     if classifier is None and (y is not None or feature_extractor is None):
@@ -457,4 +496,5 @@ def evaluate(
         # Reuse the (already loaded) classifier's penultimate features; a custom non-digits
         # classifier still gets the standard digits features so FIDs stay comparable.
         feature_extractor = classifier if isinstance(classifier, DigitsClassifier) else None
-    return {"class_accuracy": accuracy, "fid": fid(real_images.to(fake.device), fake, feature_extractor=feature_extractor)}
+    fid_value = fid(real_images.to(fake.device), fake, feature_extractor=feature_extractor)
+    return {"class_accuracy": accuracy, "fid": fid_value}

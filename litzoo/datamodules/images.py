@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from litzoo.datamodules.sampling import EpochShuffleSampler
 from litzoo.metrics import DIGITS_IMAGE_SIZES, digits_images
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
@@ -49,7 +50,8 @@ def split_indices(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tenso
     n_val = min(max(1, round(val_fraction * n)), n - 1)
     counts = torch.bincount(labels)
     counts = counts[counts > 0]
-    stratify = len(counts) > 1 and counts.min() >= 2 and len(counts) <= min(n_val, n - n_val)
+    # sklearn's stratified split needs >= 2 images per class and room for every class on each side.
+    stratify = len(counts) > 1 and bool(counts.min() >= 2) and len(counts) <= min(n_val, n - n_val)
     train_idx, val_idx = train_test_split(
         torch.arange(n).numpy(),
         test_size=n_val,
@@ -63,10 +65,11 @@ def split_indices(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tenso
 class _ImageDataModule(L.LightningDataModule):
     """Shared loaders; subclasses fill ``train_set`` / ``val_set`` in ``setup``."""
 
-    def __init__(self, batch_size: int, num_workers: int) -> None:
+    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -74,7 +77,8 @@ class _ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            # Epoch-seeded shuffling: a run resumed from a checkpoint sees the same batch order.
+            sampler=EpochShuffleSampler(dataset, seed=self.seed) if train else None,
             # Dropping the ragged last batch only makes sense when there is more than one batch.
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
@@ -93,7 +97,8 @@ class _ImageDataModule(L.LightningDataModule):
 class DigitsDataModule(_ImageDataModule):
     """scikit-learn's 8x8 digits in ``[-1, 1]``, shape ``(1, image_size, image_size)``, labels 0-9.
 
-    The train/val split is stratified by digit and fixed by ``seed``.
+    The train/val split is stratified by digit and fixed by ``seed``; the training order is
+    reshuffled each epoch from ``(seed, epoch)``.
     """
 
     num_classes = 10
@@ -107,7 +112,7 @@ class DigitsDataModule(_ImageDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        super().__init__(batch_size, num_workers, seed)
         if image_size not in DIGITS_IMAGE_SIZES:
             raise ValueError(
                 f"image_size={image_size!r} is not supported; allowed values are {DIGITS_IMAGE_SIZES} "
@@ -117,7 +122,6 @@ class DigitsDataModule(_ImageDataModule):
         self.save_hyperparameters()
         self.image_size = image_size
         self.val_fraction = val_fraction
-        self.seed = seed
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -170,7 +174,7 @@ class ImageFolderDataModule(_ImageDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        super().__init__(batch_size, num_workers, seed)
         if image_size < 1:
             raise ValueError(f"image_size={image_size} must be a positive number of pixels, e.g. 32.")
         _check_common(batch_size, val_fraction)
@@ -180,7 +184,6 @@ class ImageFolderDataModule(_ImageDataModule):
         self.grayscale = grayscale
         self.random_flip = random_flip
         self.val_fraction = val_fraction
-        self.seed = seed
         self.in_channels = 1 if grayscale else 3
         # Scanning is cheap and fixes num_classes before the model is built; decoding waits for setup.
         self.files, self.labels, self.class_names = self._scan(self.root)
@@ -209,7 +212,8 @@ class ImageFolderDataModule(_ImageDataModule):
             if top_level:
                 raise ValueError(
                     f"{root} mixes class subfolders ({', '.join(per_class)}) with {len(top_level)} loose images "
-                    f"(e.g. {top_level[0].name}); move the loose images into a class folder or remove the subfolders."
+                    f"(e.g. {top_level[0].name}); move the loose images into a class folder or remove the "
+                    "subfolders."
                 )
             empty = [name for name, files in per_class.items() if not files]
             if empty:

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from litzoo.datamodules.sampling import EpochShuffleSampler
+
 __all__ = [
     "TOY2D_DATASETS",
     "EIGHT_GAUSSIANS_CENTERS",
@@ -42,7 +44,7 @@ TOY2D_DATASETS = ("moons", "8gaussians", "swissroll", "checkerboard", "gaussian"
 EIGHT_GAUSSIANS_RADIUS = 4.0 / math.sqrt(2.0)
 EIGHT_GAUSSIANS_STD = 0.5 / math.sqrt(2.0)
 _angles = torch.arange(8, dtype=torch.float64) * (math.pi / 4)
-EIGHT_GAUSSIANS_CENTERS = (EIGHT_GAUSSIANS_RADIUS * torch.stack([_angles.cos(), _angles.sin()], dim=1)).float()
+EIGHT_GAUSSIANS_CENTERS = (EIGHT_GAUSSIANS_RADIUS * torch.stack([_angles.cos(), _angles.sin()], 1)).float()
 
 GAUSSIAN_MEAN = torch.tensor([1.0, -0.5])
 GAUSSIAN_COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]])
@@ -102,6 +104,8 @@ def sample_toy2d(
 class Toy2DDataModule(L.LightningDataModule):
     """Fixed sample of ``n_samples`` points from a 2-D toy (drawn once from ``seed``).
 
+    The training order is reshuffled each epoch from ``(seed, epoch)``, so resumed runs replay it.
+
     Attributes: ``data_dim = 2``, ``num_classes = None``; for ``dataset="gaussian"`` also
     ``mean`` and ``cov`` (the true parameters; ``None`` for the other datasets).
     """
@@ -141,9 +145,8 @@ class Toy2DDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        x, labels = sample_toy2d(
-            self.dataset, self.n_samples, generator=torch.Generator().manual_seed(self.seed), return_labels=True
-        )
+        generator = torch.Generator().manual_seed(self.seed)
+        x, labels = sample_toy2d(self.dataset, self.n_samples, generator=generator, return_labels=True)
         # The points are i.i.d., so a contiguous split is already a random split.
         n_val = min(max(1, round(self.val_fraction * self.n_samples)), self.n_samples - 1)
         n_train = self.n_samples - n_val
@@ -154,7 +157,8 @@ class Toy2DDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            # Epoch-seeded shuffling: a run resumed from a checkpoint sees the same batch order.
+            sampler=EpochShuffleSampler(dataset, seed=self.seed) if train else None,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
