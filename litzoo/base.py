@@ -49,10 +49,11 @@ class LitzooModule(L.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError) as err:
+        except Exception:
+            # If the file itself is unreadable, say so clearly; otherwise the original error stands.
             if isinstance(checkpoint_path, (str, os.PathLike)):
-                load_checkpoint(checkpoint_path)  # raises a CheckpointError that says what is wrong
-            raise err
+                load_checkpoint(checkpoint_path)
+            raise
 
     def export(self, out_dir: str | os.PathLike) -> Path:
         """Write the method's ecosystem format (diffusers / transformers / safetensors folder)."""

@@ -18,8 +18,9 @@ class ExportOnFitEnd(Callback):
         self.out_dir = out_dir
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero or trainer.interrupted:
             return
-        out_dir = Path(self.out_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "export"))
+        out_dir = Path(self.out_dir or os.path.join(log_dir, "export"))
         path = pl_module.export(out_dir)
         rank_zero_info(f"Exported {type(pl_module).__name__} to {path}")

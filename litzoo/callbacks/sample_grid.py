@@ -53,8 +53,15 @@ def save_scatter(points: torch.Tensor, path: str | os.PathLike, reference: Optio
     if reference is not None:
         ax.scatter(*reference.cpu().T[:2], s=2, c="0.75", label="data")
     ax.scatter(*points.detach().float().cpu().T[:2], s=2, c="tab:blue", label="samples")
+    # Robust limits: a few stray samples must not squash the picture of the bulk.
+    pts = (reference if reference is not None else points).detach().float().cpu()
+    lo, hi = pts.quantile(0.005, dim=0), pts.quantile(0.995, dim=0)
+    pad = 0.25 * (hi - lo)
+    ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
+    ax.set_ylim(float(lo[1] - pad[1]), float(hi[1] + pad[1]))
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", markerscale=4)
+    if reference is not None:
+        ax.legend(loc="upper right", markerscale=4)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
@@ -93,6 +100,7 @@ class SampleGrid(Callback):
 
     @torch.no_grad()
     def _write(self, trainer, pl_module, model=None, name: Optional[str] = None) -> None:
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
         model = model or find_ema_module(trainer) or pl_module
@@ -107,7 +115,7 @@ class SampleGrid(Callback):
             )
         finally:
             model.train(was_training)
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+        out_dir = Path(log_dir) / "samples"
         path = out_dir / f"{name or f'step_{trainer.global_step:06d}'}.png"
         if samples.ndim == 4:
             # Column k = class k: put samples of the same class in a column.

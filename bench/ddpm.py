@@ -1,0 +1,174 @@
+"""DDPM benchmark: Lightning overhead vs a plain PyTorch loop, and samplers' quality vs steps.
+
+    python bench/ddpm.py                 # full run (~15-20 min on 2 cores), prints markdown tables
+    python bench/ddpm.py --quick         # smoke run
+
+1. Training throughput (images/s) of ``litzoo.modules.DDPM`` in a Lightning ``Trainer`` vs the
+   same ``UNet2DModel`` trained by a plain loop in the style of diffusers'
+   ``train_unconditional.py`` (``DDPMScheduler.add_noise``, MSE on eps, AdamW, same data loader).
+   Runs alternate and repeat; steady-state steps only; median of the repeats.
+2. Sampling: a DDPM trained for ``--train-steps`` steps, then for each sampler and step count the
+   wall time, network evaluations, class accuracy (digits classifier) and FID (classifier features)
+   of 50 samples per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from litzoo.callbacks import EMA
+from litzoo.datamodules import DigitsDataModule
+from litzoo.diffusion import SAMPLERS
+from litzoo.metrics import class_accuracy, digits_images, fid, load_digits_classifier
+from litzoo.modules import DDPM
+from litzoo.optim import adamw_with_warmup_cosine
+
+
+class StepTimer(L.Callback):
+    """Wall time from the start of step ``skip`` to the end of training."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip, self.start, self.steps = skip, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.skip and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.start
+        self.steps = trainer.global_step - self.skip
+
+
+def lightning_run(steps: int, skip: int, batch_size: int, bare: bool) -> float:
+    torch.manual_seed(0)
+    model = DDPM()
+    timer = StepTimer(skip)
+    trainer = L.Trainer(max_steps=steps + skip, accelerator="cpu", devices=1, callbacks=[timer],
+                        logger=not bare, enable_checkpointing=False, enable_progress_bar=not bare,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir="/tmp/litzoo_bench")
+    trainer.fit(model, DigitsDataModule(batch_size=batch_size))
+    return timer.steps * batch_size / timer.seconds
+
+
+def plain_run(steps: int, skip: int, batch_size: int) -> float:
+    torch.manual_seed(0)
+    reference = DDPM()  # only to copy the identical UNet config and optimizer recipe
+    unet = type(reference.net)(**reference.net.config)
+    scheduler = DDPMScheduler(**reference.schedule.scheduler_config())
+    opt = adamw_with_warmup_cosine(unet, lr=2e-3, weight_decay=0.0, warmup_steps=100, total_steps=steps + skip)
+    optimizer, lr_scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
+    dm = DigitsDataModule(batch_size=batch_size)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    unet.train()
+    step, start = 0, None
+    while step < steps + skip:
+        for x0, y in loader:
+            if step == skip:
+                start = time.perf_counter()
+            noise = torch.randn_like(x0)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],))
+            drop = torch.rand(x0.shape[0]) < 0.1
+            y = torch.where(drop, torch.full_like(y, 10), y)
+            pred = unet(scheduler.add_noise(x0, noise, t), t, class_labels=y).sample
+            loss = F.mse_loss(pred.float(), noise.float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr_scheduler.step()
+            step += 1
+            if step == steps + skip:
+                break
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def throughput(args) -> None:
+    rows = {"plain PyTorch loop": [], "litzoo DDPM, Lightning (no logger/progress bar)": [],
+            "litzoo DDPM, Lightning (CSV logger + progress bar)": []}
+    for r in range(args.repeats):
+        order = list(rows) if r % 2 == 0 else list(reversed(rows))
+        for name in order:
+            if name.startswith("plain"):
+                rows[name].append(plain_run(args.steps, 20, args.batch_size))
+            else:
+                rows[name].append(lightning_run(args.steps, 20, args.batch_size, bare="no logger" in name))
+    plain = statistics.median(rows["plain PyTorch loop"])
+    print(f"\n### Training throughput (8x8 digits, batch {args.batch_size}, {args.steps} steady-state steps, "
+          f"median of {args.repeats}, {torch.get_num_threads()} threads)\n")
+    print("| trainer | images/s (median) | runs | overhead vs plain |")
+    print("|---|---|---|---|")
+    for name, values in rows.items():
+        med = statistics.median(values)
+        runs = ", ".join(f"{v:.0f}" for v in values)
+        print(f"| {name} | {med:.0f} | {runs} | {100 * (1 - med / plain):+.1f} % |")
+
+
+def sampling(args) -> None:
+    torch.manual_seed(0)
+    model = DDPM()
+    start = time.perf_counter()
+    trainer = L.Trainer(max_steps=args.train_steps, accelerator="cpu", devices=1, callbacks=[EMA(decay=0.995)],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, DigitsDataModule())
+    train_s = time.perf_counter() - start
+    model.eval()
+    classifier = load_digits_classifier()
+    real, _ = digits_images(8)
+    y = torch.arange(50 * 10) % 10
+    print(f"\n### Samplers vs steps (DDPM trained {args.train_steps} steps in {train_s:.0f} s with EMA; "
+          f"500 samples, 50 per class)\n")
+    print("| sampler | steps | network evals | seconds | class accuracy | FID (classifier features) |")
+    print("|---|---|---|---|---|---|")
+    for sampler in SAMPLERS:
+        for steps in ([0] if sampler == "pf_ode_rk45" else args.sample_steps):
+            kwargs = {"rtol": 1e-3, "atol": 1e-3} if sampler == "pf_ode_rk45" else {}
+            nfe = [0]
+
+            def counting(x, t, _model=model.denoiser(y)):
+                nfe[0] += 1
+                return _model(x, t)
+
+            start = time.perf_counter()
+            with torch.no_grad():
+                from litzoo.diffusion import sample
+
+                x = sample(counting, model.schedule, (len(y), 1, 8, 8), sampler=sampler, steps=max(steps, 1),
+                           generator=torch.Generator().manual_seed(0), device="cpu", **kwargs)
+            seconds = time.perf_counter() - start
+            images = (x / 2 + 0.5).clamp(0, 1)
+            acc = class_accuracy(images, y, classifier=classifier)
+            score = fid(real, images)
+            label = "adaptive (rtol=atol=1e-3)" if sampler == "pf_ode_rk45" else steps
+            print(f"| {sampler} | {label} | {nfe[0]} | {seconds:.1f} | {acc:.3f} | {score:.1f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--train-steps", type=int, default=3000)
+    parser.add_argument("--sample-steps", type=int, nargs="+", default=[10, 25, 50, 1000])
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-sampling", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.repeats, args.train_steps, args.sample_steps = 20, 1, 50, [5]
+    print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads")
+    if not args.skip_throughput:
+        throughput(args)
+    if not args.skip_sampling:
+        sampling(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+r"""Actor-critic methods: QAC (critic on action values) and A2C (critic on state values, advantage).
+
+Shiyu Zhao, *Mathematical Foundations of Reinforcement Learning* (Springer, 2025), Ch. 10;
+Mnih et al. 2016, "Asynchronous Methods for Deep Reinforcement Learning" (A2C is the synchronous
+variant of A3C); Schulman et al. 2016 (GAE).
+
+Both ascend the policy gradient :math:`\nabla_\theta J = \mathbb E\,[\nabla_\theta \ln \pi_\theta(a|s)\, \Psi]`
+with a learned critic supplying :math:`\Psi`, on on-policy rollouts of ``n_steps`` steps of every
+parallel env (:class:`~litzoo.rl.RolloutBuffer`):
+
+**QAC** (``critic="q"``, Zhao Alg. 10.1). :math:`\Psi = q_w(s_t, a_t)`; the critic is learned by
+Sarsa, i.e. TD on action values with the next action drawn from the same policy,
+
+.. math::  w \leftarrow w + \alpha_w \big[r_{t+1} + \gamma\, q_w(s_{t+1}, a_{t+1}) - q_w(s_t, a_t)\big] \nabla_w q_w(s_t, a_t),
+
+implemented as the loss :math:`(q_w(s_t,a_t) - y_t)^2` with the target :math:`y_t` from GAE run on
+:math:`q_w(s_t, a_t)` in place of :math:`V(s_t)` (``gae_lambda=0`` gives exactly the Sarsa target;
+:math:`\lambda > 0` the Sarsa(:math:`\lambda`)-style :math:`\lambda`-return). Where the rollout or a
+truncated episode ends, :math:`q_w(s', a')` is replaced by its expectation
+:math:`\sum_a \pi(a|s')\, q_w(s', a)` (discrete) or a sample (continuous).
+
+**A2C** (``critic="advantage"``). :math:`\Psi = \hat A_t`, the GAE(:math:`\lambda`) advantage with a
+learned state value :math:`v_w(s)` as baseline (``gae_lambda=1``: the n-step return of A2C), and
+
+.. math::  L = -\frac1{TN}\sum \hat A_t \ln\pi_\theta(a_t|s_t) + c_v\, \frac1{TN}\sum \big(v_w(s_t) - \hat R_t\big)^2 - c_e\, \mathcal H[\pi_\theta(\cdot|s_t)],
+
+with entropy bonus :math:`c_e` (``ent_coef``), value-loss weight :math:`c_v` (``vf_coef``) and the
+gradient norm clipped to ``max_grad_norm``. QAC uses the same total loss with :math:`\Psi = q_w`.
+
+Actions: ``Discrete`` spaces get a categorical policy, ``Box`` spaces a diagonal Gaussian with a
+state-independent log-std (samples are clipped to the bounds for the env; log-probabilities are of
+the unclipped sample). Truncated episodes bootstrap from their final observation (in the buffer).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from litzoo.base import LitzooModule
+from litzoo.datamodules.gym import (
+    EnvRunner,
+    adamw_for_networks,
+    all_reduce_gradients,
+    collect_rollout,
+    disable_ddp_gradient_sync,
+    log_rl_metrics,
+)
+from litzoo.nets.policies import CategoricalActor, GaussianActor, QCritic, mlp
+from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
+from litzoo.rl.normalization import ReturnNormalizer
+from litzoo.rl.policy import Policy, as_spec, check_space, make_encoder
+from litzoo.rl.utils import explained_variance
+
+CRITICS = ("advantage", "q")
+
+
+class ActorCritic(LitzooModule):
+    """QAC (``critic="q"``) or A2C (``critic="advantage"``); one rollout = one batch = one gradient step.
+
+    Args:
+        critic: ``"advantage"`` (A2C: state-value baseline, advantages) or ``"q"`` (QAC: Sarsa action values).
+        observation_space, action_space: space specs or gymnasium spaces; ``None`` = from the datamodule
+            in ``setup`` (then saved in the hyperparameters for ``load_from_checkpoint``).
+        hidden_sizes, activation, orthogonal_init: actor and critic MLPs (separate networks).
+        n_steps: rollout length per env (batch = ``n_steps * num_envs`` steps).
+        gamma: discount; gae_lambda: GAE's lambda (``None``: 1.0 for A2C, 0.0 = Sarsa for QAC).
+        lr, critic_lr, adam_eps, weight_decay: AdamW (actor ``lr``, critic ``critic_lr or lr``).
+        ent_coef, vf_coef, max_grad_norm: loss weights and gradient clipping (``None``: no clipping).
+        normalize_advantage: standardise advantages per batch (A2C only).
+        log_std_init: initial log-std of the Gaussian policy (Box actions).
+        normalize_observations, normalize_rewards: running observation whitening (exported with the
+            policy) and reward scaling by the std of the discounted return.
+        log_every_n_env_steps: how often losses and episode statistics are logged.
+        seed: seeds action sampling (offset by rank).
+    """
+
+    def __init__(
+        self,
+        critic: str = "advantage",
+        observation_space: Optional[dict] = None,
+        action_space: Optional[dict] = None,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        orthogonal_init: bool = True,
+        n_steps: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: Optional[float] = None,
+        lr: float = 7e-4,
+        critic_lr: Optional[float] = None,
+        adam_eps: float = 1e-5,
+        weight_decay: float = 0.0,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: Optional[float] = 0.5,
+        normalize_advantage: bool = False,
+        log_std_init: float = 0.0,
+        normalize_observations: bool = False,
+        normalize_rewards: bool = False,
+        log_every_n_env_steps: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if critic not in CRITICS:
+            raise ValueError(f"critic={critic!r} is not one of {CRITICS} ('advantage': A2C, 'q': QAC).")
+        if gae_lambda is None:
+            gae_lambda = 1.0 if critic == "advantage" else 0.0
+        for name, value in (("gamma", gamma), ("gae_lambda", gae_lambda)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r} must be in [0, 1].")
+        for name, value in (("n_steps", n_steps), ("log_every_n_env_steps", log_every_n_env_steps)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        for name, value in (("lr", lr), ("critic_lr", lr if critic_lr is None else critic_lr), ("adam_eps", adam_eps)):
+            if not value > 0:
+                raise ValueError(f"{name}={value!r} must be > 0.")
+        for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef), ("weight_decay", weight_decay)):
+            if value < 0:
+                raise ValueError(f"{name}={value!r} must be >= 0.")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
+        if normalize_advantage and critic == "q":
+            raise ValueError("normalize_advantage=True applies to critic='advantage' (A2C); QAC weights by q itself.")
+        self.save_hyperparameters()
+        self.hparams.gae_lambda = float(gae_lambda)
+        self.automatic_optimization = False
+        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
+        self.num_updates = 0
+        self.policy: Policy | None = None
+        self._generator: torch.Generator | None = None
+        self._env: EnvRunner | None = None
+        self._pending: dict[str, Any] = {}
+        self._clock: dict[str, float] = {}
+        self._logged_at = 0
+        if observation_space is not None and action_space is not None:
+            self._build(as_spec(observation_space), as_spec(action_space))
+
+    # ----------------------------------------------------------------- networks
+    def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
+        h = self.hparams
+        h.observation_space, h.action_space = obs_spec, act_spec  # saved, so load_from_checkpoint rebuilds
+        encoder = make_encoder(obs_spec, normalize=h.normalize_observations)
+        d = encoder.features_dim
+        self.discrete = act_spec["type"] == "Discrete"
+        if self.discrete:
+            self.act_dim = int(act_spec["n"])
+            actor = CategoricalActor(d, self.act_dim, h.hidden_sizes, h.activation, h.orthogonal_init)
+        else:
+            self.act_dim = int(math.prod(act_spec["shape"]))
+            actor = GaussianActor(d, self.act_dim, h.hidden_sizes, h.activation, h.log_std_init, h.orthogonal_init)
+        self.policy = Policy(encoder, actor, "categorical" if self.discrete else "gaussian", obs_spec, act_spec)
+        if h.critic == "advantage":  # v_w(s)
+            self.critic = mlp(d, 1, h.hidden_sizes, h.activation, h.orthogonal_init, output_gain=1.0)
+        elif self.discrete:  # q_w(s, .) for all actions at once
+            self.critic = mlp(d, self.act_dim, h.hidden_sizes, h.activation, h.orthogonal_init, output_gain=1.0)
+        else:  # q_w(s, a) on [features, action]
+            self.critic = QCritic(d, self.act_dim, h.hidden_sizes, h.activation, num_critics=1)
+        self.return_normalizer = ReturnNormalizer(1, h.gamma) if h.normalize_rewards else None
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
+        if self.policy is None:
+            if specs is None:
+                raise ValueError(
+                    "ActorCritic builds its networks from the environment's spaces: train it with a GymDataModule, "
+                    "or pass observation_space= and action_space= when creating it."
+                )
+            self._build(*specs)
+        elif specs is not None:
+            check_space("observation space", self.hparams.observation_space, specs[0])
+            check_space("action space", self.hparams.action_space, specs[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        h = self.hparams
+        return adamw_for_networks([(self.policy.actor, h.lr), (self.critic, h.critic_lr or h.lr)], h.weight_decay,
+                                  eps=h.adam_eps)
+
+    def q_values(self, features: Tensor, actions: Tensor | None = None) -> Tensor:
+        """QAC's critic: ``q(s, a)`` of the given actions, or ``q(s, .)`` (B, A) for discrete actions."""
+        if self.discrete:
+            q = self.critic(features)
+            return q if actions is None else q.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return self.critic(features, actions).squeeze(0)
+
+    def state_values(self, features: Tensor) -> Tensor:
+        """A2C's ``v(s)``, or QAC's :math:`\\sum_a \\pi(a|s) q(s, a)` (a one-sample estimate for continuous actions)."""
+        if self.hparams.critic == "advantage":
+            return self.critic(features).squeeze(-1)
+        actor = self.policy.actor
+        if self.discrete:
+            return (torch.softmax(actor(features).float(), -1) * self.q_values(features).float()).sum(-1)
+        return self.q_values(features, actor.sample(features, self._generator))
+
+    # ----------------------------------------------------------------- acting
+    def on_fit_start(self) -> None:
+        seed = self.hparams.seed * 1_000_003 + self.global_rank
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        state = self._pending.pop("generator", None)
+        if state is not None and self.device.type == "cpu":
+            self._generator.set_state(state.cpu())
+
+    def on_train_start(self) -> None:
+        disable_ddp_gradient_sync(self.trainer)
+
+    @torch.no_grad()
+    def _act(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        encoder, actor = self.policy.encoder, self.policy.actor
+        encoder.update(obs)
+        features = encoder(obs)
+        dist = actor.distribution(features)
+        if self.discrete:
+            actions = torch.multinomial(dist.probs, 1, generator=self._generator).squeeze(-1)
+        else:
+            noise = torch.randn(dist.loc.shape, generator=self._generator, device=self.device)
+            actions = dist.loc + dist.scale * noise
+        log_probs = actor.log_prob(dist, actions)
+        if self.hparams.critic == "advantage":
+            values = self.critic(features).squeeze(-1)
+        else:
+            values = self.q_values(features, actions)
+        return actions, self.policy.to_env_action(actions), log_probs, values
+
+    @torch.no_grad()
+    def _bootstrap_value(self, obs: Tensor) -> Tensor:
+        return self.state_values(self.policy.encoder(obs))
+
+    def _scale_rewards(self, rewards: Tensor, dones: Tensor) -> Tensor:
+        self.return_normalizer.update(rewards, dones)
+        return self.return_normalizer(rewards)
+
+    def generate_batches(self, env: EnvRunner) -> Iterator[RolloutBatch]:
+        """Collect ``n_steps`` steps of every env with the current policy; yield the whole rollout."""
+        h = self.hparams
+        self._env = env
+        obs_spec = h.observation_space
+        discrete_obs = obs_spec["type"] == "Discrete"
+        buffer = RolloutBuffer(
+            h.n_steps, env.num_envs, () if discrete_obs else obs_spec["shape"], () if self.discrete else (self.act_dim,),
+            device=self.device, obs_dtype=torch.long if discrete_obs else torch.float32,
+            action_dtype=torch.long if self.discrete else torch.float32,
+        )
+        reward_transform = None
+        if self.return_normalizer is not None:
+            if self.return_normalizer.num_envs != env.num_envs:  # the running returns are per env
+                fresh = ReturnNormalizer(env.num_envs, h.gamma).to(self.device)
+                fresh.rms.load_state_dict(self.return_normalizer.rms.state_dict())
+                self.return_normalizer = fresh
+            reward_transform = self._scale_rewards
+        while True:
+            last_values = collect_rollout(env, buffer, self._act, self._bootstrap_value, reward_transform)
+            buffer.compute_returns_and_advantages(last_values, h.gamma, h.gae_lambda)
+            self.env_steps += h.n_steps * env.num_envs
+            # Views of the buffer's storage: the batch is used before the next rollout overwrites it.
+            yield next(buffer.get())
+
+    # ----------------------------------------------------------------- update
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
+        h = self.hparams
+        optimizer = self.optimizers()
+        actor = self.policy.actor
+        features = self.policy.encoder(batch.obs)
+        dist = actor.distribution(features)
+        log_probs = actor.log_prob(dist, batch.actions).float()
+        entropy = actor.entropy(dist).float().mean()
+        if h.critic == "advantage":  # A2C: advantage-weighted log-likelihood, value regression
+            values = self.critic(features).squeeze(-1).float()
+            advantages = batch.advantages
+            if h.normalize_advantage and advantages.numel() > 1:
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            policy_loss = -(advantages * log_probs).mean()
+        else:  # QAC: q-weighted log-likelihood, Sarsa regression of q
+            values = self.q_values(features, batch.actions).float()
+            policy_loss = -(values.detach() * log_probs).mean()
+        value_loss = F.mse_loss(values, batch.returns)
+        loss = policy_loss + h.vf_coef * value_loss - h.ent_coef * entropy
+
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        all_reduce_gradients(self.trainer, self._parameters_list())
+        if h.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        self.num_updates += 1
+
+        if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
+            self._logged_at = self.env_steps
+            metrics = {"train/policy_loss": policy_loss.detach(), "train/value_loss": value_loss.detach(),
+                       "train/entropy": entropy.detach(),
+                       "train/explained_variance": explained_variance(values.detach(), batch.returns)}
+            if not self.discrete:
+                metrics["train/std"] = actor.log_std.detach().exp().mean()
+            log_rl_metrics(self, self._env, metrics, self._clock)
+
+    def _parameters_list(self) -> list[torch.nn.Parameter]:
+        if not hasattr(self, "_params_cache"):
+            self._params_cache = [p for p in self.parameters() if p.requires_grad]
+        return self._params_cache
+
+    # ----------------------------------------------------------------- checkpoints and export
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
+        if self._generator is not None:
+            state["generator"] = self._generator.get_state()
+        checkpoint["litzoo_rl"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("litzoo_rl", {})
+        self.env_steps = int(state.get("env_steps", 0))
+        self.num_updates = int(state.get("num_updates", 0))
+        self._logged_at = self.env_steps
+        self._pending = {k: state[k] for k in ("generator",) if k in state}
+
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
+        if self.policy is None:
+            raise ValueError("ActorCritic has no networks yet: train it (or pass the spaces) before export.")
+        algorithm = "A2C" if self.hparams.critic == "advantage" else "QAC"
+        metadata = {"algorithm": algorithm, "env_steps": int(self.env_steps),
+                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
+        return self.policy.save(out_dir, metadata)

@@ -1,0 +1,340 @@
+r"""Deep deterministic policy gradient (DDPG) and its TD3 refinements.
+
+Lillicrap et al. 2016, "Continuous control with deep reinforcement learning" (DDPG);
+Fujimoto, van Hoof & Meger 2018, "Addressing Function Approximation Error in Actor-Critic
+Methods" (TD3). Silver et al. 2014 for the deterministic policy gradient.
+
+A deterministic actor :math:`\mu_\theta(s) \in [-1, 1]^k` (mapped affinely onto the Box bounds for
+the env) and critics :math:`Q_{\phi_1}, \dots` learn from a replay buffer :math:`\mathcal D`:
+
+.. math::
+
+    y &= r + \gamma\,(1 - d)\,\min_{e} Q_{\phi'_e}\big(s', \mathrm{clip}(\mu_{\theta'}(s') + \epsilon, -1, 1)\big),
+    \qquad \epsilon = \mathrm{clip}(\mathcal N(0, \tilde\sigma^2), -c, c) \\
+    L(\phi_e) &= \mathbb E_{\mathcal D}\,\big(Q_{\phi_e}(s, a) - y\big)^2, \qquad
+    J(\theta) = \mathbb E_{\mathcal D}\, Q_{\phi_1}(s, \mu_\theta(s)), \qquad
+    \phi' \leftarrow \tau \phi + (1 - \tau)\phi',
+
+with ``d`` = *terminated* (a truncated episode bootstraps from its real final observation).
+DDPG is one critic, :math:`\tilde\sigma = 0` and an actor/target update every step; TD3 adds
+twin critics (the minimum fights overestimation), target policy smoothing
+(:math:`\tilde\sigma = 0.2, c = 0.5`) and delayed actor and target updates (``policy_delay = 2``).
+Exploration: :math:`a = \mathrm{clip}(\mu_\theta(s) + \mathcal N(0, \sigma^2), -1, 1)` (Gaussian) or
+Ornstein–Uhlenbeck noise as in the DDPG paper; uniform random actions for the first
+``learning_starts`` env steps.
+
+Implementation: the critic loss (all critics at once: one batched matmul per layer) and the actor
+loss (critic frozen) are summed and take one backward pass and one AdamW step with per-network
+learning rates, so the actor's gradient sees the critic of this step before its update (SB3 and
+CleanRL update the critic first; the difference is one step of lag). Target networks are
+updated with one fused ``torch._foreach_lerp_``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from litzoo.base import LitzooModule
+from litzoo.datamodules.gym import (
+    EnvRunner,
+    adamw_for_networks,
+    all_reduce_gradients,
+    disable_ddp_gradient_sync,
+    log_rl_metrics,
+    step_into_replay,
+)
+from litzoo.nets.policies import DeterministicActor, QCritic
+from litzoo.rl.buffers import ReplayBatch, ReplayBuffer
+from litzoo.rl.policy import Policy, as_spec, check_space, describe_spec, make_encoder
+from litzoo.rl.utils import polyak_update
+
+EXPLORATION_NOISES = ("gaussian", "ou", "none")
+
+
+class DDPG(LitzooModule):
+    """DDPG (and TD3 with ``twin_critics``, ``policy_delay=2``, ``target_policy_noise=0.2``; see :class:`TD3`).
+
+    Train it with a :class:`~litzoo.datamodules.gym.GymDataModule` of a Box-action env. One batch =
+    one gradient step; ``gradient_steps`` batches are drawn per vector-env step after
+    ``learning_starts`` env steps, so ``trainer.max_steps`` counts gradient steps.
+
+    Args:
+        observation_space, action_space: space specs (:func:`litzoo.rl.policy.space_to_spec`) or gymnasium
+            spaces; leave ``None`` to take them from the datamodule in ``setup`` (they are then saved
+            in the hyperparameters, so ``load_from_checkpoint`` rebuilds the networks).
+        actor_hidden_sizes, critic_hidden_sizes, activation: MLP sizes.
+        gamma: discount; tau: Polyak weight of the online network in the target update.
+        actor_lr, critic_lr, weight_decay: AdamW (one optimizer, one parameter group per network).
+        batch_size, buffer_size: replay minibatch and capacity (transitions per process).
+        learning_starts: env steps (per process) of uniform random actions before learning.
+        gradient_steps: gradient steps (batches) per vector-env step.
+        exploration_noise: ``"gaussian"``, ``"ou"`` (Ornstein–Uhlenbeck, ``ou_theta``, ``ou_dt``) or ``"none"``;
+            ``exploration_std`` is its sigma in units of the half action range.
+        twin_critics, policy_delay, target_policy_noise, target_noise_clip: the TD3 options.
+        max_grad_norm: clip the global gradient norm (``None``: no clipping, as in the papers).
+        normalize_observations: whiten Box observations with running statistics (exported with the policy).
+        save_replay_buffer: also store the replay buffer in checkpoints (exact resume, larger files).
+        log_every_n_env_steps: how often losses and episode statistics are logged.
+        seed: seeds exploration noise and replay sampling (offset by rank).
+    """
+
+    def __init__(
+        self,
+        observation_space: Optional[dict] = None,
+        action_space: Optional[dict] = None,
+        actor_hidden_sizes: tuple[int, ...] = (256, 256),
+        critic_hidden_sizes: tuple[int, ...] = (256, 256),
+        activation: str = "relu",
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        actor_lr: float = 1e-3,
+        critic_lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 256,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 10_000,
+        gradient_steps: int = 1,
+        exploration_noise: str = "gaussian",
+        exploration_std: float = 0.1,
+        ou_theta: float = 0.15,
+        ou_dt: float = 1e-2,
+        twin_critics: bool = False,
+        policy_delay: int = 1,
+        target_policy_noise: float = 0.0,
+        target_noise_clip: float = 0.5,
+        max_grad_norm: Optional[float] = None,
+        normalize_observations: bool = False,
+        save_replay_buffer: bool = False,
+        log_every_n_env_steps: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if exploration_noise not in EXPLORATION_NOISES:
+            raise ValueError(f"exploration_noise={exploration_noise!r} is not one of {EXPLORATION_NOISES}.")
+        for name, value in (("gamma", gamma), ("tau", tau)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r} must be in [0, 1].")
+        for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr)):
+            if not value > 0:
+                raise ValueError(f"{name}={value!r} must be > 0.")
+        for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size), ("gradient_steps", gradient_steps),
+                            ("policy_delay", policy_delay), ("log_every_n_env_steps", log_every_n_env_steps)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        for name, value in (("learning_starts", learning_starts), ("exploration_std", exploration_std),
+                            ("target_policy_noise", target_policy_noise), ("target_noise_clip", target_noise_clip),
+                            ("ou_theta", ou_theta), ("ou_dt", ou_dt), ("weight_decay", weight_decay)):
+            if value < 0:
+                raise ValueError(f"{name}={value!r} must be >= 0.")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
+        self.num_updates = 0
+        self.policy: Policy | None = None
+        self._generator: torch.Generator | None = None
+        self._buffer: ReplayBuffer | None = None
+        self._env: EnvRunner | None = None
+        self._pending: dict[str, Any] = {}
+        self._clock: dict[str, float] = {}
+        self._logged_at = 0
+        if observation_space is not None and action_space is not None:
+            self._build(as_spec(observation_space), as_spec(action_space))
+        elif action_space is not None:
+            self._check_action_space(as_spec(action_space))
+
+    # ----------------------------------------------------------------- networks
+    @classmethod
+    def _check_action_space(cls, spec: dict[str, Any]) -> None:
+        if spec["type"] != "Box":
+            raise ValueError(
+                f"{cls.__name__} needs a continuous Box action space, but the env's action space is "
+                f"{describe_spec(spec)}. For discrete actions use litzoo.modules.actor_critic.ActorCritic "
+                "(critic='advantage' for A2C, 'q' for QAC) or DQN."
+            )
+
+    def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
+        self._check_action_space(act_spec)
+        h = self.hparams
+        h.observation_space, h.action_space = obs_spec, act_spec  # saved, so load_from_checkpoint rebuilds
+        encoder = make_encoder(obs_spec, normalize=h.normalize_observations)
+        self.act_dim = int(math.prod(act_spec["shape"]))
+        actor = DeterministicActor(encoder.features_dim, self.act_dim, h.actor_hidden_sizes, h.activation)
+        self.policy = Policy(encoder, actor, "deterministic", obs_spec, act_spec)
+        self.critic = QCritic(encoder.features_dim, self.act_dim, h.critic_hidden_sizes, h.activation,
+                              num_critics=2 if h.twin_critics else 1)
+        self.actor_target = copy.deepcopy(actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
+        if self.policy is None:
+            if specs is None:
+                raise ValueError(
+                    f"{type(self).__name__} builds its networks from the environment's spaces: train it with a "
+                    "GymDataModule, or pass observation_space= and action_space= when creating it."
+                )
+            self._build(*specs)
+        elif specs is not None:
+            check_space("observation space", self.hparams.observation_space, specs[0])
+            check_space("action space", self.hparams.action_space, specs[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        h = self.hparams
+        return adamw_for_networks([(self.policy.actor, h.actor_lr), (self.critic, h.critic_lr)], h.weight_decay)
+
+    # ----------------------------------------------------------------- acting
+    def on_fit_start(self) -> None:
+        seed = self.hparams.seed * 1_000_003 + self.global_rank
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        state = self._pending.pop("generator", None)
+        if state is not None and self.device.type == "cpu":
+            self._generator.set_state(state.cpu())
+
+    def on_train_start(self) -> None:
+        disable_ddp_gradient_sync(self.trainer)
+
+    def _exploration_noise(self, shape: tuple[int, ...], ou_state: torch.Tensor) -> torch.Tensor:
+        h = self.hparams
+        eps = torch.randn(shape, generator=self._generator, device=self.device)
+        if h.exploration_noise == "ou":  # dx = theta (0 - x) dt + sigma sqrt(dt) eps  (SB3's discretisation)
+            ou_state += -h.ou_theta * ou_state * h.ou_dt + h.exploration_std * math.sqrt(h.ou_dt) * eps
+            return ou_state
+        return h.exploration_std * eps if h.exploration_noise == "gaussian" else torch.zeros_like(eps)
+
+    def _replay_buffer(self, env: EnvRunner) -> ReplayBuffer:
+        if self._buffer is None:
+            obs_spec = self.hparams.observation_space
+            discrete = obs_spec["type"] == "Discrete"
+            self._buffer = ReplayBuffer(
+                self.hparams.buffer_size, () if discrete else obs_spec["shape"], (self.act_dim,), env.num_envs,
+                device=self.device, obs_dtype=torch.long if discrete else torch.float32,
+            )
+            state = self._pending.pop("replay_buffer", None)
+            if state is not None:
+                self._buffer.load_state_dict(state)
+        return self._buffer
+
+    @torch.no_grad()
+    def generate_batches(self, env: EnvRunner) -> Iterator[ReplayBatch]:
+        """Act (random before ``learning_starts``, then mu + noise), store, and yield replay minibatches."""
+        h = self.hparams
+        self._env = env
+        buffer = self._replay_buffer(env)
+        ou_state = torch.zeros(env.num_envs, self.act_dim, device=self.device)
+        while True:
+            self.policy.encoder.update(env.obs)
+            if self.env_steps < h.learning_starts:
+                actions = torch.rand((env.num_envs, self.act_dim), generator=self._generator, device=self.device) * 2 - 1
+            else:
+                actions = self.policy.actor(self.policy.encoder(env.obs))
+                actions = (actions + self._exploration_noise(actions.shape, ou_state)).clamp(-1.0, 1.0)
+            step = step_into_replay(env, buffer, actions, self.policy.to_env_action(actions))
+            ou_state[step.terminated | step.truncated] = 0.0
+            self.env_steps += env.num_envs
+            if self.env_steps >= h.learning_starts:
+                for _ in range(h.gradient_steps):
+                    yield buffer.sample(h.batch_size, generator=self._generator)
+
+    # ----------------------------------------------------------------- update
+    def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
+        h = self.hparams
+        optimizer = self.optimizers()
+        encoder, actor = self.policy.encoder, self.policy.actor
+        features, next_features = encoder(batch.obs), encoder(batch.next_obs)
+        with torch.no_grad():  # y = r + gamma (1 - d) min_e Q'_e(s', mu'(s') + clipped noise)
+            next_actions = self.actor_target(next_features)
+            if h.target_policy_noise > 0:  # TD3 target policy smoothing
+                eps = torch.randn(next_actions.shape, generator=self._generator, device=self.device)
+                eps = (eps * h.target_policy_noise).clamp(-h.target_noise_clip, h.target_noise_clip)
+                next_actions = (next_actions + eps).clamp(-1.0, 1.0)
+            q_next = self.critic_target(next_features, next_actions).min(dim=0).values.float()
+            y = batch.rewards + h.gamma * (1.0 - batch.dones) * q_next
+        q = self.critic(features, batch.actions).float()  # (num_critics, B)
+        critic_loss = (q - y).pow(2).mean(dim=1).sum()  # each critic's MSE; summed = separate updates
+        loss = critic_loss
+        update_actor = self.num_updates % h.policy_delay == 0
+        if update_actor:  # maximise Q_1(s, mu(s)); the critic is a constant in this term
+            self.critic.requires_grad_(False)
+            actor_loss = -self.critic.q1(features, actor(features)).float().mean()
+            self.critic.requires_grad_(True)
+            loss = loss + actor_loss
+            self._last_actor_loss = actor_loss.detach()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        all_reduce_gradients(self.trainer, self._parameters_list())
+        if h.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        if update_actor:  # TD3 also delays the target updates
+            polyak_update(*self._polyak_lists(), tau=h.tau)
+        self.num_updates += 1
+
+        if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
+            self._logged_at = self.env_steps
+            metrics = {"train/critic_loss": critic_loss.detach(), "train/q": q.detach().mean()}
+            if getattr(self, "_last_actor_loss", None) is not None:
+                metrics["train/actor_loss"] = self._last_actor_loss
+            log_rl_metrics(self, self._env, metrics, self._clock)
+
+    def _parameters_list(self) -> list[torch.nn.Parameter]:
+        if not hasattr(self, "_params_cache"):
+            self._params_cache = [p for p in self.parameters() if p.requires_grad]
+        return self._params_cache
+
+    def _polyak_lists(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if not hasattr(self, "_polyak_cache"):
+            online = [*self.policy.actor.parameters(), *self.critic.parameters()]
+            target = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+            self._polyak_cache = (online, target)
+        return self._polyak_cache
+
+    # ----------------------------------------------------------------- checkpoints and export
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
+        if self._generator is not None:
+            state["generator"] = self._generator.get_state()
+        if self.hparams.save_replay_buffer and self._buffer is not None:
+            state["replay_buffer"] = self._buffer.state_dict()
+        checkpoint["litzoo_rl"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("litzoo_rl", {})
+        self.env_steps = int(state.get("env_steps", 0))
+        self.num_updates = int(state.get("num_updates", 0))
+        self._logged_at = self.env_steps
+        self._pending = {k: state[k] for k in ("generator", "replay_buffer") if k in state}
+
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
+        if self.policy is None:
+            raise ValueError(f"{type(self).__name__} has no networks yet: train it (or pass the spaces) before export.")
+        metadata = {"algorithm": type(self).__name__, "env_steps": int(self.env_steps),
+                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
+        return self.policy.save(out_dir, metadata)
+
+
+class TD3(DDPG):
+    """TD3 (Fujimoto et al. 2018): :class:`DDPG` with twin critics, target policy smoothing
+    (noise 0.2 clipped at 0.5) and delayed actor/target updates (every 2nd step) by default."""
+
+    def __init__(
+        self,
+        twin_critics: bool = True,
+        policy_delay: int = 2,
+        target_policy_noise: float = 0.2,
+        target_noise_clip: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(twin_critics=twin_critics, policy_delay=policy_delay, target_policy_noise=target_policy_noise,
+                         target_noise_clip=target_noise_clip, **kwargs)

@@ -1,0 +1,354 @@
+r"""Kimi k1.5 reinforcement learning of a causal LM on problems with verifiable answers.
+
+Kimi Team, "Kimi k1.5: Scaling Reinforcement Learning with LLMs", arXiv:2501.12599, Sec. 2.3.
+For each prompt ``x`` sample ``k`` responses ``y_j ~ pi_theta`` (``generate`` with KV cache at
+temperature ``T``), score them with the task's verifier ``r(x, y_j, y*) in {0, 1}`` and minimise
+
+    L(theta) = (1/k) sum_j [ -(r_j - r_bar) log pi_theta(y_j|x) + (tau/2) (log pi_theta(y_j|x) - log pi_ref(y_j|x))^2 ],
+
+``r_bar`` the mean reward of the ``k`` samples (the baseline -- no value network, no MCTS, no
+process reward model) and ``pi_ref`` the policy at the start of the current iteration: the
+paper's online mirror descent, an iteration being ``iteration_steps`` optimizer steps after
+which ``pi_ref <- pi_theta`` and (``reset_optimizer``, as in the paper) the AdamW moments are
+cleared. The loss pieces are in :mod:`litzoo.reasoning.losses`.
+
+* Length penalty (Sec. 2.3.3): ``r_j += w * len_reward_j`` with
+  ``lambda = 0.5 - (len - min_len) / (max_len - min_len)``, ``+lambda`` if correct,
+  ``+min(0, lambda)`` if wrong, 0 if all lengths are equal; off for the first
+  ``length_penalty_warmup_steps`` steps (it slows early learning otherwise, as the paper notes).
+* Sampling strategies (Sec. 2.3.4): curriculum and prioritised sampling live in
+  :class:`~litzoo.datamodules.ReasoningDataModule` (``mode="rl"``); this module reports every
+  problem's verifier results back to it.
+* Partial rollouts (Sec. 2.6.2): with ``segment_tokens`` set, each step generates at most that
+  many tokens per response; unfinished responses wait in a buffer (saved in checkpoints) and are
+  continued in later steps; a group is trained on when its ``k`` responses are done, each with
+  gradient on its newest segment only.
+
+Manual optimisation, because one training step is "roll out, score, one policy update" with
+the iteration bookkeeping (reference refresh, optimizer reset, steps without finished groups)
+between them -- an automatic-optimisation ``training_step`` would hide the generation in the
+loss closure and could not skip a step. Each DDP rank generates its own rollouts (its own seed
+and problems, the same count); gradients are averaged by DDP as usual.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+from litzoo.base import LitzooModule
+from litzoo.optim import adamw_with_warmup_cosine
+from litzoo.reasoning.losses import kimi_policy_loss, length_penalty, masked_sum
+from litzoo.reasoning.rollout import (
+    LevelMeter,
+    PartialResponse,
+    PartialRolloutBuffer,
+    RolloutGroup,
+    build_policy,
+    encode_prompt,
+    generate,
+    level_key,
+    pack_groups,
+    save_policy,
+    score,
+    token_log_probs,
+)
+
+
+class KimiRL(LitzooModule):
+    """k1.5 policy optimisation (module docstring) for any Hugging Face causal LM.
+
+    Args:
+        model_config, pretrained_path, extra_chars: the policy, as in :class:`~litzoo.modules.CoTSFT`;
+            continue an SFT warm-up with ``pretrained_path=<its export folder>``.
+        k: responses sampled per prompt (>= 2: the mean-reward baseline needs company).
+        temperature: sampling temperature (also used in ``log pi``: the sampled distribution).
+        max_new_tokens: longest response (tokens, incl. ``eos``); a longer one is cut and scored as is.
+        segment_tokens: per-iteration token budget of partial rollouts (``None``: off).
+        tau: weight of the squared log-ratio to ``pi_ref``.
+        iteration_steps: optimizer steps per mirror-descent iteration (``pi_ref`` refresh period).
+        reset_optimizer: clear the AdamW state at each iteration start (the paper's choice). Off by
+            default: Adam's first step after a reset moves every weight by ``lr`` in the sign of
+            its (noisy) gradient, which on small models costs more than the stale moments do.
+        length_penalty_weight: ``w`` above (0 = off; 1 = the paper's).
+        length_penalty_warmup_steps: optimizer steps before the length penalty switches on.
+        lr, weight_decay, adam_betas, warmup_steps, total_steps, min_lr_ratio: AdamW + schedule
+            (``min_lr_ratio=1``: constant after warm-up).
+        max_grad_norm: gradient clipping (0 = off).
+        eval_k, eval_temperature: pass@k at validation (``eval_k=0``: greedy pass@1 only).
+        seed: rollout seeds derive from it, the rank and the rollout count (resumes repeat exactly).
+    """
+
+    def __init__(
+        self,
+        model_config: Optional[dict[str, Any]] = None,
+        pretrained_path: Optional[str] = None,
+        extra_chars: str = "",
+        k: int = 8,
+        temperature: float = 1.0,
+        max_new_tokens: int = 128,
+        segment_tokens: Optional[int] = None,
+        tau: float = 0.1,
+        iteration_steps: int = 8,
+        reset_optimizer: bool = False,
+        length_penalty_weight: float = 0.0,
+        length_penalty_warmup_steps: int = 0,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        adam_betas: tuple[float, float] = (0.9, 0.99),
+        warmup_steps: int = 0,
+        total_steps: int = 0,
+        min_lr_ratio: float = 1.0,
+        max_grad_norm: float = 1.0,
+        eval_k: int = 8,
+        eval_temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if k < 2:
+            raise ValueError(f"k={k}: need >= 2 samples per prompt (with one, r - r_bar is always 0).")
+        for name, value in [("temperature", temperature), ("lr", lr), ("eval_temperature", eval_temperature)]:
+            if value <= 0:
+                raise ValueError(f"{name}={value} must be > 0.")
+        for name, value in [("max_new_tokens", max_new_tokens), ("iteration_steps", iteration_steps)]:
+            if value < 1:
+                raise ValueError(f"{name}={value} must be >= 1.")
+        if segment_tokens is not None and not 1 <= segment_tokens <= max_new_tokens:
+            raise ValueError(
+                f"segment_tokens={segment_tokens} must be in [1, max_new_tokens={max_new_tokens}] or None (no partial rollouts)."
+            )
+        for name, value in [("tau", tau), ("length_penalty_weight", length_penalty_weight),
+                            ("length_penalty_warmup_steps", length_penalty_warmup_steps), ("eval_k", eval_k),
+                            ("max_grad_norm", max_grad_norm), ("warmup_steps", warmup_steps),
+                            ("total_steps", total_steps)]:
+            if value < 0:
+                raise ValueError(f"{name}={value} must be >= 0.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.policy, self.tokenizer = build_policy(model_config, pretrained_path, extra_chars)
+        self.buffer = PartialRolloutBuffer()
+        self._ref: Optional[torch.nn.Module] = None  # pi_ref: a frozen copy, deliberately not a submodule
+        self._ref_step = -1  # global step at which pi_ref was last refreshed
+        self._rollouts = 0  # generate calls so far: part of the rollout seed
+        self._pending: dict[str, Any] | None = None  # restored state, applied in on_fit_start
+        self._meter = LevelMeter(("greedy", "pass_k", "length"))
+
+    # ----------------------------------------------------------------- reference policy
+    @property
+    def ref_policy(self) -> torch.nn.Module:
+        if self._ref is None:
+            ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
+            object.__setattr__(self, "_ref", ref)  # keep it out of state_dict, DDP and the optimizer
+        return self._ref
+
+    def on_fit_start(self) -> None:
+        self.ref_policy.to(self.device)
+        if self._pending is not None:
+            self.ref_policy.load_state_dict(self._pending["ref_state"])
+            self._ref_step = self._pending["ref_step"]
+            self._pending = None
+
+    def start_iteration(self) -> None:
+        """``pi_ref <- pi_theta``; optionally clear the optimizer moments (paper, Sec. 2.3)."""
+        self.ref_policy.load_state_dict(self.policy.state_dict())
+        self._ref_step = self.global_step
+        if self.hparams.reset_optimizer:
+            self.optimizers().optimizer.state.clear()
+
+    # ----------------------------------------------------------------- training
+    def _rollout_seed(self) -> int:
+        seed = (self.hparams.seed * 1_000_003 + self._rollouts) * 1024 + self.global_rank
+        self._rollouts += 1
+        return seed
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        h = self.hparams
+        if "problems" not in batch or "labels" in batch:
+            raise ValueError("KimiRL needs prompt batches; use ReasoningDataModule(mode='rl').")
+        opt, sch = self.optimizers(), self.lr_schedulers()
+        if self.global_step % h.iteration_steps == 0 and self._ref_step != self.global_step:
+            self.start_iteration()
+
+        # 1. Rollouts: k fresh responses per prompt, plus the continuation of unfinished ones.
+        problems = batch["problems"]
+        self.buffer.add(
+            RolloutGroup(p, int(i), [PartialResponse(list(ids)) for _ in range(h.k)])
+            for p, i, ids in zip(problems.problems, batch["problem_ids"].tolist(), problems.prompt_ids)
+        )
+        rollout = self.buffer.step(
+            self.policy, self.tokenizer, segment_tokens=h.segment_tokens or h.max_new_tokens,
+            max_response_tokens=h.max_new_tokens, temperature=h.temperature, seed=self._rollout_seed(),
+        )
+        groups = self.buffer.pop_finished()
+
+        # 2. Rewards of the finished groups: verifier (+ length reward after its warm-up).
+        flat_problems = [g.problem for g in groups for _ in g.samples]
+        correct = score(flat_problems, [s.text for g in groups for s in g.samples]).view(len(groups), h.k).to(self.device)
+        packed = pack_groups(groups, self.tokenizer.pad_token_id, self.device)
+        lengths = packed["lengths"].view(len(groups), h.k)
+        rewards = correct.clone()
+        if h.length_penalty_weight > 0 and self.global_step >= h.length_penalty_warmup_steps and groups:
+            rewards = rewards + h.length_penalty_weight * length_penalty(lengths, correct)
+
+        # 3. The k1.5 loss on the newest segment of every finished response.
+        if groups:
+            start = packed["prompt_width"]
+            log_probs = masked_sum(
+                token_log_probs(self.policy, packed["input_ids"], packed["attention_mask"], start, h.temperature),
+                packed["grad_mask"],
+            ).view(len(groups), h.k)
+            if h.tau > 0:
+                with torch.no_grad():
+                    ref_log_probs = masked_sum(
+                        token_log_probs(self.ref_policy, packed["input_ids"], packed["attention_mask"], start, h.temperature),
+                        packed["grad_mask"],
+                    ).view(len(groups), h.k)
+            else:
+                ref_log_probs = log_probs.detach()
+            loss, parts = kimi_policy_loss(log_probs, ref_log_probs, rewards, h.tau)
+        else:  # only unfinished partial rollouts this step: no loss, but DDP still needs every grad
+            loss = sum(p.sum() for p in self.policy.parameters()) * 0.0
+            parts = {}
+
+        # 4. One optimizer step, unless no rank has a finished group.
+        self._report_results(groups, correct)
+        if self._finished_anywhere(len(groups)):
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            if h.max_grad_norm > 0:
+                self.clip_gradients(opt, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+            opt.step()
+            sch.step()
+
+        # 5. Logs: rank-local values, written by Lightning every trainer.log_every_n_steps steps.
+        if groups:
+            self._log_train(loss, parts, correct, rewards, lengths, groups, rollout)
+
+    def _finished_anywhere(self, n: int) -> bool:
+        if self.trainer.world_size == 1 or not dist.is_available() or not dist.is_initialized():
+            return n > 0
+        count = torch.tensor([float(n)], device=self.device)
+        dist.all_reduce(count)
+        return bool(count.item() > 0)
+
+    def _report_results(self, groups: list[RolloutGroup], correct: torch.Tensor) -> None:
+        """Verifier results of all ranks -> the datamodule's prioritised sampler (same on every rank)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "record_results"):
+            return
+        ids = torch.tensor([g.problem_id for g in groups for _ in g.samples], dtype=torch.long, device=self.device)
+        success = correct.flatten().to(torch.float32)
+        if self.trainer.world_size > 1:
+            width = torch.tensor([float(ids.numel())], device=self.device)
+            dist.all_reduce(width, op=dist.ReduceOp.MAX)
+            pad = int(width.item()) - ids.numel()
+            ids = torch.cat([ids, ids.new_full((pad,), -1)])
+            success = torch.cat([success, success.new_zeros(pad)])
+            ids, success = self.all_gather(ids).flatten(), self.all_gather(success).flatten()
+            keep = ids >= 0
+            ids, success = ids[keep], success[keep]
+        datamodule.record_results(ids.cpu(), success.cpu())
+
+    def _log_train(self, loss, parts, correct, rewards, lengths, groups, rollout) -> None:
+        metrics = {
+            "train/loss": loss.detach(),
+            "train/reward": correct.mean(),
+            "train/total_reward": rewards.mean(),
+            "train/pass@k": (correct.max(-1).values > 0).float().mean(),
+            "train/response_length": lengths.float().mean(),
+            "train/pg": parts["pg"],
+            "train/log_ratio_sq": parts["log_ratio_sq"],
+            "train/pending_groups": float(len(self.buffer)),
+        }
+        if rollout is not None and rollout.seconds > 0:
+            metrics["train/gen_tokens_per_s"] = rollout.num_tokens / rollout.seconds
+        self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False)
+        self.log("reward", correct.mean(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        per_level: dict[str, list[float]] = {}
+        for g, row in zip(groups, correct):
+            per_level.setdefault(level_key(g.problem), []).extend(row.tolist())
+        for key, values in per_level.items():
+            self.log(f"train/reward/{key}", sum(values) / len(values), on_step=True, on_epoch=False)
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        h = self.hparams
+        problems = batch["problems"]
+        keys = [level_key(p) for p in problems.problems]
+        greedy = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True, max_new_tokens=h.max_new_tokens)
+        correct = score(problems.problems, greedy.texts)
+        pass_k = correct.clone()
+        if h.eval_k > 0:
+            sampled = generate(
+                self.policy, self.tokenizer, problems.prompt_ids, num_samples=h.eval_k, temperature=h.eval_temperature,
+                max_new_tokens=h.max_new_tokens, seed=(h.seed + 7919 * batch_idx) * 1024 + self.global_rank,
+            )
+            flat = [p for p in problems.problems for _ in range(h.eval_k)]
+            pass_k = score(flat, sampled.texts).view(len(problems), h.eval_k).max(-1).values
+        self._meter.add(keys, greedy=correct, pass_k=pass_k, length=greedy.lengths)
+
+    def on_validation_epoch_end(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        levels = getattr(datamodule, "levels", None)
+        keys = [f"{t}_d{d}" for t, d in levels] if levels else sorted(self._meter.sums)
+        table = self._meter.table(keys).to(self.device)
+        if self.trainer.world_size > 1:
+            table = self.all_gather(table).sum(0)
+        self._meter.reset()
+        count = table[:, 0].sum()
+        if count == 0:
+            return
+        k = self.hparams.eval_k
+        self.log("val/pass@1", table[:, 1].sum() / count, prog_bar=True)
+        self.log("val/response_length", table[:, 3].sum() / count)
+        if k:
+            self.log(f"val/pass@{k}", table[:, 2].sum() / count)
+        for key, row in zip(keys, table):
+            if row[0] > 0:
+                self.log(f"val/pass@1/{key}", row[1] / row[0])
+                if k:
+                    self.log(f"val/pass@{k}/{key}", row[2] / row[0])
+
+    # ----------------------------------------------------------------- optimizer, checkpoints
+    def configure_optimizers(self):
+        h = self.hparams
+        total = h.total_steps or self.trainer.estimated_stepping_batches
+        return adamw_with_warmup_cosine(
+            self.policy, lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas, warmup_steps=h.warmup_steps,
+            total_steps=int(total) if math.isfinite(total) else 0, min_lr_ratio=h.min_lr_ratio,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["kimi_rl"] = {
+            "ref_state": {k: v.detach().cpu() for k, v in self.ref_policy.state_dict().items()},
+            "ref_step": self._ref_step,
+            "rollouts": self._rollouts,
+            "buffer": self.buffer.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("kimi_rl")
+        if state is None:
+            return
+        self._rollouts = int(state["rollouts"])
+        self.buffer.load_state_dict(state["buffer"])
+        self._pending = {"ref_state": state["ref_state"], "ref_step": int(state["ref_step"])}
+
+    # ----------------------------------------------------------------- use
+    @torch.no_grad()
+    def answer(self, prompts: list[str], max_new_tokens: Optional[int] = None) -> list[str]:
+        """Greedy responses to prompt texts (e.g. ``"47+38="``)."""
+        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        return generate(self.policy, self.tokenizer, ids, greedy=True,
+                        max_new_tokens=max_new_tokens or self.hparams.max_new_tokens).texts
+
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``."""
+        return save_policy(self.policy, self.tokenizer, out_dir)

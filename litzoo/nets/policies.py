@@ -1,0 +1,287 @@
+r"""Actor and critic networks for the RL modules: observation encoder, MLPs, policy heads, Q critics.
+
+Every network takes *features*, the output of :class:`ObservationEncoder` (one-hot for a
+``Discrete`` observation, the flattened float observation for a ``Box``, optionally whitened by
+running statistics), so actor, critic and target networks share one preprocessing.
+
+* :class:`DeterministicActor` :math:`\mu_\theta(s) = \tanh(\mathrm{MLP}(s)) \in [-1, 1]^k` (DDPG/TD3;
+  the caller maps ``[-1, 1]`` to the Box bounds).
+* :class:`GaussianActor` :math:`\pi_\theta(a|s) = \mathcal N(m_\theta(s), \mathrm{diag}\,e^{2\log\sigma})`
+  with a state-independent ``log_std`` (A2C/PPO, SB3's ``DiagGaussianDistribution``).
+* :class:`CategoricalActor` :math:`\pi_\theta(a|s) = \mathrm{softmax}(\ell_\theta(s))_a`.
+* :class:`QCritic` :math:`Q_{\phi_e}(s, a)` for continuous actions, ``num_critics`` independent
+  members evaluated as one batched matmul per layer (TD3's twin critics cost one kernel, not two).
+* :func:`mlp` for state values :math:`V_\phi(s)` (``out_dim=1``) and discrete action values
+  :math:`Q_\phi(s, \cdot)` (``out_dim=A``).
+
+Initialisation: PyTorch's default (as CleanRL/SB3 for DDPG/TD3), or orthogonal with gain
+:math:`\sqrt 2` on hidden layers and a chosen output gain (0.01 for policy logits/means, 1 for
+values), as SB3 and the PPO implementation study (Andrychowicz et al. 2021) use for on-policy methods.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from litzoo.rl.normalization import ObservationNormalizer
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is not supported; choose one of {sorted(ACTIVATIONS)}.")
+
+
+def _check_hidden(hidden_sizes: Sequence[int]) -> tuple[int, ...]:
+    hidden = tuple(int(h) for h in hidden_sizes)
+    if any(h < 1 for h in hidden) or any(int(h) != h for h in hidden_sizes):
+        raise ValueError(f"hidden_sizes={tuple(hidden_sizes)} must be positive integers, e.g. (64, 64).")
+    return hidden
+
+
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    hidden_sizes: Sequence[int] = (64, 64),
+    activation: str = "tanh",
+    orthogonal_init: bool = False,
+    output_gain: float = 1.0,
+) -> nn.Sequential:
+    """``Linear -> act -> ... -> Linear(out_dim)``; orthogonal init with gain sqrt(2) / ``output_gain`` if asked."""
+    _check_activation(activation)
+    sizes = (int(in_dim), *_check_hidden(hidden_sizes))
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+    layers.append(nn.Linear(sizes[-1], int(out_dim)))
+    net = nn.Sequential(*layers)
+    if orthogonal_init:
+        linears = [m for m in net if isinstance(m, nn.Linear)]
+        for i, layer in enumerate(linears):
+            nn.init.orthogonal_(layer.weight, gain=output_gain if i == len(linears) - 1 else math.sqrt(2))
+            nn.init.zeros_(layer.bias)
+    return net
+
+
+class ObservationEncoder(nn.Module):
+    """Raw observation batch -> float features ``(B, features_dim)``.
+
+    Args:
+        obs_shape: shape of one observation (``()`` for a ``Discrete`` state index).
+        num_states: ``n`` of a ``Discrete`` observation space (one-hot encoding); ``None`` for a Box.
+        start: the ``start`` of that ``Discrete`` space (its first state number).
+        normalize: whiten Box observations with running mean/std (:class:`ObservationNormalizer`;
+            call :meth:`update` with raw observations while collecting, never while evaluating).
+        clip: clip of the whitened observations.
+    """
+
+    def __init__(
+        self, obs_shape: Sequence[int], num_states: int | None = None, normalize: bool = False, clip: float = 10.0,
+        start: int = 0,
+    ) -> None:
+        super().__init__()
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        self.num_states = None if num_states is None else int(num_states)
+        if self.num_states is not None and (self.obs_shape != () or self.num_states < 1):
+            raise ValueError(f"a Discrete observation has obs_shape=() and num_states >= 1; got {self.obs_shape}, {num_states}.")
+        if normalize and self.num_states is not None:
+            raise ValueError("normalize_observations=True needs Box observations; a Discrete one is one-hot encoded.")
+        self.features_dim = self.num_states or math.prod(self.obs_shape)
+        self.clip, self.start = float(clip), int(start)
+        self.normalizer = ObservationNormalizer(self.obs_shape, clip=self.clip) if normalize else None
+
+    def config(self) -> dict[str, Any]:
+        return {"obs_shape": list(self.obs_shape), "num_states": self.num_states,
+                "normalize": self.normalizer is not None, "clip": self.clip,
+                "start": self.start}
+
+    @torch.no_grad()
+    def update(self, obs: Tensor) -> None:
+        """Merge a batch of raw observations into the running statistics (no-op without normalisation)."""
+        if self.normalizer is not None:
+            self.normalizer.update(obs)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        if self.num_states is not None:
+            return nn.functional.one_hot(obs.long() - self.start, self.num_states).float()
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        return obs.float().flatten(1)
+
+
+class DeterministicActor(nn.Module):
+    r"""DDPG's :math:`\mu_\theta(s) = \tanh(\mathrm{MLP}(s))`, actions in ``[-1, 1]^act_dim``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (256, 256), activation: str = "relu") -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.hidden_sizes, self.activation = _check_hidden(hidden_sizes), activation
+        self.net = mlp(obs_dim, act_dim, hidden_sizes, activation)
+
+    def config(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden_sizes": list(self.hidden_sizes),
+                "activation": self.activation}
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.tanh(self.net(features))
+
+
+class GaussianActor(nn.Module):
+    r"""Diagonal Gaussian policy with a state-independent ``log_std`` (one learned parameter per action dim)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+        orthogonal_init: bool = True,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.hidden_sizes, self.activation = _check_hidden(hidden_sizes), activation
+        self.mean = mlp(obs_dim, act_dim, hidden_sizes, activation, orthogonal_init, output_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((self.act_dim,), float(log_std_init)))
+
+    def config(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden_sizes": list(self.hidden_sizes),
+                "activation": self.activation}
+
+    def forward(self, features: Tensor) -> Tensor:
+        """The mean action :math:`m_\\theta(s)` (the deterministic action)."""
+        return self.mean(features)
+
+    def distribution(self, features: Tensor) -> torch.distributions.Normal:
+        mean = self.mean(features)
+        return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
+
+    def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        mean = self.mean(features)
+        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        return mean + self.log_std.exp() * noise
+
+    @staticmethod
+    def log_prob(dist: torch.distributions.Normal, actions: Tensor) -> Tensor:
+        return dist.log_prob(actions).sum(-1)  # independent dims: log-densities add
+
+    @staticmethod
+    def entropy(dist: torch.distributions.Normal) -> Tensor:
+        return dist.entropy().sum(-1)
+
+
+class CategoricalActor(nn.Module):
+    r""":math:`\pi_\theta(\cdot|s) = \mathrm{softmax}(\ell_\theta(s))` over ``num_actions`` discrete actions."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        orthogonal_init: bool = True,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim = int(obs_dim), int(num_actions)
+        self.hidden_sizes, self.activation = _check_hidden(hidden_sizes), activation
+        self.logits = mlp(obs_dim, num_actions, hidden_sizes, activation, orthogonal_init, output_gain=0.01)
+
+    def config(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "num_actions": self.act_dim, "hidden_sizes": list(self.hidden_sizes),
+                "activation": self.activation}
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.logits(features)
+
+    def distribution(self, features: Tensor) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.logits(features).float())
+
+    def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        probs = torch.softmax(self.logits(features).float(), dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    @staticmethod
+    def log_prob(dist: torch.distributions.Categorical, actions: Tensor) -> Tensor:
+        return dist.log_prob(actions.long())
+
+    @staticmethod
+    def entropy(dist: torch.distributions.Categorical) -> Tensor:
+        return dist.entropy()
+
+
+class EnsembleLinear(nn.Module):
+    """``num_members`` independent ``nn.Linear(in_dim, out_dim)`` layers applied as one batched matmul.
+
+    Input ``(E, B, in_dim)`` (or ``(B, in_dim)``, shared by all members), output ``(E, B, out_dim)``.
+    Each member is initialised as ``nn.Linear`` would be.
+    """
+
+    def __init__(self, num_members: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's kaiming_uniform(a=sqrt(5)) bound, and its bias bound
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 2:
+            x = x.expand(self.weight.shape[0], *x.shape)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class QCritic(nn.Module):
+    r"""``num_critics`` action-value networks :math:`Q_{\phi_e}(s, a)` on ``[features, action]``.
+
+    ``forward`` returns ``(num_critics, B)``; :meth:`q1` evaluates the first member only (the one
+    TD3's actor maximises).
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (256, 256), activation: str = "relu",
+        num_critics: int = 1,
+    ) -> None:
+        super().__init__()
+        _check_activation(activation)
+        if int(num_critics) != num_critics or num_critics < 1:
+            raise ValueError(f"num_critics={num_critics!r} must be a positive integer (2 for TD3's twin critics).")
+        self.num_critics = int(num_critics)
+        sizes = (int(obs_dim) + int(act_dim), *_check_hidden(hidden_sizes), 1)
+        self.layers = nn.ModuleList(EnsembleLinear(self.num_critics, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, features: Tensor, actions: Tensor) -> Tensor:
+        h = torch.cat([features, actions.to(features.dtype)], dim=-1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        return h.squeeze(-1)
+
+    def q1(self, features: Tensor, actions: Tensor) -> Tensor:
+        h = torch.cat([features, actions.to(features.dtype)], dim=-1)
+        for i, layer in enumerate(self.layers):
+            h = torch.addmm(layer.bias[0], h, layer.weight[0])
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        return h.squeeze(-1)
+
+
+ACTORS: dict[str, type[nn.Module]] = {
+    "deterministic": DeterministicActor,
+    "gaussian": GaussianActor,
+    "categorical": CategoricalActor,
+}
