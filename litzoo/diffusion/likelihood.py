@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from litzoo.diffusion.samplers import solve_ivp_dopri5
+from litzoo.diffusion.samplers import _check_t_eps, solve_ivp_dopri5
 from litzoo.diffusion.schedules import NoiseSchedule
 from litzoo.diffusion.sde import SDES, Model, make_sde
 
@@ -77,8 +77,7 @@ def log_likelihood(
         raise ValueError(f"hutchinson={hutchinson!r} is not supported; expected one of {HUTCHINSON}.")
     sde_obj = make_sde(sde, schedule)
     t0 = sde_obj.t_eps if t_eps is None else float(t_eps)
-    if not (0.0 <= t0 < 1.0):
-        raise ValueError(f"t_eps={t_eps!r} must be in [0, 1).")
+    _check_t_eps(t_eps, t0, sde)
 
     shape, B, D = x.shape, x.shape[0], x[0].numel()
     if not exact_trace:

@@ -26,14 +26,13 @@ discrete samplers, fractional ``t*T - 1`` for the continuous ones), read through
 The continuous samplers start from the SDE prior at t=1 (VP: N(0, I); VE: N(0, sigma_max^2 I)),
 integrate to ``t_eps`` (default: the time of label 0, the smallest trained noise level, see
 :mod:`litzoo.diffusion.sde`) and finish with one Tweedie denoise step
-:math:`\hat x_0 = E[x_0 \mid x_{t_{eps}}]` (Song et al. App. G "denoising"), which removes the
+:math:`\hat x_0 = E[x_0 \mid x_{t_{eps}}]` (Tweedie's formula, Efron 2011; Song et al.'s "denoise"), which removes the
 residual noise of level t_eps at the cost of one evaluation. ``clip_sample`` clamps that final x0
 to [-1, 1] (the drift itself is never clipped: that would change the dynamics).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -163,9 +162,7 @@ def solve_ivp_dopri5(
         accept = (err_norm < 1) | done
         if not bool(torch.isfinite(err_norm[~done]).all()):
             raise RuntimeError("solve_ivp_dopri5: non-finite error estimate; the vector field returned inf/nan.")
-        factor = torch.where(
-            err_norm == 0, torch.full_like(err_norm, 10.0), (0.9 * err_norm.clamp(min=1e-300) ** (-1 / 5)).clamp(0.2, 10.0)
-        )
+        factor = (0.9 * err_norm.clamp(min=1e-300) ** (-1 / 5)).clamp(0.2, 10.0)  # clamp: err 0 -> max growth
         factor = torch.where(accept, factor, factor.clamp(max=0.9))
         n_rejected += int((~accept).sum())
         acc_y = col(accept)
@@ -226,9 +223,11 @@ def euler_maruyama_sample(model, schedule, sde: SDE, x: Tensor, ts: Tensor, gene
 
 
 def reverse_diffusion_predictor(model, schedule, sde: SDE, x: Tensor, t: Tensor, t_next: Tensor, generator=None):
-    r"""Song et al. 2021 Eq. 46: :math:`x \leftarrow x - f_d + G^2 s(x,t) + G z`, (f_d, G) the forward step t_next -> t.
+    r"""Song et al.'s reverse-diffusion predictor: :math:`x \leftarrow x - f_d + G^2 s(x,t) + G z`, with
+    (f_d, G) the discretised forward step t_next -> t.
 
-    VP: :math:`(2-\sqrt{\alpha})x + (1-\alpha)s + \sqrt{1-\alpha}z`, :math:`\alpha=\bar\alpha(t)/\bar\alpha(t_{next})` (Alg. 3);
+    VP: :math:`(2-\sqrt{\alpha})x + (1-\alpha)s + \sqrt{1-\alpha}z`,
+    :math:`\alpha=\bar\alpha(t)/\bar\alpha(t_{next})` (Alg. 3);
     VE: :math:`x + (\sigma_t^2-\sigma_{t_{next}}^2)s + \sqrt{\sigma_t^2-\sigma_{t_{next}}^2}z` (Alg. 2).
     """
     f_d, G = sde.discretize(x, t, t - t_next)
@@ -238,7 +237,8 @@ def reverse_diffusion_predictor(model, schedule, sde: SDE, x: Tensor, t: Tensor,
 
 def langevin_corrector(model, schedule, sde: SDE, x: Tensor, t: Tensor, *, snr: float, n_steps: int, generator=None):
     r"""``n_steps`` of Langevin MCMC targeting :math:`p_t`: :math:`x \leftarrow x + \epsilon s + \sqrt{2\epsilon}z`,
-    :math:`\epsilon = 2\alpha(r\|z\|/\|s\|)^2` (Song et al. Alg. 2/3; :math:`\alpha = 1-\beta` of one trained step for VP, 1 for VE).
+    :math:`\epsilon = 2\alpha(r\|z\|/\|s\|)^2` (Song et al. Alg. 2/3; :math:`\alpha = 1-\beta` of one trained
+    step for VP, 1 for VE).
 
     The norms are batch means (the authors' code), so every sample takes the same step and the update stays
     a valid unadjusted-Langevin step for p_t; being unadjusted it inflates the variance along a precision
@@ -289,6 +289,15 @@ def pf_ode_rk45_sample(model, schedule, sde: SDE, x: Tensor, t_eps: float, *, rt
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name}={value!r} must be a positive int.")
+
+
+def _check_t_eps(t_eps, t_end: float, sde: str) -> None:
+    lower_ok = t_end > 0.0 if sde == "vp" else t_end >= 0.0
+    if not (lower_ok and t_end < 1.0):
+        raise ValueError(
+            f"t_eps={t_eps!r} must be in {'(0, 1)' if sde == 'vp' else '[0, 1)'} for sde={sde!r} (the VP score "
+            "-eps/sqrt(1 - alpha_bar) is singular at t=0); leave it None for the time of label 0."
+        )
 
 
 def _infer_device_dtype(model, device, dtype, generator):
@@ -373,8 +382,7 @@ def sample(
         else:
             sde_obj = make_sde(sde, schedule)
             t_end = sde_obj.t_eps if t_eps is None else float(t_eps)
-            if not (0.0 <= t_end < 1.0):
-                raise ValueError(f"t_eps={t_eps!r} must be in [0, 1).")
+            _check_t_eps(t_eps, t_end, sde)
             x = sde_obj.prior_sample(shape, generator, device=device, dtype=dtype)
             ts = torch.linspace(1.0, t_end, steps + 1, dtype=dtype, device=device)
             if sampler == "euler_maruyama":

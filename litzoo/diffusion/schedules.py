@@ -149,6 +149,13 @@ class NoiseSchedule:
         # log alpha_bar at the knots t = 0, 1/T, ..., 1 (alpha_bar(0) = 1)
         self._log_ab_knots: Tensor = torch.cat([torch.zeros(1, dtype=torch.float64), self.alphas_cumprod.log()])
         self._log_ab_slopes: Tensor = self._pchip_slopes(self._log_ab_knots, 1.0 / num_train_timesteps)
+        self._knots_cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def _knots(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(log alpha_bar, its t-derivative) at the knots, on ``device`` (copied once per device)."""
+        if device not in self._knots_cache:
+            self._knots_cache[device] = (self._log_ab_knots.to(device), self._log_ab_slopes.to(device))
+        return self._knots_cache[device]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.scheduler_config().items() if k != "variance_type")
@@ -200,7 +207,7 @@ class NoiseSchedule:
     def _hermite(self, k: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
         """log(alpha_bar) and its t-derivative on knot interval k at fraction s in [0, 1] (float64)."""
         h = 1.0 / self.num_train_timesteps
-        y, m = self._log_ab_knots.to(k.device), self._log_ab_slopes.to(k.device)
+        y, m = self._knots(k.device)
         y0, y1, m0, m1 = y[k], y[k + 1], m[k] * h, m[k + 1] * h
         s2, s3 = s * s, s * s * s
         value = (2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * m0 + (-2 * s3 + 3 * s2) * y1 + (s3 - s2) * m1
@@ -230,7 +237,9 @@ class NoiseSchedule:
         return out.to(t.dtype) if t.is_floating_point() else out
 
     def beta(self, t: Tensor) -> Tensor:
-        r""":math:`\beta(t) = -\frac{d}{dt}\log\bar\alpha(t)` of the interpolation: continuous, >= 0, ~ T*betas[i] near t_i."""
+        r""":math:`\beta(t) = -\frac{d}{dt}\log\bar\alpha(t)` of the interpolation.
+
+        Continuous, >= 0, and ~ T*betas[i] on the i-th knot interval."""
         t = torch.as_tensor(t)
         _, slope = self._hermite(*self._interval(t))
         out = -slope
@@ -250,7 +259,7 @@ class NoiseSchedule:
     def t_from_alpha_bar(self, alpha_bar: Tensor) -> Tensor:
         """Inverse of :meth:`alpha_bar` (knot interval by binary search, then Newton on the cubic); in [0, 1]."""
         alpha_bar = torch.as_tensor(alpha_bar)
-        neg_log = -self._log_ab_knots.to(alpha_bar.device)  # increasing: 0 = -log ab(0) < ... < -log ab(1)
+        neg_log = -self._knots(alpha_bar.device)[0]  # increasing: 0 = -log ab(0) < ... < -log ab(1)
         target = alpha_bar.to(torch.float64).log()
         T = self.num_train_timesteps
         hi = torch.searchsorted(neg_log, (-target).contiguous()).clamp(1, T)  # knot hi-1 <= t < knot hi

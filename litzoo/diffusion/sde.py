@@ -96,7 +96,9 @@ class SDE:
         raise NotImplementedError
 
     def discretize(self, x: Tensor, t: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
-        r"""Forward step t-dt -> t as :math:`x_t = x_{t-dt} + f_d + G\,z` (Song et al. App. E); returns (f_d, G)."""
+        r"""Forward step t-dt -> t as :math:`x_t = x_{t-dt} + f_d + G\,z` (Song et al.'s discretisation).
+
+        Returns (f_d, G)."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- derived quantities

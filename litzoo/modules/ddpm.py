@@ -315,7 +315,7 @@ class DDPM(LitzooModule):
         model = self.denoiser(self._labels(n, y), cfg_scale)
         with torch.autocast(self.device.type, enabled=False):
             x = run_sampler(model, self.schedule, (n, *self.sample_shape), sampler=sampler, steps=steps,
-                            generator=generator, progress=progress, **sampler_kwargs)
+                            generator=generator, progress=progress, device=self.device, **sampler_kwargs)
         return x if self.hparams.data_dim else (x / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()

@@ -107,7 +107,7 @@ def test_bits_per_dim_is_nats_over_dims_ln2_plus_the_quantisation_offset(gaussia
 
 
 @pytest.mark.parametrize("kwargs, match", [({"sde": "subvp"}, "sde"), ({"hutchinson": "normal"}, "hutchinson"),
-                                           ({"t_eps": 1.0}, "t_eps")])
+                                           ({"t_eps": 1.0}, "t_eps"), ({"t_eps": 0.0, "sde": "vp"}, "t_eps")])
 def test_log_likelihood_rejects_bad_arguments(kwargs, match, linear_schedule):
     with pytest.raises(ValueError, match=match):
         log_likelihood(lambda x, t: x, linear_schedule, torch.zeros(2, 2), **kwargs)

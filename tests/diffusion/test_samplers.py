@@ -58,7 +58,9 @@ MOMENT_RUNS = [("linear", "epsilon", name) for name in CASES] + [
     pytest.param("linear", pt, name, marks=_slow)
     for pt in ("v_prediction", "sample")
     for name in ("ddpm", "ddim_eta0", "ddim_eta1", "em_vp", "em_ve", "pc_vp", "rk45_vp", "rk45_ve")
-] + [pytest.param("cosine", "epsilon", name, marks=_slow) for name in ("ddpm", "ddim_eta0", "em_vp", "pc_vp", "rk45_vp")]
+] + [
+    pytest.param("cosine", "epsilon", name, marks=_slow) for name in ("ddpm", "ddim_eta0", "em_vp", "pc_vp", "rk45_vp")
+]
 
 
 def _schedule(beta_schedule: str, prediction_type: str = "epsilon") -> NoiseSchedule:
@@ -66,7 +68,8 @@ def _schedule(beta_schedule: str, prediction_type: str = "epsilon") -> NoiseSche
 
 
 @pytest.mark.parametrize("beta_schedule, prediction_type, case", MOMENT_RUNS)
-def test_sampler_with_ideal_denoiser_reproduces_gaussian_mean_and_covariance(beta_schedule, prediction_type, case, gaussian):
+def test_sampler_with_ideal_denoiser_reproduces_gaussian_mean_and_covariance(beta_schedule, prediction_type, case,
+                                                                            gaussian):
     schedule = _schedule(beta_schedule, prediction_type)
     model = gaussian.GaussianIdealModel(schedule)
     x, nfe = sample(model, schedule, (N, 2), generator=torch.Generator().manual_seed(0), dtype=f64,
@@ -88,7 +91,8 @@ def test_moment_check_rejects_a_wrong_model(wrong, gaussian):
     else:
         mu = mu + 0.15 * torch.diagonal(sigma).sqrt()
     model = gaussian.GaussianIdealModel(schedule, mu=mu, sigma=sigma)
-    x = sample(model, schedule, (N, 2), sampler="pf_ode", steps=100, generator=torch.Generator().manual_seed(0), dtype=f64)
+    x = sample(model, schedule, (N, 2), sampler="pf_ode", steps=100, generator=torch.Generator().manual_seed(0),
+               dtype=f64)
     mean_err, cov_err = gaussian.whitened_moment_errors(x)
     assert mean_err > TOL_MEAN if wrong == "mean" else cov_err > TOL_COV
 
@@ -183,8 +187,10 @@ def test_ddim_sampler_equals_diffusers_ddim_pipeline():
     pipe.set_progress_bar_config(disable=True)
     record = _record_last_prev_sample(pipe.scheduler)
     with torch.no_grad():
-        pipe(batch_size=2, generator=torch.Generator().manual_seed(3), eta=0.5, num_inference_steps=10, output_type="pt")
-    ours = sample(unet, schedule, (2, 1, 8, 8), sampler="ddim", steps=10, eta=0.5, generator=torch.Generator().manual_seed(3))
+        pipe(batch_size=2, generator=torch.Generator().manual_seed(3), eta=0.5, num_inference_steps=10,
+             output_type="pt")
+    ours = sample(unet, schedule, (2, 1, 8, 8), sampler="ddim", steps=10, eta=0.5,
+                  generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(ours, record["x"], rtol=0, atol=1e-5)
 
 
@@ -237,6 +243,8 @@ def test_dopri5_per_sample_step_control_makes_each_result_independent_of_the_bat
         ({"snr": 0.0, "sampler": "pc"}, "snr"),
         ({"n_corrector": -1, "sampler": "pc"}, "n_corrector"),
         ({"rtol": 0.0, "sampler": "pf_ode_rk45"}, "rtol"),
+        ({"t_eps": 0.0, "sampler": "pf_ode"}, "t_eps"),
+        ({"t_eps": 1.0, "sampler": "pf_ode", "sde": "ve"}, "t_eps"),
     ],
 )
 def test_sample_rejects_bad_arguments_with_value_error(kwargs, match, linear_schedule):

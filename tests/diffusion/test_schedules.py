@@ -114,7 +114,8 @@ def test_prediction_conversions_agree_with_diffusers_and_invert_the_target(predi
     # the x0 diffusers' DDPM step derives from the same output
     for j, t in enumerate(timesteps):
         out = sched.step(target[j : j + 1], int(t), x_t[j : j + 1], generator=g)
-        torch.testing.assert_close(out.pred_original_sample, predict_x0(target[j : j + 1], x_t[j : j + 1], ab[j], prediction_type))
+        ours = predict_x0(target[j : j + 1], x_t[j : j + 1], ab[j], prediction_type)
+        torch.testing.assert_close(out.pred_original_sample, ours)
 
 
 # ----------------------------------------------------------------------------- validation
