@@ -325,6 +325,8 @@ class DDPM(LitzooModule):
         Images are expected in [0, 1] (as ``sample`` returns them) and are mapped to the model's [-1, 1].
         """
         data = x if self.hparams.data_dim else x * 2 - 1
+        if not self.hparams.data_dim:
+            kwargs.setdefault("data_range", (-1.0, 1.0))  # bits/dim on the 256-level scale of 8-bit images
         model = self.denoiser(self._labels(x.shape[0], y))
         with torch.autocast(self.device.type, enabled=False):
             return log_likelihood(model, self.schedule, data.to(self.device), **kwargs)

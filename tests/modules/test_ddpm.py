@@ -285,3 +285,13 @@ def test_cli_fit_with_two_process_cpu_ddp_trains(tmp_path):
     assert len(val) >= 2 and val[-1] < val[0]  # it trains
     assert (log_dir / "export" / "model.safetensors").is_file()
     assert (log_dir / "samples" / "final.png").is_file()
+
+
+def test_module_log_likelihood_reports_bits_per_dim_on_the_8_bit_scale():
+    model = DDPM(image_size=8, num_classes=10, num_train_timesteps=50, block_out_channels=(16, 32))
+    x = torch.rand(2, 1, 8, 8)
+    out = model.log_likelihood(x, y=torch.tensor([1, 2]), rtol=1e-3, atol=1e-3, generator=torch.Generator().manual_seed(0))
+    # logp is of data in [-1, 1]; bits/dim adds log2(256 / 2) = 7 to put it on the scale of 8-bit pixels
+    expected = -out["logp"] / (64 * np.log(2)) + 7
+    torch.testing.assert_close(out["bpd"], expected)
+    assert torch.isfinite(out["logp"]).all() and out["nfe"] > 0
