@@ -2,6 +2,7 @@
 
 from litzoo.callbacks.ema import EMA, find_ema_module
 from litzoo.callbacks.export import ExportOnFitEnd
+from litzoo.callbacks.rl_eval import RLEvaluation
 from litzoo.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 from litzoo.callbacks.sample_grid import SampleGrid, make_grid, save_image_grid, save_scatter
 
@@ -10,6 +11,7 @@ __all__ = [
     "ExportOnFitEnd",
     "NaNGuard",
     "NonFiniteLossError",
+    "RLEvaluation",
     "SampleGrid",
     "find_ema_module",
     "make_grid",

@@ -27,9 +27,10 @@ What every method shares lives here once:
   :mod:`litzoo.rl.buffers`; the buffers apply the termination/truncation rule.
 * :func:`log_rl_metrics`: episode return/length, env steps and env-steps/s (over all ranks) to the
   loggers (x-axis: env steps) and the progress bar, called every N env steps, not every batch.
-* :func:`disable_ddp_gradient_sync` / :func:`all_reduce_gradients`: an RL update makes several
-  backward passes over different parameter subsets (critic, then actor), which DDP's reducer
-  cannot follow; the modules average the gradients themselves, once per update.
+* :func:`disable_ddp_gradient_sync` / :func:`all_reduce_gradients`: an RL update does not fit DDP's
+  reducer (TD3's delayed steps leave the actor without gradients, which plain ``strategy="ddp"``
+  rejects); the modules average their gradients with one all-reduce per update instead, and DDP
+  keeps its other job, starting every rank from rank 0's weights.
 
 Seeds: env ``i`` of rank ``r`` (dataloader worker ``w``) is reset with
 ``seed + env_steps + num_envs * (r + world_size * w) + i``, so DDP ranks explore different episodes
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Optional, Union
 
 import gymnasium as gym
@@ -253,10 +254,11 @@ def log_rl_metrics(module: L.LightningModule, env: EnvRunner, metrics: dict[str,
 def disable_ddp_gradient_sync(trainer: L.Trainer) -> None:
     """Stop DDP's reducer from syncing gradients (the module calls :func:`all_reduce_gradients`).
 
-    DDP expects one backward per forward over all parameters; an RL update's several backward
-    passes over parameter subsets (critic, then actor; a TD3 step without actor update) break that
-    contract. Setting ``require_backward_grad_sync = False`` (what ``DDP.no_sync()`` does) for the
-    whole run leaves the reducer idle; DDP still broadcasts rank 0's weights when it wraps the module.
+    DDP expects every parameter to get a gradient in every backward (or ``find_unused_parameters``,
+    a graph search per step); a TD3 step without actor update, or several backward passes per
+    step, break that contract. Setting ``require_backward_grad_sync = False`` (what
+    ``DDP.no_sync()`` does) for the whole run leaves the reducer idle; DDP still broadcasts rank 0's
+    weights when it wraps the module. Call it in ``on_train_start`` (the module is wrapped by then).
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -421,6 +423,8 @@ class GymDataModule(L.LightningDataModule):
         # no workers (Lightning's "few workers" hint does not apply), and a length on purpose.
         warnings.filterwarnings("ignore", message=r".*IterableDataset.*has .__len__. defined.*")
         warnings.filterwarnings("ignore", message=r".*train_dataloader.*does not have many workers.*")
+        # The modules log every N env steps themselves, whatever Trainer(log_every_n_steps) says.
+        warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging interval.*")
         return DataLoader(_EnvStream(self), batch_size=None, num_workers=0)
 
     def teardown(self, stage: Optional[str] = None) -> None:

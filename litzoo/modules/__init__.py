@@ -1,5 +1,9 @@
 """LightningModules, one method per file."""
 
+from litzoo.modules.actor_critic import ActorCritic
+from litzoo.modules.ddpg import DDPG, TD3
 from litzoo.modules.ddpm import DDPM
+from litzoo.modules.rectified_flow import RectifiedFlowDiT
+from litzoo.modules.vae import VAE
 
-__all__ = ["DDPM"]
+__all__ = ["DDPM", "RectifiedFlowDiT", "VAE", "DDPG", "TD3", "ActorCritic"]

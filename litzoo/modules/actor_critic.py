@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from litzoo.base import LitzooModule
+from litzoo.optim import adamw_for_networks
 from litzoo.datamodules.gym import (
     EnvRunner,
-    adamw_for_networks,
     all_reduce_gradients,
     collect_rollout,
     disable_ddp_gradient_sync,
@@ -72,7 +72,9 @@ class ActorCritic(LitzooModule):
         hidden_sizes, activation, orthogonal_init: actor and critic MLPs (separate networks).
         n_steps: rollout length per env (batch = ``n_steps * num_envs`` steps).
         gamma: discount; gae_lambda: GAE's lambda (``None``: 1.0 for A2C, 0.0 = Sarsa for QAC).
-        lr, critic_lr, adam_eps, weight_decay: AdamW (actor ``lr``, critic ``critic_lr or lr``).
+        lr, critic_lr, adam_eps, weight_decay: AdamW (actor ``lr``, critic ``critic_lr or lr``). QAC has no
+            baseline, so give its actor the slower time scale (``configs/qac_cartpole.yaml``: 1e-4 vs
+            1e-3); with A2C's single 7e-4 it collapsed to one action on CartPole.
         ent_coef, vf_coef, max_grad_norm: loss weights and gradient clipping (``None``: no clipping).
         normalize_advantage: standardise advantages per batch (A2C only).
         log_std_init: initial log-std of the Gaussian policy (Box actions).
@@ -200,12 +202,13 @@ class ActorCritic(LitzooModule):
         return self.q_values(features, actor.sample(features, self._generator))
 
     # ----------------------------------------------------------------- acting
-    def on_fit_start(self) -> None:
+    def _init_generator(self) -> None:
+        # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
         seed = self.hparams.seed * 1_000_003 + self.global_rank
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         state = self._pending.pop("generator", None)
-        if state is not None and self.device.type == "cpu":
-            self._generator.set_state(state.cpu())
+        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
+            self._generator.set_state(state.cpu())  # resume the random stream exactly
 
     def on_train_start(self) -> None:
         disable_ddp_gradient_sync(self.trainer)
@@ -240,6 +243,7 @@ class ActorCritic(LitzooModule):
         """Collect ``n_steps`` steps of every env with the current policy; yield the whole rollout."""
         h = self.hparams
         self._env = env
+        self._init_generator()
         obs_spec = h.observation_space
         discrete_obs = obs_spec["type"] == "Discrete"
         buffer = RolloutBuffer(
@@ -309,7 +313,7 @@ class ActorCritic(LitzooModule):
         super().on_save_checkpoint(checkpoint)
         state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
         if self._generator is not None:
-            state["generator"] = self._generator.get_state()
+            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
         checkpoint["litzoo_rl"] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -317,7 +321,7 @@ class ActorCritic(LitzooModule):
         self.env_steps = int(state.get("env_steps", 0))
         self.num_updates = int(state.get("num_updates", 0))
         self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator",) if k in state}
+        self._pending = {k: state[k] for k in ("generator", "generator_device") if k in state}
 
     def export(self, out_dir: str | os.PathLike) -> Path:
         """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""

@@ -89,14 +89,14 @@ class CoTSFT(LitzooModule):
         if "labels" not in batch:
             raise ValueError("CoTSFT needs supervised batches; use ReasoningDataModule(mode='sft').")
         loss = self.sft_loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if "labels" in batch:
-            self.log("val/loss", self.sft_loss(batch), prog_bar=True, sync_dist=True)
         problems = batch["problems"]
+        if "labels" in batch:
+            self.log("val/loss", self.sft_loss(batch), prog_bar=True, sync_dist=True, batch_size=len(problems))
         rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True,
                            max_new_tokens=self.hparams.eval_max_new_tokens)
         correct = score(problems.problems, rollout.texts)

@@ -42,9 +42,9 @@ from typing import Any, Optional
 import torch
 
 from litzoo.base import LitzooModule
+from litzoo.optim import adamw_for_networks
 from litzoo.datamodules.gym import (
     EnvRunner,
-    adamw_for_networks,
     all_reduce_gradients,
     disable_ddp_gradient_sync,
     log_rl_metrics,
@@ -193,12 +193,13 @@ class DDPG(LitzooModule):
         return adamw_for_networks([(self.policy.actor, h.actor_lr), (self.critic, h.critic_lr)], h.weight_decay)
 
     # ----------------------------------------------------------------- acting
-    def on_fit_start(self) -> None:
+    def _init_generator(self) -> None:
+        # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
         seed = self.hparams.seed * 1_000_003 + self.global_rank
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         state = self._pending.pop("generator", None)
-        if state is not None and self.device.type == "cpu":
-            self._generator.set_state(state.cpu())
+        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
+            self._generator.set_state(state.cpu())  # resume the random stream exactly
 
     def on_train_start(self) -> None:
         disable_ddp_gradient_sync(self.trainer)
@@ -229,6 +230,7 @@ class DDPG(LitzooModule):
         """Act (random before ``learning_starts``, then mu + noise), store, and yield replay minibatches."""
         h = self.hparams
         self._env = env
+        self._init_generator()
         buffer = self._replay_buffer(env)
         ou_state = torch.zeros(env.num_envs, self.act_dim, device=self.device)
         while True:
@@ -303,7 +305,7 @@ class DDPG(LitzooModule):
         super().on_save_checkpoint(checkpoint)
         state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
         if self._generator is not None:
-            state["generator"] = self._generator.get_state()
+            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
         if self.hparams.save_replay_buffer and self._buffer is not None:
             state["replay_buffer"] = self._buffer.state_dict()
         checkpoint["litzoo_rl"] = state
@@ -313,7 +315,7 @@ class DDPG(LitzooModule):
         self.env_steps = int(state.get("env_steps", 0))
         self.num_updates = int(state.get("num_updates", 0))
         self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator", "replay_buffer") if k in state}
+        self._pending = {k: state[k] for k in ("generator", "generator_device", "replay_buffer") if k in state}
 
     def export(self, out_dir: str | os.PathLike) -> Path:
         """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""

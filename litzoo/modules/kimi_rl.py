@@ -29,6 +29,13 @@ the iteration bookkeeping (reference refresh, optimizer reset, steps without fin
 between them -- an automatic-optimisation ``training_step`` would hide the generation in the
 loss closure and could not skip a step. Each DDP rank generates its own rollouts (its own seed
 and problems, the same count); gradients are averaged by DDP as usual.
+
+Practical notes. Sampling at ``temperature < 1`` (0.5 in the configs) and ``lr ~ 1e-4`` suit
+small models: at ``T = 1`` most samples of a half-trained model are wrong and the gradient is
+mostly noise. ``pi_ref`` is a full frozen copy of the policy (skipped when ``tau = 0``). For
+models that do not fit one device, Lightning's FSDP strategy shards the policy, but ``generate``
+then needs the full parameters gathered (``FullyShardedDataParallel.summon_full_params``) and
+``pi_ref`` should be sharded too; that path is untested here (tiny models run with DDP).
 """
 
 from __future__ import annotations
@@ -138,6 +145,8 @@ class KimiRL(LitzooModule):
         self._rollouts = 0  # generate calls so far: part of the rollout seed
         self._pending: dict[str, Any] | None = None  # restored state, applied in on_fit_start
         self._meter = LevelMeter(("greedy", "pass_k", "length"))
+        self.last_groups: list[RolloutGroup] = []  # the groups trained on in the last step (for inspection)
+        self.last_seed: Optional[int] = None  # the seed of the last rollout (differs per rank)
 
     # ----------------------------------------------------------------- reference policy
     @property
@@ -165,6 +174,7 @@ class KimiRL(LitzooModule):
     def _rollout_seed(self) -> int:
         seed = (self.hparams.seed * 1_000_003 + self._rollouts) * 1024 + self.global_rank
         self._rollouts += 1
+        self.last_seed = seed
         return seed
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -185,7 +195,7 @@ class KimiRL(LitzooModule):
             self.policy, self.tokenizer, segment_tokens=h.segment_tokens or h.max_new_tokens,
             max_response_tokens=h.max_new_tokens, temperature=h.temperature, seed=self._rollout_seed(),
         )
-        groups = self.buffer.pop_finished()
+        groups = self.last_groups = self.buffer.pop_finished()
 
         # 2. Rewards of the finished groups: verifier (+ length reward after its warm-up).
         flat_problems = [g.problem for g in groups for _ in g.samples]
@@ -268,13 +278,14 @@ class KimiRL(LitzooModule):
         }
         if rollout is not None and rollout.seconds > 0:
             metrics["train/gen_tokens_per_s"] = rollout.num_tokens / rollout.seconds
-        self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False)
-        self.log("reward", correct.mean(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        n = len(groups)
+        self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False, batch_size=n)
+        self.log("reward", correct.mean(), prog_bar=True, on_step=True, on_epoch=False, logger=False, batch_size=n)
         per_level: dict[str, list[float]] = {}
         for g, row in zip(groups, correct):
             per_level.setdefault(level_key(g.problem), []).extend(row.tolist())
         for key, values in per_level.items():
-            self.log(f"train/reward/{key}", sum(values) / len(values), on_step=True, on_epoch=False)
+            self.log(f"train/reward/{key}", sum(values) / len(values), on_step=True, on_epoch=False, batch_size=n)
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

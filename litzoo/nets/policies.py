@@ -1,8 +1,9 @@
 r"""Actor and critic networks for the RL modules: observation encoder, MLPs, policy heads, Q critics.
 
-Every network takes *features*, the output of :class:`ObservationEncoder` (one-hot for a
-``Discrete`` observation, the flattened float observation for a ``Box``, optionally whitened by
-running statistics), so actor, critic and target networks share one preprocessing.
+Every network takes *features*, the output of :class:`litzoo.rl.policy.ObservationEncoder` (one-hot
+for a ``Discrete`` observation, the flattened float observation for a ``Box``, optionally whitened
+by running statistics), so actor, critic and target networks share one preprocessing. This module
+depends on torch only.
 
 * :class:`DeterministicActor` :math:`\mu_\theta(s) = \tanh(\mathrm{MLP}(s)) \in [-1, 1]^k` (DDPG/TD3;
   the caller maps ``[-1, 1]`` to the Box bounds).
@@ -27,8 +28,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-from litzoo.rl.normalization import ObservationNormalizer
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -76,52 +75,6 @@ def mlp(
     return net
 
 
-class ObservationEncoder(nn.Module):
-    """Raw observation batch -> float features ``(B, features_dim)``.
-
-    Args:
-        obs_shape: shape of one observation (``()`` for a ``Discrete`` state index).
-        num_states: ``n`` of a ``Discrete`` observation space (one-hot encoding); ``None`` for a Box.
-        start: the ``start`` of that ``Discrete`` space (its first state number).
-        normalize: whiten Box observations with running mean/std (:class:`ObservationNormalizer`;
-            call :meth:`update` with raw observations while collecting, never while evaluating).
-        clip: clip of the whitened observations.
-    """
-
-    def __init__(
-        self, obs_shape: Sequence[int], num_states: int | None = None, normalize: bool = False, clip: float = 10.0,
-        start: int = 0,
-    ) -> None:
-        super().__init__()
-        self.obs_shape = tuple(int(d) for d in obs_shape)
-        self.num_states = None if num_states is None else int(num_states)
-        if self.num_states is not None and (self.obs_shape != () or self.num_states < 1):
-            raise ValueError(f"a Discrete observation has obs_shape=() and num_states >= 1; got {self.obs_shape}, {num_states}.")
-        if normalize and self.num_states is not None:
-            raise ValueError("normalize_observations=True needs Box observations; a Discrete one is one-hot encoded.")
-        self.features_dim = self.num_states or math.prod(self.obs_shape)
-        self.clip, self.start = float(clip), int(start)
-        self.normalizer = ObservationNormalizer(self.obs_shape, clip=self.clip) if normalize else None
-
-    def config(self) -> dict[str, Any]:
-        return {"obs_shape": list(self.obs_shape), "num_states": self.num_states,
-                "normalize": self.normalizer is not None, "clip": self.clip,
-                "start": self.start}
-
-    @torch.no_grad()
-    def update(self, obs: Tensor) -> None:
-        """Merge a batch of raw observations into the running statistics (no-op without normalisation)."""
-        if self.normalizer is not None:
-            self.normalizer.update(obs)
-
-    def forward(self, obs: Tensor) -> Tensor:
-        if self.num_states is not None:
-            return nn.functional.one_hot(obs.long() - self.start, self.num_states).float()
-        if self.normalizer is not None:
-            obs = self.normalizer(obs)
-        return obs.float().flatten(1)
-
-
 class DeterministicActor(nn.Module):
     r"""DDPG's :math:`\mu_\theta(s) = \tanh(\mathrm{MLP}(s))`, actions in ``[-1, 1]^act_dim``."""
 
@@ -167,7 +120,8 @@ class GaussianActor(nn.Module):
 
     def distribution(self, features: Tensor) -> torch.distributions.Normal:
         mean = self.mean(features)
-        return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
+        # validate_args=False: the support checks cost more than the math for small batches
+        return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False)
 
     def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
         mean = self.mean(features)
@@ -207,7 +161,7 @@ class CategoricalActor(nn.Module):
         return self.logits(features)
 
     def distribution(self, features: Tensor) -> torch.distributions.Categorical:
-        return torch.distributions.Categorical(logits=self.logits(features).float())
+        return torch.distributions.Categorical(logits=self.logits(features).float(), validate_args=False)
 
     def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
         probs = torch.softmax(self.logits(features).float(), dim=-1)

@@ -1,0 +1,259 @@
+"""DDPG / TD3: bad input; learning a continuous identity and a scalar LQR (policy and critic vs the
+closed-form solution, through one-step time limits); resume, load_from_checkpoint(weights_only=True),
+bf16-mixed (TD3), the configs with train.py; slow: Pendulum-v1."""
+
+import math
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from litzoo.datamodules.gym import GymDataModule
+from litzoo.modules.ddpg import DDPG, TD3
+from litzoo.rl.policy import evaluate_policy, load_policy, space_to_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_seeded():
+    # Tiny networks: one thread beats two threads fighting over a loaded 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # network initialisation; envs and exploration are seeded by the datamodule/module
+    yield
+    torch.set_num_threads(threads)
+
+
+class ContinuousIdentity(gym.Env):
+    """One step: observe s ~ U[-1, 1]^2, act a in [-2, 2]^2, reward -||a - s||^2, terminate.
+
+    Optimal policy mu*(s) = s; Q*(s, a) = -||a - s||^2 (no bootstrap: every episode terminates).
+    """
+
+    def __init__(self):
+        self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.s = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return self.s.copy(), {}
+
+    def step(self, action):
+        return self.s.copy(), -float(np.sum((np.asarray(action) - self.s) ** 2)), True, False, {}
+
+
+class ScalarLQR(gym.Env):
+    """Discounted scalar LQR: s' = s + a, r = -(s^2 + a^2), s_0 ~ U[-1, 1]; a continuing task.
+
+    With gamma = 0.9 the Riccati equation P = 1 + gamma P / (1 + gamma P) gives V*(s) = -P s^2,
+    P = (0.8 + sqrt(4.24)) / 1.8 = 1.588, and mu*(s) = -K s, K = gamma P / (1 + gamma P) = 0.588.
+    """
+
+    def __init__(self):
+        self.observation_space = spaces.Box(-2.0, 2.0, (1,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.s = float(self.np_random.uniform(-1, 1))
+        return np.array([self.s], np.float32), {}
+
+    def step(self, action):
+        a = float(np.clip(action[0], -1, 1))
+        reward = -(self.s**2 + a**2)
+        self.s = float(np.clip(self.s + a, -2, 2))
+        return np.array([self.s], np.float32), reward, False, False, {}
+
+
+LQR_P = (0.8 + math.sqrt(0.64 + 3.6)) / 1.8
+LQR_K = 0.9 * LQR_P / (1 + 0.9 * LQR_P)
+
+
+def fit(module, datamodule, **trainer_kwargs):
+    kwargs = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False)
+    kwargs.update(trainer_kwargs)
+    ckpt_path = kwargs.pop("ckpt_path", None)
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(module, datamodule, ckpt_path=ckpt_path)
+    return trainer
+
+
+def small(cls=DDPG, **kwargs):
+    defaults = dict(actor_hidden_sizes=(32, 32), critic_hidden_sizes=(64, 64), learning_starts=256, batch_size=64,
+                    exploration_std=0.3, tau=0.05, log_every_n_env_steps=500)
+    return cls(**{**defaults, **kwargs})
+
+
+def identity_errors(module) -> tuple[float, float]:
+    """max |mu(s) - s| and mean |Q(s, mu(s)) - Q*(s, mu(s))| on 256 fresh states."""
+    s = torch.rand(256, 2, generator=torch.Generator().manual_seed(123)) * 2 - 1
+    with torch.no_grad():
+        a = module.policy(s)
+        q = module.critic.q1(module.policy.encoder(s), module.policy.unscale_action(a))
+    return (a - s).abs().max().item(), (q + (a - s).pow(2).sum(-1)).abs().mean().item()
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_discrete_action_space_raises_value_error_suggesting_a_discrete_method():
+    with pytest.raises(ValueError, match=r"Box action space.*Discrete\(n=2\).*ActorCritic.*DQN"):
+        DDPG(observation_space=space_to_spec(spaces.Box(-1, 1, (4,))), action_space=space_to_spec(spaces.Discrete(2)))
+    with pytest.raises(ValueError, match=r"TD3 needs a continuous Box action space.*Discrete\(n=2\)"):
+        fit(TD3(), GymDataModule("CartPole-v1", batches_per_epoch=1))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"exploration_noise": "uniform"}, "exploration_noise='uniform'"),
+    ({"tau": 1.5}, r"tau=1.5 must be in \[0, 1\]"),
+    ({"policy_delay": 0}, "policy_delay=0"),
+    ({"actor_lr": 0.0}, "actor_lr=0.0"),
+])
+def test_invalid_hyperparameters_raise_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DDPG(**kwargs)
+
+
+def test_infinite_action_bounds_are_rejected_for_the_tanh_actor():
+    with pytest.raises(ValueError, match="finite action bounds"):
+        DDPG(observation_space=spaces.Box(-1, 1, (2,)), action_space=spaces.Box(-np.inf, np.inf, (2,)))
+
+
+# ------------------------------------------------------------------------------------------ learning
+def test_ddpg_learns_the_continuous_identity_and_its_critic_the_exact_q():
+    module = small()
+    trainer = fit(module, GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=1500))
+    policy_error, critic_error = identity_errors(module)
+    assert policy_error < 0.25, policy_error  # actions span [-2, 2]: the scaling to the bounds is right
+    assert critic_error < 0.1, critic_error
+    assert module.env_steps == 256 + 4 * 1499 and module.num_updates == 1500 == trainer.global_step
+    # logged episode statistics: one-step episodes whose return -||a - s||^2 is now the exploration
+    # noise's cost, E||sigma * half_range * eps||^2 = 2 * (0.3 * 2)^2 = 0.72 (a bit less: actions are clipped)
+    assert -1.0 < trainer.callback_metrics["rollout/ep_return"] < -0.4
+    assert trainer.callback_metrics["rollout/ep_length"] == 1
+
+
+def test_td3_learns_the_continuous_identity_in_bf16_mixed_precision():
+    # TD3's twin critics, target smoothing and delayed actor, all under CPU bf16 autocast.
+    module = small(TD3)
+    trainer = fit(module, GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=1200), precision="bf16-mixed")
+    assert module.critic.num_critics == 2 and module.hparams.policy_delay == 2
+    assert math.isfinite(float(trainer.callback_metrics["train/critic_loss"]))
+    policy_error, critic_error = identity_errors(module)
+    assert policy_error < 0.3, policy_error
+    assert critic_error < 0.15, critic_error
+
+
+def test_ddpg_bootstraps_through_time_limits_and_learns_the_exact_lqr_solution():
+    # Every episode is cut after ONE step (a truncation, not a termination). Only a learner that
+    # bootstraps from the final observation can find the far-sighted optimum mu*(s) = -0.588 s and
+    # V*(s) = -1.588 s^2; treating the cut as terminal learns the myopic a = 0 (measured: errors 0.62, 0.60).
+    module = small(gamma=0.9, learning_starts=500)
+    fit(module, GymDataModule(ScalarLQR, num_envs=4, batches_per_epoch=1200, max_episode_steps=1))
+    s = torch.linspace(-1, 1, 41)[:, None]
+    with torch.no_grad():
+        a = module.policy(s)
+        q = module.critic.q1(module.policy.encoder(s), module.policy.unscale_action(a))
+    assert (a + LQR_K * s).abs().max() < 0.1
+    assert (q + LQR_P * s[:, 0] ** 2).abs().max() < 0.2  # Q(s, mu(s)) = V(s); values down to -1.59
+
+
+def test_ou_noise_follows_its_discretised_stochastic_differential_equation():
+    module = DDPG(observation_space=spaces.Box(-1, 1, (1,)), action_space=spaces.Box(-1, 1, (3,)),
+                  exploration_noise="ou", exploration_std=0.2, ou_theta=0.5, ou_dt=0.1)
+    module._generator = torch.Generator().manual_seed(0)
+    state = torch.zeros(2, 3)
+    first = module._exploration_noise((2, 3), state).clone()
+    second = module._exploration_noise((2, 3), state)
+    generator = torch.Generator().manual_seed(0)
+    eps1, eps2 = torch.randn((2, 3), generator=generator), torch.randn((2, 3), generator=generator)
+    x1 = 0.2 * math.sqrt(0.1) * eps1  # x_{k+1} = x_k - theta x_k dt + sigma sqrt(dt) eps, from x_0 = 0
+    torch.testing.assert_close(first, x1)
+    torch.testing.assert_close(second, x1 - 0.5 * x1 * 0.1 + 0.2 * math.sqrt(0.1) * eps2)
+
+
+# ------------------------------------------------------------------------------------------ Lightning
+class CaptureStart(L.Callback):
+    def on_train_start(self, trainer, module):
+        self.env_steps = module.env_steps
+        self.state = {k: v.clone() for k, v in module.state_dict().items()}
+        self.buffer_size = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.buffer_size is None:
+            self.buffer_size = len(module._buffer)
+
+
+def test_resume_continues_env_steps_networks_and_replay_buffer_and_checkpoint_loads_weights_only(tmp_path):
+    module = small(save_replay_buffer=True, learning_starts=64)
+    trainer = fit(module, GymDataModule(ContinuousIdentity, num_envs=2, batches_per_epoch=50))
+    ckpt = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(ckpt)
+    first_steps = module.env_steps
+    assert first_steps == 64 + 2 * 49
+
+    loaded = DDPG.load_from_checkpoint(ckpt, weights_only=True)
+    assert loaded.env_steps == first_steps
+    obs = np.random.default_rng(0).uniform(-1, 1, (16, 2)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.policy.predict(obs), module.policy.predict(obs))
+    loaded.export(tmp_path / "policy")
+    np.testing.assert_array_equal(load_policy(tmp_path / "policy", env=ContinuousIdentity()).predict(obs),
+                                  module.policy.predict(obs))
+
+    resumed, capture = small(save_replay_buffer=True, learning_starts=64), CaptureStart()
+    fit(resumed, GymDataModule(ContinuousIdentity, num_envs=2, batches_per_epoch=50), max_epochs=2,
+        callbacks=[capture], ckpt_path=ckpt)
+    assert capture.env_steps == first_steps  # the count continues ...
+    for key, value in module.state_dict().items():  # ... from the saved networks (targets included)
+        torch.testing.assert_close(capture.state[key], value)
+    assert capture.buffer_size == first_steps + 2  # the saved buffer, plus the first new vector step
+    assert resumed.env_steps == first_steps + 2 * 50 and resumed.num_updates == 100
+
+
+@pytest.mark.parametrize("config, cls", [("ddpg_pendulum.yaml", "DDPG"), ("td3_pendulum.yaml", "TD3")])
+def test_config_trains_with_train_py_and_exports_a_loadable_policy(tmp_path, monkeypatch, config, cls):
+    sys.path.insert(0, str(REPO))
+    try:
+        import train
+    finally:
+        sys.path.remove(str(REPO))
+    monkeypatch.setattr(sys, "argv", [
+        "train.py", "fit", "--config", str(REPO / "configs" / config), "--trainer.max_steps", "3",
+        "--model.init_args.learning_starts", "50", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+    ])
+    train.main()
+    (export,) = tmp_path.glob("lightning_logs/version_*/export")
+    policy = load_policy(export, env=gym.make("Pendulum-v1"))
+    assert policy.kind == "deterministic"
+    (last,) = tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt")
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["litzoo_class"] == f"litzoo.modules.ddpg.{cls}"
+    assert checkpoint["litzoo_rl"]["env_steps"] == 52  # 50 random steps, then one per update
+    assert (export.parent / "eval" / "reward_curve.png").is_file()
+    from litzoo.export import main as export_main  # `python -m litzoo.export CKPT OUT` rebuilds from the checkpoint
+
+    export_main([str(last), str(tmp_path / "exported")])
+    obs = np.random.default_rng(0).uniform(-1, 1, (8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(load_policy(tmp_path / "exported").predict(obs), policy.predict(obs))
+
+
+# ------------------------------------------------------------------------------------------ slow
+def pendulum_run(cls, seed: int = 0):
+    module = cls(actor_hidden_sizes=(64, 64), critic_hidden_sizes=(64, 64), gamma=0.98, learning_starts=1000,
+                 seed=seed, log_every_n_env_steps=2000)
+    fit(module, GymDataModule("Pendulum-v1", batches_per_epoch=1000, seed=seed), max_steps=9000, max_epochs=-1)
+    return evaluate_policy(module.policy, lambda: gym.make("Pendulum-v1"), n_episodes=10, seed=10_000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [DDPG, TD3])
+def test_solves_pendulum(cls):
+    result = pendulum_run(cls)
+    assert result["returns"].mean() >= -200, result["returns"]
