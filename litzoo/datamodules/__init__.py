@@ -2,7 +2,8 @@
 
 from litzoo.datamodules.gym import GymDataModule
 from litzoo.datamodules.images import DigitsDataModule, ImageFolderDataModule
+from litzoo.datamodules.reasoning import ReasoningDataModule
 from litzoo.datamodules.sampling import EpochShuffleSampler
 from litzoo.datamodules.toy2d import Toy2DDataModule
 
-__all__ = ["GymDataModule", "DigitsDataModule", "EpochShuffleSampler", "ImageFolderDataModule", "Toy2DDataModule"]
+__all__ = ["GymDataModule", "DigitsDataModule", "EpochShuffleSampler", "ImageFolderDataModule", "ReasoningDataModule", "Toy2DDataModule"]

@@ -25,7 +25,6 @@ representable (``check_tokenizer_covers``).
 
 from __future__ import annotations
 
-import math
 import random
 import zlib
 from typing import Any, Iterator, Mapping, Sequence
@@ -36,7 +35,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from litzoo.datamodules.sampling import EpochShuffleSampler
-from litzoo.reasoning import Problem, get_task
+from litzoo.reasoning import TASKS, Problem, get_task
 from litzoo.reasoning.rollout import encode_prompt, encode_response
 from litzoo.reasoning.sampling import PrioritizedSampler, curriculum_level_weights
 
@@ -121,7 +120,9 @@ class ReasoningDataModule(L.LightningDataModule):
         trace: ``"cot"`` (chain of thought) or ``"direct"`` (answer only) responses in SFT mode.
         p_mistake: probability that a CoT trace contains a slip that its check catches and fixes.
         curriculum: RL mode: unlock difficulty levels easy -> hard over ``curriculum_steps`` batches.
-        prioritized: RL mode: sample problems with probability proportional to ``1 - success rate``.
+        prioritized: RL mode: sample problems with probability proportional to ``1 - success rate``
+            (a resumed run then draws from the same statistics, but Lightning's one-batch prefetch
+            means a batch may see one step more or less of them than in an uninterrupted run).
         priority_decay, priority_min_weight: see :class:`~litzoo.reasoning.sampling.PrioritizedSampler`.
         rl_steps_per_epoch: RL batches per epoch (``None``: one pass over the pool's worth of prompts).
         seed: the pool, the held-out set, the traces and the RL draws all derive from it.
@@ -170,6 +171,9 @@ class ReasoningDataModule(L.LightningDataModule):
             raise ValueError(f"rl_steps_per_epoch={rl_steps_per_epoch} must be >= 1 or None.")
         if not 0.0 <= p_mistake <= 1.0:
             raise ValueError(f"p_mistake={p_mistake} must be a probability in [0, 1].")
+        for name in tasks:
+            if name not in TASKS:
+                get_task(name)  # raises the registry's error naming the allowed tasks
         task_options = dict(task_options or {})
         unknown = set(task_options) - set(tasks)
         if unknown:
@@ -249,7 +253,8 @@ class ReasoningDataModule(L.LightningDataModule):
 
     def _resolve_tokenizer(self):
         module = getattr(self.trainer, "lightning_module", None) if self._trainer_attached() else None
-        tokenizer = getattr(module, "tokenizer", None) or self.tokenizer
+        tokenizer = getattr(module, "tokenizer", None)
+        tokenizer = self.tokenizer if tokenizer is None else tokenizer
         if tokenizer is None:
             if self.hparams.tokenizer_path is not None:
                 from transformers import AutoTokenizer

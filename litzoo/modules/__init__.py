@@ -1,9 +1,11 @@
 """LightningModules, one method per file."""
 
 from litzoo.modules.actor_critic import ActorCritic
+from litzoo.modules.cot_sft import CoTSFT
 from litzoo.modules.ddpg import DDPG, TD3
 from litzoo.modules.ddpm import DDPM
+from litzoo.modules.kimi_rl import KimiRL
 from litzoo.modules.rectified_flow import RectifiedFlowDiT
 from litzoo.modules.vae import VAE
 
-__all__ = ["DDPM", "RectifiedFlowDiT", "VAE", "DDPG", "TD3", "ActorCritic"]
+__all__ = ["DDPM", "RectifiedFlowDiT", "VAE", "DDPG", "TD3", "ActorCritic", "CoTSFT", "KimiRL"]
