@@ -185,7 +185,13 @@ class NoiseSchedule:
         from diffusers import DDIMScheduler
 
         accepted = inspect.signature(DDIMScheduler.__init__).parameters
-        return DDIMScheduler(**{k: v for k, v in self.scheduler_config().items() if k in accepted})
+        config = {k: v for k, v in self.scheduler_config().items() if k in accepted}
+        # No per-step x0 clipping for DDIM: along the deterministic path the clips compound and pull
+        # samples off the data (measured on digits: class accuracy 0.99 -> 0.39 at 1000 steps with
+        # clipping, 0.99 without). Ancestral DDPM keeps it (its fresh noise undoes the bias, and
+        # DDPMPipeline parity needs it); image outputs are clamped to [0, 1] at the end anyway.
+        config["clip_sample"] = False
+        return DDIMScheduler(**config)
 
     # ----------------------------------------------------------------- continuous time
     @staticmethod
