@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from litzoo.datamodules.sampling import EpochShuffleSampler
+from litzoo.datamodules.sampling import map_style_loader
 from litzoo.metrics import DIGITS_IMAGE_SIZES, digits_images
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
@@ -73,17 +73,8 @@ class _ImageDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            # Epoch-seeded shuffling: a run resumed from a checkpoint sees the same batch order.
-            sampler=EpochShuffleSampler(dataset, seed=self.seed) if train else None,
-            # Dropping the ragged last batch only makes sense when there is more than one batch.
-            drop_last=train and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def _loader(self, dataset, train: bool) -> DataLoader:
+        return map_style_loader(dataset, self.batch_size, self.seed, self.num_workers, train)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

@@ -1,11 +1,11 @@
-"""Samplers shared by the map-style datamodules."""
+"""Samplers and the loader shared by the map-style datamodules."""
 
 from __future__ import annotations
 
 from typing import Iterator, Sized
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -29,3 +29,16 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.data_source)
+
+
+def map_style_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, train: bool) -> DataLoader:
+    """The loader of every map-style datamodule: epoch-seeded shuffling for training (resume-exact),
+    source order for validation; the ragged last batch is dropped only when there is more than one."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochShuffleSampler(dataset, seed=seed) if train else None,
+        drop_last=train and len(dataset) > batch_size,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from litzoo.datamodules.sampling import EpochShuffleSampler
+from litzoo.datamodules.sampling import map_style_loader
 
 __all__ = [
     "TOY2D_DATASETS",
@@ -153,16 +153,8 @@ class Toy2DDataModule(L.LightningDataModule):
         self.train_set = TensorDataset(x[:n_train], labels[:n_train])
         self.val_set = TensorDataset(x[n_train:], labels[n_train:])
 
-    def _loader(self, dataset: TensorDataset, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            # Epoch-seeded shuffling: a run resumed from a checkpoint sees the same batch order.
-            sampler=EpochShuffleSampler(dataset, seed=self.seed) if train else None,
-            drop_last=train and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def _loader(self, dataset, train: bool) -> DataLoader:
+        return map_style_loader(dataset, self.batch_size, self.seed, self.num_workers, train)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
