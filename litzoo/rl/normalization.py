@@ -20,6 +20,12 @@ mean, which would change the optimal policy), as in OpenAI baselines' / SB3's ``
 All three are ``torch.nn.Module`` s holding their statistics as buffers, so they move with ``.to()``
 and are saved in the ``state_dict`` of whatever module owns them (a LightningModule's checkpoint
 included). Statistics are kept in float64 so that long runs do not drift.
+
+Under ``torch.distributed`` (DDP, every rank stepping its own envs) :meth:`RunningMeanStd.update`
+merges the batch moments of all ranks with one all-reduce of ``(n, sum x, sum x^2)``, so every rank
+normalises with the same statistics and the policies, whose gradients are averaged, stay identical.
+Every rank must then call ``update`` the same number of times (the collection loop does: ranks serve
+equal batch counts).
 """
 
 from __future__ import annotations
@@ -27,22 +33,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class RunningMeanStd(nn.Module):
     """Running mean and population variance (ddof=0) over the leading (batch) dimension.
 
     Before the first update ``mean = 0`` and ``var = 1``, so normalising is then the identity.
+    ``sync_ranks`` (default True) merges every update across ``torch.distributed`` ranks when a process
+    group is initialised (see the module docstring).
     """
 
     mean: Tensor
     var: Tensor
     count: Tensor
 
-    def __init__(self, shape: Sequence[int] = ()) -> None:
+    def __init__(self, shape: Sequence[int] = (), sync_ranks: bool = True) -> None:
         super().__init__()
         self.shape = tuple(shape)
+        self.sync_ranks = sync_ranks
         self.register_buffer("mean", torch.zeros(self.shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(self.shape, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
@@ -59,6 +73,15 @@ class RunningMeanStd(nn.Module):
             raise ValueError(
                 f"update() got shape {tuple(x.shape)}; expected a non-empty batch (B, *{self.shape})."
             )
+        if self.sync_ranks and _world_size() > 1:
+            # Pool the raw sums (count, sum x, sum x^2) of all ranks: one all-reduce per update.
+            n = torch.full((1,) + self.shape, float(x.shape[0]), dtype=torch.float64, device=x.device)
+            sums = torch.stack([n[0], x.sum(dim=0), x.square().sum(dim=0)])
+            dist.all_reduce(sums)
+            count, mean = sums[0].flatten()[0], sums[1] / sums[0]
+            var = (sums[2] / sums[0] - mean.square()).clamp_min(0.0)
+            self.update_from_moments(mean, var, int(count.item()))
+            return
         self.update_from_moments(x.mean(dim=0), x.var(dim=0, unbiased=False), x.shape[0])
 
     @torch.no_grad()

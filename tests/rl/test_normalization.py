@@ -97,3 +97,33 @@ def test_return_normalizer_rejects_bad_arguments():
         ReturnNormalizer(2, gamma=1.5)
     with pytest.raises(ValueError, match="shape"):
         ReturnNormalizer(2, gamma=0.99).update(torch.zeros(3), torch.zeros(3))
+
+
+def _update_on_rank(rank: int, world_size: int, port: int, data: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    rms = RunningMeanStd((3,))
+    for chunk in data[rank].split([5, 2, 9]):  # uneven batches, different data on every rank
+        rms.update(chunk)
+    torch.save({k: v.clone() for k, v in rms.state_dict().items()}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_running_mean_std_merges_all_ranks_under_torch_distributed(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = torch.randn(2, 16, 3, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.1], dtype=torch.float64) + 2.0
+    data[1] += 5.0  # the ranks see different distributions
+    mp.spawn(_update_on_rank, args=(2, port, data, str(tmp_path)), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    everything = data.reshape(-1, 3)
+    for state in states:  # both ranks hold the statistics of all 32 observations
+        assert state["count"].item() == 32
+        torch.testing.assert_close(state["mean"], everything.mean(0))
+        torch.testing.assert_close(state["var"], everything.var(0, unbiased=False))
