@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from litzoo.datamodules.sampling import EpochShuffleSampler
 from litzoo.reasoning import TASKS, Problem, get_task
-from litzoo.reasoning.rollout import encode_prompt, encode_response
+from litzoo.reasoning.rollout import LevelMeter, encode_prompt, encode_response
 from litzoo.reasoning.sampling import PrioritizedSampler, curriculum_level_weights
 
 MODES = ("sft", "rl")
@@ -105,6 +105,19 @@ class _ProblemStream(IterableDataset):
             self.dm._rl_batches, self.dm._resume_from = self.dm._resume_from, None
         for _ in range(self.steps_per_epoch):
             yield self.dm.draw_rl_batch()
+
+
+def log_level_meter(module: L.LightningModule, meter: LevelMeter, prefix: str = "val") -> None:
+    """Log a :class:`LevelMeter`'s means (overall and per task/difficulty), summed over DDP ranks.
+
+    The rows follow the datamodule's ``levels`` so that every rank gathers the same table, also for a
+    level one rank did not see.
+    """
+    levels = getattr(getattr(module.trainer, "datamodule", None), "levels", None)
+    keys = [f"{task}_d{difficulty}" for task, difficulty in levels] if levels else None
+    reduce = (lambda t: module.all_gather(t.to(module.device)).sum(0)) if module.trainer.world_size > 1 else None
+    for name, value in meter.summarize(keys, reduce).items():
+        module.log(f"{prefix}/{name}", value.float(), prog_bar=name == "pass@1")
 
 
 class ReasoningDataModule(L.LightningDataModule):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from litzoo.base import LitzooModule
+from litzoo.datamodules.reasoning import log_level_meter
 from litzoo.optim import adamw_with_warmup_cosine
 from litzoo.reasoning.rollout import (
     LevelMeter,
@@ -74,7 +75,7 @@ class CoTSFT(LitzooModule):
             raise ValueError(f"warmup_steps={warmup_steps} and total_steps={total_steps} must be >= 0.")
         self.save_hyperparameters()
         self.policy, self.tokenizer = build_policy(model_config, pretrained_path, extra_chars)
-        self._meter = LevelMeter(("correct", "length"))
+        self._meter = LevelMeter(("pass@1", "response_length"))
 
     # ----------------------------------------------------------------- training
     def sft_loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -100,24 +101,10 @@ class CoTSFT(LitzooModule):
         rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True,
                            max_new_tokens=self.hparams.eval_max_new_tokens)
         correct = score(problems.problems, rollout.texts)
-        self._meter.add([level_key(p) for p in problems.problems], correct=correct, length=rollout.lengths)
+        self._meter.add([level_key(p) for p in problems.problems], **{"pass@1": correct, "response_length": rollout.lengths})
 
     def on_validation_epoch_end(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        levels = getattr(datamodule, "levels", None)
-        keys = [f"{t}_d{d}" for t, d in levels] if levels else sorted(self._meter.sums)
-        table = self._meter.table(keys).to(self.device)
-        if self.trainer.world_size > 1:
-            table = self.all_gather(table).sum(0)
-        self._meter.reset()
-        count = table[:, 0].sum()
-        if count == 0:
-            return
-        self.log("val/pass@1", table[:, 1].sum() / count, prog_bar=True)
-        self.log("val/response_length", table[:, 2].sum() / count)
-        for key, row in zip(keys, table):
-            if row[0] > 0:
-                self.log(f"val/pass@1/{key}", row[1] / row[0])
+        log_level_meter(self, self._meter)
 
     def configure_optimizers(self):
         h = self.hparams

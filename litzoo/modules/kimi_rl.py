@@ -50,6 +50,7 @@ import torch
 import torch.distributed as dist
 
 from litzoo.base import LitzooModule
+from litzoo.datamodules.reasoning import log_level_meter
 from litzoo.optim import adamw_with_warmup_cosine
 from litzoo.reasoning.losses import kimi_policy_loss, length_penalty, masked_sum
 from litzoo.reasoning.rollout import (
@@ -144,7 +145,7 @@ class KimiRL(LitzooModule):
         self._ref_step = -1  # global step at which pi_ref was last refreshed
         self._rollouts = 0  # generate calls so far: part of the rollout seed
         self._pending: dict[str, Any] | None = None  # restored state, applied in on_fit_start
-        self._meter = LevelMeter(("greedy", "pass_k", "length"))
+        self._meter = LevelMeter(("pass@1", f"pass@{eval_k}", "response_length") if eval_k else ("pass@1", "response_length"))
         self.last_groups: list[RolloutGroup] = []  # the groups trained on in the last step (for inspection)
         self.last_seed: Optional[int] = None  # the seed of the last rollout (differs per rank)
 
@@ -294,37 +295,19 @@ class KimiRL(LitzooModule):
         keys = [level_key(p) for p in problems.problems]
         greedy = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True, max_new_tokens=h.max_new_tokens)
         correct = score(problems.problems, greedy.texts)
-        pass_k = correct.clone()
+        values = {"pass@1": correct, "response_length": greedy.lengths}
         if h.eval_k > 0:
             sampled = generate(
                 self.policy, self.tokenizer, problems.prompt_ids, num_samples=h.eval_k, temperature=h.eval_temperature,
                 max_new_tokens=h.max_new_tokens, seed=(h.seed + 7919 * batch_idx) * 1024 + self.global_rank,
             )
             flat = [p for p in problems.problems for _ in range(h.eval_k)]
-            pass_k = score(flat, sampled.texts).view(len(problems), h.eval_k).max(-1).values
-        self._meter.add(keys, greedy=correct, pass_k=pass_k, length=greedy.lengths)
+            values[f"pass@{h.eval_k}"] = score(flat, sampled.texts).view(len(problems), h.eval_k).max(-1).values
+        self._meter.add(keys, **values)
 
     def on_validation_epoch_end(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        levels = getattr(datamodule, "levels", None)
-        keys = [f"{t}_d{d}" for t, d in levels] if levels else sorted(self._meter.sums)
-        table = self._meter.table(keys).to(self.device)
-        if self.trainer.world_size > 1:
-            table = self.all_gather(table).sum(0)
-        self._meter.reset()
-        count = table[:, 0].sum()
-        if count == 0:
-            return
-        k = self.hparams.eval_k
-        self.log("val/pass@1", table[:, 1].sum() / count, prog_bar=True)
-        self.log("val/response_length", table[:, 3].sum() / count)
-        if k:
-            self.log(f"val/pass@{k}", table[:, 2].sum() / count)
-        for key, row in zip(keys, table):
-            if row[0] > 0:
-                self.log(f"val/pass@1/{key}", row[1] / row[0])
-                if k:
-                    self.log(f"val/pass@{k}/{key}", row[2] / row[0])
+        log_level_meter(self, self._meter)
+
 
     # ----------------------------------------------------------------- optimizer, checkpoints
     def configure_optimizers(self):

@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -520,3 +520,26 @@ class LevelMeter:
 
     def reset(self) -> None:
         self.sums.clear()
+
+    def summarize(
+        self, keys: Sequence[str] | None = None, reduce: Callable[[Tensor], Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """Means over everything and per key, then :meth:`reset`: ``{metric: mean, "metric/key": mean}``.
+
+        ``keys`` fixes the row order (it must be the same on every rank: e.g. the datamodule's levels);
+        ``reduce`` sums the table over ranks (e.g. ``lambda t: module.all_gather(t).sum(0)``).
+        Returns ``{}`` when nothing was added anywhere.
+        """
+        keys = list(keys) if keys else sorted(self.sums)
+        table = self.table(keys)
+        if reduce is not None:
+            table = reduce(table)
+        self.reset()
+        count = table[:, 0].sum()
+        if count == 0:
+            return {}
+        out = {m: table[:, 1 + j].sum() / count for j, m in enumerate(self.metrics)}
+        for key, row in zip(keys, table):
+            if row[0] > 0:
+                out.update({f"{m}/{key}": row[1 + j] / row[0] for j, m in enumerate(self.metrics)})
+        return out
