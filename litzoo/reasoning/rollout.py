@@ -516,7 +516,8 @@ class LevelMeter:
                 row[1 + j] += col[i]
 
     def table(self, keys: Sequence[str]) -> Tensor:
-        return torch.tensor([self.sums.get(k, [0.0] * (1 + len(self.metrics))) for k in keys], dtype=torch.float64)
+        rows = [self.sums.get(k, [0.0] * (1 + len(self.metrics))) for k in keys]
+        return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 1 + len(self.metrics))
 
     def reset(self) -> None:
         self.sums.clear()
