@@ -3,7 +3,8 @@
 Both yield batches ``(images, labels)`` with images ``(B, C, S, S)`` float32 in ``[-1, 1]`` (the
 ``x_0`` range DDPM and rectified flow assume) and labels a LongTensor, and expose
 ``image_size``, ``in_channels`` and ``num_classes`` before ``setup`` so a model can be built
-from them (e.g. LightningCLI argument linking).
+from them (e.g. LightningCLI argument linking), and ``class_prompts`` (a text prompt per label, or
+None) for text-conditioned models.
 
 * :class:`DigitsDataModule`: scikit-learn's 1797 8x8 digits (Alpaydin & Kaynak, UCI "Optical
   Recognition of Handwritten Digits"), shipped with scikit-learn — no download. Optionally
@@ -29,6 +30,7 @@ from litzoo.metrics import DIGITS_IMAGE_SIZES, digits_images
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
 
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -94,6 +96,8 @@ class DigitsDataModule(_ImageDataModule):
 
     num_classes = 10
     in_channels = 1
+    # The prompt of label k for text-conditioned models ("a photo of the digit three").
+    class_prompts = tuple(f"a photo of the digit {name}" for name in DIGIT_NAMES)
 
     def __init__(
         self,
@@ -179,6 +183,8 @@ class ImageFolderDataModule(_ImageDataModule):
         # Scanning is cheap and fixes num_classes before the model is built; decoding waits for setup.
         self.files, self.labels, self.class_names = self._scan(self.root)
         self.num_classes = None if self.class_names is None else len(self.class_names)
+        # Text-conditioned models use the folder name as the prompt of its label.
+        self.class_prompts = None if self.class_names is None else list(self.class_names)
 
     @staticmethod
     def _images_in(folder: Path, recursive: bool) -> list[Path]:

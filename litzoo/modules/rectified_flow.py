@@ -18,7 +18,18 @@ keeps attention logits from growing at high learning rates, SD3 §5.3.2). Its co
   table; the last row is the null class) and the pooled vector ``class_pooled(y)``;
 * or one precomputed prompt per class (``prompt_embeds_path``, e.g. the class folders of an
   ``ImageFolderDataModule``), or precomputed prompt embeddings in the batch (``prompt_embeds``,
-  ``pooled_prompt_embeds``); the null prompt is all zeros.
+  ``pooled_prompt_embeds``); the null prompt is all zeros;
+* or text through a small transformers ``CLIPTextModelWithProjection`` (``text_encoder``: a ``CLIPTextConfig``
+  dict, with litzoo's character-level tokenizer framed as ``<bos> prompt <eot>`` and padded to
+  ``max_position_embeddings``; or ``text_encoder_path``: a local folder). Its last hidden states are the
+  context tokens (``hidden_size = joint_attention_dim``) and its projected pooled output (the ``<eot>`` token)
+  the pooled vector (``projection_dim = pooled_projection_dim``), the two roles CLIP plays in SD3 (SD3 takes the
+  penultimate layer and concatenates CLIP-L/G and T5; one small encoder's last layer suffices here). Prompts come
+  in the batch (``{"images", "prompts"}``) or from labels through ``class_prompts`` (e.g. "a photo of the digit
+  three" per digit, or the class folder names; taken from the datamodule's ``class_prompts`` when not given).
+  As in SD3 the encoder is frozen by default; a *randomly initialised* encoder still separates prompts (a fixed
+  random feature map), and ``train_text_encoder=True`` trains it jointly with the flow loss. The null prompt is
+  again all zeros (tokens and pooled), so CFG's negative embeddings are zeros.
 
 The condition is replaced by the null condition with probability ``class_dropout`` during training, so
 one network also gives the unconditional velocity for guidance,
@@ -26,6 +37,13 @@ one network also gives the unconditional velocity for guidance,
 with diffusers' ``FlowMatchEulerDiscreteScheduler(shift=...)`` ("euler") or the Heun sampler of
 :mod:`litzoo.diffusion.flow` ("heun"). The transformer sees the timestep as ``1000 t``, diffusers' convention,
 so an exported folder works with the diffusers scheduler and pipelines as is.
+
+Latent flows (``vae_path``, Rombach et al. 2022; SD3 §5.2.1) train on ``x_0 = (mode(q(z|x)) - shift) * scale``.
+With ``cache_latents`` the datamodule's train split is encoded once at fit start and the epochs read the cached
+latents (a frozen VAE gives the same latents every epoch, so encoding them again is wasted work). The posterior
+*mode* is cached because it is deterministic: the cache equals :meth:`RectifiedFlowDiT.to_latents` exactly and a
+resumed run sees the same data; one cached *sample* of q(z|x) would freeze one draw of the posterior noise anyway
+(and for a VAE with a small KL weight sigma(x) is tiny, so mode and sample hardly differ).
 """
 
 from __future__ import annotations
@@ -40,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from litzoo.base import LitzooModule
 from litzoo.diffusion.flow import (
@@ -98,6 +117,70 @@ def check_architecture(sample_size: int, patch_size: int, in_channels: int, num_
     _check_choice("qk_norm", qk_norm, QK_NORMS)
 
 
+# CLIPTextConfig fields the tokenizer fixes (a config dict must not set them).
+TOKENIZER_FIELDS = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def build_prompt_tokenizer(max_length: int):
+    """litzoo's character-level tokenizer (:func:`litzoo.reasoning.tokenizer.build_char_tokenizer`, plus upper case)
+    framed like CLIP's: ``<bos> prompt <eot>``, truncated/padded to ``max_length`` with ``<pad>``.
+
+    ``<eot>`` is a new end token because CLIP pools the hidden state at the first ``eos_token_id``, except that
+    it falls back to the legacy arg-max rule when that id is 2 (the char tokenizer's ``<eos>``). It survives
+    ``save_pretrained``/``AutoTokenizer.from_pretrained`` (the framing lives in ``tokenizer.json``).
+    """
+    import string
+
+    from tokenizers import processors
+
+    from litzoo.reasoning.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer(extra_chars=string.ascii_uppercase)
+    tokenizer.add_special_tokens({"eos_token": "<eot>"})
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tokenizer.bos_token} $A {tokenizer.eos_token}",
+        special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id), (tokenizer.eos_token, tokenizer.eos_token_id)])
+    tokenizer.model_max_length = max_length
+    return tokenizer
+
+
+def check_text_encoder_widths(hidden_size: int, projection_dim: int, joint_attention_dim: int,
+                              pooled_projection_dim: int) -> None:
+    """The text encoder's token width must be the transformer's context width, its pooled width the pooled one."""
+    if hidden_size != joint_attention_dim:
+        raise ValueError(
+            f"text encoder hidden_size={hidden_size} must equal joint_attention_dim={joint_attention_dim}: its hidden "
+            f"states are the transformer's context tokens. Set text_encoder['hidden_size']={joint_attention_dim} "
+            f"(or joint_attention_dim={hidden_size}).")
+    if projection_dim != pooled_projection_dim:
+        raise ValueError(
+            f"text encoder projection_dim={projection_dim} must equal pooled_projection_dim={pooled_projection_dim}: "
+            f"its projected pooled output is the transformer's pooled vector. Set text_encoder['projection_dim']="
+            f"{pooled_projection_dim} (or pooled_projection_dim={projection_dim}).")
+
+
+class CachedLatents(Dataset):
+    """A train split's VAE latents, computed once: item i is ``{"latents": z_i, "y": label_i}``.
+
+    ``images`` is the split it replaces (kept so it can be restored). Where that split flips images at random
+    (``random_flip``), the latents of the flipped images are cached too and drawn with probability 1/2.
+    """
+
+    def __init__(self, images: Dataset, latents: Tensor, labels: Optional[Tensor],
+                 flipped: Optional[Tensor] = None) -> None:
+        self.images, self.latents, self.labels, self.flipped = images, latents, labels, flipped
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, index: int) -> dict:
+        use_flip = self.flipped is not None and bool(torch.rand(()) < 0.5)
+        item = {"latents": (self.flipped if use_flip else self.latents)[index]}
+        if self.labels is not None:
+            item["y"] = self.labels[index]
+        return item
+
+
 class RectifiedFlowDiT(LitzooModule):
     """SD3-style rectified-flow transformer on images or latents (see module docstring).
 
@@ -117,6 +200,21 @@ class RectifiedFlowDiT(LitzooModule):
         vae_path: a diffusers ``AutoencoderKL`` folder (e.g. :meth:`litzoo.modules.vae.VAE.export`): the flow
             then trains on its normalised latents ``(mode(q(z|x)) - shift_factor) * scaling_factor`` (the VAE is
             frozen) and :meth:`sample` decodes; ``sample_size``/``in_channels`` are the latent's.
+        cache_latents: with ``vae_path``, encode the datamodule's train split once at fit start (posterior mode,
+            normalised; kept in memory) and train from those latents instead of encoding every batch. Training
+            from plain dataloaders (no datamodule ``train_set``) encodes per batch.
+        text_encoder: a ``CLIPTextConfig`` dict (plain types, e.g. ``{"hidden_size": 64, "projection_dim": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "max_position_embeddings": 40}``) for a randomly initialised ``CLIPTextModelWithProjection`` with
+            :func:`build_prompt_tokenizer`; ``hidden_size`` must be ``joint_attention_dim`` and ``projection_dim``
+            ``pooled_projection_dim``; ``vocab_size`` and the token ids come from the tokenizer.
+        text_encoder_path: instead, a local folder with ``text_encoder/`` and ``tokenizer/`` (e.g. an export of a
+            text-conditioned model) or a ``CLIPTextModelWithProjection`` folder that also holds its tokenizer.
+        class_prompts: the prompt of each label (label k -> ``class_prompts[k]``), for labelled data and
+            ``sample(y=...)``; ``None`` takes the datamodule's ``class_prompts`` at fit. With text conditioning the
+            label count is ``len(class_prompts)``; ``num_classes`` must then be None or that number.
+        train_text_encoder: train the text encoder with the flow loss (default frozen, as in SD3; see the module
+            docstring).
         num_classes: class conditioning with learned context tokens; ``None`` = unconditional or prompt embeddings
             passed in the batch.
         num_context_tokens: context tokens per class.
@@ -147,9 +245,14 @@ class RectifiedFlowDiT(LitzooModule):
         pretrained_path: Optional[str] = None,
         prompt_embeds_path: Optional[str] = None,
         vae_path: Optional[str] = None,
+        cache_latents: bool = True,
         num_classes: Optional[int] = 10,
         num_context_tokens: int = 4,
         class_dropout: float = 0.1,
+        text_encoder: Optional[dict] = None,
+        text_encoder_path: Optional[str] = None,
+        class_prompts: Optional[list[str]] = None,
+        train_text_encoder: bool = False,
         timestep_sampling: str = "logit_normal",
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
@@ -185,6 +288,15 @@ class RectifiedFlowDiT(LitzooModule):
             raise ValueError(f"num_context_tokens must be >= 1, got {num_context_tokens}.")
         if not 0.0 <= class_dropout < 1.0:
             raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout}.")
+        text = text_encoder is not None or text_encoder_path is not None
+        if text_encoder is not None and text_encoder_path is not None:
+            raise ValueError("Both text_encoder (a config) and text_encoder_path were given; set only one of them.")
+        if text and prompt_embeds_path is not None:
+            raise ValueError("prompt_embeds_path (precomputed prompts) and a text encoder were both given; use one "
+                             "condition: drop prompt_embeds_path, or text_encoder/text_encoder_path.")
+        if class_prompts is not None and not text:
+            raise ValueError("class_prompts needs a text encoder: set text_encoder={...} (a CLIPTextConfig dict) or "
+                             "text_encoder_path, or drop class_prompts to learn class tokens.")
         self.save_hyperparameters()
         if pretrained_path is None:
             arch = {name: getattr(self.hparams, name) for name in ARCHITECTURE_ARGS}
@@ -205,11 +317,18 @@ class RectifiedFlowDiT(LitzooModule):
             # Row K (zeros) is the null prompt; buffers, so checkpoints carry the prompts.
             self.register_buffer("prompt_table", torch.cat([prompts, torch.zeros_like(prompts[:1])]))
             self.register_buffer("pooled_prompt_table", torch.cat([pooled, torch.zeros_like(pooled[:1])]))
+        self.text_encoder, self.tokenizer = None, None
+        self._latent_cache: Optional[CachedLatents] = None
+        if text:
+            self.text_encoder, self.tokenizer = self._build_text_encoder(text_encoder, text_encoder_path, config)
+            if not train_text_encoder:
+                self.text_encoder.requires_grad_(False).eval()
+            num_classes = self._check_class_prompts(class_prompts) if class_prompts is not None else None
         self.num_classes = num_classes
         # Row ``null_class`` (the last) is the learned null condition used for classifier-free guidance.
         self.null_class = num_classes or 0
         rows = self.null_class + 1
-        if self.prompt_table is None:
+        if self.prompt_table is None and self.text_encoder is None:
             self._init_class_tokens(rows, num_context_tokens, config)
 
     def _init_class_tokens(self, rows: int, num_context_tokens: int, config) -> None:
@@ -217,6 +336,86 @@ class RectifiedFlowDiT(LitzooModule):
         # makes the small conditional models learn the classes far sooner than a near-zero init.
         self.context_tokens = nn.Parameter(torch.randn(rows, num_context_tokens, config.joint_attention_dim))
         self.class_pooled = nn.Embedding(rows, config.pooled_projection_dim)
+
+    @staticmethod
+    def _build_text_encoder(text_encoder: Optional[dict], path: Optional[str], config):
+        from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModelWithProjection
+
+        if path is not None:
+            root = Path(path)
+            sub = "text_encoder" if (root / "text_encoder" / "config.json").is_file() else ""
+            tokenizer_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else root
+            if not (root / sub / "config.json").is_file():
+                raise ValueError(f"text_encoder_path={path!r} holds no text encoder: expected "
+                                 f"{root / 'text_encoder' / 'config.json'} (and {root / 'tokenizer'}) or a "
+                                 "CLIPTextModelWithProjection folder; export a text-conditioned RectifiedFlowDiT "
+                                 "there.")
+            encoder = CLIPTextModelWithProjection.from_pretrained(root, subfolder=sub)
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            tokenizer.model_max_length = min(tokenizer.model_max_length, encoder.config.max_position_embeddings)
+        else:
+            if not isinstance(text_encoder, dict):
+                raise ValueError("text_encoder must be a dict of CLIPTextConfig fields, got "
+                                 f"{type(text_encoder).__name__}.")
+            allowed = set(CLIPTextConfig().to_dict())
+            unknown = sorted(set(text_encoder) - allowed)
+            fixed = sorted(set(text_encoder) & set(TOKENIZER_FIELDS))
+            if unknown or fixed:
+                raise ValueError(f"text_encoder has keys {unknown + fixed} that are not CLIPTextConfig fields "
+                                 f"or are set from the tokenizer ({list(TOKENIZER_FIELDS)}); remove them. Fields: "
+                                 f"hidden_size, projection_dim, intermediate_size, num_hidden_layers, "
+                                 f"num_attention_heads, max_position_embeddings, ...")
+            clip = CLIPTextConfig(**text_encoder)
+            tokenizer = build_prompt_tokenizer(clip.max_position_embeddings)
+            clip.vocab_size = len(tokenizer)
+            clip.bos_token_id, clip.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+            clip.pad_token_id = tokenizer.pad_token_id
+            check_text_encoder_widths(clip.hidden_size, clip.projection_dim, config.joint_attention_dim,
+                                      config.pooled_projection_dim)
+            encoder = CLIPTextModelWithProjection(clip)
+        check_text_encoder_widths(encoder.config.hidden_size, encoder.config.projection_dim,
+                                  config.joint_attention_dim, config.pooled_projection_dim)
+        return encoder, tokenizer
+
+    def _check_class_prompts(self, class_prompts) -> int:
+        """Validate ``class_prompts`` against ``num_classes`` and the tokenizer; return their count."""
+        from litzoo.reasoning.tokenizer import check_tokenizer_covers
+
+        if isinstance(class_prompts, str) or not class_prompts or not all(isinstance(p, str) for p in class_prompts):
+            raise ValueError(f"class_prompts must be a non-empty list of strings (one per label), got "
+                             f"{class_prompts!r}.")
+        given = self.hparams.num_classes
+        if given is not None and given != len(class_prompts):
+            raise ValueError(f"num_classes={given} but there are {len(class_prompts)} class_prompts; set "
+                             f"num_classes={len(class_prompts)} (or None) or give one prompt per class.")
+        check_tokenizer_covers(self.tokenizer, class_prompts)
+        return len(class_prompts)
+
+    def _set_class_prompts(self, class_prompts: list[str]) -> None:
+        # Stored in the hyperparameters so checkpoints and exports carry them.
+        self.num_classes = self._check_class_prompts(list(class_prompts))
+        self.null_class = self.num_classes
+        self.hparams.class_prompts = list(class_prompts)
+
+    def encode_prompts(self, prompts) -> tuple[Tensor, Tensor]:
+        """``(prompt_embeds (B, L, joint_attention_dim), pooled_prompt_embeds (B, pooled_projection_dim))`` of
+        ``prompts`` (a list of strings): the text encoder's last hidden states and its projected pooled output,
+        for ``forward``/``sample`` or ``StableDiffusion3Pipeline(prompt_embeds=..., pooled_prompt_embeds=...)``."""
+        if self.text_encoder is None:
+            raise ValueError("prompts were given but this RectifiedFlowDiT has no text encoder (it is conditioned on "
+                             "class labels or prompt embeddings). Pass y= / prompt_embeds= instead, or build it with "
+                             "text_encoder={...} (a CLIPTextConfig dict) or text_encoder_path=... .")
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}.")
+        ids = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length,
+                             return_tensors="pt").input_ids.to(self.device)
+        # No attention mask, as SD3: CLIP is causal, so the padding after <eot> changes no earlier token.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.hparams.train_text_encoder):
+            out = self.text_encoder(input_ids=ids)
+        return out.last_hidden_state, out.text_embeds
 
     @staticmethod
     def _load_vae(path: str, config):
@@ -254,6 +453,8 @@ class RectifiedFlowDiT(LitzooModule):
         super().train(mode)
         if getattr(self, "vae", None) is not None:
             self.vae.eval()  # frozen: no dropout/batch statistics, whatever Lightning sets
+        if getattr(self, "text_encoder", None) is not None and not self.hparams.train_text_encoder:
+            self.text_encoder.eval()
         return self
 
     @staticmethod
@@ -296,10 +497,21 @@ class RectifiedFlowDiT(LitzooModule):
         """(context tokens (K+1, L, D), pooled vectors (K+1, P)) per label; row K is the null condition."""
         if self.prompt_table is not None:
             return self.prompt_table, self.pooled_prompt_table
+        if self.text_encoder is not None:
+            if not self.hparams.class_prompts:
+                raise ValueError("Class labels were given to a text-conditioned RectifiedFlowDiT without "
+                                 "class_prompts; "
+                                 "set class_prompts=[one prompt per label], or pass prompts instead of labels.")
+            tokens, pooled = self.encode_prompts(self.hparams.class_prompts)
+            return torch.cat([tokens, torch.zeros_like(tokens[:1])]), torch.cat([pooled, torch.zeros_like(pooled[:1])])
         return self.context_tokens, self.class_pooled.weight
 
     def class_condition(self, y: Optional[Tensor], n: int) -> tuple[Tensor, Tensor]:
         """(context tokens, pooled vector) of labels ``y``; ``None`` is the null class."""
+        if y is None and self.text_encoder is not None:  # the null prompt: zeros, whatever class_prompts are
+            c = self.transformer.config
+            return (torch.zeros(n, self.tokenizer.model_max_length, c.joint_attention_dim, device=self.device),
+                    torch.zeros(n, c.pooled_projection_dim, device=self.device))
         if y is None:
             y = torch.full((n,), self.null_class, device=self.device, dtype=torch.long)
         tokens, pooled = self.condition_tables()
@@ -332,11 +544,29 @@ class RectifiedFlowDiT(LitzooModule):
             x0 = batch.get("images", batch.get("pixel_values"))
             if x0 is None:
                 raise ValueError(f"A dict batch needs 'images' (or 'pixel_values'); got keys {sorted(batch)}.")
-            cond = {k: batch[k] for k in ("y", "prompt_embeds", "pooled_prompt_embeds") if k in batch}
+            cond = {k: batch[k] for k in ("y", "prompts", "prompt_embeds", "pooled_prompt_embeds") if k in batch}
             return x0, cond
         if isinstance(batch, (tuple, list)):
             return batch[0], ({"y": batch[1]} if len(batch) > 1 and self.num_classes else {})
         return batch, {}
+
+    def _latents_and_condition(self, batch) -> tuple[Tensor, dict]:
+        """(x_0 for the flow, i.e. latents with a VAE, condition) of a batch; prompts become prompt embeddings."""
+        if isinstance(batch, dict) and "latents" in batch:  # from CachedLatents: already encoded
+            x0 = batch["latents"]
+            cond = {k: batch[k] for k in ("y", "prompts", "prompt_embeds", "pooled_prompt_embeds") if k in batch}
+        else:
+            x0, cond = self._unpack(batch)
+            x0 = self.to_latents(x0)
+        if "prompts" in cond:
+            prompts = cond["prompts"]
+            cond = {k: v for k, v in cond.items() if k not in ("prompts", "y")}
+            cond["prompt_embeds"], cond["pooled_prompt_embeds"] = self.encode_prompts(prompts)
+        elif self.text_encoder is not None and not cond:
+            raise ValueError("A text-conditioned RectifiedFlowDiT got a batch without prompts or labels: give dict "
+                             "batches with 'prompts', or (images, labels) with class_prompts (or a datamodule that "
+                             "has class_prompts).")
+        return x0, cond
 
     def flow_loss(self, x0: Tensor, cond: dict, generator: torch.Generator, drop: bool = True,
                   reduce: bool = True) -> tuple[Tensor, Tensor]:
@@ -361,15 +591,13 @@ class RectifiedFlowDiT(LitzooModule):
         return (per_sample.mean(), t) if reduce else (per_sample, t)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        x0, cond = self._unpack(batch)
-        x0 = self.to_latents(x0)
+        x0, cond = self._latents_and_condition(batch)
         loss, _ = self.flow_loss(x0, cond, self._step_generator())
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x0, cond = self._unpack(batch)
-        x0 = self.to_latents(x0)
+        x0, cond = self._latents_and_condition(batch)
         generator = torch.Generator(device=self.device).manual_seed(10_000 + batch_idx)
         per_sample, t = self.flow_loss(x0, cond, generator, drop=False, reduce=False)
         self.log("val/loss", per_sample.mean(), prog_bar=True, sync_dist=True)
@@ -418,16 +646,67 @@ class RectifiedFlowDiT(LitzooModule):
                                      f"{name}={value}; use data with {name}={value} or another VAE.")
                 raise ValueError(f"{type(datamodule).__name__}.{name}={got} but RectifiedFlowDiT was built with "
                                  f"{arg}={value}; set model.{arg}={got} (or change the datamodule).")
+        data_prompts = getattr(datamodule, "class_prompts", None)
+        if self.text_encoder is not None and self.hparams.class_prompts is None and data_prompts:
+            self._set_class_prompts(data_prompts)
         data_classes = getattr(datamodule, "num_classes", None)
         if self.num_classes and data_classes is not None and data_classes > self.num_classes:
             raise ValueError(f"The data has {data_classes} classes but RectifiedFlowDiT num_classes="
                              f"{self.num_classes}; set model.num_classes={data_classes}.")
+        if stage == "fit":
+            self._install_latent_cache(datamodule)
+
+    # ----------------------------------------------------------------- latent cache
+    def _install_latent_cache(self, datamodule) -> None:
+        # From ``setup("fit")``: after the datamodule's setup and before any train dataloader is built (Lightning
+        # builds one early to estimate the steps for the lr schedule), so every loader reads the cache.
+        if self.vae is None or not self.hparams.cache_latents or getattr(datamodule, "train_set", None) is None:
+            return
+        split = datamodule.train_set
+        split = split.images if isinstance(split, CachedLatents) else split
+        if self._latent_cache is None or self._latent_cache.images is not split:  # keyed to this train split
+            # Encode on the training device (Lightning moves the rest of the model there later).
+            self.vae.to(self.trainer.strategy.root_device)
+            self._latent_cache = self.cache_latents(split)
+        datamodule.train_set = self._latent_cache
+
+    def teardown(self, stage: str) -> None:
+        # Give the datamodule its images back, so it can serve another model (or this one without a cache).
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if isinstance(getattr(datamodule, "train_set", None), CachedLatents):
+            datamodule.train_set = datamodule.train_set.images
+
+    @torch.no_grad()
+    def cache_latents(self, split: Dataset, batch_size: int = 256) -> CachedLatents:
+        """Encode a train split once with :meth:`to_latents` (items ``(image, label)`` or images), on the VAE's
+        device."""
+        random_flip = bool(getattr(split, "random_flip", False))
+        if random_flip:
+            split.random_flip = False  # read the images as they are stored; the flips are cached separately
+        latents, flipped, labels = [], [], []
+        try:
+            for batch in DataLoader(split, batch_size=batch_size, shuffle=False):
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                if isinstance(batch, (tuple, list)) and len(batch) > 1:
+                    labels.append(batch[1])
+                x = x.to(next(self.vae.parameters()).device)
+                latents.append(self.to_latents(x).cpu())
+                if random_flip:
+                    flipped.append(self.to_latents(x.flip(-1)).cpu())
+        finally:
+            if random_flip:
+                split.random_flip = random_flip
+        return CachedLatents(split, torch.cat(latents), torch.cat(labels) if labels else None,
+                             torch.cat(flipped) if flipped else None)
 
     # ----------------------------------------------------------------- sampling
     def _labels(self, n: int, y) -> Optional[Tensor]:
         if y is None:
             return None
         if not self.num_classes:
+            if self.text_encoder is not None:
+                raise ValueError("y was given to a text-conditioned RectifiedFlowDiT without class_prompts; pass "
+                                 "prompts=[...] or set class_prompts.")
             raise ValueError("y was given but this RectifiedFlowDiT has no classes (num_classes=None).")
         y = torch.as_tensor(y, device=self.device, dtype=torch.long)
         if y.ndim == 0:
@@ -464,8 +743,11 @@ class RectifiedFlowDiT(LitzooModule):
     def sample(self, n: int, *, steps: Optional[int] = None, sampler: Optional[str] = None, y=None,
                cfg_scale: Optional[float] = None, generator: Optional[torch.Generator] = None,
                prompt_embeds: Optional[Tensor] = None, pooled_prompt_embeds: Optional[Tensor] = None,
-               return_latents: bool = False) -> Tensor:
+               prompts=None, return_latents: bool = False) -> Tensor:
         """Draw ``n`` samples as images in [0, 1] (N, C, H, W) (``return_latents``: the raw z_0).
+
+        The condition is one of ``y`` (labels; a text model uses ``class_prompts[y]``), ``prompts`` (``n`` strings or
+        one for all; text models) or ``prompt_embeds`` + ``pooled_prompt_embeds``; none = unconditional (null).
 
         "euler" steps diffusers' ``FlowMatchEulerDiscreteScheduler(shift)``; "heun" is
         :func:`litzoo.diffusion.flow.sample_flow` on the same shifted grid (2 evaluations per step).
@@ -476,7 +758,21 @@ class RectifiedFlowDiT(LitzooModule):
         _check_choice("sampler", sampler, FLOW_SAMPLERS)
         if n < 1 or steps < 1:
             raise ValueError(f"n and steps must be >= 1, got n={n}, steps={steps}.")
-        model = self.denoiser(self._labels(n, y), cfg_scale, prompt_embeds, pooled_prompt_embeds)
+        if sum(c is not None for c in (y, prompts, prompt_embeds)) > 1:
+            raise ValueError("Give one condition to sample: y, prompts or prompt_embeds (+ pooled_prompt_embeds).")
+        y = self._labels(n, y)
+        if y is not None and self.text_encoder is not None:
+            if not self.hparams.class_prompts:
+                raise ValueError("y was given to a text-conditioned RectifiedFlowDiT without class_prompts; pass "
+                                 "prompts=[...] or set class_prompts.")
+            prompts, y = [self.hparams.class_prompts[k] for k in y.tolist()], None
+        if prompts is not None:
+            prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+            if len(prompts) != n:
+                raise ValueError(f"prompts holds {len(prompts)} prompts for n={n} samples; give n prompts or one "
+                                 "string.")
+            prompt_embeds, pooled_prompt_embeds = self.encode_prompts(prompts)
+        model = self.denoiser(y, cfg_scale, prompt_embeds, pooled_prompt_embeds)
         noise = torch.randn((n, *self.sample_shape), generator=generator, device=self.device)
         with torch.autocast(self.device.type, enabled=False):
             if sampler == "euler":
@@ -503,6 +799,12 @@ class RectifiedFlowDiT(LitzooModule):
                  negative_pooled_prompt_embeds=pooled[null], guidance_scale=w, output_type="latent")
 
         reproduces ``sample(..., y=y, cfg_scale=w, return_latents=True)`` for the same generator (w > 1).
+
+        A text-conditioned model also writes ``text_encoder/`` and ``tokenizer/`` (``CLIPTextModelWithProjection``
+        and ``AutoTokenizer.from_pretrained(out_dir, subfolder=...)``). They stay out of ``model_index.json``: the
+        pipeline's own prompt encoding (penultimate CLIP layer, two CLIPs + T5) is not this model's, so compute
+        ``prompt_embeds, pooled = module.encode_prompts(prompts)`` (or by hand with the saved encoder: last hidden
+        state and ``text_embeds``) and pass zeros as the negative embeddings (the null prompt).
         """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -510,6 +812,9 @@ class RectifiedFlowDiT(LitzooModule):
         self.scheduler().save_pretrained(out_dir / "scheduler")
         if self.vae is not None:
             self.vae.save_pretrained(out_dir / "vae", safe_serialization=True)
+        if self.text_encoder is not None:
+            self.text_encoder.save_pretrained(out_dir / "text_encoder")
+            self.tokenizer.save_pretrained(out_dir / "tokenizer")
         import diffusers
 
         model_index = {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": diffusers.__version__,
@@ -524,8 +829,11 @@ class RectifiedFlowDiT(LitzooModule):
             "hyperparameters": dict(self.hparams),
             "null_class_label": self.null_class,
             "timestep_scale": NUM_TRAIN_TIMESTEPS,
-            "context_tokens": self.condition_tables()[0].detach().float().cpu().tolist(),
-            "pooled_class_embeddings": self.condition_tables()[1].detach().float().cpu().tolist(),
         }
+        if self.text_encoder is None or self.hparams.class_prompts:  # per-label tables exist
+            with torch.no_grad():
+                tokens, pooled = self.condition_tables()
+            litzoo_config["context_tokens"] = tokens.detach().float().cpu().tolist()
+            litzoo_config["pooled_class_embeddings"] = pooled.detach().float().cpu().tolist()
         (out_dir / "litzoo.json").write_text(json.dumps(litzoo_config, indent=1, default=list))
         return out_dir
