@@ -28,7 +28,6 @@ this module only wires them).
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -38,12 +37,11 @@ import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import save_file
 
-from litzoo.base import LitzooModule
+from litzoo.base import GenerativeModule
 from litzoo.diffusion import NoiseSchedule, log_likelihood, training_target
 from litzoo.diffusion import sample as run_sampler
 from litzoo.diffusion.samplers import SAMPLERS
 from litzoo.nets import TimeMLP
-from litzoo.optim import adamw_with_warmup_cosine
 
 # Short names people type, mapped to diffusers' prediction_type names (which the export keeps).
 PREDICTION_TYPES = {"epsilon": "epsilon", "eps": "epsilon", "v_prediction": "v_prediction", "v": "v_prediction",
@@ -56,7 +54,7 @@ def _check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {sorted(allowed)}.")
 
 
-class DDPM(LitzooModule):
+class DDPM(GenerativeModule):
     """DDPM on images (diffusers ``UNet2DModel``) or on vectors (``TimeMLP``, set ``data_dim``).
 
     The defaults are the CPU demo: a class-conditional UNet on 8x8 digits that trains in minutes.
@@ -182,11 +180,6 @@ class DDPM(LitzooModule):
         return self.net(x_t, t, y)
 
     # ----------------------------------------------------------------- training
-    def _step_generator(self) -> torch.Generator:
-        # Noise is a function of (seed, step, rank): a resumed run draws exactly the same noise.
-        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
-        return torch.Generator(device=self.device).manual_seed(seed)
-
     def diffusion_loss(self, x0: torch.Tensor, y: Optional[torch.Tensor], generator: torch.Generator,
                        drop_labels: bool = True, reduce: bool = True):
         b = x0.shape[0]
@@ -212,31 +205,23 @@ class DDPM(LitzooModule):
         x0, y = self._unpack(batch)
         generator = torch.Generator(device=self.device).manual_seed(10_000 + batch_idx)
         per_sample, t = self.diffusion_loss(x0, y, generator, drop_labels=False, reduce=False)
-        self.log("val/loss", per_sample.mean(), prog_bar=True, sync_dist=True)
-        # Loss per timestep bin shows where the model is weak (high t: layout, low t: detail).
-        bins = (t * 4 // self.hparams.num_train_timesteps).clamp(max=3)
-        for k in range(4):
-            mask = bins == k
-            if mask.any():
-                self.log(f"val/loss_t{k}", per_sample[mask].mean(), sync_dist=True)
+        self._log_validation_loss(per_sample, t.float() / self.hparams.num_train_timesteps)
         if self._eval_due() and sum(v.shape[0] for v in self._val_images) < 2000:
             self._val_images.append((x0.float() / 2 + 0.5).clamp(0, 1).cpu())
 
     def _eval_due(self) -> bool:
-        every = self.hparams.eval_every_n_epochs
-        return bool(every) and self.num_classes and not self.hparams.data_dim and (self.current_epoch + 1) % every == 0
+        return super()._eval_due() and not self.hparams.data_dim
+
+    def eval_sample_kwargs(self) -> dict:
+        return {"sampler": self.hparams.eval_sampler}
 
     def on_validation_epoch_end(self) -> None:
         if not self._eval_due() or self.trainer.sanity_checking:
             self._val_images.clear()
             return
-        from litzoo.metrics import class_accuracy, fid
+        from litzoo.metrics import fid
 
-        h = self.hparams
-        y = torch.arange(h.eval_samples_per_class * self.num_classes, device=self.device) % self.num_classes
-        generator = torch.Generator(device=self.device).manual_seed(h.seed + self.global_rank)
-        images = self.sample(len(y), steps=h.eval_steps, sampler=h.eval_sampler, y=y, generator=generator)
-        self.log("val/class_accuracy", class_accuracy(images.cpu(), y.cpu()), sync_dist=True)
+        images = self._log_class_accuracy()
         if self._val_images:
             self.log("val/fid", fid(torch.cat(self._val_images), images.cpu()), sync_dist=True)
         self._val_images.clear()
@@ -247,13 +232,8 @@ class DDPM(LitzooModule):
             return batch[0], (batch[1] if len(batch) > 1 else None)
         return batch, None
 
-    def configure_optimizers(self):
-        h = self.hparams
-        total = h.total_steps or self.trainer.estimated_stepping_batches
-        return adamw_with_warmup_cosine(
-            self.net, lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
-            warmup_steps=h.warmup_steps, total_steps=int(total) if math.isfinite(total) else 0,
-        )
+    def optimized_module(self) -> torch.nn.Module:
+        return self.net
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -268,9 +248,7 @@ class DDPM(LitzooModule):
                     f"{type(datamodule).__name__}.{name}={got} but DDPM was built with {name}={value}; "
                     f"set model.{name}={got} (or change the datamodule)."
                 )
-        data_classes = getattr(datamodule, "num_classes", None)
-        if self.num_classes and data_classes is not None and data_classes > self.num_classes:
-            raise ValueError(f"The data has {data_classes} classes but DDPM num_classes={self.num_classes}; set model.num_classes={data_classes}.")
+        self._check_data_classes(datamodule)
 
     # ----------------------------------------------------------------- sampling
     def _labels(self, n: int, y) -> Optional[torch.Tensor]:

@@ -49,7 +49,6 @@ resumed run sees the same data; one cached *sample* of q(z|x) would freeze one d
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -60,7 +59,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from litzoo.base import LitzooModule
+from litzoo.base import GenerativeModule
 from litzoo.diffusion.flow import (
     FLOW_SAMPLERS,
     TIMESTEP_DENSITIES,
@@ -70,7 +69,6 @@ from litzoo.diffusion.flow import (
     sample_timesteps,
     velocity_target,
 )
-from litzoo.optim import adamw_with_warmup_cosine
 
 QK_NORMS = (None, "rms_norm", "layer_norm")
 NUM_TRAIN_TIMESTEPS = 1000  # diffusers' timestep scale: the transformer sees 1000 * t
@@ -181,7 +179,7 @@ class CachedLatents(Dataset):
         return item
 
 
-class RectifiedFlowDiT(LitzooModule):
+class RectifiedFlowDiT(GenerativeModule):
     """SD3-style rectified-flow transformer on images or latents (see module docstring).
 
     The defaults are the CPU demo: a class-conditional 4-layer MMDiT on 8x8 digits (patch 2: 16 tokens).
@@ -534,11 +532,6 @@ class RectifiedFlowDiT(LitzooModule):
                                 return_dict=False)[0]
 
     # ----------------------------------------------------------------- training
-    def _step_generator(self) -> torch.Generator:
-        # Noise is a function of (seed, step, rank): a resumed run draws exactly the same noise.
-        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
-        return torch.Generator(device=self.device).manual_seed(seed)
-
     def _unpack(self, batch) -> tuple[Tensor, dict]:
         if isinstance(batch, dict):
             x0 = batch.get("images", batch.get("pixel_values"))
@@ -600,37 +593,14 @@ class RectifiedFlowDiT(LitzooModule):
         x0, cond = self._latents_and_condition(batch)
         generator = torch.Generator(device=self.device).manual_seed(10_000 + batch_idx)
         per_sample, t = self.flow_loss(x0, cond, generator, drop=False, reduce=False)
-        self.log("val/loss", per_sample.mean(), prog_bar=True, sync_dist=True)
-        # Loss per timestep bin (minRF): where along the path (data 0 .. noise 1) the model is weak.
-        bins = (t * 4).long().clamp(max=3)
-        for k in range(4):
-            mask = bins == k
-            if mask.any():
-                self.log(f"val/loss_t{k}", per_sample[mask].mean(), sync_dist=True)
-
-    def _eval_due(self) -> bool:
-        every = self.hparams.eval_every_n_epochs
-        return bool(every) and bool(self.num_classes) and (self.current_epoch + 1) % every == 0
+        self._log_validation_loss(per_sample, t)
 
     def on_validation_epoch_end(self) -> None:
-        if not self._eval_due() or self.trainer.sanity_checking:
-            return
-        from litzoo.metrics import class_accuracy
+        if self._eval_due() and not self.trainer.sanity_checking:
+            self._log_class_accuracy()
 
-        h = self.hparams
-        y = torch.arange(h.eval_samples_per_class * self.num_classes, device=self.device) % self.num_classes
-        generator = torch.Generator(device=self.device).manual_seed(h.seed + self.global_rank)
-        images = self.sample(len(y), steps=h.eval_steps, y=y, generator=generator)
-        self.log("val/class_accuracy", class_accuracy(images.cpu(), y.cpu()), sync_dist=True)
-
-    def configure_optimizers(self):
-        h = self.hparams
-        total = h.total_steps or self.trainer.estimated_stepping_batches
-        # ``self``, not only the transformer: the context tokens and pooled class table train too (no decay).
-        return adamw_with_warmup_cosine(
-            self, lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
-            warmup_steps=h.warmup_steps, total_steps=int(total) if math.isfinite(total) else 0,
-        )
+    # AdamW trains ``self``, not only the transformer: the context tokens and pooled class table train too
+    # (no decay), and so does the text encoder when ``train_text_encoder``.
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -649,10 +619,7 @@ class RectifiedFlowDiT(LitzooModule):
         data_prompts = getattr(datamodule, "class_prompts", None)
         if self.text_encoder is not None and self.hparams.class_prompts is None and data_prompts:
             self._set_class_prompts(data_prompts)
-        data_classes = getattr(datamodule, "num_classes", None)
-        if self.num_classes and data_classes is not None and data_classes > self.num_classes:
-            raise ValueError(f"The data has {data_classes} classes but RectifiedFlowDiT num_classes="
-                             f"{self.num_classes}; set model.num_classes={data_classes}.")
+        self._check_data_classes(datamodule)
         if stage == "fit":
             self._install_latent_cache(datamodule)
 
