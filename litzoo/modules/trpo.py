@@ -1,0 +1,368 @@
+r"""Trust Region Policy Optimization (TRPO) with a GAE value critic.
+
+Schulman, Levine, Moritz, Jordan, Abbeel, "Trust Region Policy Optimization", ICML 2015
+(arXiv:1502.05477); advantages by GAE (Schulman et al. 2016, arXiv:1506.02438), as in their
+"practical algorithm" and in SB3-contrib's ``TRPO``.
+
+Per on-policy rollout of ``n_steps`` steps of every parallel env (:class:`~litzoo.rl.RolloutBuffer`):
+
+1. **Advantages** :math:`\hat A_t` by GAE(:math:`\gamma, \lambda`) with the critic :math:`V_w`
+   (standardised per batch if ``normalize_advantage``).
+2. **Policy step** (no optimizer): maximise the surrogate under the KL trust region :math:`\delta`
+   (``max_kl``),
+
+   .. math::  \max_\theta\ L(\theta) = \frac1{TN}\sum_t \frac{\pi_\theta(a_t|s_t)}{\pi_{\theta_{old}}(a_t|s_t)}\hat A_t
+              \quad\text{s.t.}\quad \frac1{TN}\sum_t D_{KL}\big(\pi_{\theta_{old}}(\cdot|s_t)\,\|\,\pi_\theta(\cdot|s_t)\big) \le \delta,
+
+   by the natural gradient :math:`s = F^{-1} g` (``cg_max_steps`` conjugate-gradient iterations on
+   damped Fisher-vector products), the step :math:`\beta s` with :math:`\beta = \sqrt{2\delta / s^\top F s}`,
+   and a backtracking line search (factor ``line_search_shrink``) that accepts the first step with
+   measured KL :math:`\le \delta` and a positive surrogate improvement, else keeps :math:`\theta_{old}`
+   (:mod:`litzoo.rl.trust_region`). The step runs in float32 whatever the trainer's precision:
+   conjugate gradient and a KL of order :math:`10^{-2}` do not survive bf16 rounding.
+3. **Critic**: ``n_critic_updates`` epochs of AdamW on :math:`(V_w(s_t) - \hat R_t)^2` over shuffled
+   minibatches of ``critic_batch_size`` (the GAE :math:`\lambda`-returns :math:`\hat R_t`).
+
+Under DDP each rank collects its own rollout; the policy gradient :math:`g`, every Fisher-vector
+product and the line search's surrogate and KL are averaged over ranks (so all ranks solve the same
+system and take the same step), and the critic's gradients with :func:`all_reduce_gradients`.
+
+One rollout is one trainer step (``max_steps`` counts rollouts, as for ``ActorCritic``). Actions:
+``Discrete`` -> categorical policy, ``Box`` -> diagonal Gaussian with state-independent log-std
+(samples clipped to the bounds for the env, log-probabilities of the unclipped sample).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from litzoo.base import LitzooModule
+from litzoo.datamodules.gym import (
+    EnvRunner,
+    all_reduce_gradients,
+    collect_rollout,
+    disable_ddp_gradient_sync,
+    log_rl_metrics,
+)
+from litzoo.nets.policies import CategoricalActor, GaussianActor, mlp
+from litzoo.optim import adamw_for_networks
+from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
+from litzoo.rl.policy import Policy, as_spec, check_space, make_encoder
+from litzoo.rl.trust_region import (
+    LineSearchResult,
+    backtracking_line_search,
+    conjugate_gradient,
+    flat_grad,
+    make_fisher_vector_product,
+    natural_step_size,
+)
+from litzoo.rl.utils import explained_variance
+
+
+class TRPO(LitzooModule):
+    """TRPO: natural-gradient policy step in a KL trust region, GAE value critic fitted by AdamW.
+
+    Args:
+        observation_space, action_space: space specs or gymnasium spaces; ``None`` = from the datamodule
+            in ``setup`` (then saved in the hyperparameters for ``load_from_checkpoint``).
+        hidden_sizes, activation, orthogonal_init: actor and critic MLPs (separate networks).
+        n_steps: rollout length per env (batch = ``n_steps * num_envs`` steps).
+        gamma, gae_lambda: discount and GAE's lambda.
+        max_kl: the trust-region radius :math:`\\delta` on the mean KL(old || new).
+        cg_max_steps, cg_damping: conjugate-gradient iterations and the damping :math:`\\lambda` of
+            :math:`(F + \\lambda I) v`.
+        line_search_max_iter, line_search_shrink: backtracking tries and factor :math:`\\kappa`.
+        line_search_accept_ratio: also require improvement >= ratio * the linear model's (0: off, as SB3).
+        critic_lr, n_critic_updates, critic_batch_size, adam_eps, weight_decay: the critic's AdamW epochs
+            and minibatch size (``None``: the whole rollout).
+        normalize_advantage: standardise advantages per batch.
+        log_std_init: initial log-std of the Gaussian policy (Box actions).
+        normalize_observations: running observation whitening (exported with the policy).
+        log_every_n_env_steps: how often metrics and episode statistics are logged.
+        seed: seeds action sampling and critic minibatches (offset by rank).
+    """
+
+    def __init__(
+        self,
+        observation_space: Optional[dict] = None,
+        action_space: Optional[dict] = None,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        orthogonal_init: bool = True,
+        n_steps: int = 512,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        max_kl: float = 0.01,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
+        line_search_max_iter: int = 10,
+        line_search_shrink: float = 0.8,
+        line_search_accept_ratio: float = 0.0,
+        critic_lr: float = 1e-3,
+        n_critic_updates: int = 10,
+        critic_batch_size: Optional[int] = 128,
+        adam_eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        normalize_advantage: bool = True,
+        log_std_init: float = 0.0,
+        normalize_observations: bool = False,
+        log_every_n_env_steps: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not max_kl > 0:
+            raise ValueError(f"max_kl={max_kl!r} must be > 0: it is the trust-region radius delta on the mean "
+                             "KL(pi_old || pi_new); use a small positive value such as 0.01.")
+        for name, value in (("gamma", gamma), ("gae_lambda", gae_lambda), ("line_search_accept_ratio",
+                                                                             line_search_accept_ratio)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r} must be in [0, 1].")
+        for name, value in (("n_steps", n_steps), ("cg_max_steps", cg_max_steps),
+                            ("line_search_max_iter", line_search_max_iter), ("n_critic_updates", n_critic_updates),
+                            ("log_every_n_env_steps", log_every_n_env_steps)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        if critic_batch_size is not None and (int(critic_batch_size) != critic_batch_size or critic_batch_size < 1):
+            raise ValueError(f"critic_batch_size={critic_batch_size!r} must be a positive integer or None "
+                             "(the whole rollout as one batch).")
+        if not 0.0 < line_search_shrink < 1.0:
+            raise ValueError(f"line_search_shrink={line_search_shrink!r} must be in (0, 1), e.g. 0.8 "
+                             "(each backtracking try shortens the step by this factor).")
+        for name, value in (("critic_lr", critic_lr), ("adam_eps", adam_eps)):
+            if not value > 0:
+                raise ValueError(f"{name}={value!r} must be > 0.")
+        for name, value in (("cg_damping", cg_damping), ("weight_decay", weight_decay)):
+            if value < 0:
+                raise ValueError(f"{name}={value!r} must be >= 0.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
+        self.num_updates = 0
+        self.policy: Policy | None = None
+        self._generator: torch.Generator | None = None
+        self._env: EnvRunner | None = None
+        self._pending: dict[str, Any] = {}
+        self._clock: dict[str, float] = {}
+        self._logged_at = 0
+        self._line_search = {"accepted": 0, "rejected": 0}  # since the last log
+        if observation_space is not None and action_space is not None:
+            self._build(as_spec(observation_space), as_spec(action_space))
+
+    # ----------------------------------------------------------------- networks
+    def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
+        h = self.hparams
+        h.observation_space, h.action_space = obs_spec, act_spec  # saved, so load_from_checkpoint rebuilds
+        encoder = make_encoder(obs_spec, normalize=h.normalize_observations)
+        d = encoder.features_dim
+        self.discrete = act_spec["type"] == "Discrete"
+        if self.discrete:
+            self.act_dim = int(act_spec["n"])
+            actor = CategoricalActor(d, self.act_dim, h.hidden_sizes, h.activation, h.orthogonal_init)
+        else:
+            self.act_dim = int(math.prod(act_spec["shape"]))
+            actor = GaussianActor(d, self.act_dim, h.hidden_sizes, h.activation, h.log_std_init, h.orthogonal_init)
+        self.policy = Policy(encoder, actor, "categorical" if self.discrete else "gaussian", obs_spec, act_spec)
+        self.critic = mlp(d, 1, h.hidden_sizes, h.activation, h.orthogonal_init, output_gain=1.0)  # V_w(s)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
+        if self.policy is None:
+            if specs is None:
+                raise ValueError(
+                    "TRPO builds its networks from the environment's spaces: train it with a GymDataModule, "
+                    "or pass observation_space= and action_space= when creating it."
+                )
+            self._build(*specs)
+        elif specs is not None:
+            check_space("observation space", self.hparams.observation_space, specs[0])
+            check_space("action space", self.hparams.action_space, specs[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        h = self.hparams  # the critic only: the actor moves by the trust-region step
+        return adamw_for_networks([(self.critic, h.critic_lr)], h.weight_decay, eps=h.adam_eps)
+
+    # ----------------------------------------------------------------- acting
+    def _init_generator(self) -> None:
+        # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
+        seed = self.hparams.seed * 1_000_003 + self.global_rank
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        state = self._pending.pop("generator", None)
+        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
+            self._generator.set_state(state.cpu())  # resume the random stream exactly
+
+    def on_train_start(self) -> None:
+        disable_ddp_gradient_sync(self.trainer)
+
+    @torch.no_grad()
+    def _act(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        encoder, actor = self.policy.encoder, self.policy.actor
+        encoder.update(obs)
+        features = encoder(obs)
+        dist = actor.distribution(features)
+        if self.discrete:
+            actions = torch.multinomial(dist.probs, 1, generator=self._generator).squeeze(-1)
+        else:
+            noise = torch.randn(dist.loc.shape, generator=self._generator, device=self.device)
+            actions = dist.loc + dist.scale * noise
+        log_probs = actor.log_prob(dist, actions)
+        values = self.critic(features).squeeze(-1)
+        return actions, self.policy.to_env_action(actions), log_probs, values
+
+    @torch.no_grad()
+    def _value(self, obs: Tensor) -> Tensor:
+        return self.critic(self.policy.encoder(obs)).squeeze(-1)
+
+    def generate_batches(self, env: EnvRunner) -> Iterator[RolloutBatch]:
+        """Collect ``n_steps`` steps of every env with the current policy; yield the whole rollout."""
+        h = self.hparams
+        self._env = env
+        self._init_generator()
+        discrete_obs = h.observation_space["type"] == "Discrete"
+        buffer = RolloutBuffer(
+            h.n_steps, env.num_envs, () if discrete_obs else h.observation_space["shape"],
+            () if self.discrete else (self.act_dim,), device=self.device,
+            obs_dtype=torch.long if discrete_obs else torch.float32,
+            action_dtype=torch.long if self.discrete else torch.float32,
+        )
+        while True:
+            last_values = collect_rollout(env, buffer, self._act, self._value)
+            buffer.compute_returns_and_advantages(last_values, h.gamma, h.gae_lambda)
+            self.env_steps += h.n_steps * env.num_envs
+            # Views of the buffer's storage: the batch is used before the next rollout overwrites it.
+            yield next(buffer.get())
+
+    # ----------------------------------------------------------------- update
+    @property
+    def _world_size(self) -> int:
+        return 1 if self._trainer is None else self.trainer.world_size  # 1 also outside a Trainer
+
+    def _mean(self, x: Tensor) -> Tensor:
+        """All-reduce mean over DDP ranks (identity on one process); every rank has the same batch size."""
+        if self._world_size <= 1:
+            return x
+        return self.trainer.strategy.reduce(x, reduce_op="mean")
+
+    def _kl(self, old: torch.distributions.Distribution, new: torch.distributions.Distribution) -> Tensor:
+        kl = torch.distributions.kl_divergence(old, new)
+        return (kl if self.discrete else kl.sum(-1)).mean()  # independent Gaussian dims: KLs add
+
+    def trust_region_step(self, features: Tensor, actions: Tensor, log_probs_old: Tensor,
+                          advantages: Tensor) -> tuple[LineSearchResult, dict[str, Tensor]]:
+        """One TRPO policy update on a batch (float32); returns the line-search result and diagnostics."""
+        h, actor = self.hparams, self.policy.actor
+        params = [p for p in actor.parameters() if p.requires_grad]
+        with torch.no_grad():
+            dist = actor.distribution(features)
+            old = (torch.distributions.Categorical(logits=dist.logits.detach(), validate_args=False) if self.discrete
+                   else torch.distributions.Normal(dist.loc.detach(), dist.scale.detach(), validate_args=False))
+
+        def surrogate(dist: torch.distributions.Distribution) -> Tensor:
+            ratio = torch.exp(actor.log_prob(dist, actions) - log_probs_old)  # pi_theta / pi_old (behaviour)
+            return (ratio * advantages).mean()
+
+        dist = actor.distribution(features)
+        L_old = surrogate(dist)
+        # g of the whole (all-rank) batch; retain the graph: the KL below shares the forward pass
+        g = self._mean(flat_grad(L_old, params, retain_graph=True))
+        Fvp = make_fisher_vector_product(self._kl(old, dist), params, h.cg_damping,
+                                         self._mean if self._world_size > 1 else None)
+        step_dir = conjugate_gradient(Fvp, g, h.cg_max_steps)  # s ~ F^-1 g
+        beta = natural_step_size(step_dir, Fvp(step_dir), h.max_kl)
+        full_step = beta * step_dir
+        L_old_all = self._mean(L_old.detach())
+
+        def evaluate() -> tuple[Tensor, Tensor]:
+            new = actor.distribution(features)
+            return self._mean(surrogate(new)), self._mean(self._kl(old, new))
+
+        result = backtracking_line_search(
+            params, full_step, evaluate, L_old_all, h.max_kl, expected_improvement=g.dot(full_step),
+            max_iter=h.line_search_max_iter, shrink=h.line_search_shrink, accept_ratio=h.line_search_accept_ratio,
+        )
+        with torch.no_grad():
+            entropy = actor.entropy(actor.distribution(features)).mean()
+        return result, {"expected_improvement": g.dot(full_step).detach(), "entropy": entropy}
+
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
+        h = self.hparams
+        # Lightning's DDP forward redirection turns the reducer's sync back on after every manual-
+        # optimisation step; the critic loss leaves the actor unused, which the reducer rejects.
+        disable_ddp_gradient_sync(self.trainer)
+        with torch.no_grad():
+            features = self.policy.encoder(batch.obs).float()
+        advantages = batch.advantages
+        if h.normalize_advantage and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        with torch.autocast(device_type=self.device.type, enabled=False):  # CG and a 1e-2 KL need float32
+            result, info = self.trust_region_step(features, batch.actions, batch.log_probs.float(), advantages)
+        self._line_search["accepted" if result.accepted else "rejected"] += 1
+
+        # Critic: n_critic_updates epochs of minibatch regression on the lambda-returns.
+        optimizer = self.optimizers()
+        total = batch.returns.numel()
+        size = total if h.critic_batch_size is None else min(int(h.critic_batch_size), total)
+        steps = h.n_critic_updates * math.ceil(total / size)
+        done = 0
+        for _ in range(h.n_critic_updates):
+            order = torch.randperm(total, generator=self._generator, device=self._generator.device).to(self.device)
+            for start in range(0, total, size):
+                idx = order[start: start + size]
+                value_loss = F.mse_loss(self.critic(features[idx]).squeeze(-1).float(), batch.returns[idx])
+                optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(value_loss)
+                all_reduce_gradients(self.trainer, self.critic.parameters())
+                done += 1
+                # Lightning counts every LightningOptimizer.step as a trainer step; step the raw AdamW
+                # for all but the last minibatch so that one rollout = one step (max_steps = rollouts).
+                (optimizer.step if done == steps else optimizer.optimizer.step)()
+        self.num_updates += 1
+
+        if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
+            self._logged_at = self.env_steps
+            with torch.no_grad():
+                values = self.critic(features).squeeze(-1).float()
+            metrics = {"train/kl": result.kl, "train/surrogate_improvement": result.improvement,
+                       "train/expected_improvement": info["expected_improvement"],
+                       "train/step_fraction": result.step_fraction,
+                       "train/line_search_accepted": self._line_search["accepted"],
+                       "train/line_search_rejected": self._line_search["rejected"],
+                       "train/entropy": info["entropy"],
+                       "train/value_loss": F.mse_loss(values, batch.returns),
+                       "train/explained_variance": explained_variance(values, batch.returns)}
+            if not self.discrete:
+                metrics["train/std"] = self.policy.actor.log_std.detach().exp().mean()
+            self._line_search = {"accepted": 0, "rejected": 0}
+            log_rl_metrics(self, self._env, metrics, self._clock)
+
+    # ----------------------------------------------------------------- checkpoints and export
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
+        if self._generator is not None:
+            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
+        checkpoint["litzoo_rl"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("litzoo_rl", {})
+        self.env_steps = int(state.get("env_steps", 0))
+        self.num_updates = int(state.get("num_updates", 0))
+        self._logged_at = self.env_steps
+        self._pending = {k: state[k] for k in ("generator", "generator_device") if k in state}
+
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
+        if self.policy is None:
+            raise ValueError("TRPO has no networks yet: train it (or pass the spaces) before export.")
+        metadata = {"algorithm": "TRPO", "env_steps": int(self.env_steps),
+                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
+        return self.policy.save(out_dir, metadata)
