@@ -1,0 +1,474 @@
+r"""Value-function approximation on the grid world: TD-linear, Sarsa and Q-learning with features.
+
+Shiyu Zhao, *Mathematical Foundations of Reinforcement Learning* (Springer, 2025), Ch. 8; Sutton &
+Barto, *Reinforcement Learning: An Introduction* (2nd ed.), Ch. 9-10. Features :math:`\phi` come from
+:mod:`litzoo.rl.features` (one-hot, polynomial, Fourier, tile coding).
+
+**TD-linear** (``algorithm="td_linear"``, Zhao Sec. 8.2, eq. 8.13) evaluates a fixed policy
+:math:`\pi` with :math:`\hat v(s, w) = \phi(s)^\top w` by the semi-gradient TD(0) update
+
+.. math::  w_{t+1} = w_t + \alpha_t \big[r_{t+1} + \gamma\, \phi(s_{t+1})^\top w_t - \phi(s_t)^\top w_t\big]\, \phi(s_t).
+
+With states sampled from the stationary distribution :math:`d_\pi` (:math:`D = \mathrm{diag}(d_\pi)`) and
+Robbins-Monro step sizes it converges to the TD fixed point (Zhao Sec. 8.2; S&B eq. 9.12;
+Tsitsiklis & Van Roy 1997), the solution of the projected Bellman equation
+
+.. math::  w^* = \big(\Phi^\top D (I - \gamma P_\pi) \Phi\big)^{-1} \Phi^\top D\, r_\pi,
+
+which is :math:`v_\pi` itself when the features can represent it (one-hot: tabular TD) and otherwise
+satisfies :math:`\|\Phi w^* - v_\pi\|_D \le \frac{1}{\sqrt{1-\gamma^2}} \min_w \|\Phi w - v_\pi\|_D` (Tsitsiklis & Van
+Roy 1997; S&B eq. 9.14 states the looser :math:`\overline{VE}(w_{TD}) \le \min_w \overline{VE}(w) / (1-\gamma)`).
+
+**Sarsa / Q-learning with function approximation** (``"sarsa"`` and ``"q_learning"``,
+Zhao Sec. 8.3; S&B Ch. 10.1) learn :math:`\hat q(s, a, w) = \phi(s, a)^\top w` with :math:`\phi(s, a) = e_a \otimes \phi(s)`
+(the state features stacked per action, i.e. one weight row per action) by
+
+.. math::  w \leftarrow w + \alpha \big[r + \gamma\, \hat q(s', a') - \hat q(s, a)\big] \nabla_w \hat q(s, a)
+           \quad\text{(Sarsa, } a' \sim \pi_\epsilon(\cdot|s')\text{)}, \qquad
+           \big[r + \gamma \max_{a'} \hat q(s', a') - \hat q(s, a)\big] \text{ (Q-learning)},
+
+acting :math:`\epsilon`-greedily with respect to :math:`\hat q`. ``hidden_sizes`` non-empty swaps the
+linear map for a small MLP on the same features (then it is deep-Q-style semi-gradient TD).
+
+Batches: ``n_steps`` steps of every env of the :class:`~litzoo.datamodules.gym.GymDataModule`; one
+batch is one SGD step on :math:`\frac12 \mathrm{mean}(y - \hat q)^2` with the TD target :math:`y` held
+fixed, i.e. the book's update with the semi-gradient averaged over the batch (``n_steps=1,
+num_envs=1`` is the book's update exactly). Only ``terminated`` transitions drop the bootstrap term;
+a truncated episode (the grid world's continuing task cut by ``max_episode_steps``) bootstraps from
+its real final state. The learned values are compared with the exact ones of
+:mod:`litzoo.envs.bellman` (:meth:`compare_with_exact`, logged at every epoch end, :meth:`plot`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Optional, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from litzoo.base import LitzooModule
+from litzoo.datamodules.gym import EnvRunner, all_reduce_gradients, disable_ddp_gradient_sync, log_rl_metrics
+from litzoo.envs.bellman import action_values, greedy_policy, policy_evaluation, value_iteration
+from litzoo.envs.grid_world import GridWorld
+from litzoo.nets.policies import mlp
+from litzoo.rl.features import FEATURES, GridFeatures, make_features
+
+ALGORITHMS = ("td_linear", "sarsa", "q_learning")
+POLICIES = ("uniform", "optimal")
+
+
+class VFABatch(NamedTuple):
+    """``n_steps * num_envs`` transitions, flattened; states are state numbers (row-major)."""
+
+    states: Tensor  # s_t, long
+    actions: Tensor  # a_t, long
+    rewards: Tensor  # r_{t+1}, float32
+    next_states: Tensor  # the real s_{t+1} (also where the episode ended)
+    next_actions: Tensor  # Sarsa's a_{t+1} ~ pi_eps(.|s_{t+1}); unused by the other algorithms
+    terminated: Tensor  # bool: s_{t+1} is terminal (value 0); truncation still bootstraps
+
+
+class ValueFunctionApproximation(LitzooModule):
+    """TD-linear policy evaluation, or Sarsa / Q-learning control, with features on the grid world.
+
+    Args:
+        algorithm: ``"td_linear"`` (evaluate ``policy``), ``"sarsa"`` or ``"q_learning"`` (control).
+        features: ``"onehot"``, ``"polynomial"``, ``"fourier"`` or ``"tile"`` (:mod:`litzoo.rl.features`).
+        order: order of the polynomial / Fourier features.
+        num_tilings, tiles_per_dim: tile coding.
+        hidden_sizes: ``()`` = linear in the features (the book's methods); e.g. ``(32,)`` = a tanh MLP on them.
+        policy: td_linear's target (and behaviour) policy: ``"uniform"`` (the book's uniform random
+            policy), ``"optimal"`` (greedy w.r.t. the exact v*), or an S x A matrix of probabilities.
+        alpha: the step size (SGD learning rate).
+        alpha_decay_steps: ``None`` keeps alpha constant; otherwise :math:`\\alpha_k = \\alpha / (1 + k / K)`
+            after ``k`` updates (a Robbins-Monro schedule, :math:`\\sum \\alpha_k = \\infty`,
+            :math:`\\sum \\alpha_k^2 < \\infty`: what convergence to the TD fixed point needs).
+        gamma: discount, in [0, 1).
+        epsilon: exploration of the epsilon-greedy behaviour (Sarsa, Q-learning); ``epsilon_final``
+            (``None``: constant) is reached linearly after ``epsilon_decay_env_steps`` env steps.
+        n_steps: steps of every env per batch (one SGD step per batch).
+        grid_size, num_actions: the grid; ``None`` = from the datamodule's env in ``setup`` (then saved,
+            so ``load_from_checkpoint`` rebuilds the weights).
+        log_every_n_env_steps: how often the TD error and episode statistics are logged.
+        seed: seeds the action sampling (offset by rank).
+    """
+
+    def __init__(
+        self,
+        algorithm: str = "td_linear",
+        features: str = "polynomial",
+        order: int = 2,
+        num_tilings: int = 4,
+        tiles_per_dim: int = 3,
+        hidden_sizes: tuple[int, ...] = (),
+        policy: Union[str, list[list[float]]] = "uniform",
+        alpha: float = 0.05,
+        alpha_decay_steps: Optional[int] = None,
+        gamma: float = 0.9,
+        epsilon: float = 0.1,
+        epsilon_final: Optional[float] = None,
+        epsilon_decay_env_steps: int = 50_000,
+        n_steps: int = 1,
+        grid_size: Optional[tuple[int, int]] = None,
+        num_actions: Optional[int] = None,
+        log_every_n_env_steps: int = 10_000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"algorithm={algorithm!r} is not one of {ALGORITHMS}: 'td_linear' evaluates a policy, 'sarsa' and "
+                "'q_learning' learn an optimal one."
+            )
+        if features not in FEATURES:
+            raise ValueError(f"features={features!r} is not one of {FEATURES}.")
+        if isinstance(policy, str) and policy not in POLICIES:
+            raise ValueError(f"policy={policy!r} is not one of {POLICIES}, nor an S x A matrix of probabilities.")
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma={gamma!r} must be in [0, 1): the exact values (I - gamma P_pi)^-1 r_pi need gamma < 1.")
+        if not alpha > 0:
+            raise ValueError(f"alpha={alpha!r} must be > 0 (the SGD step size).")
+        for name, value in (("epsilon", epsilon), ("epsilon_final", epsilon if epsilon_final is None else epsilon_final)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r} must be in [0, 1].")
+        for name, value in (("n_steps", n_steps), ("log_every_n_env_steps", log_every_n_env_steps),
+                            ("epsilon_decay_env_steps", epsilon_decay_env_steps),
+                            ("alpha_decay_steps", 1 if alpha_decay_steps is None else alpha_decay_steps)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
+        self.num_updates = 0
+        self.phi: GridFeatures | None = None
+        self.net: nn.Module | None = None
+        self._grid: GridWorld | None = None
+        self._exact: dict[str, np.ndarray] = {}
+        self._obs_type = "index"
+        self._generator: torch.Generator | None = None
+        self._env: EnvRunner | None = None
+        self._pending: dict[str, Any] = {}
+        self._clock: dict[str, float] = {}
+        self._logged_at = 0
+        if grid_size is not None and num_actions is not None:
+            self._build(tuple(grid_size), int(num_actions))
+
+    # ----------------------------------------------------------------- features and weights
+    def _build(self, grid_size: tuple[int, int], num_actions: int) -> None:
+        h = self.hparams
+        h.grid_size, h.num_actions = [int(n) for n in grid_size], int(num_actions)  # saved for load_from_checkpoint
+        self.phi = make_features(h.features, grid_size, h.order, h.num_tilings, h.tiles_per_dim)
+        # Phi (S, d) once; phi(s) is then a row lookup.
+        self.register_buffer("Phi", self.phi(torch.arange(self.phi.num_states)), persistent=False)
+        out = 1 if h.algorithm == "td_linear" else num_actions  # q(s, .) = W phi(s): one weight row per action
+        if len(h.hidden_sizes) == 0:
+            self.net = nn.Linear(self.phi.dim, out, bias=False)
+            nn.init.zeros_(self.net.weight)  # w_0 = 0, as in the book's examples
+        else:
+            self.net = mlp(self.phi.dim, out, h.hidden_sizes, "tanh")
+        if h.algorithm == "td_linear" and not isinstance(h.policy, str):
+            self._set_policy(h.policy)
+
+    def _set_policy(self, policy: Any) -> None:
+        S, A = self.phi.num_states, self.hparams.num_actions
+        pi = np.asarray(policy, dtype=np.float64)
+        if pi.shape != (S, A) or (pi < 0).any() or not np.allclose(pi.sum(1), 1.0, atol=1e-6):
+            raise ValueError(
+                f"policy must be 'uniform', 'optimal' or an S x A = {S} x {A} matrix of probabilities (rows summing "
+                f"to 1); got an array of shape {pi.shape}."
+            )
+        self.register_buffer("pi", torch.as_tensor(pi, dtype=torch.float32, device=self.Phi.device), persistent=False)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not callable(getattr(datamodule, "make_env", None)):
+            raise ValueError(
+                "ValueFunctionApproximation trains on the grid world: use GymDataModule(env_id='litzoo/GridWorld-v0')."
+            )
+        env = datamodule.make_env()
+        grid = env.unwrapped
+        env.close()
+        self.attach(grid)
+
+    def attach(self, grid: GridWorld) -> None:
+        """Use ``grid`` (a :class:`~litzoo.envs.GridWorld`) as the env: build the weights if needed, resolve
+        ``policy`` and compute the exact values once (``setup`` calls it with the datamodule's env)."""
+        grid = getattr(grid, "unwrapped", grid)
+        if not isinstance(grid, GridWorld):
+            raise ValueError(
+                f"ValueFunctionApproximation needs litzoo's GridWorld (env_id='litzoo/GridWorld-v0'), whose exact model "
+                f"its values are compared with; got {type(grid).__name__}."
+            )
+        if grid.terminate_at_target:
+            raise ValueError(
+                "The grid world has terminate_at_target=True, but the exact values (GridWorld.model()) are those of the "
+                "continuing task; pass env_kwargs={'terminate_at_target': False}."
+            )
+        if self.net is None:
+            self._build(grid.size, grid.num_actions)
+        elif tuple(self.hparams.grid_size) != tuple(grid.size) or self.hparams.num_actions != grid.num_actions:
+            raise ValueError(
+                f"The module was built for a {tuple(self.hparams.grid_size)} grid with {self.hparams.num_actions} "
+                f"actions, the env is {grid.size} with {grid.num_actions}; use a matching env or a new module."
+            )
+        self._grid, self._obs_type = grid, grid.obs_type
+        self._exact = self._exact_values(grid)
+        if self.hparams.algorithm == "td_linear":
+            self._set_policy(self._exact["pi"])
+
+    def _exact_values(self, grid: GridWorld) -> dict[str, np.ndarray]:
+        h = self.hparams
+        P, R = grid.model()
+        v_star, pi_star = value_iteration(P, R, h.gamma)
+        exact = {"P": P, "R": R, "v_star": v_star, "pi_star": pi_star, "q_star": action_values(P, R, v_star, h.gamma)}
+        if h.algorithm == "td_linear":
+            if isinstance(h.policy, str):
+                pi = np.full(R.shape, 1.0 / R.shape[1]) if h.policy == "uniform" else pi_star
+            else:
+                pi = np.asarray(h.policy, dtype=np.float64)
+            exact["pi"], exact["v_pi"] = pi, policy_evaluation(P, R, pi, h.gamma)
+        return exact
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # Plain SGD, not AdamW: SGD on 1/2 (y - q_hat)^2 with y fixed *is* the book's update
+        # w += alpha * delta * grad q_hat, whose limit is the TD fixed point (projected Bellman equation).
+        # Adam's per-coordinate rescaling changes the update direction (it is no longer a stochastic
+        # approximation of the expected TD update), and weight decay would move the fixed point.
+        return torch.optim.SGD(self.net.parameters(), lr=self.hparams.alpha)
+
+    # ----------------------------------------------------------------- values
+    def _state_of(self, obs: Tensor) -> Tensor:
+        """State numbers from observations of any GridWorld ``obs_type``."""
+        if self._obs_type == "index":
+            return obs.long().reshape(-1)
+        if self._obs_type == "onehot":
+            return obs.argmax(-1)
+        cols = self.hparams.grid_size[1]
+        return (obs[..., 0].round() * cols + obs[..., 1].round()).long()
+
+    def q_hat(self, states: Tensor) -> Tensor:
+        """``v_hat(s)`` (B,) for td_linear; ``q_hat(s, .)`` (B, A) for Sarsa / Q-learning."""
+        out = self.net(self.Phi[states])
+        return out.squeeze(-1) if self.hparams.algorithm == "td_linear" else out
+
+    @torch.no_grad()
+    def values(self) -> np.ndarray:
+        """Learned values of every state (S,): ``v_hat`` (td_linear) or :math:`\\max_a \\hat q(s, a)`."""
+        out = self.q_hat(torch.arange(self.phi.num_states, device=self.Phi.device)).double().cpu().numpy()
+        return out if out.ndim == 1 else out.max(1)
+
+    @torch.no_grad()
+    def action_values(self) -> np.ndarray:
+        """Learned ``q_hat`` (S, A) (Sarsa / Q-learning)."""
+        if self.hparams.algorithm == "td_linear":
+            raise ValueError("algorithm='td_linear' learns state values only; use values().")
+        return self.q_hat(torch.arange(self.phi.num_states, device=self.Phi.device)).double().cpu().numpy()
+
+    def greedy_policy(self) -> np.ndarray:
+        """The greedy policy of ``q_hat`` as an S x A one-hot matrix (ties to the lowest action)."""
+        return greedy_policy(self.action_values())
+
+    # ----------------------------------------------------------------- acting
+    def _init_generator(self) -> None:
+        seed = self.hparams.seed * 1_000_003 + self.global_rank
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        state = self._pending.pop("generator", None)
+        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
+            self._generator.set_state(state.cpu())
+
+    def epsilon(self) -> float:
+        h = self.hparams
+        if h.epsilon_final is None:
+            return h.epsilon
+        frac = min(1.0, self.env_steps / h.epsilon_decay_env_steps)
+        return h.epsilon + frac * (h.epsilon_final - h.epsilon)
+
+    def alpha(self) -> float:
+        h = self.hparams
+        return h.alpha if h.alpha_decay_steps is None else h.alpha / (1.0 + self.num_updates / h.alpha_decay_steps)
+
+    @torch.no_grad()
+    def _behaviour(self, states: Tensor) -> Tensor:
+        """td_linear: ``a ~ pi(.|s)``; Sarsa / Q-learning: epsilon-greedy in ``q_hat`` (random tie-breaks)."""
+        g = self._generator
+        if self.hparams.algorithm == "td_linear":
+            return torch.multinomial(self.pi[states], 1, generator=g).squeeze(-1)
+        q = self.q_hat(states)
+        ties = q >= q.max(-1, keepdim=True).values - 1e-9  # zero-initialised q: every action ties
+        greedy = (ties * torch.rand(q.shape, generator=g, device=q.device)).argmax(-1)
+        random = torch.randint(q.shape[-1], states.shape, generator=g, device=q.device)
+        explore = torch.rand(states.shape, generator=g, device=q.device) < self.epsilon()
+        return torch.where(explore, random, greedy)
+
+    def on_train_start(self) -> None:
+        disable_ddp_gradient_sync(self.trainer)
+
+    def generate_batches(self, env: EnvRunner) -> Iterator[VFABatch]:
+        """Act with the behaviour policy for ``n_steps`` steps of every env; yield the transitions."""
+        if not isinstance(env.action_space, gym.spaces.Discrete):
+            raise ValueError(f"ValueFunctionApproximation needs Discrete actions, got {env.action_space}.")
+        self._env = env
+        self._init_generator()
+        n = self.hparams.n_steps
+        states = self._state_of(env.obs)
+        actions = self._behaviour(states)
+        while True:
+            fields: list[list[Tensor]] = [[] for _ in VFABatch._fields]
+            for _ in range(n):
+                step = env.step(actions)
+                next_states = self._state_of(step.final_obs)  # the real s_{t+1}
+                new_states = self._state_of(step.obs)  # where each env goes on (a reset state after an episode end)
+                new_actions = self._behaviour(new_states)
+                next_actions = new_actions
+                done = step.terminated | step.truncated
+                if self.hparams.algorithm == "sarsa" and done.any():
+                    # a_{t+1} at the real s_{t+1} of an ended episode: sampled, never taken.
+                    next_actions = torch.where(done, self._behaviour(next_states), new_actions)
+                for f, x in zip(fields, (states, actions, step.rewards, next_states, next_actions, step.terminated)):
+                    f.append(x)
+                states, actions = new_states, new_actions
+            self.env_steps += n * env.num_envs
+            yield VFABatch(*(torch.cat(f) for f in fields))
+
+    # ----------------------------------------------------------------- update
+    def training_step(self, batch: VFABatch, batch_idx: int) -> None:
+        h = self.hparams
+        optimizer = self.optimizers()
+        for group in optimizer.param_groups:
+            group["lr"] = self.alpha()
+        with torch.no_grad():  # the TD target y is held fixed: a semi-gradient method
+            q_next = self.q_hat(batch.next_states)
+            if h.algorithm == "sarsa":
+                q_next = q_next.gather(-1, batch.next_actions[:, None]).squeeze(-1)
+            elif h.algorithm == "q_learning":
+                q_next = q_next.max(-1).values
+            y = batch.rewards + h.gamma * (~batch.terminated) * q_next
+        q = self.q_hat(batch.states)
+        if h.algorithm != "td_linear":
+            q = q.gather(-1, batch.actions[:, None]).squeeze(-1)
+        td_error = y - q
+        loss = 0.5 * td_error.pow(2).mean()  # grad = -mean(delta * grad q): SGD step = the book's update
+
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        all_reduce_gradients(self.trainer, self.net.parameters())
+        optimizer.step()
+        self.num_updates += 1
+
+        if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
+            self._logged_at = self.env_steps
+            metrics = {"train/td_error": td_error.detach().abs().mean(), "train/alpha": self.alpha()}
+            if h.algorithm != "td_linear":
+                metrics["train/epsilon"] = self.epsilon()
+            log_rl_metrics(self, self._env, metrics, self._clock)
+
+    def on_train_epoch_end(self) -> None:
+        if not self._exact:
+            return
+        out = {f"exact/{k}": float(v) for k, v in self.compare_with_exact().items()}
+        for key, value in out.items():
+            self.log(key, value, logger=False, prog_bar=key == "exact/rmse")
+        if self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(out, step=int(self.env_steps) * self.trainer.world_size)
+
+    # ----------------------------------------------------------------- comparison with exact values
+    def compare_with_exact(self, env: Optional[gym.Env] = None) -> dict[str, float]:
+        """Errors of the learned values against :mod:`litzoo.envs.bellman`'s exact ones.
+
+        td_linear: ``rmse`` and ``max_error`` of :math:`\\hat v` against :math:`v_\\pi` (uniform over states).
+        Sarsa / Q-learning: ``rmse`` / ``max_error`` of :math:`\\max_a \\hat q` against :math:`v^*`, ``q_rmse``
+        of :math:`\\hat q` against :math:`q^*`; ``greedy_action_optimal``: fraction of states whose greedy
+        action is optimal; ``greedy_value_optimal``: fraction of states from which the greedy policy earns
+        :math:`v^*` (exact policy evaluation); ``start_gap``: :math:`v^*(s_0) - v_{\\mathrm{greedy}}(s_0)`.
+        ``env``: a GridWorld (or a gymnasium env wrapping one); ``None`` = the training env.
+        """
+        if env is not None:
+            grid = getattr(env, "unwrapped", env)
+            if not isinstance(grid, GridWorld):
+                raise ValueError(f"compare_with_exact needs a GridWorld env, got {type(grid).__name__}.")
+            exact = self._exact_values(grid)
+        elif self._exact:
+            grid, exact = self._grid, self._exact
+        else:
+            raise ValueError("No env yet: pass compare_with_exact(env=GridWorld(...)) or train the module first.")
+        if self.net is None:
+            self.attach(grid)
+        v_hat = self.values()
+        if self.hparams.algorithm == "td_linear":
+            err = v_hat - exact["v_pi"]
+            return {"rmse": float(np.sqrt(np.mean(err**2))), "max_error": float(np.abs(err).max())}
+        P, R, v_star, q_star = exact["P"], exact["R"], exact["v_star"], exact["q_star"]
+        err = v_hat - v_star
+        q_hat = self.action_values()
+        greedy = greedy_policy(q_hat)
+        v_greedy = policy_evaluation(P, R, greedy, self.hparams.gamma)
+        tol = 1e-6 * max(1.0, float(np.abs(v_star).max()))
+        start = grid.state_of(grid.start)
+        return {
+            "rmse": float(np.sqrt(np.mean(err**2))),
+            "max_error": float(np.abs(err).max()),
+            "q_rmse": float(np.sqrt(np.mean((q_hat - q_star) ** 2))),
+            "greedy_action_optimal": float(np.mean(q_star[np.arange(len(v_star)), greedy.argmax(1)] >= v_star - tol)),
+            "greedy_value_optimal": float(np.mean(v_greedy >= v_star - tol)),
+            "start_gap": float(v_star[start] - v_greedy[start]),
+        }
+
+    def plot(self, path: Optional[str] = None, env: Optional[gym.Env] = None) -> np.ndarray:
+        """Learned (left) vs exact (right) values as the book draws them; control methods also draw the greedy
+        and an optimal policy. Writes a PNG to ``path`` if given; returns the RGB image (H, W, 3)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        grid = getattr(env, "unwrapped", env) if env is not None else self._grid
+        if not isinstance(grid, GridWorld):
+            raise ValueError("plot needs a GridWorld: pass env=GridWorld(...) or train the module first.")
+        exact = self._exact_values(grid) if env is not None else self._exact
+        errors = self.compare_with_exact(grid)
+        if self.hparams.algorithm == "td_linear":
+            learned = grid.render_values(self.values(), precision=1)
+            truth = grid.render_values(exact["v_pi"], precision=1)
+            titles = (f"TD-linear, {self._describe_features()}", "exact $v_\\pi$ (Bellman equation)")
+        else:
+            learned = grid.render_values(self.values(), self.greedy_policy(), precision=1)
+            truth = grid.render_values(exact["v_star"], exact["pi_star"], precision=1)
+            name = "Sarsa" if self.hparams.algorithm == "sarsa" else "Q-learning"
+            titles = (f"{name}, {self._describe_features()}: $\\max_a \\hat q$, greedy",
+                      "exact $v^*$, $\\pi^*$ (value iteration)")
+        fig = Figure(figsize=(9, 4.8), dpi=100)
+        canvas = FigureCanvasAgg(fig)
+        for i, (image, title) in enumerate(zip((learned, truth), titles)):
+            ax = fig.add_subplot(1, 2, i + 1)
+            ax.imshow(image)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        fig.suptitle(f"RMSE {errors['rmse']:.3f}, max error {errors['max_error']:.3f}", fontsize=10)
+        canvas.draw()
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        if path is not None:
+            fig.savefig(path)
+        return rgb
+
+    def _describe_features(self) -> str:
+        h = self.hparams
+        extra = {"polynomial": f" order {h.order}", "fourier": f" order {h.order}",
+                 "tile": f" {h.num_tilings}x{h.tiles_per_dim}x{h.tiles_per_dim}"}.get(h.features, "")
+        return f"{h.features}{extra} (d={self.phi.dim})"
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
+        if self._generator is not None:
+            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
+        checkpoint["litzoo_rl"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("litzoo_rl", {})
+        self.env_steps = int(state.get("env_steps", 0))
+        self.num_updates = int(state.get("num_updates", 0))
+        self._logged_at = self.env_steps
+        self._pending = {k: state[k] for k in ("generator", "generator_device") if k in state}
