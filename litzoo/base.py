@@ -125,3 +125,114 @@ class GenerativeModule(LitzooModule):
             self.optimized_module(), lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
             warmup_steps=h.warmup_steps, total_steps=int(total) if math.isfinite(total) else 0,
         )
+
+
+class RLModule(LitzooModule):
+    """Bookkeeping shared by the environment-driven RL modules (DDPG/TD3, ActorCritic, TRPO, DQN, ...).
+
+    * **Networks from the env.** Subclasses implement ``_build(obs_spec, act_spec)`` (setting ``self.policy``, a
+      :class:`litzoo.rl.policy.Policy`); :meth:`setup` calls it with the ``GymDataModule``'s spaces, or checks
+      that a module built from ``observation_space=``/``action_space=`` matches them.
+    * **Env steps, not optimizer steps** (manual optimisation makes ``global_step`` count optimizer steps):
+      ``env_steps`` and ``num_updates`` are counted by the subclass and saved in checkpoints.
+    * **Randomness:** one ``torch.Generator`` per rank (``seed``, offset by rank) for exploration and sampling,
+      saved in checkpoints so that a resumed run continues the same random stream.
+    * **DDP:** gradients are averaged by the modules with :func:`litzoo.datamodules.gym.all_reduce_gradients`
+      (one all-reduce per update); DDP's reducer is switched off at every step (Lightning switches it back on
+      after each manual-optimisation step).
+    * **Export:** the policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(dir).predict(obs)``).
+
+    ``_checkpoint_extras`` names further entries of the saved RL state (e.g. the replay buffer) that are kept
+    in ``self._pending`` after loading, for the subclass to restore when collection starts.
+    """
+
+    _checkpoint_extras: tuple[str, ...] = ()
+
+    def _init_rl_state(self) -> None:
+        """Call in ``__init__`` after ``save_hyperparameters()``."""
+        self.automatic_optimization = False
+        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
+        self.num_updates = 0
+        self.policy = None
+        self._generator: torch.Generator | None = None
+        self._env = None  # the EnvRunner while collecting
+        self._pending: dict[str, Any] = {}
+        self._clock: dict[str, float] = {}
+        self._logged_at = 0
+
+    def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @property
+    def algorithm(self) -> str:
+        """The name written into exported policy folders."""
+        return type(self).__name__
+
+    def setup(self, stage: str) -> None:
+        from litzoo.rl.policy import check_space
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
+        if self.policy is None:
+            if specs is None:
+                raise ValueError(
+                    f"{type(self).__name__} builds its networks from the environment's spaces: train it with a "
+                    "GymDataModule, or pass observation_space= and action_space= when creating it."
+                )
+            self._build(*specs)
+        elif specs is not None:
+            check_space("observation space", self.hparams.observation_space, specs[0])
+            check_space("action space", self.hparams.action_space, specs[1])
+
+    def _init_generator(self) -> None:
+        # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
+        seed = self.hparams.seed * 1_000_003 + self.global_rank
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        state = self._pending.pop("generator", None)
+        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
+            self._generator.set_state(state.cpu())  # resume the random stream exactly
+
+    def on_train_start(self) -> None:
+        from litzoo.datamodules.gym import disable_ddp_gradient_sync
+
+        disable_ddp_gradient_sync(self.trainer)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning's DDP forward redirection turns the reducer's sync back on after every manual-optimisation
+        # step; our updates all-reduce their own gradients (and may leave networks unused, which DDP rejects).
+        from litzoo.datamodules.gym import disable_ddp_gradient_sync
+
+        disable_ddp_gradient_sync(self.trainer)
+
+    def _parameters_list(self) -> list[torch.nn.Parameter]:
+        if not hasattr(self, "_params_cache"):
+            self._params_cache = [p for p in self.parameters() if p.requires_grad]
+        return self._params_cache
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
+        if self._generator is not None:
+            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
+        state.update(self._extra_checkpoint_state())
+        checkpoint["litzoo_rl"] = state
+
+    def _extra_checkpoint_state(self) -> dict[str, Any]:
+        """Further plain-typed/tensor entries for the checkpoint's RL state (see ``_checkpoint_extras``)."""
+        return {}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("litzoo_rl", {})
+        self.env_steps = int(state.get("env_steps", 0))
+        self.num_updates = int(state.get("num_updates", 0))
+        self._logged_at = self.env_steps
+        keys = ("generator", "generator_device", *self._checkpoint_extras)
+        self._pending = {k: state[k] for k in keys if k in state}
+
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
+        if self.policy is None:
+            raise ValueError(f"{type(self).__name__} has no networks yet: train it (or pass the spaces) before export.")
+        metadata = {"algorithm": self.algorithm, "env_steps": int(self.env_steps),
+                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
+        return self.policy.save(out_dir, metadata)

@@ -35,27 +35,24 @@ One rollout is one trainer step (``max_steps`` counts rollouts, as for ``ActorCr
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.base import LitzooModule
+from litzoo.base import RLModule
 from litzoo.datamodules.gym import (
     EnvRunner,
     all_reduce_gradients,
     collect_rollout,
-    disable_ddp_gradient_sync,
     log_rl_metrics,
 )
 from litzoo.nets.policies import CategoricalActor, GaussianActor, mlp
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
-from litzoo.rl.policy import Policy, as_spec, check_space, make_encoder
+from litzoo.rl.policy import Policy, as_spec, make_encoder
 from litzoo.rl.trust_region import (
     LineSearchResult,
     backtracking_line_search,
@@ -67,7 +64,7 @@ from litzoo.rl.trust_region import (
 from litzoo.rl.utils import explained_variance
 
 
-class TRPO(LitzooModule):
+class TRPO(RLModule):
     """TRPO: natural-gradient policy step in a KL trust region, GAE value critic fitted by AdamW.
 
     Args:
@@ -143,15 +140,7 @@ class TRPO(LitzooModule):
             if value < 0:
                 raise ValueError(f"{name}={value!r} must be >= 0.")
         self.save_hyperparameters()
-        self.automatic_optimization = False
-        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
-        self.num_updates = 0
-        self.policy: Policy | None = None
-        self._generator: torch.Generator | None = None
-        self._env: EnvRunner | None = None
-        self._pending: dict[str, Any] = {}
-        self._clock: dict[str, float] = {}
-        self._logged_at = 0
+        self._init_rl_state()
         self._line_search = {"accepted": 0, "rejected": 0}  # since the last log
         if observation_space is not None and action_space is not None:
             self._build(as_spec(observation_space), as_spec(action_space))
@@ -172,36 +161,11 @@ class TRPO(LitzooModule):
         self.policy = Policy(encoder, actor, "categorical" if self.discrete else "gaussian", obs_spec, act_spec)
         self.critic = mlp(d, 1, h.hidden_sizes, h.activation, h.orthogonal_init, output_gain=1.0)  # V_w(s)
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
-        if self.policy is None:
-            if specs is None:
-                raise ValueError(
-                    "TRPO builds its networks from the environment's spaces: train it with a GymDataModule, "
-                    "or pass observation_space= and action_space= when creating it."
-                )
-            self._build(*specs)
-        elif specs is not None:
-            check_space("observation space", self.hparams.observation_space, specs[0])
-            check_space("action space", self.hparams.action_space, specs[1])
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         h = self.hparams  # the critic only: the actor moves by the trust-region step
         return adamw_for_networks([(self.critic, h.critic_lr)], h.weight_decay, eps=h.adam_eps)
 
     # ----------------------------------------------------------------- acting
-    def _init_generator(self) -> None:
-        # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
-        seed = self.hparams.seed * 1_000_003 + self.global_rank
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
-        state = self._pending.pop("generator", None)
-        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
-            self._generator.set_state(state.cpu())  # resume the random stream exactly
-
-    def on_train_start(self) -> None:
-        disable_ddp_gradient_sync(self.trainer)
-
     @torch.no_grad()
     def _act(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         encoder, actor = self.policy.encoder, self.policy.actor
@@ -294,9 +258,6 @@ class TRPO(LitzooModule):
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
         h = self.hparams
-        # Lightning's DDP forward redirection turns the reducer's sync back on after every manual-
-        # optimisation step; the critic loss leaves the actor unused, which the reducer rejects.
-        disable_ddp_gradient_sync(self.trainer)
         with torch.no_grad():
             features = self.policy.encoder(batch.obs).float()
         advantages = batch.advantages
@@ -343,26 +304,3 @@ class TRPO(LitzooModule):
                 metrics["train/std"] = self.policy.actor.log_std.detach().exp().mean()
             self._line_search = {"accepted": 0, "rejected": 0}
             log_rl_metrics(self, self._env, metrics, self._clock)
-
-    # ----------------------------------------------------------------- checkpoints and export
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
-        if self._generator is not None:
-            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
-        checkpoint["litzoo_rl"] = state
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("litzoo_rl", {})
-        self.env_steps = int(state.get("env_steps", 0))
-        self.num_updates = int(state.get("num_updates", 0))
-        self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator", "generator_device") if k in state}
-
-    def export(self, out_dir: str | os.PathLike) -> Path:
-        """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
-        if self.policy is None:
-            raise ValueError("TRPO has no networks yet: train it (or pass the spaces) before export.")
-        metadata = {"algorithm": "TRPO", "env_steps": int(self.env_steps),
-                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
-        return self.policy.save(out_dir, metadata)

@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from litzoo.base import LitzooModule
-from litzoo.datamodules.gym import EnvRunner, all_reduce_gradients, disable_ddp_gradient_sync, log_rl_metrics
+from litzoo.base import RLModule
+from litzoo.datamodules.gym import EnvRunner, all_reduce_gradients, log_rl_metrics
 from litzoo.envs.bellman import action_values, greedy_policy, policy_evaluation, value_iteration
 from litzoo.envs.grid_world import GridWorld
 from litzoo.nets.policies import mlp
@@ -71,7 +71,7 @@ class VFABatch(NamedTuple):
     terminated: Tensor  # bool: s_{t+1} is terminal (value 0); truncation still bootstraps
 
 
-class ValueFunctionApproximation(LitzooModule):
+class ValueFunctionApproximation(RLModule):
     """TD-linear policy evaluation, or Sarsa / Q-learning control, with features on the grid world.
 
     Args:
@@ -140,19 +140,12 @@ class ValueFunctionApproximation(LitzooModule):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer.")
         self.save_hyperparameters()
-        self.automatic_optimization = False
-        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
-        self.num_updates = 0
+        self._init_rl_state()
         self.phi: GridFeatures | None = None
         self.net: nn.Module | None = None
         self._grid: GridWorld | None = None
         self._exact: dict[str, np.ndarray] = {}
         self._obs_type = "index"
-        self._generator: torch.Generator | None = None
-        self._env: EnvRunner | None = None
-        self._pending: dict[str, Any] = {}
-        self._clock: dict[str, float] = {}
-        self._logged_at = 0
         if grid_size is not None and num_actions is not None:
             self._build(tuple(grid_size), int(num_actions))
 
@@ -272,13 +265,6 @@ class ValueFunctionApproximation(LitzooModule):
         return greedy_policy(self.action_values())
 
     # ----------------------------------------------------------------- acting
-    def _init_generator(self) -> None:
-        seed = self.hparams.seed * 1_000_003 + self.global_rank
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
-        state = self._pending.pop("generator", None)
-        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
-            self._generator.set_state(state.cpu())
-
     def epsilon(self) -> float:
         h = self.hparams
         if h.epsilon_final is None:
@@ -302,9 +288,6 @@ class ValueFunctionApproximation(LitzooModule):
         random = torch.randint(q.shape[-1], states.shape, generator=g, device=q.device)
         explore = torch.rand(states.shape, generator=g, device=q.device) < self.epsilon()
         return torch.where(explore, random, greedy)
-
-    def on_train_start(self) -> None:
-        disable_ddp_gradient_sync(self.trainer)
 
     def generate_batches(self, env: EnvRunner) -> Iterator[VFABatch]:
         """Act with the behaviour policy for ``n_steps`` steps of every env; yield the transitions."""
@@ -458,17 +441,6 @@ class ValueFunctionApproximation(LitzooModule):
                  "tile": f" {h.num_tilings}x{h.tiles_per_dim}x{h.tiles_per_dim}"}.get(h.features, "")
         return f"{h.features}{extra} (d={self.phi.dim})"
 
-    # ----------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
-        if self._generator is not None:
-            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
-        checkpoint["litzoo_rl"] = state
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("litzoo_rl", {})
-        self.env_steps = int(state.get("env_steps", 0))
-        self.num_updates = int(state.get("num_updates", 0))
-        self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator", "generator_device") if k in state}
+    def export(self, out_dir):
+        raise NotImplementedError("ValueFunctionApproximation has no policy folder: its result is the value table "
+                                  "(values(), action_values(), compare_with_exact(), plot()).")
