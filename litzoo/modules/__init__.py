@@ -6,6 +6,9 @@ from litzoo.modules.ddpg import DDPG, TD3
 from litzoo.modules.ddpm import DDPM
 from litzoo.modules.kimi_rl import KimiRL
 from litzoo.modules.rectified_flow import RectifiedFlowDiT
+from litzoo.modules.trpo import TRPO
 from litzoo.modules.vae import VAE
+from litzoo.modules.value_function_approximation import ValueFunctionApproximation
 
-__all__ = ["DDPM", "RectifiedFlowDiT", "VAE", "DDPG", "TD3", "ActorCritic", "CoTSFT", "KimiRL"]
+__all__ = ["DDPM", "RectifiedFlowDiT", "VAE", "DDPG", "TD3", "ActorCritic", "TRPO", "ValueFunctionApproximation", "CoTSFT",
+           "KimiRL"]
