@@ -13,6 +13,9 @@ space, by ``kind``:
 * ``"gaussian"``: the mean (``deterministic=True``) or a sample of :math:`\mathcal N(m_\theta, \sigma^2)`,
   clipped to the Box bounds (the log-probabilities used in training are of the unclipped sample).
 * ``"categorical"``: :math:`\arg\max_a \ell_\theta(s)_a` or a sample of the softmax, plus the space's ``start``.
+* ``"greedy_q"`` (DQN): :math:`f_\theta = Q_\theta(s, \cdot)` is a :class:`QNetwork` (plain or dueling) and the
+  action is always :math:`\arg\max_a Q_\theta(s, a)` plus the space's ``start`` (the exported policy is
+  the greedy one; epsilon-greedy exploration belongs to training).
 
 **Folder format** written by :meth:`Policy.save` (and by every module's ``export``):
 
@@ -41,14 +44,64 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from litzoo.nets.policies import ACTORS
+from litzoo.nets.policies import ACTIVATIONS, ACTORS, _check_activation, _check_hidden, mlp
 from litzoo.rl.normalization import ObservationNormalizer
 
 FORMAT = "litzoo.policy"
 VERSION = 1
 WEIGHTS_NAME = "policy.safetensors"
 CONFIG_NAME = "policy.json"
-KINDS = tuple(ACTORS)
+
+
+class QNetwork(nn.Module):
+    r"""Action values :math:`Q_\theta(s, \cdot) \in \mathbb R^{A}` of a discrete action space (DQN).
+
+    ``dueling=False``: one MLP ``features -> hidden -> A`` (Mnih et al. 2015). ``dueling=True`` (Wang et al.
+    2016, "Dueling Network Architectures for Deep RL", eq. 9): the hidden layers are shared and two
+    linear heads give :math:`V(s)` and :math:`A(s, a)`,
+
+    .. math::  Q(s, a) = V(s) + A(s, a) - \frac1{|\mathcal A|} \sum_{a'} A(s, a'),
+
+    so that :math:`V(s) = \mathrm{mean}_a Q(s, a)` (the mean makes V and A identifiable). It lives here,
+    next to the policy kinds, because ``load_policy`` must rebuild it without Lightning.
+    """
+
+    def __init__(
+        self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "relu",
+        dueling: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_activation(activation)
+        self.obs_dim, self.act_dim = int(obs_dim), int(num_actions)
+        self.hidden_sizes, self.activation, self.dueling = _check_hidden(hidden_sizes), activation, bool(dueling)
+        if not self.dueling:
+            self.q = mlp(obs_dim, num_actions, self.hidden_sizes, activation)
+            return
+        layers: list[nn.Module] = []
+        for a, b in zip((self.obs_dim, *self.hidden_sizes[:-1]), self.hidden_sizes):
+            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+        self.trunk = nn.Sequential(*layers)
+        last = self.hidden_sizes[-1] if self.hidden_sizes else self.obs_dim
+        self.value = nn.Linear(last, 1)
+        self.advantage = nn.Linear(last, self.act_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "num_actions": self.act_dim, "hidden_sizes": list(self.hidden_sizes),
+                "activation": self.activation, "dueling": self.dueling}
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``(B, obs_dim)`` features -> ``(B, A)`` action values."""
+        if not self.dueling:
+            return self.q(features)
+        h = self.trunk(features)
+        advantage = self.advantage(h)
+        return self.value(h) + advantage - advantage.mean(dim=-1, keepdim=True)
+
+
+#: every policy kind and the network class that ``load_policy`` rebuilds for it
+POLICY_NETWORKS: dict[str, type[nn.Module]] = {**ACTORS, "greedy_q": QNetwork}
+KINDS = tuple(POLICY_NETWORKS)
+DISCRETE_KINDS = ("categorical", "greedy_q")
 
 
 # ----------------------------------------------------------------------------------------- encoder
@@ -210,7 +263,7 @@ class Policy(nn.Module):
             raise ValueError(f"kind={kind!r} is not one of {KINDS}.")
         self.encoder, self.actor, self.kind = encoder, actor, kind
         self.observation_spec, self.action_spec = as_spec(observation_space), as_spec(action_space)
-        expected_action = "Discrete" if kind == "categorical" else "Box"
+        expected_action = "Discrete" if kind in DISCRETE_KINDS else "Box"
         if self.action_spec["type"] != expected_action:
             raise ValueError(f"a {kind!r} policy needs a {expected_action} action space, got {describe_spec(self.action_spec)}.")
         self.action_start = int(self.action_spec.get("start", 0))
@@ -241,7 +294,7 @@ class Policy(nn.Module):
 
     def to_env_action(self, action: Tensor) -> Tensor:
         """The actor's raw action (tanh output / Gaussian sample / class index) as the env expects it."""
-        if self.kind == "categorical":
+        if self.kind in DISCRETE_KINDS:
             return action + self.action_start
         if self.kind == "deterministic":
             action = self.scale_action(action)
@@ -252,6 +305,8 @@ class Policy(nn.Module):
     def forward(self, obs: Tensor, deterministic: bool = True, generator: torch.Generator | None = None) -> Tensor:
         """Batched raw observations ``(B, *obs_shape)`` -> env actions ``(B, *action_shape)``."""
         features = self.encoder(obs)
+        if self.kind == "greedy_q":  # always greedy: exploration is a training-time device
+            return self.to_env_action(self.actor(features).argmax(-1))
         if self.kind == "deterministic":
             raw = self.actor(features)
         elif deterministic:
@@ -281,7 +336,7 @@ class Policy(nn.Module):
             tensor = torch.as_tensor(batch.astype(dtype if dtype == np.uint8 else np.float32, copy=False))
         device = next(self.actor.parameters()).device
         action = self(tensor.to(device), deterministic=deterministic).cpu().numpy()
-        action = action.astype(np.int64) if self.kind == "categorical" else action.astype(np.float32)
+        action = action.astype(np.int64) if self.kind in DISCRETE_KINDS else action.astype(np.float32)
         return action[0] if single else action
 
     def __repr__(self) -> str:
@@ -337,7 +392,9 @@ def load_policy(
         raise ValueError(f"{config_path} is not a litzoo policy of version <= {VERSION} (format={config.get('format')!r}).")
     kind = config["kind"]
     encoder = ObservationEncoder(**config["encoder"])
-    actor = ACTORS[kind](**config["actor"])
+    if kind not in POLICY_NETWORKS:
+        raise ValueError(f"{config_path} has kind={kind!r}; this litzoo knows {KINDS}. Upgrade litzoo to load it.")
+    actor = POLICY_NETWORKS[kind](**config["actor"])
     policy = Policy(encoder, actor, kind, config["observation_space"], config["action_space"])
     policy.load_state_dict(load_file(path / WEIGHTS_NAME))
     policy.to(device).eval()
