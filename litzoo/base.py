@@ -142,11 +142,9 @@ class RLModule(LitzooModule):
       after each manual-optimisation step).
     * **Export:** the policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(dir).predict(obs)``).
 
-    ``_checkpoint_extras`` names further entries of the saved RL state (e.g. the replay buffer) that are kept
-    in ``self._pending`` after loading, for the subclass to restore when collection starts.
+    With the hyperparameter ``save_replay_buffer=True`` the replay buffer ``self._buffer`` is saved too; after
+    loading it waits in ``self._pending["replay_buffer"]`` for the subclass to restore when collection starts.
     """
-
-    _checkpoint_extras: tuple[str, ...] = ()
 
     def _init_rl_state(self) -> None:
         """Call in ``__init__`` after ``save_hyperparameters()``."""
@@ -214,20 +212,16 @@ class RLModule(LitzooModule):
         state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
         if self._generator is not None:
             state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
-        state.update(self._extra_checkpoint_state())
+        if self.hparams.get("save_replay_buffer") and getattr(self, "_buffer", None) is not None:
+            state["replay_buffer"] = self._buffer.state_dict()
         checkpoint["litzoo_rl"] = state
-
-    def _extra_checkpoint_state(self) -> dict[str, Any]:
-        """Further plain-typed/tensor entries for the checkpoint's RL state (see ``_checkpoint_extras``)."""
-        return {}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("litzoo_rl", {})
         self.env_steps = int(state.get("env_steps", 0))
         self.num_updates = int(state.get("num_updates", 0))
         self._logged_at = self.env_steps
-        keys = ("generator", "generator_device", *self._checkpoint_extras)
-        self._pending = {k: state[k] for k in keys if k in state}
+        self._pending = {k: state[k] for k in ("generator", "generator_device", "replay_buffer") if k in state}
 
     def export(self, out_dir: str | os.PathLike) -> Path:
         """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""

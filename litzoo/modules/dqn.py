@@ -50,30 +50,28 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.base import LitzooModule
+from litzoo.base import RLModule
 from litzoo.datamodules.gym import (
     EnvRunner,
     all_reduce_gradients,
-    disable_ddp_gradient_sync,
     log_rl_metrics,
     step_into_replay,
 )
 from litzoo.optim import adamw_param_groups
 from litzoo.rl.buffers import ReplayBatch, ReplayBuffer
-from litzoo.rl.policy import Policy, QNetwork, as_spec, check_space, describe_spec, make_encoder
+from litzoo.nets.policies import QNetwork
+from litzoo.rl.policy import Policy, as_spec, describe_spec, make_encoder
 from litzoo.rl.utils import polyak_update
 
 
-class DQN(LitzooModule):
+class DQN(RLModule):
     """DQN (Mnih et al. 2015), with ``double_q`` (van Hasselt et al. 2016) and ``dueling`` (Wang et al. 2016).
 
     Train it with a :class:`~litzoo.datamodules.gym.GymDataModule` of an env with a ``Discrete`` action
@@ -160,18 +158,10 @@ class DQN(LitzooModule):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
         self.save_hyperparameters()
-        self.automatic_optimization = False
-        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
-        self.num_updates = 0
+        self._init_rl_state()
         self.epsilon = float(exploration_initial_eps)
-        self.policy: Policy | None = None
         self._total_env_steps: int | None = None if total_env_steps is None else int(total_env_steps)
-        self._generator: torch.Generator | None = None
         self._buffer: ReplayBuffer | None = None
-        self._env: EnvRunner | None = None
-        self._pending: dict[str, Any] = {}
-        self._clock: dict[str, float] = {}
-        self._logged_at = 0
         if observation_space is not None and action_space is not None:
             self._build(as_spec(observation_space), as_spec(action_space))
         elif action_space is not None:
@@ -201,20 +191,6 @@ class DQN(LitzooModule):
     def q_net(self) -> QNetwork:
         """The online network :math:`Q_\\theta` (stored once, as ``policy.actor``)."""
         return self.policy.actor
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
-        if self.policy is None:
-            if specs is None:
-                raise ValueError(
-                    f"{type(self).__name__} builds its networks from the environment's spaces: train it with a "
-                    "GymDataModule, or pass observation_space= and action_space= when creating it."
-                )
-            self._build(*specs)
-        elif specs is not None:
-            check_space("observation space", self.hparams.observation_space, specs[0])
-            check_space("action space", self.hparams.action_space, specs[1])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Fused also on CPU (torch >= 2.4): one kernel per step instead of a chain of foreach kernels,
@@ -251,7 +227,7 @@ class DQN(LitzooModule):
         return float(h.exploration_initial_eps + (h.exploration_final_eps - h.exploration_initial_eps) * progress)
 
     def on_train_start(self) -> None:
-        disable_ddp_gradient_sync(self.trainer)
+        super().on_train_start()
         if self.hparams.total_env_steps is None:
             trainer, h = self.trainer, self.hparams
             updates = math.inf if trainer.max_steps is None or trainer.max_steps < 0 else trainer.max_steps
@@ -261,14 +237,6 @@ class DQN(LitzooModule):
             self._total_env_steps = None if math.isinf(updates) else self.env_steps_for_updates(int(updates), num_envs)
 
     # ----------------------------------------------------------------- acting
-    def _init_generator(self) -> None:
-        # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
-        seed = self.hparams.seed * 1_000_003 + self.global_rank
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
-        state = self._pending.pop("generator", None)
-        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
-            self._generator.set_state(state.cpu())  # resume the random stream exactly
-
     def _replay_buffer(self, env: EnvRunner) -> ReplayBuffer:
         if self._buffer is None:
             obs_spec = self.hparams.observation_space
@@ -349,33 +317,3 @@ class DQN(LitzooModule):
             self._logged_at = self.env_steps
             metrics = {"train/loss": loss.detach(), "train/q": q.detach().mean(), "train/epsilon": self.epsilon}
             log_rl_metrics(self, self._env, metrics, self._clock)
-
-    def _parameters_list(self) -> list[torch.nn.Parameter]:
-        if not hasattr(self, "_params_cache"):
-            self._params_cache = [p for p in self.parameters() if p.requires_grad]
-        return self._params_cache
-
-    # ----------------------------------------------------------------- checkpoints and export
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
-        if self._generator is not None:
-            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
-        if self.hparams.save_replay_buffer and self._buffer is not None:
-            state["replay_buffer"] = self._buffer.state_dict()
-        checkpoint["litzoo_rl"] = state
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("litzoo_rl", {})
-        self.env_steps = int(state.get("env_steps", 0))
-        self.num_updates = int(state.get("num_updates", 0))
-        self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator", "generator_device", "replay_buffer") if k in state}
-
-    def export(self, out_dir: str | os.PathLike) -> Path:
-        """The greedy policy as a :mod:`litzoo.rl.policy` folder (``litzoo.load_policy(out_dir).predict(obs)``)."""
-        if self.policy is None:
-            raise ValueError(f"{type(self).__name__} has no networks yet: train it (or pass the spaces) before export.")
-        metadata = {"algorithm": type(self).__name__, "env_steps": int(self.env_steps),
-                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
-        return self.policy.save(out_dir, metadata)

@@ -234,6 +234,50 @@ class QCritic(nn.Module):
         return h.squeeze(-1)
 
 
+class QNetwork(nn.Module):
+    r"""Action values :math:`Q_\theta(s, \cdot) \in \mathbb R^{A}` of a discrete action space (DQN).
+
+    ``dueling=False``: one MLP ``features -> hidden -> A`` (Mnih et al. 2015). ``dueling=True`` (Wang et al.
+    2016, "Dueling Network Architectures for Deep RL", eq. 9): the hidden layers are shared and two
+    linear heads give :math:`V(s)` and :math:`A(s, a)`,
+
+    .. math::  Q(s, a) = V(s) + A(s, a) - \frac1{|\mathcal A|} \sum_{a'} A(s, a'),
+
+    so that :math:`V(s) = \mathrm{mean}_a Q(s, a)` (the mean makes V and A identifiable).
+    """
+
+    def __init__(
+        self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "relu",
+        dueling: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_activation(activation)
+        self.obs_dim, self.act_dim = int(obs_dim), int(num_actions)
+        self.hidden_sizes, self.activation, self.dueling = _check_hidden(hidden_sizes), activation, bool(dueling)
+        if not self.dueling:
+            self.q = mlp(obs_dim, num_actions, self.hidden_sizes, activation)
+            return
+        layers: list[nn.Module] = []
+        for a, b in zip((self.obs_dim, *self.hidden_sizes[:-1]), self.hidden_sizes):
+            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+        self.trunk = nn.Sequential(*layers)
+        last = self.hidden_sizes[-1] if self.hidden_sizes else self.obs_dim
+        self.value = nn.Linear(last, 1)
+        self.advantage = nn.Linear(last, self.act_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "num_actions": self.act_dim, "hidden_sizes": list(self.hidden_sizes),
+                "activation": self.activation, "dueling": self.dueling}
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``(B, obs_dim)`` features -> ``(B, A)`` action values."""
+        if not self.dueling:
+            return self.q(features)
+        h = self.trunk(features)
+        advantage = self.advantage(h)
+        return self.value(h) + advantage - advantage.mean(dim=-1, keepdim=True)
+
+
 ACTORS: dict[str, type[nn.Module]] = {
     "deterministic": DeterministicActor,
     "gaussian": GaussianActor,
