@@ -62,6 +62,16 @@ from litzoo.rl.utils import explained_variance
 CRITICS = ("advantage", "q")
 
 
+def _log_softmax(logits: Tensor) -> Tensor:
+    """``log pi(.|s)`` of a categorical policy, clamped like ``Categorical.entropy`` (no ``0 * -inf``).
+
+    Used instead of building a ``torch.distributions.Categorical`` per step: with CartPole-sized
+    networks, the distribution object (its logsumexp normalisation, lazy ``probs``, broadcasting in
+    ``log_prob``) costs more than the networks; the numbers are the same.
+    """
+    return torch.log_softmax(logits.float(), dim=-1).clamp(min=torch.finfo(torch.float32).min)
+
+
 class ActorCritic(LitzooModule):
     """QAC (``critic="q"``) or A2C (``critic="advantage"``); one rollout = one batch = one gradient step.
 
@@ -218,13 +228,15 @@ class ActorCritic(LitzooModule):
         encoder, actor = self.policy.encoder, self.policy.actor
         encoder.update(obs)
         features = encoder(obs)
-        dist = actor.distribution(features)
         if self.discrete:
-            actions = torch.multinomial(dist.probs, 1, generator=self._generator).squeeze(-1)
+            log_pi = _log_softmax(actor(features))
+            actions = torch.multinomial(log_pi.exp(), 1, generator=self._generator).squeeze(-1)
+            log_probs = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         else:
+            dist = actor.distribution(features)
             noise = torch.randn(dist.loc.shape, generator=self._generator, device=self.device)
             actions = dist.loc + dist.scale * noise
-        log_probs = actor.log_prob(dist, actions)
+            log_probs = actor.log_prob(dist, actions)
         if self.hparams.critic == "advantage":
             values = self.critic(features).squeeze(-1)
         else:
@@ -271,9 +283,14 @@ class ActorCritic(LitzooModule):
         optimizer = self.optimizers()
         actor = self.policy.actor
         features = self.policy.encoder(batch.obs)
-        dist = actor.distribution(features)
-        log_probs = actor.log_prob(dist, batch.actions).float()
-        entropy = actor.entropy(dist).float().mean()
+        if self.discrete:  # log pi(a|s) and H[pi] from one log-softmax (see _log_softmax)
+            log_pi = _log_softmax(actor(features))
+            log_probs = log_pi.gather(-1, batch.actions.long().unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_pi.exp() * log_pi).sum(-1).mean()
+        else:
+            dist = actor.distribution(features)
+            log_probs = actor.log_prob(dist, batch.actions).float()
+            entropy = actor.entropy(dist).float().mean()
         if h.critic == "advantage":  # A2C: advantage-weighted log-likelihood, value regression
             values = self.critic(features).squeeze(-1).float()
             advantages = batch.advantages

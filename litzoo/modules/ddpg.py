@@ -241,7 +241,8 @@ class DDPG(LitzooModule):
                 actions = self.policy.actor(self.policy.encoder(env.obs))
                 actions = (actions + self._exploration_noise(actions.shape, ou_state)).clamp(-1.0, 1.0)
             step = step_into_replay(env, buffer, actions, self.policy.to_env_action(actions))
-            ou_state[step.terminated | step.truncated] = 0.0
+            if h.exploration_noise == "ou":  # a new episode starts its noise process from 0
+                ou_state[step.terminated | step.truncated] = 0.0
             self.env_steps += env.num_envs
             if self.env_steps >= h.learning_starts:
                 for _ in range(h.gradient_steps):

@@ -130,12 +130,15 @@ class ReplayBuffer:
             n = int(keep.sum())
         if n == 0:
             return
-        idx = (self.pos + torch.arange(n, device=self.device)) % self.capacity
-        self.obs[idx] = obs
-        self.next_obs[idx] = next_obs
-        self.actions[idx] = action
-        self.rewards[idx] = reward
-        self.dones[idx] = terminated.to(torch.float32)  # terminated only: truncation still bootstraps
+        # Rows pos..pos+n-1 (mod capacity): a slice unless the write wraps around (cheaper than an index tensor).
+        rows: slice | Tensor = slice(self.pos, self.pos + n)
+        if self.pos + n > self.capacity:
+            rows = (self.pos + torch.arange(n, device=self.device)) % self.capacity
+        self.obs[rows] = obs
+        self.next_obs[rows] = next_obs
+        self.actions[rows] = action
+        self.rewards[rows] = reward
+        self.dones[rows] = terminated.to(torch.float32)  # terminated only: truncation still bootstraps
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
