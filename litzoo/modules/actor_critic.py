@@ -35,28 +35,25 @@ the unclipped sample). Truncated episodes bootstrap from their final observation
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.base import LitzooModule
+from litzoo.base import RLModule
 from litzoo.optim import adamw_for_networks
 from litzoo.datamodules.gym import (
     EnvRunner,
     all_reduce_gradients,
     collect_rollout,
-    disable_ddp_gradient_sync,
     log_rl_metrics,
 )
 from litzoo.nets.policies import CategoricalActor, GaussianActor, QCritic, mlp
 from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
 from litzoo.rl.normalization import ReturnNormalizer
-from litzoo.rl.policy import Policy, as_spec, check_space, make_encoder
+from litzoo.rl.policy import Policy, as_spec, make_encoder
 from litzoo.rl.utils import explained_variance
 
 CRITICS = ("advantage", "q")
@@ -72,7 +69,7 @@ def _log_softmax(logits: Tensor) -> Tensor:
     return torch.log_softmax(logits.float(), dim=-1).clamp(min=torch.finfo(torch.float32).min)
 
 
-class ActorCritic(LitzooModule):
+class ActorCritic(RLModule):
     """QAC (``critic="q"``) or A2C (``critic="advantage"``); one rollout = one batch = one gradient step.
 
     Args:
@@ -142,15 +139,7 @@ class ActorCritic(LitzooModule):
             raise ValueError("normalize_advantage=True applies to critic='advantage' (A2C); QAC weights by q itself.")
         self.save_hyperparameters()
         self.hparams.gae_lambda = float(gae_lambda)
-        self.automatic_optimization = False
-        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
-        self.num_updates = 0
-        self.policy: Policy | None = None
-        self._generator: torch.Generator | None = None
-        self._env: EnvRunner | None = None
-        self._pending: dict[str, Any] = {}
-        self._clock: dict[str, float] = {}
-        self._logged_at = 0
+        self._init_rl_state()
         if observation_space is not None and action_space is not None:
             self._build(as_spec(observation_space), as_spec(action_space))
 
@@ -176,20 +165,6 @@ class ActorCritic(LitzooModule):
             self.critic = QCritic(d, self.act_dim, h.hidden_sizes, h.activation, num_critics=1)
         self.return_normalizer = ReturnNormalizer(1, h.gamma) if h.normalize_rewards else None
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
-        if self.policy is None:
-            if specs is None:
-                raise ValueError(
-                    "ActorCritic builds its networks from the environment's spaces: train it with a GymDataModule, "
-                    "or pass observation_space= and action_space= when creating it."
-                )
-            self._build(*specs)
-        elif specs is not None:
-            check_space("observation space", self.hparams.observation_space, specs[0])
-            check_space("action space", self.hparams.action_space, specs[1])
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         h = self.hparams
         return adamw_for_networks([(self.policy.actor, h.lr), (self.critic, h.critic_lr or h.lr)], h.weight_decay,
@@ -212,17 +187,6 @@ class ActorCritic(LitzooModule):
         return self.q_values(features, actor.sample(features, self._generator))
 
     # ----------------------------------------------------------------- acting
-    def _init_generator(self) -> None:
-        # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
-        seed = self.hparams.seed * 1_000_003 + self.global_rank
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
-        state = self._pending.pop("generator", None)
-        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
-            self._generator.set_state(state.cpu())  # resume the random stream exactly
-
-    def on_train_start(self) -> None:
-        disable_ddp_gradient_sync(self.trainer)
-
     @torch.no_grad()
     def _act(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         encoder, actor = self.policy.encoder, self.policy.actor
@@ -320,31 +284,6 @@ class ActorCritic(LitzooModule):
                 metrics["train/std"] = actor.log_std.detach().exp().mean()
             log_rl_metrics(self, self._env, metrics, self._clock)
 
-    def _parameters_list(self) -> list[torch.nn.Parameter]:
-        if not hasattr(self, "_params_cache"):
-            self._params_cache = [p for p in self.parameters() if p.requires_grad]
-        return self._params_cache
-
-    # ----------------------------------------------------------------- checkpoints and export
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
-        if self._generator is not None:
-            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
-        checkpoint["litzoo_rl"] = state
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("litzoo_rl", {})
-        self.env_steps = int(state.get("env_steps", 0))
-        self.num_updates = int(state.get("num_updates", 0))
-        self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator", "generator_device") if k in state}
-
-    def export(self, out_dir: str | os.PathLike) -> Path:
-        """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
-        if self.policy is None:
-            raise ValueError("ActorCritic has no networks yet: train it (or pass the spaces) before export.")
-        algorithm = "A2C" if self.hparams.critic == "advantage" else "QAC"
-        metadata = {"algorithm": algorithm, "env_steps": int(self.env_steps),
-                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
-        return self.policy.save(out_dir, metadata)
+    @property
+    def algorithm(self) -> str:
+        return "A2C" if self.hparams.critic == "advantage" else "QAC"

@@ -34,31 +34,28 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from litzoo.base import LitzooModule
+from litzoo.base import RLModule
 from litzoo.optim import adamw_for_networks
 from litzoo.datamodules.gym import (
     EnvRunner,
     all_reduce_gradients,
-    disable_ddp_gradient_sync,
     log_rl_metrics,
     step_into_replay,
 )
 from litzoo.nets.policies import DeterministicActor, QCritic
 from litzoo.rl.buffers import ReplayBatch, ReplayBuffer
-from litzoo.rl.policy import Policy, as_spec, check_space, describe_spec, make_encoder
+from litzoo.rl.policy import Policy, as_spec, describe_spec, make_encoder
 from litzoo.rl.utils import polyak_update
 
 EXPLORATION_NOISES = ("gaussian", "ou", "none")
 
 
-class DDPG(LitzooModule):
+class DDPG(RLModule):
     """DDPG (and TD3 with ``twin_critics``, ``policy_delay=2``, ``target_policy_noise=0.2``; see :class:`TD3`).
 
     Train it with a :class:`~litzoo.datamodules.gym.GymDataModule` of a Box-action env. One batch =
@@ -136,16 +133,8 @@ class DDPG(LitzooModule):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
         self.save_hyperparameters()
-        self.automatic_optimization = False
-        self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
-        self.num_updates = 0
-        self.policy: Policy | None = None
-        self._generator: torch.Generator | None = None
+        self._init_rl_state()
         self._buffer: ReplayBuffer | None = None
-        self._env: EnvRunner | None = None
-        self._pending: dict[str, Any] = {}
-        self._clock: dict[str, float] = {}
-        self._logged_at = 0
         if observation_space is not None and action_space is not None:
             self._build(as_spec(observation_space), as_spec(action_space))
         elif action_space is not None:
@@ -174,36 +163,11 @@ class DDPG(LitzooModule):
         self.actor_target = copy.deepcopy(actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
-        if self.policy is None:
-            if specs is None:
-                raise ValueError(
-                    f"{type(self).__name__} builds its networks from the environment's spaces: train it with a "
-                    "GymDataModule, or pass observation_space= and action_space= when creating it."
-                )
-            self._build(*specs)
-        elif specs is not None:
-            check_space("observation space", self.hparams.observation_space, specs[0])
-            check_space("action space", self.hparams.action_space, specs[1])
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         h = self.hparams
         return adamw_for_networks([(self.policy.actor, h.actor_lr), (self.critic, h.critic_lr)], h.weight_decay)
 
     # ----------------------------------------------------------------- acting
-    def _init_generator(self) -> None:
-        # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
-        seed = self.hparams.seed * 1_000_003 + self.global_rank
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
-        state = self._pending.pop("generator", None)
-        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
-            self._generator.set_state(state.cpu())  # resume the random stream exactly
-
-    def on_train_start(self) -> None:
-        disable_ddp_gradient_sync(self.trainer)
-
     def _exploration_noise(self, shape: tuple[int, ...], ou_state: torch.Tensor) -> torch.Tensor:
         h = self.hparams
         eps = torch.randn(shape, generator=self._generator, device=self.device)
@@ -289,42 +253,12 @@ class DDPG(LitzooModule):
                 metrics["train/actor_loss"] = self._last_actor_loss
             log_rl_metrics(self, self._env, metrics, self._clock)
 
-    def _parameters_list(self) -> list[torch.nn.Parameter]:
-        if not hasattr(self, "_params_cache"):
-            self._params_cache = [p for p in self.parameters() if p.requires_grad]
-        return self._params_cache
-
     def _polyak_lists(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         if not hasattr(self, "_polyak_cache"):
             online = [*self.policy.actor.parameters(), *self.critic.parameters()]
             target = [*self.actor_target.parameters(), *self.critic_target.parameters()]
             self._polyak_cache = (online, target)
         return self._polyak_cache
-
-    # ----------------------------------------------------------------- checkpoints and export
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
-        if self._generator is not None:
-            state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
-        if self.hparams.save_replay_buffer and self._buffer is not None:
-            state["replay_buffer"] = self._buffer.state_dict()
-        checkpoint["litzoo_rl"] = state
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("litzoo_rl", {})
-        self.env_steps = int(state.get("env_steps", 0))
-        self.num_updates = int(state.get("num_updates", 0))
-        self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator", "generator_device", "replay_buffer") if k in state}
-
-    def export(self, out_dir: str | os.PathLike) -> Path:
-        """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
-        if self.policy is None:
-            raise ValueError(f"{type(self).__name__} has no networks yet: train it (or pass the spaces) before export.")
-        metadata = {"algorithm": type(self).__name__, "env_steps": int(self.env_steps),
-                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
-        return self.policy.save(out_dir, metadata)
 
 
 class TD3(DDPG):
