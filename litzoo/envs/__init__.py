@@ -1,4 +1,5 @@
-"""Small environments with exact models, and exact dynamic-programming solvers for them.
+"""Small environments with exact models, and exact dynamic-programming solvers for them; one-step
+sanity-check envs with known optimal policies (``toy``).
 
 Importing this package registers ``"litzoo/GridWorld-v0"`` with gymnasium, so
 ``gymnasium.make("litzoo/GridWorld-v0", ...)`` works. The environment truncates its own episodes
@@ -19,6 +20,7 @@ from litzoo.envs.bellman import (
     value_iteration,
 )
 from litzoo.envs.grid_world import ACTION_NAMES, GridWorld
+from litzoo.envs.toy import ContextBandit, ContinuousIdentity
 
 GRID_WORLD_ID = "litzoo/GridWorld-v0"
 
@@ -30,6 +32,8 @@ __all__ = [
     "ACTION_NAMES",
     "GRID_WORLD_ID",
     "BellmanInfo",
+    "ContextBandit",
+    "ContinuousIdentity",
     "GridWorld",
     "action_values",
     "greedy_policy",

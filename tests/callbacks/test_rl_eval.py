@@ -5,7 +5,6 @@ import json
 import lightning as L
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from litzoo.callbacks.rl_eval import RLEvaluation, record_episode_gif, save_reward_curve
@@ -15,13 +14,7 @@ from litzoo.modules.actor_critic import ActorCritic
 from litzoo.rl.policy import evaluate_policy, load_policy
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_seeded():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 def grid(render_mode=None):

@@ -16,51 +16,16 @@ from litzoo.datamodules.gym import GymDataModule
 from litzoo.envs import action_values, policy_evaluation, value_iteration
 from litzoo.modules.actor_critic import ActorCritic
 from litzoo.rl.policy import evaluate_policy, load_policy
+from litzoo.envs.toy import ContextBandit, ContinuousIdentity
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_seeded():
-    # Tiny networks: one thread beats two threads fighting over a loaded 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)  # network initialisation; envs and action sampling are seeded by the datamodule/module
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
-class ContextBandit(gym.Env):
-    """One step: a context c in {0, 1} (a Discrete observation), 3 arms with deterministic rewards R[c, a]."""
-
-    R = np.array([[1.0, 0.0, 0.3], [0.0, 0.4, 1.0]])
-
-    def __init__(self):
-        self.observation_space, self.action_space = spaces.Discrete(2), spaces.Discrete(3)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.c = int(self.np_random.integers(2))
-        return self.c, {}
-
-    def step(self, action):
-        return self.c, float(self.R[self.c, int(action)]), True, False, {}
 
 
-class ContinuousIdentity(gym.Env):
-    """One step: observe s ~ U[-1, 1], act a in [-2, 2], reward -(a - s)^2, terminate."""
-
-    def __init__(self):
-        self.observation_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.action_space = spaces.Box(-2.0, 2.0, (1,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.s = self.np_random.uniform(-1, 1, 1).astype(np.float32)
-        return self.s.copy(), {}
-
-    def step(self, action):
-        return self.s.copy(), -float(np.sum((np.asarray(action) - self.s) ** 2)), True, False, {}
 
 
 class RandomStart(gym.Wrapper):

@@ -2,6 +2,7 @@
 closed-form solution, through one-step time limits); resume, load_from_checkpoint(weights_only=True),
 bf16-mixed (TD3), the configs with train.py; slow: Pendulum-v1."""
 
+import functools
 import math
 import sys
 from pathlib import Path
@@ -15,38 +16,17 @@ from gymnasium import spaces
 
 from litzoo.datamodules.gym import GymDataModule
 from litzoo.modules.ddpg import DDPG, TD3
+from litzoo.envs import toy
 from litzoo.rl.policy import evaluate_policy, load_policy, space_to_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
-@pytest.fixture(autouse=True)
-def one_thread_and_seeded():
-    # Tiny networks: one thread beats two threads fighting over a loaded 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)  # network initialisation; envs and exploration are seeded by the datamodule/module
-    yield
-    torch.set_num_threads(threads)
+# One step: observe s ~ U[-1, 1]^2, act a in [-2, 2]^2, reward -||a - s||^2: mu*(s) = s, Q*(s, a) = -||a - s||^2.
+ContinuousIdentity = functools.partial(toy.ContinuousIdentity, dim=2)
 
 
-class ContinuousIdentity(gym.Env):
-    """One step: observe s ~ U[-1, 1]^2, act a in [-2, 2]^2, reward -||a - s||^2, terminate.
-
-    Optimal policy mu*(s) = s; Q*(s, a) = -||a - s||^2 (no bootstrap: every episode terminates).
-    """
-
-    def __init__(self):
-        self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.action_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.s = self.np_random.uniform(-1, 1, 2).astype(np.float32)
-        return self.s.copy(), {}
-
-    def step(self, action):
-        return self.s.copy(), -float(np.sum((np.asarray(action) - self.s) ** 2)), True, False, {}
 
 
 class ScalarLQR(gym.Env):

@@ -28,14 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL_GRID = dict(size=(3, 3), target=(2, 2), forbidden=((1, 1), (0, 2)))  # q* action gaps >= 0.54 at gamma 0.9
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_seeded():
-    # Tiny networks: one thread beats two threads fighting over a loaded 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)  # network initialisation; envs and exploration are seeded by the datamodule/module
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 class RandomStartGridWorld(GridWorld):
