@@ -1,0 +1,374 @@
+"""Kimi k1.5 RL benchmark: litzoo's ``KimiRL`` vs TRL's ``GRPOTrainer`` from the same long-CoT SFT start.
+
+    OMP_NUM_THREADS=1 python bench/kimi.py                                # all three tasks, prints markdown tables
+    OMP_NUM_THREADS=1 python bench/kimi.py --quick                        # smoke run (minutes)
+    OMP_NUM_THREADS=1 python bench/kimi.py --tasks addition --budget-cpu-s 300 --sft-steps 400
+
+The BENCHMARKS.md numbers: one process per task in parallel (each measures its own CPU time), then
+the merged tables from the saved results::
+
+    export OMP_NUM_THREADS=1
+    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 60 &
+    python bench/kimi.py --tasks max_gap --sft-steps 300 --budget-cpu-s 60 &
+    python bench/kimi.py --tasks combination_sum --sft-steps 200 --budget-cpu-s 60 &
+    wait; python bench/kimi.py --budget-cpu-s 60 --tables-only
+
+Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combination sum, LC 39,
+2-4 distinct candidates in 2-9, target 4-12):
+
+1. **SFT warm-up, once per task, cached.** A tiny Qwen2 built from a config (litzoo's
+   ``TINY_QWEN2``: 2 layers, width 64, ~80 k parameters, char-level tokenizer) is trained by
+   litzoo's ``CoTSFT`` on long-CoT traces (plan, work, check; 30 % of them contain a slip that the
+   check catches and fixes) and exported to ``--cache-dir/sft_<task>_...``. A later run with the
+   same settings reuses the folder. One warm-up per task rather than one mixed warm-up: the
+   comparison is per task anyway, each task gets its own response budget, and an 80 k-parameter
+   model spends its capacity on one trace format instead of three (a mixed warm-up needs about
+   three times the SFT steps for the same per-task accuracy, which this machine cannot afford).
+2. **RL from that folder, same CPU budget for both.** litzoo's ``KimiRL`` in a Lightning
+   ``Trainer`` and TRL's ``GRPOTrainer`` (TRL defaults otherwise: DAPO token-level loss, rewards
+   scaled by the group's std, clipped ratio, ``beta = 0``) get the same start, the same reward
+   (litzoo's verifier: 1 if the answer after the last ``#`` is right), the same ``k`` samples per
+   prompt and prompts per step, temperature, max new tokens, learning rate, AdamW betas, weight decay,
+   grad clipping and the same problem pool (uniform sampling for both). Training stops when the
+   process has spent ``--budget-cpu-s`` CPU-seconds in the training loop (a Lightning ``Callback``
+   / a transformers ``TrainerCallback`` checks ``time.process_time()`` after every optimizer step,
+   so a run overshoots by at most one step; the table shows the CPU time actually used).
+   Budgets are in **process CPU time**, not wall time: the machine is shared by several jobs, so wall
+   time mostly measures the neighbours. Run with ``OMP_NUM_THREADS=1``.
+3. **Evaluation**: greedy accuracy on the same 200 held-out problems (disjoint from the SFT/RL pool)
+   for the SFT start, after KimiRL and after GRPO, with litzoo's ``generate`` + verifier for all three,
+   mean greedy response length (tokens, incl. ``eos``), and the rollout throughput during RL:
+   response tokens generated per CPU-second spent inside ``model.generate`` (both trainers call the
+   same transformers ``generate`` with KV cache; the wrapper counts tokens up to the first ``eos``).
+
+TRL sees plain prompts (no chat template): ``"<bos>" + prompt`` as a string column, which the char
+tokenizer encodes to exactly litzoo's ``encode_prompt`` ids (checked at start); the tokenizer has a
+pad token (``<pad>``). TRL's completions are decoded with special tokens skipped, as litzoo's are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from litzoo.datamodules.reasoning import ReasoningDataModule
+from litzoo.modules.cot_sft import CoTSFT
+from litzoo.modules.kimi_rl import KimiRL
+from litzoo.reasoning.rollout import TINY_QWEN2, build_policy, encode_prompt, generate, score
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: str
+    options: dict[str, Any]
+    difficulty: int
+    max_new_tokens: int  # RL and evaluation response budget (the traces' ~99th percentile)
+
+
+TASK_SPECS = {
+    "addition": TaskSpec("arithmetic", {"ops": "+"}, 2, 128),
+    "max_gap": TaskSpec("max_gap", {}, 2, 160),
+    "combination_sum": TaskSpec("combination_sum", {}, 2, 256),
+}
+# Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
+SFT_STEPS = {"addition": 350, "max_gap": 600, "combination_sum": 400}
+
+
+def datamodule(spec: TaskSpec, mode: str, args, **kwargs) -> ReasoningDataModule:
+    # The same seed and sizes in both modes: the same training pool and the same 200 held-out problems.
+    return ReasoningDataModule(
+        tasks=[spec.task], task_options={spec.task: spec.options} if spec.options else None,
+        difficulties=[spec.difficulty], num_train=args.num_train, num_val=args.num_eval, mode=mode, trace="cot",
+        seed=args.seed, **kwargs,
+    )
+
+
+def quiet_trainer(max_steps: int, root: Path, callbacks=()) -> L.Trainer:
+    return L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     limit_val_batches=0, callbacks=list(callbacks), default_root_dir=root)
+
+
+# --------------------------------------------------------------------------- SFT warm-up (cached)
+def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args) -> tuple[Path, dict[str, Any]]:
+    tag = "x".join(str(TINY_QWEN2[k]) for k in ("num_hidden_layers", "hidden_size"))
+    out = Path(args.cache_dir) / f"sft_{name}_{tag}_steps{steps}_pm{args.p_mistake}_seed{args.seed}"
+    info_path = out / "bench_sft.json"
+    if info_path.exists():
+        return out, {**json.loads(info_path.read_text()), "cached": True}
+    torch.manual_seed(args.seed)
+    module = CoTSFT(model_config=dict(TINY_QWEN2), lr=3e-3, warmup_steps=30, eval_max_new_tokens=spec.max_new_tokens)
+    data = datamodule(spec, "sft", args, p_mistake=args.p_mistake, batch_size=args.sft_batch_size)
+    start = time.process_time()
+    quiet_trainer(steps, out / "lightning").fit(module, data)
+    info = {"steps": steps, "cpu_s": time.process_time() - start,
+            "params": sum(p.numel() for p in module.policy.parameters())}
+    module.export(out)
+    shutil.rmtree(out / "lightning", ignore_errors=True)
+    info_path.write_text(json.dumps(info))
+    return out, {**info, "cached": False}
+
+
+# --------------------------------------------------------------------------- measurement helpers
+@dataclass
+class GenMeter:
+    """CPU time and response tokens of every ``model.generate`` call (rollouts of either trainer)."""
+
+    eos_id: int
+    cpu_s: float = 0.0
+    tokens: int = 0
+    calls: int = 0
+
+    def wrap(self, model) -> None:
+        original = model.generate
+
+        def timed_generate(*a, **kw):
+            in_len = (kw.get("input_ids") if kw.get("input_ids") is not None else a[0]).shape[1]
+            start = time.process_time()
+            out = original(*a, **kw)
+            self.cpu_s += time.process_time() - start
+            seqs = out.sequences if hasattr(out, "sequences") else out
+            new = seqs[:, in_len:]
+            is_eos = (new == self.eos_id).long()
+            self.tokens += int(((is_eos.cumsum(-1) - is_eos) == 0).sum())  # up to and including the first eos
+            self.calls += 1
+            return out
+
+        model.generate = timed_generate  # instance attribute: shadows the class method for this model only
+
+    @property
+    def tokens_per_cpu_s(self) -> float:
+        return self.tokens / self.cpu_s if self.cpu_s > 0 else float("nan")
+
+
+def evaluate(model, tokenizer, problems, max_new_tokens: int) -> dict[str, float]:
+    model.eval()
+    ids = [encode_prompt(tokenizer, p.prompt) for p in problems]
+    rollout = generate(model, tokenizer, ids, greedy=True, max_new_tokens=max_new_tokens)
+    return {"accuracy": score(problems, rollout.texts).mean().item(),
+            "length": rollout.lengths.float().mean().item(),
+            "truncated": 1.0 - rollout.finished.float().mean().item()}
+
+
+# --------------------------------------------------------------------------- litzoo KimiRL
+class CPUBudget(L.Callback):
+    """Stop fitting once this process has spent ``budget_s`` CPU-seconds since training started."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s, self.start, self.used, self.steps, self.rewards = budget_s, 0.0, 0.0, 0, []
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = time.process_time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps = trainer.global_step
+        self.used = time.process_time() - self.start
+        if "train/reward" in trainer.callback_metrics and pl_module.last_groups:
+            self.rewards.append(float(trainer.callback_metrics["train/reward"]))
+        if self.used >= self.budget_s:
+            trainer.should_stop = True
+
+
+def run_kimi(sft: Path, spec: TaskSpec, args, root: Path) -> tuple[Any, Any, dict[str, Any]]:
+    torch.manual_seed(args.seed)
+    module = KimiRL(pretrained_path=str(sft), k=args.k, temperature=args.temperature,
+                    max_new_tokens=spec.max_new_tokens, tau=args.tau, iteration_steps=8, lr=args.lr,
+                    adam_betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=args.seed)
+    meter = GenMeter(module.tokenizer.eos_token_id)
+    meter.wrap(module.policy)
+    budget = CPUBudget(args.budget_cpu_s)
+    data = datamodule(spec, "rl", args, batch_size=args.prompts_per_step)
+    quiet_trainer(10**6, root, [budget]).fit(module, data)
+    return module.policy, module.tokenizer, {
+        "steps": budget.steps, "cpu_s": budget.used, "gen_tok_per_cpu_s": meter.tokens_per_cpu_s,
+        "gen_share": meter.cpu_s / budget.used if budget.used else float("nan"),
+        "train_reward_last": statistics.mean(budget.rewards[-10:]) if budget.rewards else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------- TRL GRPOTrainer
+def run_trl(sft: Path, spec: TaskSpec, problems, args, root: Path) -> tuple[Any, Any, dict[str, Any]]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from litzoo.reasoning import get_task
+
+    tokenizer = AutoTokenizer.from_pretrained(sft, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(sft, local_files_only=True)
+    task = get_task(spec.task, **spec.options)
+    bos = tokenizer.bos_token
+    # Plain string prompts (no chat template). "<bos>" is a special token of the char tokenizer, so
+    # the string encodes to exactly litzoo's encode_prompt ids -- checked, not assumed.
+    for p in problems[:50]:
+        got = tokenizer(bos + p.prompt)["input_ids"]
+        if got != encode_prompt(tokenizer, p.prompt):
+            raise RuntimeError(f"TRL prompt ids {got} differ from litzoo's {encode_prompt(tokenizer, p.prompt)}")
+    dataset = Dataset.from_dict({"prompt": [bos + p.prompt for p in problems], "problem_index": list(range(len(problems)))})
+
+    def verifier(prompts, completions, problem_index, **kwargs) -> list[float]:
+        return [task.verify(problems[i], c) for i, c in zip(problem_index, completions)]
+
+    class TRLCPUBudget(TrainerCallback):
+        def __init__(self, budget_s: float) -> None:
+            self.budget_s, self.start, self.used, self.steps, self.rewards = budget_s, 0.0, 0.0, 0, []
+
+        def on_train_begin(self, targs, state, control, **kw):
+            self.start = time.process_time()
+
+        def on_step_end(self, targs, state, control, **kw):
+            self.steps, self.used = state.global_step, time.process_time() - self.start
+            if self.used >= self.budget_s:
+                control.should_training_stop = True
+
+        def on_log(self, targs, state, control, logs=None, **kw):
+            if logs and "reward" in logs:
+                self.rewards.append(float(logs["reward"]))
+
+    config = GRPOConfig(
+        output_dir=str(root / "trl"), use_cpu=True, bf16=False, fp16=False, report_to=[], disable_tqdm=True,
+        save_strategy="no", logging_steps=1, seed=args.seed, data_seed=args.seed, max_steps=10**6,
+        per_device_train_batch_size=args.prompts_per_step * args.k, gradient_accumulation_steps=1,
+        num_generations=args.k, max_completion_length=spec.max_new_tokens, temperature=args.temperature,
+        top_k=0, top_p=1.0, beta=0.0, num_iterations=1, learning_rate=args.lr, lr_scheduler_type="constant",
+        warmup_steps=0, adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0,
+        gradient_checkpointing=False, dataloader_num_workers=0, remove_unused_columns=False,
+    )
+    meter = GenMeter(tokenizer.eos_token_id)
+    meter.wrap(model)
+    budget = TRLCPUBudget(args.budget_cpu_s)
+    trainer = GRPOTrainer(model=model, reward_funcs=verifier, args=config, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=[budget])
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout (disable_tqdm=True)
+    trainer.remove_callback(ProgressCallback)
+    trainer.train()
+    return trainer.model, tokenizer, {
+        "steps": budget.steps, "cpu_s": budget.used, "gen_tok_per_cpu_s": meter.tokens_per_cpu_s,
+        "gen_share": meter.cpu_s / budget.used if budget.used else float("nan"),
+        "train_reward_last": statistics.mean(budget.rewards[-10:]) if budget.rewards else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASK_SPECS), choices=list(TASK_SPECS))
+    parser.add_argument("--budget-cpu-s", type=float, default=300.0, help="RL CPU-seconds per trainer and task")
+    parser.add_argument("--sft-steps", type=int, nargs="+", default=None,
+                        help=f"SFT steps: one value for every task or one per --tasks entry (default {SFT_STEPS})")
+    parser.add_argument("--sft-batch-size", type=int, default=64)
+    parser.add_argument("--p-mistake", type=float, default=0.3, help="share of SFT traces with a caught-and-fixed slip")
+    parser.add_argument("--k", type=int, default=8, help="samples per prompt (TRL num_generations)")
+    parser.add_argument("--prompts-per-step", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--tau", type=float, default=0.1, help="KimiRL squared-log-ratio weight")
+    parser.add_argument("--num-train", type=int, default=4000)
+    parser.add_argument("--num-eval", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default="runs/bench_kimi")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 60 SFT steps, 20 CPU-s RL, 40 eval problems")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="print the tables of --tasks from the results saved in --cache-dir (e.g. after running "
+                             "one process per task in parallel) without training")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sft_steps, args.budget_cpu_s, args.num_eval, args.num_train = [60], 20.0, 40, 400
+    if args.sft_steps is None:
+        sft_steps = dict(SFT_STEPS)
+    elif len(args.sft_steps) in (1, len(args.tasks)):
+        sft_steps = dict(zip(args.tasks, args.sft_steps * (len(args.tasks) // len(args.sft_steps))))
+    else:
+        parser.error(f"--sft-steps takes 1 or {len(args.tasks)} values (one per task), got {len(args.sft_steps)}")
+    results = Path(args.cache_dir) / f"results_budget{args.budget_cpu_s:.0f}_eval{args.num_eval}_seed{args.seed}"
+    if args.tables_only:
+        saved = [json.loads((results / f"{name}.json").read_text()) for name in args.tasks
+                 if (results / f"{name}.json").exists()]
+        print_tables(args, [tuple(r) for s in saved for r in s["sft_rows"]], [tuple(r) for s in saved for r in s["rows"]])
+        return
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "transformers", "trl", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+    import trl
+
+    print(f"torch {torch.__version__}, lightning {L.__version__}, transformers {transformers.__version__}, "
+          f"trl {trl.__version__}; threads {torch.get_num_threads()}; k={args.k}, {args.prompts_per_step} prompts/step, "
+          f"T={args.temperature}, lr={args.lr}, tau={args.tau}, RL budget {args.budget_cpu_s:.0f} CPU-s per trainer and task, "
+          f"SFT {sft_steps} steps x {args.sft_batch_size}, p_mistake {args.p_mistake}, {args.num_eval} held-out problems",
+          flush=True)
+    rows, sft_rows = [], []
+    for name in args.tasks:
+        spec = TASK_SPECS[name]
+        t0 = time.time()
+        sft, sft_info = sft_checkpoint(name, spec, sft_steps[name], args)
+        data = datamodule(spec, "rl", args, batch_size=args.prompts_per_step)
+        data.setup("fit")
+        policy, tokenizer = build_policy(pretrained_path=str(sft))
+        start = evaluate(policy, tokenizer, data.val_problems, spec.max_new_tokens)
+        sft_rows.append((name, sft_info, start))
+        rows.append((name, "SFT start (litzoo CoTSFT)", start, None))
+        print(f"[{name}] SFT {sft_info} -> {start}  ({time.time() - t0:.0f} s wall)", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            for label, runner in [("litzoo KimiRL", lambda: run_kimi(sft, spec, args, Path(tmp))),
+                                  ("TRL GRPOTrainer", lambda: run_trl(sft, spec, data.train_problems, args, Path(tmp)))]:
+                t1 = time.time()
+                model, tok, info = runner()
+                result = evaluate(model, tok, data.val_problems, spec.max_new_tokens)
+                rows.append((name, label, result, info))
+                print(f"[{name}] {label}: {info} -> {result}  ({time.time() - t1:.0f} s wall)", flush=True)
+                del model
+        results.mkdir(parents=True, exist_ok=True)
+        (results / f"{name}.json").write_text(json.dumps(
+            {"sft_rows": [r for r in sft_rows if r[0] == name], "rows": [r for r in rows if r[0] == name]}))
+    print_tables(args, sft_rows, rows)
+
+
+def print_tables(args, sft_rows, rows) -> None:
+    print("\n### SFT warm-ups (litzoo CoTSFT, long-CoT traces)\n")
+    print("| task | max new tokens | SFT steps x batch | SFT CPU-s | params | greedy accuracy | mean length | truncated |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, info, ev in sft_rows:
+        print(f"| {name} | {TASK_SPECS[name].max_new_tokens} | {info['steps']} x {args.sft_batch_size} | "
+              f"{info['cpu_s']:.0f}{' (cached)' if info.get('cached') else ''} | {info['params'] / 1e3:.0f} k | "
+              f"{ev['accuracy']:.3f} | {ev['length']:.1f} | {ev['truncated']:.3f} |")
+    print(f"\n### RL from the SFT start, {args.budget_cpu_s:.0f} CPU-s each (k = {args.k}, "
+          f"{args.prompts_per_step} prompts/step, T = {args.temperature}, lr = {args.lr})\n")
+    print("| task | policy | greedy accuracy | mean length (tokens) | RL steps | RL CPU-s | sample reward (last 10 steps) "
+          "| rollout tokens per CPU-s | generate share of CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, label, ev, info in rows:
+        if info is None:
+            print(f"| {name} | {label} | {ev['accuracy']:.3f} | {ev['length']:.1f} | - | - | - | - | - |")
+        else:
+            print(f"| {name} | {label} | {ev['accuracy']:.3f} | {ev['length']:.1f} | {info['steps']} | "
+                  f"{info['cpu_s']:.0f} | {info['train_reward_last']:.3f} | {info['gen_tok_per_cpu_s']:.0f} | "
+                  f"{100 * info['gen_share']:.0f} % |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
