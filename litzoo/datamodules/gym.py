@@ -358,6 +358,13 @@ class GymDataModule(L.LightningDataModule):
             raise ValueError(f"max_episode_steps={max_episode_steps!r} must be a positive integer or None.")
         if vectorization not in VECTORIZATION:
             raise ValueError(f"vectorization={vectorization!r} is not one of {VECTORIZATION}.")
+        if isinstance(env_id, str) and "max_episode_steps" in (env_kwargs or {}):
+            # gymnasium.make consumes the keyword itself (a TimeLimit), so it could never reach the env.
+            raise ValueError(
+                "env_kwargs must not contain 'max_episode_steps': pass GymDataModule(max_episode_steps=N) for a time "
+                "limit; to set an env constructor argument of that name (e.g. GridWorld(max_episode_steps=None) for "
+                "never-ending episodes) pass a callable, env_id=functools.partial(GridWorld, max_episode_steps=None)."
+            )
         if isinstance(env_id, str):
             check_env_id(env_id)
             self.save_hyperparameters()

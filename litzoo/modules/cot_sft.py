@@ -80,6 +80,13 @@ class CoTSFT(LitzooModule):
     # ----------------------------------------------------------------- training
     def sft_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Mean NLL of the response tokens (``labels != -100``), shifted by one (next-token)."""
+        length, limit = batch["input_ids"].shape[1], getattr(self.policy.config, "max_position_embeddings", None)
+        if limit is not None and length > limit:
+            # Positions past the table are not an error in every model: say so rather than train on garbage.
+            raise ValueError(
+                f"a prompt + trace of {length} tokens exceeds the model's max_position_embeddings={limit}; raise "
+                "model_config['max_position_embeddings'] or use easier difficulties (shorter traces)."
+            )
         logits = self.policy(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
             position_ids=position_ids_from_mask(batch["attention_mask"]), use_cache=False,

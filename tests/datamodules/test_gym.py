@@ -248,3 +248,8 @@ def test_two_process_cpu_ddp_ranks_explore_different_episodes_and_keep_identical
         # different data, yet the same weights after 16 updates: the gradients were averaged
         np.testing.assert_array_equal(rank0["params"], rank1["params"])
         assert rank0["logged_env_steps"] <= 2 * steps_per_rank and rank0["logged_env_steps"] % 2 == 0
+
+
+def test_max_episode_steps_in_env_kwargs_is_rejected_with_the_way_to_set_it():
+    with pytest.raises(ValueError, match=r"GymDataModule\(max_episode_steps=N\).*functools.partial"):
+        GymDataModule("litzoo/GridWorld-v0", env_kwargs={"max_episode_steps": None})

@@ -92,3 +92,14 @@ def test_rl_batches_and_bad_arguments_are_refused(tmp_path):
         CoTSFT(model_config=SMALL, lr=0)
     with pytest.raises(ValueError, match="not a local folder"):
         CoTSFT(pretrained_path=str(tmp_path / "nothing"))
+
+
+def test_traces_longer_than_the_position_table_are_rejected_naming_the_limit():
+    module = CoTSFT(model_config={**SMALL, "max_position_embeddings": 16})
+    dm = ReasoningDataModule(**ADD, difficulties=[2], num_train=4, num_val=4, batch_size=4)
+    dm.tokenizer = module.tokenizer
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[1] > 16  # 2-digit addition traces are longer than 16 tokens
+    with pytest.raises(ValueError, match="max_position_embeddings=16"):
+        module.sft_loss(batch)
