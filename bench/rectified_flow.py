@@ -1,9 +1,9 @@
 """Rectified-flow DiT benchmark (issue #4): timestep densities vs DDPM, QK-norm, Lightning overhead.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python bench/rectified_flow.py                      # all parts, prints markdown tables
-    PYTHONPATH=. OMP_NUM_THREADS=1 python bench/rectified_flow.py --parts compare --methods rf_lognorm
-    PYTHONPATH=. OMP_NUM_THREADS=1 python bench/rectified_flow.py --parts qknorm --qk-lrs 2e-3 2e-2 1e-1
-    PYTHONPATH=. OMP_NUM_THREADS=1 python bench/rectified_flow.py --quick              # smoke run (~2 CPU-min)
+    OMP_NUM_THREADS=1 python bench/rectified_flow.py                      # all parts, prints markdown tables
+    OMP_NUM_THREADS=1 python bench/rectified_flow.py --parts compare --methods rf_lognorm
+    OMP_NUM_THREADS=1 python bench/rectified_flow.py --parts qknorm --qk-lrs 2e-3 2e-2 1e-1
+    OMP_NUM_THREADS=1 python bench/rectified_flow.py --quick              # smoke run (~2 CPU-min)
 
 Every budget and rate is in **CPU time of this process** (``time.process_time``), not wall time: the
 machine is shared, so wall time mostly measures the neighbours. Run with ``OMP_NUM_THREADS=1`` so CPU
