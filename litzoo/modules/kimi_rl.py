@@ -279,6 +279,8 @@ class KimiRL(LitzooModule):
         }
         if rollout is not None and rollout.seconds > 0:
             metrics["train/gen_tokens_per_s"] = rollout.num_tokens / rollout.seconds
+        if rollout is not None and rollout.cpu_seconds > 0:
+            metrics["train/gen_tokens_per_cpu_s"] = rollout.num_tokens / rollout.cpu_seconds
         n = len(groups)
         self.log_dict(metrics, prog_bar=False, on_step=True, on_epoch=False, batch_size=n)
         self.log("reward", correct.mean(), prog_bar=True, on_step=True, on_epoch=False, logger=False, batch_size=n)

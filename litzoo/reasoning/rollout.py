@@ -243,6 +243,8 @@ class Rollout:
         finished: (N,) the response emitted ``eos`` (else it hit the token budget).
         texts: decoded responses, special tokens removed.
         seconds: wall time of generation.
+        cpu_seconds: CPU time of this process during generation (on a shared machine the wall time also
+            measures the neighbours; on a GPU the wall time is the number to read).
     """
 
     prompt_ids: Tensor
@@ -253,6 +255,7 @@ class Rollout:
     finished: Tensor
     texts: list[str]
     seconds: float
+    cpu_seconds: float = 0.0
 
     @property
     def lengths(self) -> Tensor:
@@ -322,7 +325,7 @@ def generate(
     )
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
@@ -331,7 +334,7 @@ def generate(
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     finally:
         model.train(was_training)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     response = out.sequences[:, ids.shape[1]:]
     is_eos = response == tokenizer.eos_token_id
     # Tokens up to and including the first eos belong to the response.
@@ -341,7 +344,8 @@ def generate(
     log_probs = F.log_softmax(logits / (1.0 if greedy else temperature), dim=-1)
     log_probs = log_probs.gather(-1, response.unsqueeze(-1)).squeeze(-1) * response_mask
     texts = tokenizer.batch_decode(response, skip_special_tokens=True)
-    return Rollout(ids, mask, response, response_mask.long(), log_probs, is_eos.any(-1), texts, seconds)
+    return Rollout(ids, mask, response, response_mask.long(), log_probs, is_eos.any(-1), texts, seconds,
+                   cpu_seconds)
 
 
 # ----------------------------------------------------------------------------------- rewards

@@ -81,6 +81,8 @@ def test_generate_is_reproducible_with_a_seed_and_leaves_the_global_rng_alone(po
     assert before == after
     assert torch.equal(a.response_ids, b.response_ids)
     assert not torch.equal(a.response_ids, c.response_ids)
+    # Both clocks are recorded; this process's CPU time cannot exceed the wall time by more than its threads.
+    assert 0 < a.cpu_seconds <= a.seconds * (torch.get_num_threads() + 1) + 0.1
 
 
 def test_response_mask_ends_at_the_first_eos(policy):
