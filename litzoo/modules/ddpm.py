@@ -70,7 +70,8 @@ class DDPM(GenerativeModule):
         num_train_timesteps, beta_schedule, prediction_type, clip_sample: the diffusion (see module docstring).
         sampler, sample_steps: defaults of :meth:`sample`.
         lr, weight_decay, adam_betas, warmup_steps, total_steps: AdamW + warmup/cosine
-            (``total_steps=0`` uses the trainer's estimate).
+            (``total_steps=0`` uses the trainer's estimate;
+            ``-1``: constant lr after warm-up).
         eval_every_n_epochs, eval_samples_per_class, eval_sampler, eval_steps: class accuracy and FID
             of samples logged at validation every N epochs (0 = never; image data with classes only).
         seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly.

@@ -221,7 +221,7 @@ class RectifiedFlowDiT(GenerativeModule):
         shift: resolution-dependent shift alpha used for training t and the sampling grid (SD3 §5.3.2).
         sampler, sample_steps, cfg_scale: defaults of :meth:`sample`.
         lr, weight_decay, adam_betas, warmup_steps, total_steps: AdamW + warmup/cosine (``total_steps=0`` uses
-            the trainer's estimate).
+            the trainer's estimate; ``-1``: constant lr after warm-up).
         eval_every_n_epochs, eval_samples_per_class, eval_steps: class accuracy of samples logged at
             validation every N epochs (0 = never; 1-channel class-conditional images only).
         seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly.
