@@ -146,8 +146,15 @@ class RLModule(LitzooModule):
     loading it waits in ``self._pending["replay_buffer"]`` for the subclass to restore when collection starts.
     """
 
-    def _init_rl_state(self) -> None:
-        """Call in ``__init__`` after ``save_hyperparameters()``."""
+    #: the action-space types the method handles (``()``: any) and what to use instead for the others
+    ACTION_SPACES: tuple[str, ...] = ()
+    ACTION_SPACE_HINT: str = ""
+
+    def _init_rl_state(self, observation_space: Any = None, action_space: Any = None) -> None:
+        """Call in ``__init__`` after ``save_hyperparameters()``; builds the networks when both spaces are given
+        (else in :meth:`setup` from the datamodule) and rejects an unsupported action space right away."""
+        from litzoo.rl.policy import as_spec
+
         self.automatic_optimization = False
         self.env_steps = 0  # env steps taken by this process (all its envs); saved in checkpoints
         self.num_updates = 0
@@ -157,8 +164,28 @@ class RLModule(LitzooModule):
         self._pending: dict[str, Any] = {}
         self._clock: dict[str, float] = {}
         self._logged_at = 0
+        if action_space is not None:
+            self._check_action_space(as_spec(action_space))
+            if observation_space is not None:
+                self._build_networks(as_spec(observation_space), as_spec(action_space))
+
+    @classmethod
+    def _check_action_space(cls, spec: dict[str, Any]) -> None:
+        from litzoo.rl.policy import describe_spec
+
+        if cls.ACTION_SPACES and spec["type"] not in cls.ACTION_SPACES:
+            wanted = " or ".join("continuous Box" if t == "Box" else t for t in cls.ACTION_SPACES)
+            raise ValueError(f"{cls.__name__} needs a {wanted} action space, but the env's "
+                             f"action space is {describe_spec(spec)}. {cls.ACTION_SPACE_HINT}".rstrip())
+
+    def _build_networks(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
+        self._check_action_space(act_spec)
+        # Saved in the hyperparameters, so that load_from_checkpoint rebuilds the same networks.
+        self.hparams.observation_space, self.hparams.action_space = obs_spec, act_spec
+        self._build(obs_spec, act_spec)
 
     def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
+        """Create ``self.policy`` (a :class:`litzoo.rl.policy.Policy`) and the other networks."""
         raise NotImplementedError
 
     @property
@@ -177,7 +204,7 @@ class RLModule(LitzooModule):
                     f"{type(self).__name__} builds its networks from the environment's spaces: train it with a "
                     "GymDataModule, or pass observation_space= and action_space= when creating it."
                 )
-            self._build(*specs)
+            self._build_networks(*specs)
         elif specs is not None:
             check_space("observation space", self.hparams.observation_space, specs[0])
             check_space("action space", self.hparams.action_space, specs[1])

@@ -53,7 +53,7 @@ from litzoo.datamodules.gym import (
 from litzoo.nets.policies import CategoricalActor, GaussianActor, QCritic, mlp
 from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
 from litzoo.rl.normalization import ReturnNormalizer
-from litzoo.rl.policy import Policy, as_spec, make_encoder
+from litzoo.rl.policy import Policy, make_encoder
 from litzoo.rl.utils import explained_variance
 
 CRITICS = ("advantage", "q")
@@ -139,14 +139,11 @@ class ActorCritic(RLModule):
             raise ValueError("normalize_advantage=True applies to critic='advantage' (A2C); QAC weights by q itself.")
         self.save_hyperparameters()
         self.hparams.gae_lambda = float(gae_lambda)
-        self._init_rl_state()
-        if observation_space is not None and action_space is not None:
-            self._build(as_spec(observation_space), as_spec(action_space))
+        self._init_rl_state(observation_space, action_space)
 
     # ----------------------------------------------------------------- networks
     def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
         h = self.hparams
-        h.observation_space, h.action_space = obs_spec, act_spec  # saved, so load_from_checkpoint rebuilds
         encoder = make_encoder(obs_spec, normalize=h.normalize_observations)
         d = encoder.features_dim
         self.discrete = act_spec["type"] == "Discrete"

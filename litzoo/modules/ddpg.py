@@ -49,7 +49,7 @@ from litzoo.datamodules.gym import (
 )
 from litzoo.nets.policies import DeterministicActor, QCritic
 from litzoo.rl.buffers import ReplayBatch, ReplayBuffer
-from litzoo.rl.policy import Policy, as_spec, describe_spec, make_encoder
+from litzoo.rl.policy import Policy, make_encoder
 from litzoo.rl.utils import polyak_update
 
 EXPLORATION_NOISES = ("gaussian", "ou", "none")
@@ -81,6 +81,10 @@ class DDPG(RLModule):
         log_every_n_env_steps: how often losses and episode statistics are logged.
         seed: seeds exploration noise and replay sampling (offset by rank).
     """
+
+    ACTION_SPACES = ("Box",)
+    ACTION_SPACE_HINT = ("For discrete actions use litzoo.modules.actor_critic.ActorCritic (critic='advantage' for A2C, "
+                         "'q' for QAC), TRPO or DQN.")
 
     def __init__(
         self,
@@ -133,27 +137,12 @@ class DDPG(RLModule):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
         self.save_hyperparameters()
-        self._init_rl_state()
         self._buffer: ReplayBuffer | None = None
-        if observation_space is not None and action_space is not None:
-            self._build(as_spec(observation_space), as_spec(action_space))
-        elif action_space is not None:
-            self._check_action_space(as_spec(action_space))
+        self._init_rl_state(observation_space, action_space)
 
     # ----------------------------------------------------------------- networks
-    @classmethod
-    def _check_action_space(cls, spec: dict[str, Any]) -> None:
-        if spec["type"] != "Box":
-            raise ValueError(
-                f"{cls.__name__} needs a continuous Box action space, but the env's action space is "
-                f"{describe_spec(spec)}. For discrete actions use litzoo.modules.actor_critic.ActorCritic "
-                "(critic='advantage' for A2C, 'q' for QAC) or DQN."
-            )
-
     def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
-        self._check_action_space(act_spec)
         h = self.hparams
-        h.observation_space, h.action_space = obs_spec, act_spec  # saved, so load_from_checkpoint rebuilds
         encoder = make_encoder(obs_spec, normalize=h.normalize_observations)
         self.act_dim = int(math.prod(act_spec["shape"]))
         actor = DeterministicActor(encoder.features_dim, self.act_dim, h.actor_hidden_sizes, h.activation)

@@ -67,7 +67,7 @@ from litzoo.datamodules.gym import (
 from litzoo.optim import adamw_param_groups
 from litzoo.rl.buffers import ReplayBatch, ReplayBuffer
 from litzoo.nets.policies import QNetwork
-from litzoo.rl.policy import Policy, as_spec, describe_spec, make_encoder
+from litzoo.rl.policy import Policy, make_encoder
 from litzoo.rl.utils import polyak_update
 
 
@@ -105,6 +105,10 @@ class DQN(RLModule):
         log_every_n_env_steps: how often loss, mean Q, epsilon and episode statistics are logged.
         seed: seeds exploration and replay sampling (offset by rank).
     """
+
+    ACTION_SPACES = ("Discrete",)  # it takes max_a Q(s, a) over a finite set
+    ACTION_SPACE_HINT = ("For continuous actions use DDPG or TD3 (litzoo.modules.ddpg.DDPG / litzoo.modules.ddpg.TD3), "
+                         "or discretise the actions with a wrapper.")
 
     def __init__(
         self,
@@ -158,29 +162,14 @@ class DQN(RLModule):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
         self.save_hyperparameters()
-        self._init_rl_state()
         self.epsilon = float(exploration_initial_eps)
         self._total_env_steps: int | None = None if total_env_steps is None else int(total_env_steps)
         self._buffer: ReplayBuffer | None = None
-        if observation_space is not None and action_space is not None:
-            self._build(as_spec(observation_space), as_spec(action_space))
-        elif action_space is not None:
-            self._check_action_space(as_spec(action_space))
+        self._init_rl_state(observation_space, action_space)
 
     # ----------------------------------------------------------------- networks
-    @classmethod
-    def _check_action_space(cls, spec: dict[str, Any]) -> None:
-        if spec["type"] != "Discrete":
-            raise ValueError(
-                f"{cls.__name__} needs a Discrete action space (it takes max_a Q(s, a) over a finite set), but the "
-                f"env's action space is {describe_spec(spec)}. For continuous actions use DDPG or TD3 "
-                "(litzoo.modules.ddpg.DDPG / litzoo.modules.ddpg.TD3), or discretise the actions with a wrapper."
-            )
-
     def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
-        self._check_action_space(act_spec)
         h = self.hparams
-        h.observation_space, h.action_space = obs_spec, act_spec  # saved, so load_from_checkpoint rebuilds
         encoder = make_encoder(obs_spec)  # one-hot for a Discrete state index, flatten for a Box
         self.num_actions = int(act_spec["n"])
         q_net = QNetwork(encoder.features_dim, self.num_actions, h.hidden_sizes, h.activation, dueling=h.dueling)

@@ -52,7 +52,7 @@ from litzoo.datamodules.gym import (
 from litzoo.nets.policies import CategoricalActor, GaussianActor, mlp
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
-from litzoo.rl.policy import Policy, as_spec, make_encoder
+from litzoo.rl.policy import Policy, make_encoder
 from litzoo.rl.trust_region import (
     LineSearchResult,
     backtracking_line_search,
@@ -140,15 +140,12 @@ class TRPO(RLModule):
             if value < 0:
                 raise ValueError(f"{name}={value!r} must be >= 0.")
         self.save_hyperparameters()
-        self._init_rl_state()
         self._line_search = {"accepted": 0, "rejected": 0}  # since the last log
-        if observation_space is not None and action_space is not None:
-            self._build(as_spec(observation_space), as_spec(action_space))
+        self._init_rl_state(observation_space, action_space)
 
     # ----------------------------------------------------------------- networks
     def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
         h = self.hparams
-        h.observation_space, h.action_space = obs_spec, act_spec  # saved, so load_from_checkpoint rebuilds
         encoder = make_encoder(obs_spec, normalize=h.normalize_observations)
         d = encoder.features_dim
         self.discrete = act_spec["type"] == "Discrete"
