@@ -188,6 +188,7 @@ def pendulum_return(module):
     return evaluate_policy(module.policy, lambda: gym.make("Pendulum-v1"), n_episodes=10, seed=10_000)["returns"].mean()
 
 
+@pytest.mark.slow  # ~20 CPU-s; the fast suite keeps the bandit/identity learning tests
 def test_improves_pendulum_within_forty_thousand_env_steps():
     datamodule = GymDataModule("Pendulum-v1", num_envs=2, batches_per_epoch=20)
     module = TRPO(observation_space=datamodule.observation_space, action_space=datamodule.action_space,
