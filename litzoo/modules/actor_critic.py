@@ -34,7 +34,6 @@ the unclipped sample). Truncated episodes bootstrap from their final observation
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -50,10 +49,10 @@ from litzoo.datamodules.gym import (
     collect_rollout,
     log_rl_metrics,
 )
-from litzoo.nets.policies import CategoricalActor, GaussianActor, QCritic, mlp
+from litzoo.nets.policies import QCritic, mlp
 from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
 from litzoo.rl.normalization import ReturnNormalizer
-from litzoo.rl.policy import Policy, make_encoder
+from litzoo.rl.policy import make_stochastic_policy
 from litzoo.rl.utils import explained_variance
 
 CRITICS = ("advantage", "q")
@@ -144,16 +143,11 @@ class ActorCritic(RLModule):
     # ----------------------------------------------------------------- networks
     def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
         h = self.hparams
-        encoder = make_encoder(obs_spec, normalize=h.normalize_observations)
-        d = encoder.features_dim
-        self.discrete = act_spec["type"] == "Discrete"
-        if self.discrete:
-            self.act_dim = int(act_spec["n"])
-            actor = CategoricalActor(d, self.act_dim, h.hidden_sizes, h.activation, h.orthogonal_init)
-        else:
-            self.act_dim = int(math.prod(act_spec["shape"]))
-            actor = GaussianActor(d, self.act_dim, h.hidden_sizes, h.activation, h.log_std_init, h.orthogonal_init)
-        self.policy = Policy(encoder, actor, "categorical" if self.discrete else "gaussian", obs_spec, act_spec)
+        self.policy = make_stochastic_policy(obs_spec, act_spec, h.hidden_sizes, h.activation, h.orthogonal_init,
+                                             h.log_std_init, h.normalize_observations)
+        self.discrete = self.policy.kind == "categorical"
+        self.act_dim = self.policy.actor.act_dim
+        d = self.policy.encoder.features_dim
         if h.critic == "advantage":  # v_w(s)
             self.critic = mlp(d, 1, h.hidden_sizes, h.activation, h.orthogonal_init, output_gain=1.0)
         elif self.discrete:  # q_w(s, .) for all actions at once

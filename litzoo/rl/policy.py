@@ -325,6 +325,22 @@ class Policy(nn.Module):
         return out_dir
 
 
+def make_stochastic_policy(
+    obs_spec: dict[str, Any], act_spec: dict[str, Any], hidden_sizes: Sequence[int], activation: str,
+    orthogonal_init: bool, log_std_init: float = 0.0, normalize_observations: bool = False,
+) -> Policy:
+    """The on-policy methods' policy: a categorical actor for ``Discrete`` actions, a diagonal Gaussian with a
+    state-independent log-std for ``Box`` actions, on the observation encoder of ``obs_spec``."""
+    encoder = make_encoder(obs_spec, normalize=normalize_observations)
+    d = encoder.features_dim
+    if act_spec["type"] == "Discrete":
+        actor = ACTORS["categorical"](d, int(act_spec["n"]), hidden_sizes, activation, orthogonal_init)
+        return Policy(encoder, actor, "categorical", obs_spec, act_spec)
+    act_dim = int(math.prod(act_spec["shape"]))
+    actor = ACTORS["gaussian"](d, act_dim, hidden_sizes, activation, log_std_init, orthogonal_init)
+    return Policy(encoder, actor, "gaussian", obs_spec, act_spec)
+
+
 def load_policy(
     path: str | os.PathLike,
     env: gym.Env | gym.vector.VectorEnv | None = None,
