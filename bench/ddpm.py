@@ -19,13 +19,14 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+
+from throughput import SKIP, compare_throughput, images_per_second, lightning_throughput
 
 from litzoo.callbacks import EMA
 from litzoo.datamodules import DigitsDataModule
@@ -35,32 +36,11 @@ from litzoo.modules import DDPM
 from litzoo.optim import adamw_with_warmup_cosine
 
 
-class StepTimer(L.Callback):
-    """Time stamps at the start of every training batch: the gap between two is one whole step
-    (data fetch, hooks, forward, backward, optimizer, logging)."""
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.stamps.append(time.process_time())
-
-
-def images_per_second(stamps: list[float], skip: int, batch_size: int) -> float:
-    """From the median step time of the steady state: robust to bursts of load on a shared machine."""
-    gaps = [b - a for a, b in zip(stamps[skip:], stamps[skip + 1 :])]
-    return batch_size / statistics.median(gaps)
-
 
 def lightning_run(steps: int, skip: int, batch_size: int, bare: bool) -> float:
     torch.manual_seed(0)
     model = DDPM()
-    timer = StepTimer()
-    trainer = L.Trainer(max_steps=steps + skip, accelerator="cpu", devices=1, callbacks=[timer],
-                        logger=not bare, enable_checkpointing=False, enable_progress_bar=not bare,
-                        enable_model_summary=False, limit_val_batches=0, default_root_dir="/tmp/litzoo_bench")
-    trainer.fit(model, DigitsDataModule(batch_size=batch_size))
-    return images_per_second(timer.stamps, skip, batch_size)
+    return lightning_throughput(model, DigitsDataModule(batch_size=batch_size), steps, batch_size, bare, "/tmp/litzoo_bench")
 
 
 def plain_run(steps: int, skip: int, batch_size: int) -> float:
@@ -95,24 +75,9 @@ def plain_run(steps: int, skip: int, batch_size: int) -> float:
 
 
 def throughput(args) -> None:
-    rows = {"plain PyTorch loop": [], "litzoo DDPM, Lightning (no logger/progress bar)": [],
-            "litzoo DDPM, Lightning (CSV logger + progress bar)": []}
-    for r in range(args.repeats):
-        order = list(rows) if r % 2 == 0 else list(reversed(rows))
-        for name in order:
-            if name.startswith("plain"):
-                rows[name].append(plain_run(args.steps, 20, args.batch_size))
-            else:
-                rows[name].append(lightning_run(args.steps, 20, args.batch_size, bare="no logger" in name))
-    plain = statistics.median(rows["plain PyTorch loop"])
-    print(f"\n### Training throughput (8x8 digits, batch {args.batch_size}, {args.steps} steady-state steps, "
-          f"median step time; median of {args.repeats} runs, {torch.get_num_threads()} threads)\n")
-    print("| trainer | images per CPU-second (median) | runs | overhead vs plain |")
-    print("|---|---|---|---|")
-    for name, values in rows.items():
-        med = statistics.median(values)
-        runs = ", ".join(f"{v:.0f}" for v in values)
-        print(f"| {name} | {med:.0f} | {runs} | {100 * (1 - med / plain):+.1f} % |")
+    compare_throughput("DDPM", lambda: plain_run(args.steps, SKIP, args.batch_size),
+                       lambda bare: lightning_run(args.steps, SKIP, args.batch_size, bare),
+                       args.steps, args.batch_size, args.repeats)
 
 
 def sampling(args) -> None:

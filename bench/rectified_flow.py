@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from diffusers import SD3Transformer2DModel
 from torch import nn
 
+from throughput import SKIP, compare_throughput, images_per_second, lightning_throughput
+
 from litzoo.callbacks import EMA, save_image_grid
 from litzoo.datamodules import DigitsDataModule
 from litzoo.diffusion.flow import interpolate, sample_timesteps, velocity_target
@@ -107,20 +109,6 @@ class CPUBudget(L.Callback):
         if self.spent >= self.seconds:
             trainer.should_stop = True
 
-
-class StepTimer(L.Callback):
-    """CPU time stamps at the start of every training batch (as in bench/ddpm.py)."""
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.stamps.append(time.process_time())
-
-
-def images_per_second(stamps: list[float], skip: int, batch_size: int) -> float:
-    gaps = [b - a for a, b in zip(stamps[skip:], stamps[skip + 1 :])]
-    return batch_size / statistics.median(gaps)
 
 
 def quiet_trainer(max_steps: int, callbacks: list, **kwargs) -> L.Trainer:
@@ -307,12 +295,7 @@ class PlainDiT(nn.Module):
 def lightning_run(steps: int, skip: int, batch_size: int, bare: bool) -> float:
     torch.manual_seed(0)
     model = build("rf_lognorm", total_steps=steps + skip)
-    timer = StepTimer()
-    trainer = L.Trainer(max_steps=steps + skip, accelerator="cpu", devices=1, callbacks=[timer],
-                        logger=not bare, enable_checkpointing=False, enable_progress_bar=not bare,
-                        enable_model_summary=False, limit_val_batches=0, default_root_dir="/tmp/litzoo_bench_rf")
-    trainer.fit(model, DigitsDataModule(batch_size=batch_size))
-    return images_per_second(timer.stamps, skip, batch_size)
+    return lightning_throughput(model, DigitsDataModule(batch_size=batch_size), steps, batch_size, bare, "/tmp/litzoo_bench_rf")
 
 
 def plain_run(steps: int, skip: int, batch_size: int) -> float:
@@ -347,28 +330,11 @@ def plain_run(steps: int, skip: int, batch_size: int) -> float:
 
 
 def throughput(args) -> None:
-    rows = {"plain PyTorch loop": [], "litzoo RectifiedFlowDiT, Lightning (no logger/progress bar)": [],
-            "litzoo RectifiedFlowDiT, Lightning (CSV logger + progress bar)": []}
-    for r in range(args.repeats):
-        order = list(rows) if r % 2 == 0 else list(reversed(rows))
-        for name in order:
-            if name.startswith("plain"):
-                rows[name].append(plain_run(args.steps, 20, args.batch_size))
-            else:
-                rows[name].append(lightning_run(args.steps, 20, args.batch_size, bare="no logger" in name))
-            print(f"{name}: {rows[name][-1]:.0f} images/CPU-s", flush=True)
-    plain = statistics.median(rows["plain PyTorch loop"])
-    print(f"\n### Training throughput (8x8 digits, batch {args.batch_size}, {args.steps} steady-state steps, "
-          f"median step time; median of {args.repeats} runs, {torch.get_num_threads()} threads)\n")
-    print("| trainer | images per CPU-second (median) | runs | overhead vs plain |")
-    print("|---|---|---|---|")
-    for name, values in rows.items():
-        med = statistics.median(values)
-        runs = ", ".join(f"{v:.0f}" for v in values)
-        print(f"| {name} | {med:.0f} | {runs} | {100 * (1 - med / plain):+.1f} % |")
+    compare_throughput("RectifiedFlowDiT", lambda: plain_run(args.steps, SKIP, args.batch_size),
+                       lambda bare: lightning_run(args.steps, SKIP, args.batch_size, bare),
+                       args.steps, args.batch_size, args.repeats)
 
 
-# -------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="compare,qknorm,throughput",
