@@ -500,8 +500,20 @@ class RectifiedFlowDiT(GenerativeModule):
                 raise ValueError("Class labels were given to a text-conditioned RectifiedFlowDiT without "
                                  "class_prompts; "
                                  "set class_prompts=[one prompt per label], or pass prompts instead of labels.")
-            tokens, pooled = self.encode_prompts(self.hparams.class_prompts)
-            return torch.cat([tokens, torch.zeros_like(tokens[:1])]), torch.cat([pooled, torch.zeros_like(pooled[:1])])
+            # A frozen encoder gives the same class-prompt embeddings every step: encode them once per
+            # (prompts, device, autocast dtype) instead of running the encoder in every training step.
+            key = (tuple(self.hparams.class_prompts), self.device,
+                   torch.get_autocast_dtype(self.device.type) if torch.is_autocast_enabled(self.device.type) else None,
+                   torch.is_inference_mode_enabled())  # inference tensors must not reach a training graph
+            cached = getattr(self, "_class_prompt_cache", None)
+            if self.hparams.train_text_encoder or cached is None or cached[0] != key:
+                tokens, pooled = self.encode_prompts(self.hparams.class_prompts)
+                tables = (torch.cat([tokens, torch.zeros_like(tokens[:1])]),
+                          torch.cat([pooled, torch.zeros_like(pooled[:1])]))
+                if self.hparams.train_text_encoder:
+                    return tables
+                self._class_prompt_cache = cached = (key, tables)
+            return cached[1]
         return self.context_tokens, self.class_pooled.weight
 
     def class_condition(self, y: Optional[Tensor], n: int) -> tuple[Tensor, Tensor]:

@@ -297,3 +297,18 @@ def test_cache_of_a_randomly_flipped_split_holds_both_orientations(tmp_path, vae
     assert dm.train_set.random_flip  # restored after reading the images unflipped
     seen = {bool(torch.equal(cache[0]["latents"], cache.flipped[0])) for _ in range(40)}
     assert seen == {True, False}  # both orientations are drawn
+
+
+def test_a_frozen_text_encoder_encodes_the_class_prompts_once_not_every_step(monkeypatch):
+    model = RectifiedFlowDiT(**TINY, text_encoder=TEXT, num_classes=None, class_prompts=["zero", "one"])
+    calls = []
+    original = model.encode_prompts
+    monkeypatch.setattr(model, "encode_prompts", lambda prompts: calls.append(1) or original(prompts))
+    x = torch.randn(2, 1, 8, 8)
+    first = model(x, torch.full((2,), 0.5), y=torch.tensor([0, 1]))
+    again = model(x, torch.full((2,), 0.5), y=torch.tensor([1, 0]))
+    assert len(calls) == 1  # the second step reused the cached tables
+    torch.testing.assert_close(again.flip(0), model(x.flip(0), torch.full((2,), 0.5), y=torch.tensor([0, 1])))
+    model.hparams.train_text_encoder = True  # a trained encoder changes every step: no cache
+    model(x, torch.full((2,), 0.5), y=torch.tensor([0, 1]))
+    assert len(calls) == 2 and first.shape == x.shape
