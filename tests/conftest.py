@@ -1,9 +1,16 @@
-"""Fixtures shared across the test packages (pytest runs with --import-mode=importlib: share through fixtures)."""
+"""Fixtures shared across the test packages; with --import-mode=importlib the test files reach plain helper
+modules (``rl_helpers``) through the ``sys.path`` entry made here."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# Plain helper modules next to this file (rl_helpers.py): importable by the test files.
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture

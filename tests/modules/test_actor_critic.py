@@ -2,11 +2,8 @@
 tiny grid world (critic vs exact V^pi / q^pi), resume, load_from_checkpoint(weights_only=True),
 bf16-mixed, the configs with train.py; slow: CartPole-v1."""
 
-import sys
-from pathlib import Path
 
 import gymnasium as gym
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -15,17 +12,12 @@ from gymnasium import spaces
 from litzoo.datamodules.gym import GymDataModule
 from litzoo.envs import action_values, policy_evaluation, value_iteration
 from litzoo.modules.actor_critic import ActorCritic
-from litzoo.rl.policy import evaluate_policy, load_policy
 from litzoo.envs.toy import ContextBandit, ContinuousIdentity
+from litzoo.rl.policy import evaluate_policy, load_policy
 
-REPO = Path(__file__).resolve().parents[2]
-
+from rl_helpers import CaptureStart, bandit_policy_and_features, fit, run_train_py
 
 pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
-
-
-
-
 
 
 class RandomStart(gym.Wrapper):
@@ -47,22 +39,6 @@ def tiny_grid() -> gym.Env:
 
 def random_start_tiny_grid():
     return RandomStart(tiny_grid())
-
-
-def fit(module, datamodule, **trainer_kwargs):
-    kwargs = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False)
-    kwargs.update(trainer_kwargs)
-    ckpt_path = kwargs.pop("ckpt_path", None)
-    trainer = L.Trainer(**kwargs)
-    trainer.fit(module, datamodule, ckpt_path=ckpt_path)
-    return trainer
-
-
-def bandit_policy_and_features(module):
-    with torch.no_grad():
-        features = module.policy.encoder(torch.arange(2))
-        return torch.softmax(module.policy.actor(features), -1).numpy(), features
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -151,12 +127,6 @@ def test_bf16_mixed_precision_still_learns_the_bandit():
     assert pi.max(1).min() > 0.8
 
 
-class CaptureStart(L.Callback):
-    def on_train_start(self, trainer, module):
-        self.env_steps = module.env_steps
-        self.state = {k: v.clone() for k, v in module.state_dict().items()}
-
-
 def test_resume_continues_env_steps_networks_and_normalisers_and_checkpoint_loads_weights_only(tmp_path):
     kwargs = dict(normalize_observations=True, normalize_rewards=True, log_every_n_env_steps=100)
     module = ActorCritic(**kwargs)
@@ -183,20 +153,9 @@ def test_resume_continues_env_steps_networks_and_normalisers_and_checkpoint_load
 
 @pytest.mark.parametrize("config", ["a2c_cartpole.yaml", "qac_cartpole.yaml"])
 def test_config_trains_with_train_py_and_exports_a_loadable_policy(tmp_path, monkeypatch, config):
-    sys.path.insert(0, str(REPO))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(REPO))
-    monkeypatch.setattr(sys, "argv", [
-        "train.py", "fit", "--config", str(REPO / "configs" / config), "--trainer.max_steps", "3",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-    ])
-    train.main()
-    (export,) = tmp_path.glob("lightning_logs/version_*/export")
+    export, last = run_train_py(monkeypatch, tmp_path, config, "--trainer.max_steps", "3")
     policy = load_policy(export, env=gym.make("CartPole-v1"))
     assert policy.kind == "categorical"
-    (last,) = tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt")
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["litzoo_class"] == "litzoo.modules.actor_critic.ActorCritic"
     assert checkpoint["litzoo_rl"]["env_steps"] == 3 * 5 * 8  # 3 rollouts of 5 steps x 8 envs

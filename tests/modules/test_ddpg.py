@@ -4,11 +4,8 @@ bf16-mixed (TD3), the configs with train.py; slow: Pendulum-v1."""
 
 import functools
 import math
-import sys
-from pathlib import Path
 
 import gymnasium as gym
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -19,14 +16,13 @@ from litzoo.modules.ddpg import DDPG, TD3
 from litzoo.envs import toy
 from litzoo.rl.policy import evaluate_policy, load_policy, space_to_spec
 
-REPO = Path(__file__).resolve().parents[2]
+from rl_helpers import CaptureStart, fit, run_train_py
 
 pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
+
 # One step: observe s ~ U[-1, 1]^2, act a in [-2, 2]^2, reward -||a - s||^2: mu*(s) = s, Q*(s, a) = -||a - s||^2.
 ContinuousIdentity = functools.partial(toy.ContinuousIdentity, dim=2)
-
-
 
 
 class ScalarLQR(gym.Env):
@@ -54,16 +50,6 @@ class ScalarLQR(gym.Env):
 
 LQR_P = (0.8 + math.sqrt(0.64 + 3.6)) / 1.8
 LQR_K = 0.9 * LQR_P / (1 + 0.9 * LQR_P)
-
-
-def fit(module, datamodule, **trainer_kwargs):
-    kwargs = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False)
-    kwargs.update(trainer_kwargs)
-    ckpt_path = kwargs.pop("ckpt_path", None)
-    trainer = L.Trainer(**kwargs)
-    trainer.fit(module, datamodule, ckpt_path=ckpt_path)
-    return trainer
 
 
 def small(cls=DDPG, **kwargs):
@@ -159,17 +145,6 @@ def test_ou_noise_follows_its_discretised_stochastic_differential_equation():
 
 
 # ------------------------------------------------------------------------------------------ Lightning
-class CaptureStart(L.Callback):
-    def on_train_start(self, trainer, module):
-        self.env_steps = module.env_steps
-        self.state = {k: v.clone() for k, v in module.state_dict().items()}
-        self.buffer_size = None
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if self.buffer_size is None:
-            self.buffer_size = len(module._buffer)
-
-
 def test_resume_continues_env_steps_networks_and_replay_buffer_and_checkpoint_loads_weights_only(tmp_path):
     module = small(save_replay_buffer=True, learning_starts=64)
     trainer = fit(module, GymDataModule(ContinuousIdentity, num_envs=2, batches_per_epoch=50))
@@ -198,21 +173,9 @@ def test_resume_continues_env_steps_networks_and_replay_buffer_and_checkpoint_lo
 
 @pytest.mark.parametrize("config, cls", [("ddpg_pendulum.yaml", "DDPG"), ("td3_pendulum.yaml", "TD3")])
 def test_config_trains_with_train_py_and_exports_a_loadable_policy(tmp_path, monkeypatch, config, cls):
-    sys.path.insert(0, str(REPO))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(REPO))
-    monkeypatch.setattr(sys, "argv", [
-        "train.py", "fit", "--config", str(REPO / "configs" / config), "--trainer.max_steps", "3",
-        "--model.init_args.learning_starts", "50", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
-    ])
-    train.main()
-    (export,) = tmp_path.glob("lightning_logs/version_*/export")
+    export, last = run_train_py(monkeypatch, tmp_path, config, "--trainer.max_steps", "3", "--model.init_args.learning_starts", "50")
     policy = load_policy(export, env=gym.make("Pendulum-v1"))
     assert policy.kind == "deterministic"
-    (last,) = tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt")
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["litzoo_class"] == f"litzoo.modules.ddpg.{cls}"
     assert checkpoint["litzoo_rl"]["env_steps"] == 52  # 50 random steps, then one per update

@@ -24,9 +24,10 @@ from litzoo.modules.dqn import DQN
 from litzoo.rl.buffers import ReplayBatch
 from litzoo.rl.policy import evaluate_policy, load_policy, space_to_spec
 
+from rl_helpers import CaptureStart, fit, run_train_py
+
 REPO = Path(__file__).resolve().parents[2]
 SMALL_GRID = dict(size=(3, 3), target=(2, 2), forbidden=((1, 1), (0, 2)))  # q* action gaps >= 0.54 at gamma 0.9
-
 
 pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
@@ -58,16 +59,6 @@ class OneState(gym.Env):
 
     def step(self, action):
         return 0, float(action == 0), self.terminate, False, {}
-
-
-def fit(module, datamodule, **trainer_kwargs):
-    kwargs = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False)
-    kwargs.update(trainer_kwargs)
-    ckpt_path = kwargs.pop("ckpt_path", None)
-    trainer = L.Trainer(**kwargs)
-    trainer.fit(module, datamodule, ckpt_path=ckpt_path)
-    return trainer
 
 
 def exact_q(gamma: float, **grid_kwargs) -> np.ndarray:
@@ -288,17 +279,6 @@ def test_exported_dueling_policy_loads_without_lightning_and_takes_the_same_acti
     assert config["actor"]["dueling"] is True and config["metadata"]["algorithm"] == "DQN"
 
 
-class CaptureStart(L.Callback):
-    def on_train_start(self, trainer, module):
-        self.env_steps = module.env_steps
-        self.state = {k: v.clone() for k, v in module.state_dict().items()}
-        self.buffer_size = None
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if self.buffer_size is None:
-            self.buffer_size = len(module._buffer)
-
-
 def test_resume_continues_env_steps_networks_and_replay_buffer_and_checkpoint_loads_weights_only(tmp_path):
     def small():
         return DQN(hidden_sizes=(16, 16), learning_starts=64, train_freq=4, gradient_steps=2, batch_size=16,
@@ -375,21 +355,9 @@ def test_two_process_cpu_ddp_ranks_explore_different_episodes_and_keep_identical
 
 @pytest.mark.parametrize("config, env_id", [("dqn_cartpole.yaml", "CartPole-v1"), ("dqn_gridworld.yaml", "litzoo/GridWorld-v0")])
 def test_config_trains_with_train_py_and_exports_a_loadable_policy(tmp_path, monkeypatch, config, env_id):
-    sys.path.insert(0, str(REPO))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(REPO))
-    monkeypatch.setattr(sys, "argv", [
-        "train.py", "fit", "--config", str(REPO / "configs" / config), "--trainer.max_steps", "3",
-        "--model.init_args.learning_starts", "50", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
-    ])
-    train.main()
-    (export,) = tmp_path.glob("lightning_logs/version_*/export")
+    export, last = run_train_py(monkeypatch, tmp_path, config, "--trainer.max_steps", "3", "--model.init_args.learning_starts", "50")
     policy = load_policy(export, env=gym.make(env_id))
     assert policy.kind == "greedy_q"
-    (last,) = tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt")
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["litzoo_class"] == "litzoo.modules.dqn.DQN"
     assert checkpoint["litzoo_rl"]["env_steps"] >= 50

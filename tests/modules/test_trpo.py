@@ -21,33 +21,14 @@ from gymnasium import spaces
 import litzoo.modules.trpo as trpo_module
 from litzoo.datamodules.gym import GymDataModule
 from litzoo.modules.trpo import TRPO
-from litzoo.rl.policy import evaluate_policy, load_policy
 from litzoo.envs.toy import ContextBandit, ContinuousIdentity
+from litzoo.rl.policy import evaluate_policy, load_policy
+
+from rl_helpers import CaptureStart, bandit_policy_and_features, fit, run_train_py
 
 REPO = Path(__file__).resolve().parents[2]
 
-
 pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
-
-
-
-
-
-
-def fit(module, datamodule, **trainer_kwargs):
-    kwargs = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False)
-    kwargs.update(trainer_kwargs)
-    ckpt_path = kwargs.pop("ckpt_path", None)
-    trainer = L.Trainer(**kwargs)
-    trainer.fit(module, datamodule, ckpt_path=ckpt_path)
-    return trainer
-
-
-def bandit_policy_and_features(module):
-    with torch.no_grad():
-        features = module.policy.encoder(torch.arange(2))
-        return torch.softmax(module.policy.actor(features), -1).numpy(), features
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -210,12 +191,6 @@ def test_bf16_mixed_precision_still_learns_the_bandit_and_keeps_the_kl_bound():
     assert trainer.callback_metrics["train/kl"] <= 0.05  # the trust-region step runs in float32
 
 
-class CaptureStart(L.Callback):
-    def on_train_start(self, trainer, module):
-        self.env_steps = module.env_steps
-        self.state = {k: v.clone() for k, v in module.state_dict().items()}
-
-
 def test_resume_continues_env_steps_and_networks_and_checkpoint_loads_weights_only(tmp_path):
     kwargs = dict(n_steps=32, normalize_observations=True, log_every_n_env_steps=64)
     module = TRPO(**kwargs)
@@ -244,21 +219,10 @@ def test_resume_continues_env_steps_and_networks_and_checkpoint_loads_weights_on
 @pytest.mark.parametrize("config, env_id, kind", [("trpo_cartpole.yaml", "CartPole-v1", "categorical"),
                                                   ("trpo_pendulum.yaml", "Pendulum-v1", "gaussian")])
 def test_config_trains_with_train_py_and_exports_a_loadable_policy(tmp_path, monkeypatch, config, env_id, kind):
-    sys.path.insert(0, str(REPO))
-    try:
-        import train
-    finally:
-        sys.path.remove(str(REPO))
-    monkeypatch.setattr(sys, "argv", [
-        "train.py", "fit", "--config", str(REPO / "configs" / config), "--trainer.max_steps", "2",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-        "--model.init_args.n_critic_updates", "1",
-    ])
-    train.main()
-    (export,) = tmp_path.glob("lightning_logs/version_*/export")
+    export, last = run_train_py(monkeypatch, tmp_path, config, "--trainer.max_steps", "2",
+                                "--model.init_args.n_critic_updates", "1")
     policy = load_policy(export, env=gym.make(env_id))
     assert policy.kind == kind
-    (last,) = tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt")
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["litzoo_class"] == "litzoo.modules.trpo.TRPO"
     n_steps = 512 if env_id == "CartPole-v1" else 1024

@@ -1,0 +1,61 @@
+"""Helpers shared by the RL module tests (``tests/conftest.py`` puts this folder on ``sys.path``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fit(module, datamodule, **trainer_kwargs) -> L.Trainer:
+    """One quiet epoch (no logger, checkpoints, progress bar) unless ``trainer_kwargs`` say otherwise;
+    ``ckpt_path=`` resumes."""
+    kwargs = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False)
+    kwargs.update(trainer_kwargs)
+    ckpt_path = kwargs.pop("ckpt_path", None)
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(module, datamodule, ckpt_path=ckpt_path)
+    return trainer
+
+
+def bandit_policy_and_features(module):
+    """pi(.|c) for the two contexts of ``litzoo.envs.toy.ContextBandit`` and their encoded features."""
+    with torch.no_grad():
+        features = module.policy.encoder(torch.arange(2))
+        return torch.softmax(module.policy.actor(features), -1).numpy(), features
+
+
+class CaptureStart(L.Callback):
+    """What a (resumed) run starts from: env steps, the state dict, and the replay buffer's size at the first
+    batch (``None`` for on-policy modules)."""
+
+    def on_train_start(self, trainer, module):
+        self.env_steps = module.env_steps
+        self.state = {k: v.clone() for k, v in module.state_dict().items()}
+        self.buffer_size = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.buffer_size is None and getattr(module, "_buffer", None) is not None:
+            self.buffer_size = len(module._buffer)
+
+
+def run_train_py(monkeypatch, tmp_path: Path, config: str, *overrides: str) -> tuple[Path, Path]:
+    """``python train.py fit --config configs/<config> <overrides>`` in-process; returns (export folder,
+    last checkpoint)."""
+    sys.path.insert(0, str(REPO))
+    try:
+        import train
+    finally:
+        sys.path.remove(str(REPO))
+    monkeypatch.setattr(sys, "argv", ["train.py", "fit", "--config", str(REPO / "configs" / config),
+                                      "--trainer.default_root_dir", str(tmp_path),
+                                      "--trainer.enable_progress_bar", "false", *overrides])
+    train.main()
+    (export,) = tmp_path.glob("lightning_logs/version_*/export")
+    (last,) = tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt")
+    return export, last
