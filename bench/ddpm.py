@@ -26,14 +26,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from throughput import SKIP, compare_throughput, images_per_second, lightning_throughput
+from throughput import SKIP, compare_throughput, lightning_throughput, plain_throughput
 
 from litzoo.callbacks import EMA
 from litzoo.datamodules import DigitsDataModule
 from litzoo.diffusion import SAMPLERS
 from litzoo.metrics import class_accuracy, digits_images, fid, load_digits_classifier
 from litzoo.modules import DDPM
-from litzoo.optim import adamw_with_warmup_cosine
 
 
 
@@ -45,33 +44,18 @@ def lightning_run(steps: int, skip: int, batch_size: int, bare: bool) -> float:
 
 def plain_run(steps: int, skip: int, batch_size: int) -> float:
     torch.manual_seed(0)
-    reference = DDPM()  # only to copy the identical UNet config and optimizer recipe
+    reference = DDPM()  # only to copy the identical UNet config
     unet = type(reference.net)(**reference.net.config)
     scheduler = DDPMScheduler(**reference.schedule.scheduler_config())
-    opt = adamw_with_warmup_cosine(unet, lr=2e-3, weight_decay=0.0, warmup_steps=100, total_steps=steps + skip)
-    optimizer, lr_scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
-    dm = DigitsDataModule(batch_size=batch_size)
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    unet.train()
-    step, stamps = 0, []
-    while step < steps + skip:
-        for x0, y in loader:
-            stamps.append(time.process_time())
-            noise = torch.randn_like(x0)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],))
-            drop = torch.rand(x0.shape[0]) < 0.1
-            y = torch.where(drop, torch.full_like(y, 10), y)
-            pred = unet(scheduler.add_noise(x0, noise, t), t, class_labels=y).sample
-            loss = F.mse_loss(pred.float(), noise.float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr_scheduler.step()
-            step += 1
-            if step == steps + skip:
-                break
-    return images_per_second(stamps, skip, batch_size)
+
+    def loss_fn(x0, y):
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],))
+        y = torch.where(torch.rand(x0.shape[0]) < 0.1, torch.full_like(y, 10), y)  # label dropout for CFG
+        pred = unet(scheduler.add_noise(x0, noise, t), t, class_labels=y).sample
+        return F.mse_loss(pred.float(), noise.float())
+
+    return plain_throughput(unet, loss_fn, DigitsDataModule(batch_size=batch_size), steps, batch_size)
 
 
 def throughput(args) -> None:

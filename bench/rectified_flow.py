@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from diffusers import SD3Transformer2DModel
 from torch import nn
 
-from throughput import SKIP, compare_throughput, images_per_second, lightning_throughput
+from throughput import SKIP, compare_throughput, lightning_throughput, plain_throughput
 
 from litzoo.callbacks import EMA, save_image_grid
 from litzoo.datamodules import DigitsDataModule
@@ -53,7 +53,7 @@ from litzoo.diffusion.flow import interpolate, sample_timesteps, velocity_target
 from litzoo.metrics import evaluate, load_digits_classifier
 from litzoo.modules import DDPM, RectifiedFlowDiT
 from litzoo.modules.rectified_flow import NUM_TRAIN_TIMESTEPS
-from litzoo.optim import adamw_with_warmup_cosine, warmup_cosine_lambda
+from litzoo.optim import warmup_cosine_lambda
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 # configs/rf_digits.yaml and configs/ddpm_digits.yaml (model sections), without their validation-time evaluation.
@@ -302,31 +302,17 @@ def plain_run(steps: int, skip: int, batch_size: int) -> float:
     torch.manual_seed(0)
     net = PlainDiT(build("rf_lognorm"))
     null_class = 10
-    opt = adamw_with_warmup_cosine(net, lr=2e-3, weight_decay=0.0, warmup_steps=100, total_steps=steps + skip)
-    optimizer, lr_scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
-    dm = DigitsDataModule(batch_size=batch_size)
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    net.train()
-    step, stamps = 0, []
-    while step < steps + skip:
-        for x0, y in loader:
-            stamps.append(time.process_time())
-            t = sample_timesteps(x0.shape[0], "logit_normal", logit_mean=0.0, logit_std=1.0)
-            eps = torch.randn_like(x0)
-            y = torch.where(torch.rand(x0.shape[0]) < 0.1, torch.full_like(y, null_class), y)
-            v = net.transformer(hidden_states=interpolate(x0, eps, t), timestep=t * NUM_TRAIN_TIMESTEPS,
-                                encoder_hidden_states=net.context_tokens[y], pooled_projections=net.class_pooled(y),
-                                return_dict=False)[0]
-            loss = F.mse_loss(v.float(), velocity_target(x0, eps).float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr_scheduler.step()
-            step += 1
-            if step == steps + skip:
-                break
-    return images_per_second(stamps, skip, batch_size)
+
+    def loss_fn(x0, y):
+        t = sample_timesteps(x0.shape[0], "logit_normal", logit_mean=0.0, logit_std=1.0)
+        eps = torch.randn_like(x0)
+        y = torch.where(torch.rand(x0.shape[0]) < 0.1, torch.full_like(y, null_class), y)
+        v = net.transformer(hidden_states=interpolate(x0, eps, t), timestep=t * NUM_TRAIN_TIMESTEPS,
+                            encoder_hidden_states=net.context_tokens[y], pooled_projections=net.class_pooled(y),
+                            return_dict=False)[0]
+        return F.mse_loss(v.float(), velocity_target(x0, eps).float())
+
+    return plain_throughput(net, loss_fn, DigitsDataModule(batch_size=batch_size), steps, batch_size)
 
 
 def throughput(args) -> None:

@@ -66,3 +66,28 @@ def compare_throughput(name: str, plain_run: Callable[[bool], float], lightning_
     for label, values in rows.items():
         med = statistics.median(values)
         print(f"| {label} | {med:.0f} | {', '.join(f'{v:.0f}' for v in values)} | {100 * (1 - med / plain):+.1f} % |")
+
+
+def plain_throughput(net: torch.nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                     datamodule: L.LightningDataModule, steps: int, batch_size: int) -> float:
+    """Images per CPU-second of a plain PyTorch loop (the style of diffusers' training scripts) training ``net``
+    with ``loss_fn(x0, y)`` and the same AdamW + warm-up/cosine recipe as the modules."""
+    from litzoo.optim import adamw_with_warmup_cosine
+
+    opt = adamw_with_warmup_cosine(net, lr=2e-3, weight_decay=0.0, warmup_steps=100, total_steps=steps + SKIP)
+    optimizer, lr_scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    net.train()
+    stamps: list[float] = []
+    while len(stamps) < steps + SKIP:
+        for x0, y in loader:
+            stamps.append(time.process_time())
+            loss = loss_fn(x0, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr_scheduler.step()
+            if len(stamps) == steps + SKIP:
+                break
+    return images_per_second(stamps, SKIP, batch_size)
