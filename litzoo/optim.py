@@ -88,17 +88,30 @@ def build_adamw(
     betas: Iterable[float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`adamw_param_groups`; fused on CUDA where available."""
+    """AdamW over :func:`adamw_param_groups`, with the fused kernel (:func:`fused_or_foreach`)."""
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}.")
-    params = list(model.parameters())
-    fused = bool(params) and all(p.is_cuda for p in params)
-    # torch picks the per-tensor loop on CPU by default; the foreach kernels save ~8 ms per step
-    # on the demo UNet (measured with cProfile), a cost both Lightning and plain loops would pay.
-    return torch.optim.AdamW(
-        adamw_param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps,
-        fused=True if fused else None, foreach=None if fused else True,
-    )
+    return _adamw(adamw_param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+
+
+def _adamw(groups: list[dict], **kwargs) -> torch.optim.AdamW:
+    optimizer = torch.optim.AdamW(groups, **kwargs, **fused_or_foreach([p for g in groups for p in g["params"]]))
+    # A fused optimizer advertises that its step unscales fp16 gradients itself; Lightning's mixed-precision
+    # plugin then refuses gradient clipping (also for bf16, which has no scaler). Without the flag a GradScaler
+    # unscales the gradients before the step, as for any other optimizer, so clipping sees true gradients.
+    optimizer._step_supports_amp_scaling = False
+    return optimizer
+
+
+def fused_or_foreach(params: Sequence[torch.Tensor]) -> dict[str, bool]:
+    """AdamW kernel choice: ``fused`` (one kernel for all parameters) on CPU, CUDA and MPS, else ``foreach``.
+
+    torch's default on CPU is the per-tensor Python loop. On CPU the fused kernel is also ~2.7x
+    faster than the foreach chain (TD3's 400-300 nets: 0.26 vs 0.70 ms per step; A2C's 64-64 nets:
+    0.05 vs 0.14 ms, 1 thread), which is most of an update's non-matmul time in small RL networks.
+    """
+    fusable = bool(params) and all(p.device.type in ("cpu", "cuda", "mps") and p.is_floating_point() for p in params)
+    return {"fused": True} if fusable else {"foreach": True}
 
 
 def adamw_for_networks(
@@ -109,16 +122,14 @@ def adamw_for_networks(
     Parameter groups come from :func:`litzoo.optim.adamw_param_groups` (no decay on biases and
     norms); groups with equal ``(lr, weight_decay)`` are merged, because every group costs its own
     chain of foreach kernels per step — with tiny RL networks that overhead, not the arithmetic,
-    dominates an update. Fused on CUDA, foreach on CPU.
+    dominates an update. Fused kernel (:func:`fused_or_foreach`).
     """
     merged: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for net, lr in networks:
         for group in adamw_param_groups(net, weight_decay):
             merged.setdefault((float(lr), group["weight_decay"]), []).extend(group["params"])
     groups = [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in merged.items() if params]
-    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=groups[0]["lr"], eps=eps, fused=True if on_cuda else None,
-                             foreach=None if on_cuda else True)
+    return _adamw(groups, lr=groups[0]["lr"], eps=eps)
 
 
 def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):

@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from litzoo.optim import adamw_param_groups, adamw_with_warmup_cosine, build_adamw, warmup_cosine_lambda
+from litzoo.optim import (
+    adamw_for_networks, adamw_param_groups, adamw_with_warmup_cosine, build_adamw, fused_or_foreach, warmup_cosine_lambda,
+)
 
 
 class Net(nn.Module):
@@ -74,3 +76,65 @@ def test_configure_optimizers_dict_steps_lr_per_step():
 def test_bad_optimizer_values_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):
         build_adamw(nn.Linear(2, 2), **kwargs)
+
+
+def test_fused_cpu_adamw_takes_the_same_steps_as_the_reference_loop():
+    """The fused kernel (chosen on CPU for speed) must not change the optimisation: same weights as
+    torch's reference per-tensor AdamW, over the same parameter groups, after 20 steps."""
+    import copy
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)), nn.Linear(4, 1)]
+    twins, start = copy.deepcopy(nets), nets[0][0].weight.detach().clone()
+    fused = adamw_for_networks([(nets[0], 1e-2), (nets[1], 3e-3)], weight_decay=0.1)
+    assert all(g["fused"] for g in fused.param_groups) and fused_or_foreach(list(nets[0].parameters())) == {"fused": True}
+    twin_of = {id(p): q for p, q in zip([*nets[0].parameters(), *nets[1].parameters()],
+                                         [*twins[0].parameters(), *twins[1].parameters()])}
+    loop = torch.optim.AdamW([{**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+                               "params": [twin_of[id(p)] for p in g["params"]]} for g in fused.param_groups],
+                             foreach=False, fused=False)
+    x, y = torch.randn(16, 3), torch.randn(16, 4)
+    for _ in range(20):
+        for (a, c), opt in ((nets, fused), (twins, loop)):
+            opt.zero_grad()
+            (a(x).pow(2).mean() + c(y).sin().mean()).backward()
+            opt.step()
+    assert (nets[0][0].weight - start).abs().max() > 1e-2  # the comparison is not between untouched weights
+    for p, q in zip([*nets[0].parameters(), *nets[1].parameters()], [*twins[0].parameters(), *twins[1].parameters()]):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_fused_adamw_allows_gradient_clipping_under_bf16_mixed_precision(monkeypatch):
+    """Lightning refuses to clip with an optimizer that unscales fp16 gradients itself (fused AdamW's
+    default flag); litzoo's AdamW clears that flag, so bf16-mixed + gradient_clip_val trains and clips."""
+    import lightning as L
+    from lightning.pytorch.plugins.precision import Precision
+
+    clipped: list[float] = []
+    original = Precision.clip_grad_by_norm
+
+    def recording(self, optimizer, clip_val):
+        clipped.append(float(clip_val))
+        return original(self, optimizer, clip_val)
+
+    monkeypatch.setattr(Precision, "clip_grad_by_norm", recording)
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return (self.net(batch[0]) - 100.0).pow(2).mean()
+
+        def configure_optimizers(self):
+            return build_adamw(self.net, lr=1e-2)
+
+    torch.manual_seed(0)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 4)), batch_size=8)
+    model = Tiny()
+    before = model.net.weight.detach().clone()
+    L.Trainer(max_steps=4, precision="bf16-mixed", gradient_clip_val=0.5, accelerator="cpu", logger=False,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(model, data)
+    assert model.trainer.optimizers[0].param_groups[0]["fused"]
+    assert clipped == [0.5] * 4 and not torch.equal(model.net.weight, before)

@@ -40,7 +40,7 @@ Implementation: one Lightning batch = one block, sampled with one ``randint`` as
 gradient steps (one ``optimizer.step()`` each, so ``trainer.global_step`` and ``max_steps`` still count
 gradient steps; the last block is cut at ``max_steps``). Lightning's per-batch machinery then runs
 once per block instead of once per gradient step, which was ~30 % of an update of the zoo's CartPole
-network on CPU. AdamW is fused (one kernel per step) also on CPU.
+network on CPU. AdamW uses the fused kernel also on CPU (:func:`litzoo.optim.fused_or_foreach`).
 
 The exported policy (``kind="greedy_q"`` of :mod:`litzoo.rl.policy`) is the greedy
 :math:`\arg\max_a Q_\theta(s, a)`: ``litzoo.load_policy(dir).predict(obs)``.
@@ -64,7 +64,7 @@ from litzoo.datamodules.gym import (
     log_rl_metrics,
     step_into_replay,
 )
-from litzoo.optim import adamw_param_groups
+from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import ReplayBatch, ReplayBuffer
 from litzoo.nets.policies import QNetwork
 from litzoo.rl.policy import Policy, make_encoder
@@ -182,10 +182,7 @@ class DQN(RLModule):
         return self.policy.actor
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # Fused also on CPU (torch >= 2.4): one kernel per step instead of a chain of foreach kernels,
-        # measured -20 % per update of the zoo's [256, 256] CartPole network.
-        groups = adamw_param_groups(self.q_net, self.hparams.weight_decay)
-        return torch.optim.AdamW(groups, lr=self.hparams.lr, fused=True)
+        return adamw_for_networks([(self.q_net, self.hparams.lr)], self.hparams.weight_decay)
 
     # ----------------------------------------------------------------- exploration schedule
     def env_steps_for_updates(self, num_updates: int, num_envs: int = 1) -> int:
