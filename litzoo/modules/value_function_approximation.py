@@ -37,6 +37,23 @@ num_envs=1`` is the book's update exactly). Only ``terminated`` transitions drop
 a truncated episode (the grid world's continuing task cut by ``max_episode_steps``) bootstraps from
 its real final state. The learned values are compared with the exact ones of
 :mod:`litzoo.envs.bellman` (:meth:`compare_with_exact`, logged at every epoch end, :meth:`plot`).
+
+**Resume.** A checkpoint holds, besides the weights, ``env_steps``, ``num_updates`` and the action
+sampler's generator (:class:`~litzoo.base.RLModule`), the state of the collection in flight: every
+grid world's cell, its step counters (the env's own and any ``TimeLimit``'s), its ``np_random`` state,
+the current observations and the actions already drawn for them (Sarsa's :math:`a_{t+1}` is drawn
+before the update that uses it). ``Trainer.fit(ckpt_path=...)`` then continues the very episodes and
+random stream of the interrupted run: a resumed single-process run gives the same weights as an
+uninterrupted one (with ``vectorization="sync"``, the default; async envs restart their episodes).
+
+**DDP.** Every rank steps its own envs with its own random stream (seed offset by rank), the
+gradients of each update are averaged over the ranks (one all-reduce, then the same SGD step on every
+rank, so the weights stay identical): one update is the book's update with the semi-gradient
+averaged over ``world_size * n_steps * num_envs`` transitions, i.e. a larger batch; the TD fixed
+point is unchanged. The ``alpha`` and ``epsilon`` schedules count updates and *this rank's* env
+steps. A DDP checkpoint holds rank 0's state only, so a resumed DDP run restarts the episodes on
+every rank (the collection state is restored in single-process runs only) and, as every
+:class:`~litzoo.base.RLModule` does today, every rank resumes rank 0's random stream.
 """
 
 from __future__ import annotations
@@ -146,6 +163,7 @@ class ValueFunctionApproximation(RLModule):
         self._grid: GridWorld | None = None
         self._exact: dict[str, np.ndarray] = {}
         self._obs_type = "index"
+        self._actions: Tensor | None = None  # actions drawn for env.obs, to be taken at the next step
         if grid_size is not None and num_actions is not None:
             self._build(tuple(grid_size), int(num_actions))
 
@@ -296,8 +314,9 @@ class ValueFunctionApproximation(RLModule):
         self._env = env
         self._init_generator()
         n = self.hparams.n_steps
-        states = self._state_of(env.obs)
-        actions = self._behaviour(states)
+        if not self._restore_collection(env):
+            self._actions = self._behaviour(self._state_of(env.obs))
+        states, actions = self._state_of(env.obs), self._actions
         while True:
             fields: list[list[Tensor]] = [[] for _ in VFABatch._fields]
             for _ in range(n):
@@ -313,8 +332,73 @@ class ValueFunctionApproximation(RLModule):
                 for f, x in zip(fields, (states, actions, step.rewards, next_states, next_actions, step.terminated)):
                     f.append(x)
                 states, actions = new_states, new_actions
+            self._actions = actions
             self.env_steps += n * env.num_envs
             yield VFABatch(*(torch.cat(f) for f in fields))
+
+    # ----------------------------------------------------------------- checkpointed collection state
+    def _world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1  # generate_batches also runs without one
+
+    @staticmethod
+    def _grid_envs(env: EnvRunner) -> Optional[list[gym.Env]]:
+        """The wrapped sub-envs of a sync vector env (``None`` for async envs, whose state lives in subprocesses)."""
+        return list(env.envs.envs) if isinstance(env.envs, gym.vector.SyncVectorEnv) else None
+
+    @staticmethod
+    def _step_counters(sub_env: gym.Env) -> list[gym.Env]:
+        """The layers of a wrapped env that count episode steps: any ``TimeLimit`` and the GridWorld itself."""
+        layers, layer = [], sub_env
+        while True:
+            if "_elapsed_steps" in vars(layer):
+                layers.append(layer)
+            if not isinstance(layer, gym.Wrapper):
+                return layers
+            layer = layer.env
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        env = self._env
+        subs = None if env is None or self._actions is None else self._grid_envs(env)
+        if subs is None or self._world_size() > 1:
+            return  # nothing in flight, async envs, or DDP (the checkpoint would hold rank 0's envs only)
+        grids = [sub.unwrapped for sub in subs]
+        checkpoint["litzoo_rl"]["collection"] = {
+            "obs": env.obs.cpu(),
+            "actions": self._actions.cpu(),
+            "cells": [list(grid._cell) for grid in grids],
+            "elapsed_steps": [[layer._elapsed_steps for layer in self._step_counters(sub)] for sub in subs],
+            "np_random": [None if grid._np_random is None else grid._np_random.bit_generator.state for grid in grids],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        collection = checkpoint.get("litzoo_rl", {}).get("collection")
+        if collection is not None:
+            self._pending["collection"] = collection
+
+    def _restore_collection(self, env: EnvRunner) -> bool:
+        """Put the envs back where the checkpointed run left them (after the datamodule's reset); ``False`` if there
+        is nothing to restore or the envs do not match it (then collection starts afresh)."""
+        saved = self._pending.pop("collection", None)
+        subs = self._grid_envs(env)
+        if saved is None or subs is None or self._world_size() > 1 or len(subs) != len(saved["cells"]):
+            return False
+        if saved["obs"].shape != env.obs.shape or saved["obs"].dtype != env.obs.dtype:
+            return False  # another obs_type: not the envs that were saved
+        counters = [self._step_counters(sub) for sub in subs]
+        if any(len(c) != len(n) for c, n in zip(counters, saved["elapsed_steps"])):
+            return False  # a different wrapper stack (e.g. another max_episode_steps): not the same envs
+        for sub, layers, cell, elapsed, rng in zip(subs, counters, saved["cells"], saved["elapsed_steps"],
+                                                   saved["np_random"]):
+            sub.unwrapped._cell = tuple(int(c) for c in cell)
+            for layer, steps in zip(layers, elapsed):
+                layer._elapsed_steps = steps
+            if rng is not None:
+                sub.unwrapped.np_random.bit_generator.state = rng
+        env.obs = saved["obs"].to(env.device)
+        self._actions = saved["actions"].to(env.device)
+        return True
 
     # ----------------------------------------------------------------- update
     def training_step(self, batch: VFABatch, batch_idx: int) -> None:
@@ -353,7 +437,8 @@ class ValueFunctionApproximation(RLModule):
             return
         out = {f"exact/{k}": float(v) for k, v in self.compare_with_exact().items()}
         for key, value in out.items():
-            self.log(key, value, logger=False, prog_bar=key == "exact/rmse")
+            # identical on every rank (so are the weights); sync_dist is a no-op mean that DDP logging asks for
+            self.log(key, value, logger=False, prog_bar=key == "exact/rmse", sync_dist=True)
         if self.trainer.is_global_zero:
             for logger in self.trainer.loggers:
                 logger.log_metrics(out, step=int(self.env_steps) * self.trainer.world_size)

@@ -2,12 +2,15 @@
 TD-linear with one-hot features = tabular TD reaches v_pi; with polynomial / Fourier features it reaches
 the TD fixed point w* = (Phi^T D (I - gamma P_pi) Phi)^-1 Phi^T D r_pi (computed here in numpy), whose
 error to v_pi falls as the order grows; Q-learning and Sarsa find optimal policies (exact policy
-evaluation of the greedy policy vs value iteration); bad input; checkpoints; plot; the config."""
+evaluation of the greedy policy vs value iteration); bad input; checkpoints; a run resumed after a crash
+is bit-identical to an uninterrupted one; 2-process CPU DDP is the single-process update on both ranks'
+transitions; plot; the config."""
 
 import functools
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +23,8 @@ from litzoo.envs import GridWorld, policy_evaluation
 from litzoo.modules.value_function_approximation import ValueFunctionApproximation
 from litzoo.rl.features import make_features
 
+from rl_helpers import CaptureStart, fit
+
 REPO = Path(__file__).resolve().parents[2]
 GAMMA = 0.9
 
@@ -30,15 +35,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def fit(module, datamodule, **trainer_kwargs):
-    kwargs = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False)
-    kwargs.update(trainer_kwargs)
-    trainer = L.Trainer(**kwargs)
-    trainer.fit(module, datamodule)
-    return trainer
 
 
 def uniform_policy_model():
@@ -169,6 +165,155 @@ def test_checkpoint_reloads_the_weights_and_plot_draws_learned_and_exact_values(
     image = module.plot(str(tmp_path / "vfa.png"))
     assert (tmp_path / "vfa.png").stat().st_size > 0
     assert image.ndim == 3 and image.shape[1] > image.shape[0]  # two grids side by side
+
+
+class CrashAfter(L.Callback):
+    """Saves a checkpoint after update ``step`` (where ``ModelCheckpoint(every_n_train_steps=step)`` saves) and
+    then raises, like a job killed right after its periodic checkpoint."""
+
+    def __init__(self, step: int, path):
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+            raise RuntimeError("simulated crash")
+
+
+def collection_state(module):
+    """Where the run left its envs: each grid world's cell, step counters (its own and the TimeLimit's) and
+    ``np_random`` state, the observations and the actions already drawn for them."""
+    subs = module._env.envs.envs
+    return ([sub.unwrapped._cell for sub in subs],
+            [[layer._elapsed_steps for layer in module._step_counters(sub)] for sub in subs],
+            [sub.unwrapped.np_random.bit_generator.state for sub in subs],
+            module._env.obs.tolist(), module._actions.tolist())
+
+
+class RandomStartGridWorld(GridWorld):
+    """The grid world with episodes starting in a random state drawn from the env's ``np_random``."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return super().reset(options={"state": int(self.np_random.integers(self.num_states))})
+
+
+# Lightning's warning that a mid-epoch resume of a plain dataloader is unreliable: the module restores the stream.
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.parametrize("algorithm, crash_after, env_id", [
+    ("td_linear", 45, "litzoo/GridWorld-v0"), ("sarsa", 45, "litzoo/GridWorld-v0"),
+    ("q_learning", 45, "litzoo/GridWorld-v0"), ("sarsa", 30, "litzoo/GridWorld-v0"), ("sarsa", 45, RandomStartGridWorld),
+])
+def test_a_run_resumed_after_a_crash_is_bit_identical_to_an_uninterrupted_one(tmp_path, algorithm, crash_after, env_id):
+    # 3 epochs of 30 updates; the crash comes mid-epoch 2 (45) or after the last update of epoch 1 (30), with
+    # every env mid-episode (TimeLimit 7, 2 env steps per update). Sarsa's a_{t+1} is drawn before the update
+    # that uses it; RandomStartGridWorld draws its start states from np_random. Only with the envs, observations
+    # and drawn actions in the checkpoint does the resumed run continue the same episodes and random stream
+    # (measured: without the cells and step counters, without the drawn actions, or without np_random for the
+    # random starts, the weights differ); the control below resumes without any of them.
+    kwargs = dict(algorithm=algorithm, features="tile", alpha=0.2, epsilon=0.5, epsilon_final=0.05,
+                  epsilon_decay_env_steps=300, n_steps=2, log_every_n_env_steps=10**9)
+
+    def datamodule():
+        return GymDataModule(env_id, num_envs=4, batches_per_epoch=30, max_episode_steps=7)
+
+    uninterrupted = ValueFunctionApproximation(**kwargs)
+    fit(uninterrupted, datamodule(), max_epochs=3)
+    crashed = ValueFunctionApproximation(**kwargs)
+    ckpt = tmp_path / "crash.ckpt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(crashed, datamodule(), max_epochs=3, callbacks=[CrashAfter(crash_after, ckpt)])
+
+    resumed, capture = ValueFunctionApproximation(**kwargs), CaptureStart()
+    fit(resumed, datamodule(), max_epochs=3, callbacks=[capture], ckpt_path=ckpt)
+    assert capture.env_steps == crash_after * 8  # it went on from the crash, not from scratch
+    assert resumed.env_steps == uninterrupted.env_steps == 90 * 8
+    assert resumed.num_updates == uninterrupted.num_updates == 90
+    assert torch.equal(resumed.net.weight, uninterrupted.net.weight)  # bit for bit
+    assert torch.equal(resumed._generator.get_state(), uninterrupted._generator.get_state())
+    assert collection_state(resumed) == collection_state(uninterrupted)
+
+    # Control: the same checkpoint without the collection state restarts the episodes and draws other actions.
+    checkpoint = torch.load(ckpt, weights_only=True)
+    del checkpoint["litzoo_rl"]["collection"]
+    torch.save(checkpoint, tmp_path / "without_collection.ckpt")
+    restarted = ValueFunctionApproximation(**kwargs)
+    fit(restarted, datamodule(), max_epochs=3, ckpt_path=tmp_path / "without_collection.ckpt")
+    assert restarted.num_updates == 90 and not torch.equal(restarted.net.weight, uninterrupted.net.weight)
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import functools, sys
+    import lightning as L
+    import torch
+    from litzoo.datamodules.gym import GymDataModule
+    from litzoo.envs import GridWorld
+    from litzoo.modules.value_function_approximation import ValueFunctionApproximation
+
+    torch.set_num_threads(1)
+    out = sys.argv[1]
+
+    class Record(L.Callback):
+        def on_train_start(self, trainer, module):
+            self.w0, self.batches = module.net.weight.detach().clone(), []
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.batches.append(batch)
+        def on_train_end(self, trainer, module):
+            fields = {k: torch.stack([getattr(b, k) for b in self.batches]) for k in ("states", "rewards", "next_states")}
+            torch.save({"w0": self.w0, "w": module.net.weight.detach().clone(), "env_steps": module.env_steps,
+                        "updates": module.num_updates, "rmse": float(trainer.callback_metrics["exact/rmse"]),
+                        "logged_env_steps": float(trainer.callback_metrics["time/env_steps"]), **fields},
+                       f"{out}/rank{trainer.global_rank}.pt")
+
+    # the single-process fixed-point test's setting, its 32 envs split over 2 ranks
+    module = ValueFunctionApproximation(algorithm="td_linear", features="polynomial", order=1, alpha=0.5,
+                                        alpha_decay_steps=200, n_steps=2, log_every_n_env_steps=48_000)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                        callbacks=[Record()], enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(module, GymDataModule(functools.partial(GridWorld, max_episode_steps=None), num_envs=16,
+                                      batches_per_epoch=1500))
+    """
+)
+
+
+def test_two_process_cpu_ddp_is_the_single_process_update_on_both_ranks_transitions_and_reaches_the_td_fixed_point(tmp_path):
+    script = tmp_path / "ddp_vfa.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, cwd=REPO, timeout=300,
+                   capture_output=True, env=env)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["env_steps"] == rank1["env_steps"] == 1500 * 2 * 16 and rank0["updates"] == rank1["updates"] == 1500
+    assert rank0["logged_env_steps"] == 2 * 48_000  # env steps of both ranks
+    assert (rank0["states"] != rank1["states"]).float().mean() > 0.5  # each rank samples its own trajectories
+    assert torch.equal(rank0["w"], rank1["w"]) and rank0["rmse"] == rank1["rmse"]  # ... yet the weights agree
+
+    # Replay the book's update w += alpha_k mean(delta phi(s)) in float64 from w_0 = 0 on the transitions of
+    # both ranks pooled into one batch: DDP is that single-process update (averaged gradients, not summed,
+    # not one rank's), to float32 rounding; rank 0's transitions alone end ~0.08 away (measured).
+    Phi = torch.as_tensor(make_features("polynomial", (5, 5), order=1).matrix())
+    pooled = {k: torch.cat([rank0[k], rank1[k]], 1) for k in ("states", "rewards", "next_states")}
+
+    def replay(batches):
+        w = torch.zeros(Phi.shape[1], dtype=torch.float64)
+        for k, (s, r, s_next) in enumerate(zip(batches["states"], batches["rewards"].double(), batches["next_states"])):
+            delta = r + GAMMA * Phi[s_next] @ w - Phi[s] @ w  # GridWorld(max_episode_steps=None): nothing ends
+            w = w + 0.5 / (1 + k / 200) * (delta[:, None] * Phi[s]).mean(0)
+        return w
+
+    w = rank0["w"].double().ravel()
+    assert torch.count_nonzero(rank0["w0"]) == 0
+    torch.testing.assert_close(w, replay(pooled), rtol=0, atol=1e-5)  # measured 1.2e-6
+    assert (w - replay(rank0)).abs().max() > 1e-2
+
+    # and, as in one process, it reaches the TD fixed point w* (not v_pi, which these features cannot represent)
+    P_pi, r_pi, v_pi, d = uniform_policy_model()
+    w_star = td_fixed_point(Phi.numpy(), P_pi, r_pi, d)
+    assert np.sqrt(d @ (Phi.numpy() @ (w.numpy() - w_star)) ** 2) < 0.1
+    assert np.linalg.norm(w.numpy() - w_star) / np.linalg.norm(w_star) < 0.04
 
 
 @pytest.mark.slow  # a fresh interpreter importing every litzoo module: ~10 s CPU
