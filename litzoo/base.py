@@ -212,9 +212,16 @@ class RLModule(LitzooModule):
     def _init_generator(self) -> None:
         # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
         seed = self.hparams.seed * 1_000_003 + self.global_rank
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
         state = self._pending.pop("generator", None)
-        if state is not None and self._pending.pop("generator_device", "cpu") == self.device.type:
+        same_device = self._pending.pop("generator_device", "cpu") == self.device.type
+        world_size = self._trainer.world_size if self._trainer is not None else 1
+        single_process = self._pending.pop("generator_world_size", 1) == 1 and world_size == 1
+        if state is not None and not single_process:
+            # A DDP checkpoint holds rank 0's stream only; handing it to every rank would make all ranks
+            # draw the same noise and minibatches. Fresh per-rank streams, distinct from the first run's.
+            seed += 7919 * self.env_steps
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        if state is not None and single_process and same_device:
             self._generator.set_state(state.cpu())  # resume the random stream exactly
 
     def on_train_start(self) -> None:
@@ -239,6 +246,7 @@ class RLModule(LitzooModule):
         state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
         if self._generator is not None:
             state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
+            state["generator_world_size"] = self.trainer.world_size if self._trainer is not None else 1
         if self.hparams.get("save_replay_buffer") and getattr(self, "_buffer", None) is not None:
             state["replay_buffer"] = self._buffer.state_dict()
         checkpoint["litzoo_rl"] = state
@@ -248,7 +256,8 @@ class RLModule(LitzooModule):
         self.env_steps = int(state.get("env_steps", 0))
         self.num_updates = int(state.get("num_updates", 0))
         self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator", "generator_device", "replay_buffer") if k in state}
+        self._pending = {k: state[k] for k in ("generator", "generator_device", "generator_world_size", "replay_buffer")
+                         if k in state}
 
     def export(self, out_dir: str | os.PathLike) -> Path:
         """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
