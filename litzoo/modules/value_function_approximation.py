@@ -52,8 +52,8 @@ rank, so the weights stay identical): one update is the book's update with the s
 averaged over ``world_size * n_steps * num_envs`` transitions, i.e. a larger batch; the TD fixed
 point is unchanged. The ``alpha`` and ``epsilon`` schedules count updates and *this rank's* env
 steps. A DDP checkpoint holds rank 0's state only, so a resumed DDP run restarts the episodes on
-every rank (the collection state is restored in single-process runs only) and, as every
-:class:`~litzoo.base.RLModule` does today, every rank resumes rank 0's random stream.
+every rank (the collection state is restored in single-process runs only), and every rank draws a fresh
+random stream of its own (:meth:`~litzoo.base.RLModule._init_generator`).
 """
 
 from __future__ import annotations
