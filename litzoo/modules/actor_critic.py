@@ -183,15 +183,7 @@ class ActorCritic(RLModule):
         encoder, actor = self.policy.encoder, self.policy.actor
         encoder.update(obs)
         features = encoder(obs)
-        if self.discrete:
-            log_pi = _log_softmax(actor(features))
-            actions = torch.multinomial(log_pi.exp(), 1, generator=self._generator).squeeze(-1)
-            log_probs = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        else:
-            dist = actor.distribution(features)
-            noise = torch.randn(dist.loc.shape, generator=self._generator, device=self.device)
-            actions = dist.loc + dist.scale * noise
-            log_probs = actor.log_prob(dist, actions)
+        actions, log_probs = actor.sample_with_log_prob(features, self._generator)
         if self.hparams.critic == "advantage":
             values = self.critic(features).squeeze(-1)
         else:

@@ -163,13 +163,7 @@ class TRPO(RLModule):
         encoder, actor = self.policy.encoder, self.policy.actor
         encoder.update(obs)
         features = encoder(obs)
-        dist = actor.distribution(features)
-        if self.discrete:
-            actions = torch.multinomial(dist.probs, 1, generator=self._generator).squeeze(-1)
-        else:
-            noise = torch.randn(dist.loc.shape, generator=self._generator, device=self.device)
-            actions = dist.loc + dist.scale * noise
-        log_probs = actor.log_prob(dist, actions)
+        actions, log_probs = actor.sample_with_log_prob(features, self._generator)
         values = self.critic(features).squeeze(-1)
         return actions, self.policy.to_env_action(actions), log_probs, values
 

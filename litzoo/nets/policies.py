@@ -128,6 +128,19 @@ class GaussianActor(nn.Module):
         noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
         return mean + self.log_std.exp() * noise
 
+    def sample_with_log_prob(self, features: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``a = m + sigma * eps`` and :math:`\log\pi(a|s) = \sum_i -\epsilon_i^2/2 - \log\sigma_i - \log(2\pi)/2`.
+
+        The acting path of on-policy methods: computed from the standard-normal ``eps`` directly, without a
+        ``Normal`` object per env step (its construction and ``log_prob`` cost ~30 us, more than the 64-64
+        network for a few envs); same numbers as :meth:`distribution` + :meth:`log_prob`.
+        """
+        mean = self.mean(features)
+        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        actions = mean + self.log_std.exp() * noise
+        log_probs = (-0.5 * noise.float().pow(2) - self.log_std.float() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return actions, log_probs
+
     @staticmethod
     def log_prob(dist: torch.distributions.Normal, actions: Tensor) -> Tensor:
         return dist.log_prob(actions).sum(-1)  # independent dims: log-densities add
@@ -166,6 +179,12 @@ class CategoricalActor(nn.Module):
     def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
         probs = torch.softmax(self.logits(features).float(), dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    def sample_with_log_prob(self, features: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``a ~ pi(.|s)`` and :math:`\log\pi(a|s)` from one log-softmax (no ``Categorical`` object per env step)."""
+        log_pi = torch.log_softmax(self.logits(features).float(), dim=-1)
+        actions = torch.multinomial(log_pi.exp(), 1, generator=generator).squeeze(-1)
+        return actions, log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
     @staticmethod
     def log_prob(dist: torch.distributions.Categorical, actions: Tensor) -> Tensor:

@@ -174,3 +174,23 @@ def test_load_policy_and_predict_need_no_lightning(tmp_path):
         "assert not [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')], 'lightning imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_sample_with_log_prob_draws_from_the_policy_and_returns_its_exact_log_density():
+    """The acting shortcut (no distribution object per step) must equal distribution().log_prob and
+    draw with the policy's own probabilities / mean and std."""
+    torch.manual_seed(0)
+    features = torch.randn(4, 3)
+    gaussian = GaussianActor(3, 2, (16,), log_std_init=-0.5)
+    actions, log_probs = gaussian.sample_with_log_prob(features, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(log_probs, gaussian.log_prob(gaussian.distribution(features), actions), atol=1e-5, rtol=1e-5)
+    many, _ = gaussian.sample_with_log_prob(features[:1].expand(20000, 3), torch.Generator().manual_seed(2))
+    torch.testing.assert_close(many.mean(0), gaussian(features[:1])[0], atol=0.02, rtol=0)
+    torch.testing.assert_close(many.std(0), gaussian.log_std.exp().detach(), atol=0.02, rtol=0)
+
+    categorical = CategoricalActor(3, 3, (16,), orthogonal_init=False)
+    actions, log_probs = categorical.sample_with_log_prob(features, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(log_probs, categorical.log_prob(categorical.distribution(features), actions))
+    many, _ = categorical.sample_with_log_prob(features[:1].expand(20000, 3), torch.Generator().manual_seed(2))
+    frequencies = torch.bincount(many, minlength=3).float() / 20000
+    torch.testing.assert_close(frequencies, categorical.distribution(features[:1]).probs[0].detach(), atol=0.015, rtol=0)
