@@ -114,6 +114,15 @@ def fused_or_foreach(params: Sequence[torch.Tensor]) -> dict[str, bool]:
     return {"fused": True} if fusable else {"foreach": True}
 
 
+def _merged_groups(networks: Sequence[tuple[torch.nn.Module, float]], weight_decay: float) -> list[dict]:
+    """Per-network ``(lr, weight_decay)`` groups from :func:`adamw_param_groups`, equal ones merged."""
+    merged: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for net, lr in networks:
+        for group in adamw_param_groups(net, weight_decay):
+            merged.setdefault((float(lr), group["weight_decay"]), []).extend(group["params"])
+    return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in merged.items() if params]
+
+
 def adamw_for_networks(
     networks: Sequence[tuple[torch.nn.Module, float]], weight_decay: float = 0.0, eps: float = 1e-8
 ) -> torch.optim.AdamW:
@@ -124,12 +133,24 @@ def adamw_for_networks(
     chain of foreach kernels per step — with tiny RL networks that overhead, not the arithmetic,
     dominates an update. Fused kernel (:func:`fused_or_foreach`).
     """
-    merged: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    for net, lr in networks:
-        for group in adamw_param_groups(net, weight_decay):
-            merged.setdefault((float(lr), group["weight_decay"]), []).extend(group["params"])
-    groups = [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in merged.items() if params]
+    groups = _merged_groups(networks, weight_decay)
     return _adamw(groups, lr=groups[0]["lr"], eps=eps)
+
+
+def rmsprop_for_networks(
+    networks: Sequence[tuple[torch.nn.Module, float]], weight_decay: float = 0.0, eps: float = 1e-5,
+    alpha: float = 0.99,
+) -> torch.optim.RMSprop:
+    """RMSprop (Tieleman & Hinton 2012) over the same groups, for recipes that are defined with it.
+
+    A2C (Mnih et al. 2016) and its rl-baselines3-zoo settings use RMSprop: no momentum and no bias
+    correction, so with ``v_0 = 0`` the first steps are up to ``1/sqrt(1 - alpha)`` = 10x the lr and
+    shrink to ~lr as ``v`` fills; AdamW's bias-corrected steps are ~lr from the start, which is why
+    the same lr learns CartPole more slowly with AdamW. Its ``weight_decay`` is torch's L2 penalty
+    (coupled, unlike AdamW's); the no-decay groups still apply.
+    """
+    groups = _merged_groups(networks, weight_decay)
+    return torch.optim.RMSprop(groups, lr=groups[0]["lr"], alpha=alpha, eps=eps, foreach=True)
 
 
 def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from litzoo.base import RLModule
-from litzoo.optim import adamw_for_networks
+from litzoo.optim import adamw_for_networks, rmsprop_for_networks
 from litzoo.datamodules.gym import (
     EnvRunner,
     all_reduce_gradients,
@@ -56,6 +56,7 @@ from litzoo.rl.policy import make_stochastic_policy
 from litzoo.rl.utils import explained_variance
 
 CRITICS = ("advantage", "q")
+OPTIMIZERS = ("adamw", "rmsprop")
 
 
 def _log_softmax(logits: Tensor) -> Tensor:
@@ -81,6 +82,8 @@ class ActorCritic(RLModule):
         lr, critic_lr, adam_eps, weight_decay: AdamW (actor ``lr``, critic ``critic_lr or lr``). QAC has no
             baseline, so give its actor the slower time scale (``configs/qac_cartpole.yaml``: 1e-4 vs
             1e-3); with A2C's single 7e-4 it collapsed to one action on CartPole.
+        optimizer, rmsprop_alpha: ``"adamw"`` (default) or ``"rmsprop"`` (the A2C paper's and the zoo's
+            optimizer, :func:`litzoo.optim.rmsprop_for_networks`; ``adam_eps`` is then its epsilon).
         ent_coef, vf_coef, max_grad_norm: loss weights and gradient clipping (``None``: no clipping).
         normalize_advantage: standardise advantages per batch (A2C only).
         log_std_init: initial log-std of the Gaussian policy (Box actions).
@@ -105,6 +108,8 @@ class ActorCritic(RLModule):
         critic_lr: Optional[float] = None,
         adam_eps: float = 1e-5,
         weight_decay: float = 0.0,
+        optimizer: str = "adamw",
+        rmsprop_alpha: float = 0.99,
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: Optional[float] = 0.5,
@@ -134,6 +139,10 @@ class ActorCritic(RLModule):
                 raise ValueError(f"{name}={value!r} must be >= 0.")
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={optimizer!r} is not one of {OPTIMIZERS}.")
+        if not 0.0 < rmsprop_alpha < 1.0:
+            raise ValueError(f"rmsprop_alpha={rmsprop_alpha!r} must be in (0, 1).")
         if normalize_advantage and critic == "q":
             raise ValueError("normalize_advantage=True applies to critic='advantage' (A2C); QAC weights by q itself.")
         self.save_hyperparameters()
@@ -158,8 +167,10 @@ class ActorCritic(RLModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         h = self.hparams
-        return adamw_for_networks([(self.policy.actor, h.lr), (self.critic, h.critic_lr or h.lr)], h.weight_decay,
-                                  eps=h.adam_eps)
+        networks = [(self.policy.actor, h.lr), (self.critic, h.critic_lr or h.lr)]
+        if h.get("optimizer", "adamw") == "rmsprop":
+            return rmsprop_for_networks(networks, h.weight_decay, eps=h.adam_eps, alpha=h.rmsprop_alpha)
+        return adamw_for_networks(networks, h.weight_decay, eps=h.adam_eps)
 
     def q_values(self, features: Tensor, actions: Tensor | None = None) -> Tensor:
         """QAC's critic: ``q(s, a)`` of the given actions, or ``q(s, .)`` (B, A) for discrete actions."""

@@ -47,6 +47,8 @@ def random_start_tiny_grid():
     ({"critic": "q", "normalize_advantage": True}, "normalize_advantage=True applies to critic='advantage'"),
     ({"gae_lambda": 1.5}, r"gae_lambda=1.5 must be in \[0, 1\]"),
     ({"n_steps": 0}, "n_steps=0"),
+    ({"optimizer": "sgd"}, r"optimizer='sgd' is not one of \('adamw', 'rmsprop'\)"),
+    ({"rmsprop_alpha": 1.0}, r"rmsprop_alpha=1.0 must be in \(0, 1\)"),
 ])
 def test_invalid_hyperparameters_raise_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -64,9 +66,11 @@ def test_default_gae_lambda_is_n_step_for_a2c_and_sarsa_for_qac():
 
 
 # ------------------------------------------------------------------------------------------ learning
-def test_a2c_learns_the_contextual_bandit_and_its_critic_the_exact_state_values():
-    module = ActorCritic(critic="advantage", n_steps=1, lr=3e-3, log_every_n_env_steps=500)
+@pytest.mark.parametrize("optimizer, optimizer_class", [("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)])
+def test_a2c_learns_the_contextual_bandit_and_its_critic_the_exact_state_values(optimizer, optimizer_class):
+    module = ActorCritic(critic="advantage", n_steps=1, lr=3e-3, optimizer=optimizer, log_every_n_env_steps=500)
     trainer = fit(module, GymDataModule(ContextBandit, num_envs=16, batches_per_epoch=300))
+    assert type(trainer.optimizers[0]) is optimizer_class
     pi, features = bandit_policy_and_features(module)
     np.testing.assert_array_equal(pi.argmax(1), ContextBandit.R.argmax(1))
     assert pi.max(1).min() > 0.9
