@@ -27,10 +27,11 @@ Hyperparameters (rl-baselines3-zoo ``hyperparams/*.yml``):
 * TD3 / DDPG, Pendulum-v1 (td3.yml / ddpg.yml): gamma 0.98, buffer 200k, learning_starts 10k, Gaussian
   action noise sigma 0.1, lr 1e-3, batch 256, train_freq 1, gradient_steps 1, net_arch [400, 300],
   n_timesteps 20k (default budget here 15k to fit the shared 2-core machine: 5k updates).
-* A2C, CartPole-v1 (a2c.yml): 8 envs, n_steps 5, ent_coef 0; SB3 defaults otherwise (lr 7e-4, gamma 0.99,
-  gae_lambda 1, vf_coef 0.5, max_grad_norm 0.5, [64, 64] tanh, orthogonal init). SB3 uses RMSprop
-  (alpha 0.99, eps 1e-5), litzoo AdamW (eps 1e-5, no decay): the one difference. n_timesteps 500k
-  (default budget here 100k).
+* A2C, CartPole-v1 (a2c.yml): 8 envs, n_steps 5, ent_coef 0; SB3 defaults otherwise (RMSprop lr 7e-4,
+  alpha 0.99, eps 1e-5, gamma 0.99, gae_lambda 1, vf_coef 0.5, max_grad_norm 0.5, [64, 64] tanh,
+  orthogonal init); litzoo with ``optimizer="rmsprop"`` (the same recipe), and a ``litzoo-adamw`` row
+  (litzoo's default optimizer, lr 1e-3). n_timesteps 500k (default budget here 100k).
+* bf16-mixed rows (TD3, DDPG): the same litzoo run with ``Trainer(precision="bf16-mixed")``.
 * TRPO, CartPole-v1 / Pendulum-v1 (sb3-contrib trpo.yml) and DQN, CartPole-v1 (dqn.yml): rows ready,
   not in the default ``--algos`` (budget). TRPO Pendulum: the zoo's gSDE (``use_sde``) is switched off in
   SB3 too, since litzoo's TRPO has a state-independent Gaussian.
@@ -155,15 +156,19 @@ def litzoo_ddpg_bf16(seed: int, steps: int, rec: Recorder) -> None:
     litzoo_td3(seed, steps, rec, twin=False, precision="bf16-mixed")
 
 
-def litzoo_a2c(seed: int, steps: int, rec: Recorder) -> None:
+def litzoo_a2c(seed: int, steps: int, rec: Recorder, optimizer: str = "rmsprop", lr: float = 7e-4) -> None:
     from litzoo.datamodules.gym import GymDataModule
     from litzoo.modules.actor_critic import ActorCritic
 
     torch.manual_seed(seed)
     module = ActorCritic(critic="advantage", hidden_sizes=(64, 64), activation="tanh", n_steps=5, gamma=0.99,
-                         gae_lambda=1.0, lr=7e-4, adam_eps=1e-5, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
-                         log_every_n_env_steps=10_000, seed=seed)
+                         gae_lambda=1.0, optimizer=optimizer, lr=lr, adam_eps=1e-5, ent_coef=0.0, vf_coef=0.5,
+                         max_grad_norm=0.5, log_every_n_env_steps=10_000, seed=seed)
     _fit_litzoo(module, GymDataModule("CartPole-v1", num_envs=8, batches_per_epoch=1000, seed=seed), steps, rec)
+
+
+def litzoo_a2c_adamw(seed: int, steps: int, rec: Recorder) -> None:
+    litzoo_a2c(seed, steps, rec, optimizer="adamw", lr=1e-3)
 
 
 def litzoo_trpo(seed: int, steps: int, rec: Recorder, env_id: str = "CartPole-v1") -> None:
@@ -346,7 +351,8 @@ ALGORITHMS: dict[str, Benchmark] = {
                      {"litzoo": litzoo_td3, "litzoo-bf16": litzoo_td3_bf16, "sb3": sb3_td3}),
     "ddpg": Benchmark("Pendulum-v1", -200.0, 15_000, 1000, 10_000,
                       {"litzoo": litzoo_ddpg, "litzoo-bf16": litzoo_ddpg_bf16, "sb3": sb3_ddpg}),
-    "a2c": Benchmark("CartPole-v1", 475.0, 100_000, 10_000, 0, {"litzoo": litzoo_a2c, "sb3": sb3_a2c}),
+    "a2c": Benchmark("CartPole-v1", 475.0, 100_000, 10_000, 0,
+                     {"litzoo": litzoo_a2c, "litzoo-adamw": litzoo_a2c_adamw, "sb3": sb3_a2c}),
     # Not in the default --algos (budget): zoo budgets 100k (TRPO) and 50k (DQN) env steps.
     "trpo": Benchmark("CartPole-v1", 475.0, 100_000, 10_240, 0, {"litzoo": litzoo_trpo, "sb3": sb3_trpo}),
     "trpo_pendulum": Benchmark("Pendulum-v1", -200.0, 100_000, 10_240, 0,
