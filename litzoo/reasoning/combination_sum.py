@@ -26,22 +26,27 @@ Answer: combinations as a sorted tuple of non-decreasing tuples; written
 compares as multisets: order inside and across combinations is free, a missing, extra or
 repeated combination is wrong.
 
-The trace is the search itself, one line per tried candidate, indented by depth:
-``<c> r<remainder>`` then ``ok`` (found), ``x`` (dead end: the next allowed candidate is
-larger than the remainder) or nothing (its children follow); LC 40 adds ``<c> dup`` for a
-skipped duplicate. Then each found combination is checked by adding it up. A deliberate slip
-writes a dead end as ``r0 ok``; its check fails and the trace drops it (``fix drop ...``)::
+The trace is the search itself, one line per tried candidate: the path (the candidates chosen
+so far, the tried one last), then the subtraction that tries it, ``<R>-<c>=<r>`` (``R`` the
+remainder before it), then ``ok`` (found), ``x`` (dead end: the next allowed candidate is
+larger than ``r``) or nothing (its children follow); LC 40 adds ``<path> <c> dup`` for a
+skipped duplicate. The path and ``R`` are restated on every line so that each step is a
+local operation for a small transformer: a child copies the line above and appends, a
+sibling copies it and swaps the last candidate, the subtraction has both operands right
+before it, and the checks and the answer copy the ``ok`` paths. Then each found combination
+is checked by adding it up. A deliberate slip writes a dead end as ``=0 ok``; its check fails
+and the trace drops it (``fix drop ...``)::
 
     sort 2 3 6 7
-    2 r5
-     2 r3
-      2 r1 x
-      3 r0 ok
-     3 r2 x
-    3 r4
-     3 r1 x
-    6 r1 x
-    7 r0 ok
+    2 7-2=5
+    2 2 5-2=3
+    2 2 2 3-2=1 x
+    2 2 3 3-3=0 ok
+    2 3 5-3=2 x
+    3 7-3=4
+    3 3 4-3=1 x
+    6 7-6=1 x
+    7 7-7=0 ok
     chk 2+2+3=7 ok
     chk 7=7 ok
     #2 2 3;7
@@ -199,14 +204,15 @@ class CombinationSumTask(ReasoningTask):
         slip = rng.choice(dead) if mistake and dead else -1  # no dead end: nothing to slip on
         lines, found = ["sort " + " ".join(map(str, cands))], []
         for j, (depth, c, r, kind, path) in enumerate(events):
-            pad = " " * depth
-            if kind == "dup":
-                lines.append(f"{pad}{c} dup")
-            elif kind == "ok" or j == slip:  # the slip: a dead end miscounted as remainder 0
-                lines.append(f"{pad}{c} r0 ok")
+            if kind == "dup":  # path excludes the skipped candidate
+                lines.append(" ".join(map(str, path + (c,))) + " dup")
+                continue
+            head = f"{' '.join(map(str, path))} {r + c}-{c}="
+            if kind == "ok" or j == slip:  # the slip: a dead end miscounted as remainder 0
+                lines.append(f"{head}0 ok")
                 found.append(path)
             else:
-                lines.append(f"{pad}{c} r{r}" + (" x" if kind == "x" else ""))
+                lines.append(f"{head}{r}" + (" x" if kind == "x" else ""))
         kept = []
         for path in found:
             total = sum(path)

@@ -19,16 +19,33 @@ Difficulty levels (``n`` numbers drawn uniformly with repetition from ``0..v_max
     level 4: n 6-10, values 0-999
     level 5: n 8-12, values 0-999
 
-Prompt ``"maxgap 3 9 1 7="``; answer a non-negative integer. The trace sorts (easier for a
-char-level model to learn than bucket arithmetic; the bucket solver is the exact reference),
-lists the successive gaps, takes the max and checks that the gaps telescope to
-``max - min``. A deliberate slip writes one gap off by one; the telescoping check catches it::
+Prompt ``"maxgap 3 9 1 7="``; answer a non-negative integer. The trace copies the inputs
+zero-padded to the width of the largest (``pad``), sorts those (easier for a char-level model to
+learn than bucket arithmetic; the bucket solver is the exact reference), then writes one line
+per successive pair: the gap, the running sum of the gaps (``s``) and the running maximum
+(``m``); then the max, and the check that the gaps telescope to ``max - min`` (the last running
+sum). Every number in the work is zero-padded to the width of the largest input, so each line
+has a fixed width and every operand an operation needs sits at a fixed distance before it (the
+pair being subtracted right before ``=``, the previous ``s``/``m`` exactly one line up), so each
+step is one two-operand operation on operands at fixed relative positions -- what a small
+transformer learns fastest. Measured with a 2-layer width-64 Qwen2 on level 2 (greedy accuracy
+after SFT, one seed each): an unpadded trace that summed all the gaps in one check line, 0.25
+after 2000 steps; fixed-width lines, 0.84 after 2000 steps but 0.80 after 5000, nearly all
+misses in the sort line (padding and selecting in one step); with the padded copy first, 0.965
+after 4000. A deliberate slip writes one gap off by one; the running sum then misses
+``max - min`` and the check catches it; ``fix`` redoes the work::
 
+    pad 3 9 1 7
     sort 1 3 7 9
-    gaps 3-1=2 7-3=4 9-7=2
+    3-1=2 s2 m2
+    7-3=4 s6 m4
+    9-7=2 s8 m4
     max 4
-    chk 2+4+2=8=9-1 ok
+    chk 9-1=8 s8 ok
     #4
+
+(with two-digit inputs: ``pad 41 07 12``, ``sort 07 12 41``, ``12-07=05 s05 m05``, ``41-12=29
+s34 m29``, ``max 29``, ``chk 41-07=34 s34 ok``, ``#29``).
 """
 
 from __future__ import annotations
@@ -120,28 +137,31 @@ class MaxGapTask(ReasoningTask):
         self.check_problem(problem)
         rng = as_rng(rng)
         s = sorted(problem.data["nums"])
-        lines = ["sort " + " ".join(map(str, s))]
         if len(s) < 2:
-            lines.append("n<2 no gaps")
-            return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + "0"
+            return "\nsort " + " ".join(map(str, s)) + "\nn<2 no gaps\n" + ANSWER_MARKER + "0"
+        width = len(str(s[-1]))  # zero-pad to the largest input: fixed-width lines
+        # Copy the inputs zero-padded first (a sequential copy), then sort those fixed-width items:
+        # digit-aligned comparisons, and no padding and selecting in one step.
+        lines = ["pad " + " ".join(f"{x:0{width}d}" for x in problem.data["nums"]),
+                 "sort " + " ".join(f"{x:0{width}d}" for x in s)]
         gaps = [s[i + 1] - s[i] for i in range(len(s) - 1)]
         if self.wants_mistake(rng, p_mistake):
             j = rng.randrange(len(gaps))
             wrong = list(gaps)
             wrong[j] += 1 if gaps[j] == 0 or rng.random() < 0.5 else -1
-            lines += _gap_work(s, wrong) + [FIX]
-        lines += _gap_work(s, gaps)
+            lines += _gap_work(s, wrong, width) + [FIX]
+        lines += _gap_work(s, gaps, width)
         return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(max(gaps))
 
 
-def _gap_work(s: list[int], gaps: list[int]) -> list[str]:
-    """Gap list, max and the telescoping check ``sum(gaps) == s[-1] - s[0]``."""
-    total, span = sum(gaps), s[-1] - s[0]
-    gap_text = " ".join(f"{s[i + 1]}-{s[i]}={g}" for i, g in enumerate(gaps))
-    plus = "+".join(map(str, gaps))
-    check = (
-        f"chk {plus}={total}={s[-1]}-{s[0]} ok"
-        if total == span
-        else f"chk {plus}={total}!={s[-1]}-{s[0]} {CHECK_FAILED}"
-    )
-    return ["gaps " + gap_text, f"max {max(gaps)}", check]
+def _gap_work(s: list[int], gaps: list[int], width: int) -> list[str]:
+    """One line per pair (gap, running sum ``s``, running max ``m``), the max, and the telescoping
+    check: the last running sum must equal ``s[-1] - s[0]``."""
+    pad = lambda x: f"{x:0{width}d}"  # noqa: E731
+    lines, total, best = [], 0, gaps[0]
+    for i, g in enumerate(gaps):
+        total, best = total + g, max(best, g)
+        lines.append(f"{pad(s[i + 1])}-{pad(s[i])}={pad(g)} s{pad(total)} m{pad(best)}")
+    span = s[-1] - s[0]
+    verdict = "ok" if total == span else CHECK_FAILED
+    return lines + [f"max {best}", f"chk {pad(s[-1])}-{pad(s[0])}={pad(span)} s{pad(total)} {verdict}"]

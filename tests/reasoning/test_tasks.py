@@ -256,12 +256,16 @@ def test_trace_with_injected_mistake_fails_its_check_and_ends_right(task):
         if task.name in ("arithmetic", "max_gap"):
             # The work before "fix" reaches a wrong result; after "fix" it is redone exactly.
             before, after = slipped.split("\nfix\n")
-            assert clean.endswith("\n" + after)  # max gap keeps its "sort" line
+            assert clean.endswith("\n" + after)  # max gap keeps its "pad" and "sort" lines
             assert task.name == "max_gap" or clean == "\n" + after
-            keys = ("sum", "diff", "prod") if task.name == "arithmetic" else ("gaps",)
+            keys = ("sum", "diff", "prod") if task.name == "arithmetic" else ("chk",)
             wrong = next(ln for ln in before.split("\n") if ln.split(" ")[0] in keys)
             right = next(ln for ln in after.split("\n") if ln.split(" ")[0] in keys)
             assert wrong != right
+            if task.name == "max_gap":  # exactly one gap line differs, by one
+                gap_lines = lambda text: [ln for ln in text.split("\n") if " s" in ln and " m" in ln]  # noqa: E731
+                diff = [(a, b) for a, b in zip(gap_lines(before), gap_lines(after)) if a[:a.index(" ")] != b[:b.index(" ")]]
+                assert len(diff) == 1 and abs(int(diff[0][0].split("=")[1].split()[0]) - int(diff[0][1].split("=")[1].split()[0])) == 1
         else:
             assert lines[fix_at].startswith("fix drop ")
             dropped = tuple(sorted(map(int, lines[fix_at][len("fix drop "):].split())))
@@ -293,13 +297,63 @@ def test_known_traces():
     )
     mg = MaxGapTask()
     assert mg.write_trace(mg.make_problem([3, 9, 1, 7])) == (
-        "\nsort 1 3 7 9\ngaps 3-1=2 7-3=4 9-7=2\nmax 4\nchk 2+4+2=8=9-1 ok\n#4"
+        "\npad 3 9 1 7\nsort 1 3 7 9\n3-1=2 s2 m2\n7-3=4 s6 m4\n9-7=2 s8 m4\nmax 4\nchk 9-1=8 s8 ok\n#4"
+    )
+    # Zero-padded to the widest input, so every gap line has the same width.
+    assert mg.write_trace(mg.make_problem([41, 7, 12, 12])) == (
+        "\npad 41 07 12 12\nsort 07 12 12 41\n12-07=05 s05 m05\n12-12=00 s05 m05\n41-12=29 s34 m29\nmax 29\nchk 41-07=34 s34 ok\n#29"
     )
     assert mg.write_trace(mg.make_problem([5])) == "\nsort 5\nn<2 no gaps\n#0"
     cs = CombinationSumTask(False)
     assert cs.write_trace(cs.make_problem([1, 9, 1, 5], 6)) == (
-        "\nsort 1 1 5 9\n1 r5\n 1 r4 x\n 5 r0 ok\n1 dup\n5 r1 x\nchk 1+5=6 ok\n#1 5"
+        "\nsort 1 1 5 9\n1 6-1=5\n1 1 5-1=4 x\n1 5 5-5=0 ok\n1 dup\n5 6-5=1 x\nchk 1+5=6 ok\n#1 5"
     )
+    lc39 = CombinationSumTask(True)
+    assert lc39.write_trace(lc39.make_problem([7, 3, 6, 2], 7)) == (
+        "\nsort 2 3 6 7\n2 7-2=5\n2 2 5-2=3\n2 2 2 3-2=1 x\n2 2 3 3-3=0 ok\n2 3 5-3=2 x\n3 7-3=4\n3 3 4-3=1 x"
+        "\n6 7-6=1 x\n7 7-7=0 ok\nchk 2+2+3=7 ok\nchk 7=7 ok\n#2 2 3;7"
+    )
+
+
+def test_max_gap_work_lines_are_fixed_width_and_each_step_is_right():
+    task, rng = MaxGapTask(), random.Random(13)
+    for _ in range(300):
+        p = task.generate(rng.choice([2, 4]), rng)
+        lines = task.write_trace(p, rng).split("\n")
+        width = len(str(max(p.data["nums"])))
+        assert lines[1] == "pad " + " ".join(f"{x:0{width}d}" for x in p.data["nums"])
+        s = [int(x) for x in lines[2].split()[1:]]
+        assert s == sorted(p.data["nums"]) and all(len(x) == width for x in lines[2].split()[1:])
+        work = lines[3:len(s) + 2]
+        assert len({len(line) for line in work}) == 1  # fixed width: operands at fixed distances
+        total, best = 0, -1
+        for i, line in enumerate(work):
+            pair, run_sum, run_max = line.split()
+            hi, rest = pair.split("-")
+            lo, gap = rest.split("=")
+            assert (int(hi), int(lo), int(gap)) == (s[i + 1], s[i], s[i + 1] - s[i])
+            total, best = total + int(gap), max(best, int(gap))
+            assert run_sum == f"s{total:0{width}d}" and run_max == f"m{best:0{width}d}"
+        assert lines[-3] == f"max {p.answer}" and lines[-2].endswith(f"s{total:0{width}d} ok")
+
+
+@pytest.mark.parametrize("reuse", [True, False], ids=["lc39", "lc40"])
+def test_combination_sum_search_lines_restate_path_and_remainder(reuse):
+    task, rng = CombinationSumTask(reuse), random.Random(14)
+    for _ in range(200):
+        p = task.generate(rng.choice([1, 2, 3]), rng)
+        target = p.data["target"]
+        for line in task.write_trace(p, rng).split("\n")[2:]:
+            if line.startswith(("chk", "#", "none", "fix")) or line.endswith("dup"):
+                continue
+            words = line.split()
+            path = [int(w) for w in words[:words.index(next(w for w in words if "-" in w))]]
+            rem_before, rest = words[len(path)].split("-")
+            c, r = map(int, rest.split("="))
+            # The remainder before the tried candidate is the target minus the rest of the path, and
+            # the tried candidate is the path's last element: every operand is on the line.
+            assert int(rem_before) == target - sum(path[:-1]) and c == path[-1] and r == int(rem_before) - c
+            assert (r == 0) == words[-1].endswith("ok")
 
 
 def test_benchmark_traces_are_short_enough_for_a_char_level_model():
@@ -310,8 +364,9 @@ def test_benchmark_traces_are_short_enough_for_a_char_level_model():
     assert max(len(mg.write_trace(mg.generate(2, rng), rng, 1.0)) for _ in range(300)) < 400
     cs = get_task("combination_sum")
     lengths = sorted(len(cs.write_trace(cs.generate(2, rng), rng, 0.5)) for _ in range(1000))
-    # The search tree grows with the number of combinations: ~1% of problems exceed 400 chars.
-    assert lengths[500] < 150 and lengths[950] < 400
+    # The search tree grows with the number of combinations: ~4% of problems exceed 400 chars, the
+    # longest ~950 (bench/kimi.py gives that task 1024 positions).
+    assert lengths[500] < 150 and lengths[950] < 400 and lengths[-1] < 1000
 
 
 # ---------------------------------------------------------------- registry and errors
