@@ -4,26 +4,39 @@
     OMP_NUM_THREADS=1 python bench/kimi.py --quick                        # smoke run (minutes)
     OMP_NUM_THREADS=1 python bench/kimi.py --tasks addition --budget-cpu-s 300 --sft-steps 400
 
-The BENCHMARKS.md numbers: one process per task in parallel (each measures its own CPU time), then
-the merged tables from the saved results::
+The BENCHMARKS.md numbers: one process per task (each measures its own CPU time; they may run in
+parallel on a machine with free cores), then the merged tables from the saved results::
 
     export OMP_NUM_THREADS=1
-    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 60 &
-    python bench/kimi.py --tasks max_gap --sft-steps 300 --budget-cpu-s 60 &
-    python bench/kimi.py --tasks combination_sum --sft-steps 200 --budget-cpu-s 60 &
-    wait; python bench/kimi.py --budget-cpu-s 60 --tables-only
+    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 60
+    python bench/kimi.py --tasks max_gap --sft-steps 4000 --budget-cpu-s 120
+    python bench/kimi.py --tasks combination_sum --sft-steps 6000 --budget-cpu-s 120
+    python bench/kimi.py --tasks max_gap combination_sum --budget-cpu-s 120 --tables-only
 
 Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combination sum, LC 39,
 2-4 distinct candidates in 2-9, target 4-12):
 
 1. **SFT warm-up, once per task, cached.** A tiny Qwen2 built from a config (litzoo's
-   ``TINY_QWEN2``: 2 layers, width 64, ~80 k parameters, char-level tokenizer) is trained by
-   litzoo's ``CoTSFT`` on long-CoT traces (plan, work, check; 30 % of them contain a slip that the
-   check catches and fixes) and exported to ``--cache-dir/sft_<task>_...``. A later run with the
-   same settings reuses the folder. One warm-up per task rather than one mixed warm-up: the
-   comparison is per task anyway, each task gets its own response budget, and an 80 k-parameter
-   model spends its capacity on one trace format instead of three (a mixed warm-up needs about
-   three times the SFT steps for the same per-task accuracy, which this machine cannot afford).
+   ``TINY_QWEN2``: 2 layers, width 64, ~80 k parameters, char-level tokenizer; 1024 positions for
+   combination sum, whose longest traces are ~900 tokens) is trained by litzoo's ``CoTSFT`` on
+   long-CoT traces (plan, work, check; 30 % of them contain a slip that the check catches and
+   fixes) of a ``--sft-num-train`` problem pool (the RL pool is its first ``--num-train``
+   problems) and exported to ``--cache-dir/sft_<task>_...``; the folder name pins the settings,
+   the model config and the trace format (a checksum), and a later run with the same ones reuses
+   it. AdamW, lr ``--sft-lr`` with 50 warm-up steps and cosine decay to 10 %, gradient clipping
+   1.0, batches of 64, on the search tasks grouped by length (``group_by_length``: combination-sum
+   traces range from 20 to 900 tokens; padded to the longest row, a step took 1.0 CPU-s, grouped
+   0.37 CPU-s even with the ~25 % longer traces below; on addition's short warm-up grouping costs
+   accuracy, so it is off there). Thousands of steps are
+   needed on the search tasks (the accuracy only takes off as the learning rate decays), and the
+   traces are written so that every step is local -- for maximum gap the inputs copied
+   zero-padded before sorting and fixed-width lines with the running max, for combination sum the
+   full path and the remainder restated on every search line. Maximum gap, same model: the
+   earlier unpadded trace reached 0.25 after 2000 steps (a plain-loop run), fixed-width lines
+   0.84 after 2000 and 0.80 after 5000 (sorting errors: 36 of the 40 misses), the added padded
+   copy 0.965 after 4000. One warm-up per task rather than one mixed warm-up: the comparison is
+   per task anyway, each task gets its own response budget, and an 80 k-parameter model spends its
+   capacity on one trace format instead of three.
 2. **RL from that folder, same CPU budget for both.** litzoo's ``KimiRL`` in a Lightning
    ``Trainer`` and TRL's ``GRPOTrainer`` (TRL defaults otherwise: DAPO token-level loss, rewards
    scaled by the group's std, clipped ratio, ``beta = 0``) get the same start, the same reward
@@ -56,6 +69,7 @@ import sys
 import tempfile
 import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,45 +90,62 @@ class TaskSpec:
     task: str
     options: dict[str, Any]
     difficulty: int
-    max_new_tokens: int  # RL and evaluation response budget (the traces' ~99th percentile)
+    max_new_tokens: int  # RL and evaluation response budget (>= the clean traces' ~99.5th percentile)
+    model: dict[str, Any]  # the policy's config (SFT builds it; KimiRL and TRL both load the SFT folder)
 
 
+# The tiny model for every task (the long-CoT traces are designed so that each step is a local
+# lookup a 2-layer model can learn); combination sum needs longer position tables than the 512 of
+# TINY_QWEN2: its longest level-2 trace is 912 tokens (99.5 % are under 640).
 TASK_SPECS = {
-    "addition": TaskSpec("arithmetic", {"ops": "+"}, 2, 128),
-    "max_gap": TaskSpec("max_gap", {}, 2, 160),
-    "combination_sum": TaskSpec("combination_sum", {}, 2, 256),
+    "addition": TaskSpec("arithmetic", {"ops": "+"}, 2, 128, dict(TINY_QWEN2)),
+    "max_gap": TaskSpec("max_gap", {}, 2, 192, dict(TINY_QWEN2)),
+    "combination_sum": TaskSpec("combination_sum", {}, 2, 640, {**TINY_QWEN2, "max_position_embeddings": 1024}),
 }
 # Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
-SFT_STEPS = {"addition": 350, "max_gap": 600, "combination_sum": 400}
+SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000}
+# Length-grouped SFT batches pay on the long search traces (thousands of steps); on addition's 350 steps
+# the length-homogeneous batches cost accuracy (0.105 grouped vs 0.885 shuffled, same seed and steps).
+GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50}
 
 
-def datamodule(spec: TaskSpec, mode: str, args, **kwargs) -> ReasoningDataModule:
-    # The same seed and sizes in both modes: the same training pool and the same 200 held-out problems.
+def datamodule(spec: TaskSpec, mode: str, args, num_train: int | None = None, **kwargs) -> ReasoningDataModule:
+    # The same seed and held-out size in both modes: the same 200 held-out problems (drawn before the
+    # pool, so they do not depend on its size); the RL pool is the first problems of the SFT pool's level seed.
     return ReasoningDataModule(
         tasks=[spec.task], task_options={spec.task: spec.options} if spec.options else None,
-        difficulties=[spec.difficulty], num_train=args.num_train, num_val=args.num_eval, mode=mode, trace="cot",
-        seed=args.seed, **kwargs,
+        difficulties=[spec.difficulty], num_train=num_train or args.num_train, num_val=args.num_eval, mode=mode,
+        trace="cot", seed=args.seed, **kwargs,
     )
 
 
-def quiet_trainer(max_steps: int, root: Path, callbacks=()) -> L.Trainer:
+def quiet_trainer(max_steps: int, root: Path, callbacks=(), **kwargs) -> L.Trainer:
     return L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     limit_val_batches=0, callbacks=list(callbacks), default_root_dir=root)
+                     limit_val_batches=0, callbacks=list(callbacks), default_root_dir=root, **kwargs)
 
 
 # --------------------------------------------------------------------------- SFT warm-up (cached)
 def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args) -> tuple[Path, dict[str, Any]]:
-    tag = "x".join(str(TINY_QWEN2[k]) for k in ("num_hidden_layers", "hidden_size"))
-    out = Path(args.cache_dir) / f"sft_{name}_{tag}_steps{steps}_pm{args.p_mistake}_seed{args.seed}"
+    group = GROUP_BY_LENGTH[name] if args.group_by_length is None else args.group_by_length
+    data = datamodule(spec, "sft", args, num_train=args.sft_num_train, p_mistake=args.p_mistake,
+                      batch_size=args.sft_batch_size, group_by_length=group)
+    # The folder name pins the model config and the trace format (a checksum of the model config and
+    # the first traces), so a changed trace writer never reuses a stale warm-up.
+    data.prepare_problems()
+    traces = "".join(data.response_text(p, i) for i, p in enumerate(data.train_problems[:50]))
+    check = zlib.crc32((json.dumps(spec.model, sort_keys=True) + traces).encode())
+    tag = "x".join(str(spec.model[k]) for k in ("num_hidden_layers", "hidden_size"))
+    out = Path(args.cache_dir) / (f"sft_{name}_{tag}_steps{steps}_n{args.sft_num_train}_lr{args.sft_lr}_g{group}"
+                                  f"_pm{args.p_mistake}_seed{args.seed}"
+                                  f"_{check:08x}")
     info_path = out / "bench_sft.json"
     if info_path.exists():
         return out, {**json.loads(info_path.read_text()), "cached": True}
     torch.manual_seed(args.seed)
-    module = CoTSFT(model_config=dict(TINY_QWEN2), lr=3e-3, warmup_steps=30, eval_max_new_tokens=spec.max_new_tokens)
-    data = datamodule(spec, "sft", args, p_mistake=args.p_mistake, batch_size=args.sft_batch_size)
+    module = CoTSFT(model_config=dict(spec.model), lr=args.sft_lr, warmup_steps=50, eval_max_new_tokens=spec.max_new_tokens)
     start = time.process_time()
-    quiet_trainer(steps, out / "lightning").fit(module, data)
+    quiet_trainer(steps, out / "lightning", gradient_clip_val=1.0).fit(module, data)
     info = {"steps": steps, "cpu_s": time.process_time() - start,
             "params": sum(p.numel() for p in module.policy.parameters())}
     module.export(out)
@@ -273,13 +304,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sft-steps", type=int, nargs="+", default=None,
                         help=f"SFT steps: one value for every task or one per --tasks entry (default {SFT_STEPS})")
     parser.add_argument("--sft-batch-size", type=int, default=64)
+    parser.add_argument("--sft-lr", type=float, default=3e-3, help="CoTSFT peak learning rate (warm-up, cosine decay)")
+    parser.add_argument("--group-by-length", type=int, default=None,
+                        help=f"SFT batches per length-sorted window (ReasoningDataModule group_by_length; 0 = off; "
+                             f"default per task {GROUP_BY_LENGTH})")
     parser.add_argument("--p-mistake", type=float, default=0.3, help="share of SFT traces with a caught-and-fixed slip")
     parser.add_argument("--k", type=int, default=8, help="samples per prompt (TRL num_generations)")
     parser.add_argument("--prompts-per-step", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--tau", type=float, default=0.1, help="KimiRL squared-log-ratio weight")
-    parser.add_argument("--num-train", type=int, default=4000)
+    parser.add_argument("--num-train", type=int, default=4000, help="RL problem pool (both trainers)")
+    parser.add_argument("--sft-num-train", type=int, default=20000,
+                        help="SFT problem pool (thousands of SFT steps would repeat a 4000-problem pool ~80 times)")
     parser.add_argument("--num-eval", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="runs/bench_kimi")
@@ -289,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
                              "one process per task in parallel) without training")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sft_steps, args.budget_cpu_s, args.num_eval, args.num_train = [60], 20.0, 40, 400
+        args.sft_steps, args.budget_cpu_s, args.num_eval, args.num_train, args.sft_num_train = [60], 20.0, 40, 400, 400
     if args.sft_steps is None:
         sft_steps = dict(SFT_STEPS)
     elif len(args.sft_steps) in (1, len(args.tasks)):
