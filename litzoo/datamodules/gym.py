@@ -190,30 +190,43 @@ def step_into_replay(env: EnvRunner, buffer: ReplayBuffer, actions: Tensor, env_
 def collect_rollout(
     env: EnvRunner,
     buffer: RolloutBuffer,
-    act: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]],
+    act: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]],
     value: Callable[[Tensor], Tensor],
     reward_transform: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+    step_values: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
 ) -> Tensor:
     """On-policy: fill ``buffer`` with ``buffer.num_steps`` steps of every env; return ``V(s_T)``.
 
-    ``act(obs) -> (actions, env_actions, log_probs, values)``: what is stored, what the env gets,
-    :math:`\\log\\pi(a|s)` and the critic's value of the step (``V(s)``, or ``Q(s, a)`` for QAC).
-    ``value(obs)`` is the bootstrap value of an observation (``V(s)``, or :math:`E_\\pi Q(s, \\cdot)`);
-    it is evaluated on the final observations of truncated episodes and on ``s_T``.
+    ``act(obs) -> (actions, env_actions, log_probs)``: what is stored, what the env gets and
+    :math:`\log\pi(a|s)`. ``value(obs)`` is the bootstrap value of an observation (``V(s)``, or
+    :math:`E_\pi Q(s, \cdot)`); it is evaluated on the final observations of truncated episodes and on
+    ``s_T``. The critic's value of each stored step is ``value(obs)`` or, if given,
+    ``step_values(obs, actions)`` (e.g. QAC's ``Q(s, a)``).
     ``reward_transform(rewards, dones)`` (e.g. a return normaliser) changes the stored rewards.
+
+    The step values are computed once for the whole rollout, in one batched forward (together with
+    ``V(s_T)``), not per env step: the critic does not change while the rollout is collected, and with
+    a few envs and small networks the per-step forward cost more than the env.
     """
     buffer.reset()
     for _ in range(buffer.num_steps):
         obs = env.obs
-        actions, env_actions, log_probs, values = act(obs)
+        actions, env_actions, log_probs = act(obs)
         step = env.step(env_actions)
         rewards = step.rewards
         if reward_transform is not None:
             rewards = reward_transform(rewards, step.terminated | step.truncated)
         final_values = None
-        if (step.truncated & ~step.terminated).any():
+        if step.truncated.any() and (step.truncated & ~step.terminated).any():
             final_values = value(step.final_obs)  # time limit: the state still has a value
-        buffer.add(obs, actions, log_probs, values, rewards, step.terminated, step.truncated, final_values)
+        buffer.add(obs, actions, log_probs, None, rewards, step.terminated, step.truncated, final_values)
+    T, N = buffer.num_steps, buffer.num_envs
+    obs = buffer.obs.flatten(0, 1)
+    if step_values is None:
+        values = value(torch.cat([obs, env.obs.to(obs.dtype)]))
+        buffer.set_values(values[: T * N].view(T, N))
+        return values[T * N :]
+    buffer.set_values(step_values(obs, buffer.actions.flatten(0, 1)).view(T, N))
     return value(env.obs)
 
 

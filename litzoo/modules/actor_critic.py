@@ -189,21 +189,16 @@ class ActorCritic(RLModule):
         return self.q_values(features, actor.sample(features, self._generator))
 
     # ----------------------------------------------------------------- acting
-    @torch.no_grad()
-    def _act(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        encoder, actor = self.policy.encoder, self.policy.actor
-        encoder.update(obs)
-        features = encoder(obs)
-        actions, log_probs = actor.sample_with_log_prob(features, self._generator)
-        if self.hparams.critic == "advantage":
-            values = self.critic(features).squeeze(-1)
-        else:
-            values = self.q_values(features, actions)
-        return actions, self.policy.to_env_action(actions), log_probs, values
+    def _sample_actions(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.policy.sample_for_rollout(obs, self._generator)
 
     @torch.no_grad()
     def _bootstrap_value(self, obs: Tensor) -> Tensor:
         return self.state_values(self.policy.encoder(obs))
+
+    @torch.no_grad()
+    def _step_q_values(self, obs: Tensor, actions: Tensor) -> Tensor:
+        return self.q_values(self.policy.encoder(obs), actions)
 
     def _scale_rewards(self, rewards: Tensor, dones: Tensor) -> Tensor:
         self.return_normalizer.update(rewards, dones)
@@ -229,7 +224,9 @@ class ActorCritic(RLModule):
                 self.return_normalizer = fresh
             reward_transform = self._scale_rewards
         while True:
-            last_values = collect_rollout(env, buffer, self._act, self._bootstrap_value, reward_transform)
+            step_values = self._step_q_values if h.critic == "q" else None  # QAC stores q(s_t, a_t)
+            last_values = collect_rollout(env, buffer, self._sample_actions, self._bootstrap_value, reward_transform,
+                                          step_values)
             buffer.compute_returns_and_advantages(last_values, h.gamma, h.gae_lambda)
             self.env_steps += h.n_steps * env.num_envs
             # Views of the buffer's storage: the batch is used before the next rollout overwrites it.
@@ -244,11 +241,15 @@ class ActorCritic(RLModule):
         if self.discrete:  # log pi(a|s) and H[pi] from one log-softmax (see _log_softmax)
             log_pi = _log_softmax(actor(features))
             log_probs = log_pi.gather(-1, batch.actions.long().unsqueeze(-1)).squeeze(-1)
-            entropy = -(log_pi.exp() * log_pi).sum(-1).mean()
         else:
             dist = actor.distribution(features)
             log_probs = actor.log_prob(dist, batch.actions).float()
-            entropy = actor.entropy(dist).float().mean()
+
+        def mean_entropy() -> Tensor:
+            if self.discrete:
+                return -(log_pi.exp() * log_pi).sum(-1).mean()
+            return actor.entropy(dist).float().mean()
+
         if h.critic == "advantage":  # A2C: advantage-weighted log-likelihood, value regression
             values = self.critic(features).squeeze(-1).float()
             advantages = batch.advantages
@@ -259,7 +260,11 @@ class ActorCritic(RLModule):
             values = self.q_values(features, batch.actions).float()
             policy_loss = -(values.detach() * log_probs).mean()
         value_loss = F.mse_loss(values, batch.returns)
-        loss = policy_loss + h.vf_coef * value_loss - h.ent_coef * entropy
+        loss = policy_loss + h.vf_coef * value_loss
+        entropy = None
+        if h.ent_coef > 0:  # otherwise (the zoo's A2C) it stays out of the graph: computed when logged only
+            entropy = mean_entropy()
+            loss = loss - h.ent_coef * entropy
 
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -272,7 +277,7 @@ class ActorCritic(RLModule):
         if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
             self._logged_at = self.env_steps
             metrics = {"train/policy_loss": policy_loss.detach(), "train/value_loss": value_loss.detach(),
-                       "train/entropy": entropy.detach(),
+                       "train/entropy": (mean_entropy() if entropy is None else entropy).detach(),
                        "train/explained_variance": explained_variance(values.detach(), batch.returns)}
             if not self.discrete:
                 metrics["train/std"] = actor.log_std.detach().exp().mean()

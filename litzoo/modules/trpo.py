@@ -158,14 +158,8 @@ class TRPO(RLModule):
         return adamw_for_networks([(self.critic, h.critic_lr)], h.weight_decay, eps=h.adam_eps)
 
     # ----------------------------------------------------------------- acting
-    @torch.no_grad()
-    def _act(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        encoder, actor = self.policy.encoder, self.policy.actor
-        encoder.update(obs)
-        features = encoder(obs)
-        actions, log_probs = actor.sample_with_log_prob(features, self._generator)
-        values = self.critic(features).squeeze(-1)
-        return actions, self.policy.to_env_action(actions), log_probs, values
+    def _sample_actions(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.policy.sample_for_rollout(obs, self._generator)
 
     @torch.no_grad()
     def _value(self, obs: Tensor) -> Tensor:
@@ -184,7 +178,7 @@ class TRPO(RLModule):
             action_dtype=torch.long if self.discrete else torch.float32,
         )
         while True:
-            last_values = collect_rollout(env, buffer, self._act, self._value)
+            last_values = collect_rollout(env, buffer, self._sample_actions, self._value)
             buffer.compute_returns_and_advantages(last_values, h.gamma, h.gae_lambda)
             self.env_steps += h.n_steps * env.num_envs
             # Views of the buffer's storage: the batch is used before the next rollout overwrites it.

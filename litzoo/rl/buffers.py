@@ -199,6 +199,8 @@ class RolloutBuffer:
     Per step, :meth:`add` takes what the agent knew before the step (``obs``, ``actions``,
     ``log_probs``, ``values``) and what ``env.step`` returned (``rewards``, ``terminated``,
     ``truncated``), plus ``final_values = V(final_obs)`` for envs whose episode was truncated.
+    ``values`` may be left out (``None``) and given for the whole rollout at once with
+    :meth:`set_values` (one batched critic forward instead of one per env step).
     :meth:`compute_returns_and_advantages` then bootstraps the truncated steps and runs GAE;
     :meth:`get` yields flattened (minibatches of) :class:`RolloutBatch`.
     """
@@ -236,6 +238,7 @@ class RolloutBuffer:
         self.returns = zeros()
         self.step = 0
         self._computed = False
+        self._values_missing = False  # some add() had values=None and set_values() has not run since
 
     @property
     def full(self) -> bool:
@@ -245,13 +248,29 @@ class RolloutBuffer:
         """Start a new rollout (storage is overwritten, not reallocated)."""
         self.step = 0
         self._computed = False
+        self._values_missing = False
+
+    def set_values(self, values: ArrayLike) -> None:
+        """The critic's values of all ``(T, N)`` stored steps at once (after ``add(..., values=None)``).
+
+        On-policy methods do not change the critic while they collect a rollout, so one batched
+        forward over ``buffer.obs`` after the rollout gives the values a per-step forward would
+        have (up to observation-normalisation statistics, which then match the update's).
+        """
+        values = torch.as_tensor(values).to(device=self.device, dtype=torch.float32)
+        if values.shape != self.values.shape:
+            raise ValueError(f"values has shape {tuple(values.shape)}; expected (num_steps, num_envs) = "
+                             f"{tuple(self.values.shape)}.")
+        self.values.copy_(values)
+        self._values_missing = False
+        self._computed = False
 
     def add(
         self,
         obs: ArrayLike,
         actions: ArrayLike,
         log_probs: ArrayLike,
-        values: ArrayLike,
+        values: ArrayLike | None,
         rewards: ArrayLike,
         terminated: ArrayLike,
         truncated: ArrayLike,
@@ -262,7 +281,7 @@ class RolloutBuffer:
         ``final_values`` is ``V(final_obs)`` per env (entries of envs that were not truncated are
         ignored, NaN included). It is required whenever some env was truncated without terminating:
         silently treating a time limit as a terminal state biases the values. (Pass zeros to choose
-        that behaviour deliberately.)
+        that behaviour deliberately.) ``values=None``: give them later with :meth:`set_values`.
         """
         if self.full:
             raise ValueError(
@@ -276,13 +295,16 @@ class RolloutBuffer:
         self.obs[t] = batch(obs, self.obs_shape, self.obs.dtype, "obs")
         self.actions[t] = batch(actions, self.action_shape, self.actions.dtype, "actions")
         self.log_probs[t] = batch(log_probs, (), torch.float32, "log_probs")
-        self.values[t] = batch(values, (), torch.float32, "values")
+        if values is None:
+            self._values_missing = True
+        else:
+            self.values[t] = batch(values, (), torch.float32, "values")
         self.rewards[t] = batch(rewards, (), torch.float32, "rewards")
-        self.terminated[t] = batch(terminated, (), torch.bool, "terminated")
-        self.truncated[t] = batch(truncated, (), torch.bool, "truncated")
-        needs_bootstrap = self.truncated[t] & ~self.terminated[t]
+        terminated = self.terminated[t] = batch(terminated, (), torch.bool, "terminated")
+        truncated = self.truncated[t] = batch(truncated, (), torch.bool, "truncated")
         if final_values is None:
-            if needs_bootstrap.any():
+            if truncated.any() and (truncated & ~terminated).any():
+                needs_bootstrap = truncated & ~terminated
                 raise ValueError(
                     f"envs {needs_bootstrap.nonzero().flatten().tolist()} were truncated, so pass "
                     "final_values = V(final_obs) (the critic on info['final_obs']) to bootstrap them."
@@ -290,7 +312,7 @@ class RolloutBuffer:
             self.final_values[t] = 0.0
         else:
             final = batch(final_values, (), torch.float32, "final_values")
-            self.final_values[t] = torch.where(needs_bootstrap, final, torch.zeros_like(final))
+            self.final_values[t] = torch.where(truncated & ~terminated, final, torch.zeros_like(final))
         self.step += 1
         self._computed = False
 
@@ -305,6 +327,9 @@ class RolloutBuffer:
         """
         if not self.full:
             raise ValueError(f"RolloutBuffer holds {self.step}/{self.num_steps} steps; fill it before computing returns.")
+        if self._values_missing:
+            raise ValueError("some steps were added with values=None; call set_values(values) with the critic's "
+                             "(num_steps, num_envs) values of buffer.obs first.")
         last_values = _as_batch(last_values, self.num_envs, (), torch.float32, self.device, "last_values")
         # The one place truncation is handled: a time limit is not a terminal state, so the cut-off
         # step gets r_t + gamma * V(final_obs) (SB3's rule); GAE then cuts the trace there as usual.
@@ -349,6 +374,8 @@ def _as_batch(
     x: ArrayLike, num_envs: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, name: str
 ) -> Tensor:
     """``x`` as a (num_envs, *shape) tensor; a missing leading dim is added when num_envs == 1."""
+    if isinstance(x, Tensor) and x.dtype == dtype and x.device == device and x.shape == (num_envs, *shape):
+        return x  # the per-env-step case (collect_rollout, step_into_replay): nothing to convert
     t = torch.as_tensor(x).to(device=device, dtype=dtype)
     if tuple(t.shape) == (num_envs, *shape):
         return t

@@ -250,7 +250,7 @@ class Policy(nn.Module):
     def to_env_action(self, action: Tensor) -> Tensor:
         """The actor's raw action (tanh output / Gaussian sample / class index) as the env expects it."""
         if self.kind in DISCRETE_KINDS:
-            return action + self.action_start
+            return action + self.action_start if self.action_start else action
         if self.kind == "deterministic":
             action = self.scale_action(action)
         else:  # clip the Gaussian sample to the bounds (inf bounds leave it unchanged)
@@ -269,6 +269,18 @@ class Policy(nn.Module):
         else:
             raw = self.actor.sample(features, generator)
         return self.to_env_action(raw.float() if self.kind != "categorical" else raw)
+
+    @torch.no_grad()
+    def sample_for_rollout(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The acting step of on-policy methods: ``(actions, env_actions, log_probs)`` for a rollout.
+
+        Updates the observation-normalisation statistics with ``obs`` first (a no-op without
+        normalisation); ``actions`` is what the buffer stores (raw Gaussian sample / class index),
+        ``env_actions`` what the env gets.
+        """
+        self.encoder.update(obs)
+        actions, log_probs = self.actor.sample_with_log_prob(self.encoder(obs), generator)
+        return actions, self.to_env_action(actions), log_probs
 
     @torch.no_grad()
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:

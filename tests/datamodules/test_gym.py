@@ -118,10 +118,11 @@ def test_collect_rollout_bootstraps_a_truncated_episode_from_its_final_observati
     value = lambda obs: 10.0 * obs[:, 0]  # V(s) = 10 * count  # noqa: E731
 
     def act(obs):
-        return torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), value(obs)
+        return torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1)
 
     last_values = collect_rollout(env, buffer, act, value)
     assert buffer.obs[:, 0, 0].tolist() == [0.0, 1.0, 2.0, 0.0]
+    assert buffer.values[:, 0].tolist() == [0.0, 10.0, 20.0, 0.0]  # V(s_t) of every stored step
     assert buffer.truncated[:, 0].tolist() == [False, False, True, False]
     assert buffer.final_values[2, 0].item() == 30.0  # V(final obs = 3), not V(reset obs = 0)
     assert last_values.tolist() == [10.0]  # V(s_T), s_T = 1
@@ -253,3 +254,20 @@ def test_two_process_cpu_ddp_ranks_explore_different_episodes_and_keep_identical
 def test_max_episode_steps_in_env_kwargs_is_rejected_with_the_way_to_set_it():
     with pytest.raises(ValueError, match=r"GymDataModule\(max_episode_steps=N\).*functools.partial"):
         GymDataModule("litzoo/GridWorld-v0", env_kwargs={"max_episode_steps": None})
+
+
+def test_collect_rollout_step_values_see_each_stored_observation_and_action():
+    """QAC stores q(s_t, a_t): step_values gets the (T*N) stored observations and actions, in order."""
+    env = runner(num_envs=2, max_episode_steps=10)
+    buffer = RolloutBuffer(3, 2, (1,), (1,))
+
+    def act(obs):
+        actions = obs + 0.5  # a function of the state, so a mix-up of rows would show
+        return actions, actions, torch.zeros(2)
+
+    last_values = collect_rollout(env, buffer, act, lambda obs: -obs[:, 0],
+                                  step_values=lambda obs, actions: 100 * obs[:, 0] + actions[:, 0])
+    expected = 100 * buffer.obs[..., 0] + buffer.obs[..., 0] + 0.5
+    assert buffer.obs[:, 0, 0].tolist() == [0.0, 1.0, 2.0]
+    torch.testing.assert_close(buffer.values, expected)
+    torch.testing.assert_close(last_values, -env.obs[:, 0])

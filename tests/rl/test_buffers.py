@@ -233,3 +233,23 @@ def test_rollout_buffer_guards_its_life_cycle():
         buffer.add(torch.zeros(1, 1), 0.0, 0.0, 0.0, 0.0, False, False)
     buffer.reset()
     assert buffer.step == 0 and not buffer.full
+
+
+def test_rollout_buffer_values_given_later_with_set_values_give_the_same_returns():
+    """values=None per step + one set_values((T, N)) = the values passed step by step; forgetting it is an error."""
+    gamma, lam = 0.9, 0.8
+    rewards, values = torch.tensor([[1.0, -1.0], [0.5, 2.0]]), torch.tensor([[0.3, 0.1], [-0.2, 0.7]])
+    terminated = torch.tensor([[False, True], [False, False]])
+    per_step, deferred = rollout_buffer(T=2, N=2), rollout_buffer(T=2, N=2)
+    for t in range(2):
+        args = (torch.zeros(2, 1), torch.zeros(2), torch.zeros(2))
+        per_step.add(*args, values[t], rewards[t], terminated[t], torch.zeros(2, dtype=torch.bool))
+        deferred.add(*args, None, rewards[t], terminated[t], torch.zeros(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="set_values"):
+        deferred.compute_returns_and_advantages(torch.zeros(2), gamma, lam)
+    with pytest.raises(ValueError, match=r"expected \(num_steps, num_envs\) = \(2, 2\)"):
+        deferred.set_values(values.flatten())
+    deferred.set_values(values)
+    expected = per_step.compute_returns_and_advantages(torch.tensor([1.0, 2.0]), gamma, lam)
+    for got, want in zip(deferred.compute_returns_and_advantages(torch.tensor([1.0, 2.0]), gamma, lam), expected):
+        torch.testing.assert_close(got, want)

@@ -108,3 +108,13 @@ def test_mismatched_shapes_raise_value_error(change, match):
 def test_out_of_range_gamma_or_lambda_raises_value_error(gamma, lam, match):
     with pytest.raises(ValueError, match=match):
         compute_gae(*random_rollout(), gamma=gamma, gae_lambda=lam)
+
+
+def test_compute_gae_accepts_bfloat16_inputs_and_returns_float32():
+    rewards = torch.tensor([[1.0], [2.0]], dtype=torch.bfloat16)
+    values = torch.tensor([[0.5], [0.25]], dtype=torch.bfloat16)
+    dones = torch.zeros(2, 1, dtype=torch.bool)
+    advantages, returns = compute_gae(rewards, values, dones, torch.tensor([1.0]), torch.tensor([False]), 0.5, 1.0)
+    assert advantages.dtype == torch.float32
+    # R_1 = 2 + 0.5 * 1 = 2.5, R_0 = 1 + 0.5 * 2.5 = 2.25
+    torch.testing.assert_close(returns[:, 0], torch.tensor([2.25, 2.5]))

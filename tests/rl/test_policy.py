@@ -194,3 +194,9 @@ def test_sample_with_log_prob_draws_from_the_policy_and_returns_its_exact_log_de
     many, _ = categorical.sample_with_log_prob(features[:1].expand(20000, 3), torch.Generator().manual_seed(2))
     frequencies = torch.bincount(many, minlength=3).float() / 20000
     torch.testing.assert_close(frequencies, categorical.distribution(features[:1]).probs[0].detach(), atol=0.015, rtol=0)
+    with torch.no_grad():  # a skewed policy (probabilities ~0.84 / 0.11 / 0.04): sampling must follow it
+        categorical.logits[-1].bias.copy_(torch.tensor([2.0, 0.0, -1.0]))
+    probs = categorical.distribution(features[:1]).probs[0].detach()
+    assert probs.max() > 0.7
+    many, _ = categorical.sample_with_log_prob(features[:1].expand(40000, 3), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(torch.bincount(many, minlength=3).float() / 40000, probs, atol=0.01, rtol=0)
