@@ -195,7 +195,7 @@ def collect_rollout(
     reward_transform: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
     step_values: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
 ) -> Tensor:
-    """On-policy: fill ``buffer`` with ``buffer.num_steps`` steps of every env; return ``V(s_T)``.
+    r"""On-policy: fill ``buffer`` with ``buffer.num_steps`` steps of every env; return ``V(s_T)``.
 
     ``act(obs) -> (actions, env_actions, log_probs)``: what is stored, what the env gets and
     :math:`\log\pi(a|s)`. ``value(obs)`` is the bootstrap value of an observation (``V(s)``, or

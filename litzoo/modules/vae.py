@@ -16,6 +16,7 @@ the fields of diffusers' ``AutoencoderKL`` config); both factors are computed fr
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -24,10 +25,14 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from torch import Tensor
 
 from litzoo.base import LitzooModule
 from litzoo.optim import adamw_with_warmup_cosine
+
+#: training batches whose latents set the factors in a checkpoint written during training
+LATENT_STATISTICS_BATCHES = 50
 
 
 class VAE(LitzooModule):
@@ -125,6 +130,22 @@ class VAE(LitzooModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             self.compute_latent_statistics(datamodule.train_dataloader())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint written during training (ModelCheckpoint, last.ckpt) must hold the factors of the weights
+        # it saves, not the 1.0 / 0.0 that on_train_end would replace: recompute them from (at most
+        # LATENT_STATISTICS_BATCHES) training batches first. state_dict() was taken already, so patch its entries.
+        super().on_save_checkpoint(checkpoint)
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING and trainer.state.status == TrainerStatus.RUNNING
+        if fitting and datamodule is not None:
+            batches = itertools.islice(datamodule.train_dataloader(), LATENT_STATISTICS_BATCHES)
+            shift, scale = self.compute_latent_statistics(batches)
+            state = checkpoint.get("state_dict", {})
+            for name, value in (("shift_factor", shift), ("scaling_factor", scale)):
+                if name in state:
+                    state[name] = torch.tensor(value, dtype=state[name].dtype)
 
     # ----------------------------------------------------------------- latents
     @torch.no_grad()

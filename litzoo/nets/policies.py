@@ -129,7 +129,7 @@ class GaussianActor(nn.Module):
         return mean + self.log_std.exp() * noise
 
     def sample_with_log_prob(self, features: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """``a = m + sigma * eps`` and :math:`\log\pi(a|s) = \sum_i -\epsilon_i^2/2 - \log\sigma_i - \log(2\pi)/2`.
+        r"""``a = m + sigma * eps`` and :math:`\log\pi(a|s) = \sum_i -\epsilon_i^2/2 - \log\sigma_i - \log(2\pi)/2`.
 
         The acting path of on-policy methods: computed from the standard-normal ``eps`` directly, without a
         ``Normal`` object per env step (its construction and ``log_prob`` cost ~30 us, more than the 64-64
@@ -181,7 +181,7 @@ class CategoricalActor(nn.Module):
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     def sample_with_log_prob(self, features: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """``a ~ pi(.|s)`` and :math:`\log\pi(a|s)` from one log-softmax (no ``Categorical`` object per env step).
+        r"""``a ~ pi(.|s)`` and :math:`\log\pi(a|s)` from one log-softmax (no ``Categorical`` object per env step).
 
         Sampled by the Gumbel-max trick, :math:`a = \arg\max_i\, [\log\pi_i - \log(-\log u_i)]` with
         :math:`u_i \sim U(0, 1)`: exact, and half the cost of ``torch.multinomial`` on a few rows.

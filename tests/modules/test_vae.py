@@ -47,3 +47,20 @@ def test_vae_learns_to_reconstruct_digits_and_normalises_its_latents(tmp_path):
         latents = loaded.encode(x[:8]).latent_dist.mode()
         theirs = loaded.decode(latents).sample
         torch.testing.assert_close(theirs, model.vae.decode(model.vae.encode(x[:8]).latent_dist.mode()).sample)
+
+
+def test_a_checkpoint_written_during_training_holds_the_latent_factors_of_its_weights(tmp_path):
+    """ModelCheckpoint saves before on_train_end computes the factors: the checkpoint must not carry 1.0 / 0.0."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    torch.manual_seed(0)
+    model = VAE(block_out_channels=(16, 32))
+    dm = DigitsDataModule(batch_size=256)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=10)
+    L.Trainer(max_steps=10, accelerator="cpu", logger=False, callbacks=[checkpoint], enable_progress_bar=False,
+              enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0).fit(model, dm)
+    restored = VAE.load_from_checkpoint(tmp_path / "last.ckpt")
+    assert float(restored.scaling_factor) != 1.0 and float(restored.shift_factor) != 0.0
+    dm.setup("fit")
+    z = restored.encode(dm.train_set.tensors[0])  # the restored factors normalise the restored weights' latents
+    assert abs(z.mean().item()) < 1e-3 and abs(z.std().item() - 1) < 1e-3
