@@ -253,12 +253,18 @@ class DQN(RLModule):
         while True:
             before = env_steps
             epsilon = 1.0 if before < h.learning_starts else self.exploration_rate(before)
-            u = torch.rand(2, num_envs, generator=generator, device=device)  # one draw: explore? which action?
-            actions = (u[1] * self.num_actions).long()  # uniform random action
-            if epsilon < 1.0:
-                explore = u[0] < epsilon
-                if not bool(explore.all()):  # skip the forward pass when every env explores
-                    actions = torch.where(explore, actions, q_net(encoder(env.obs)).argmax(-1))
+            # One draw per env step: (explore?, which random action) for every env, as Python floats: with one
+            # or a few envs, list arithmetic costs less than the tensor ops it replaces.
+            u = torch.rand(2 * num_envs, generator=generator, device=device).tolist()
+            explore = [x < epsilon for x in u[:num_envs]]
+            random_actions = [int(x * self.num_actions) for x in u[num_envs:]]  # uniform random action
+            if all(explore):  # skip the forward pass when every env explores
+                actions = torch.tensor(random_actions, device=device)
+            else:
+                actions = q_net(encoder(env.obs)).argmax(-1)
+                if any(explore):
+                    actions = torch.where(torch.tensor(explore, device=device),
+                                          torch.tensor(random_actions, device=device), actions)
             step_into_replay(env, buffer, actions, self.policy.to_env_action(actions))
             env_steps = before + num_envs
             if env_steps // h.target_update_interval > before // h.target_update_interval:
@@ -273,9 +279,13 @@ class DQN(RLModule):
     # ----------------------------------------------------------------- update
     def td_loss(self, batch: ReplayBatch) -> tuple[Tensor, Tensor, Tensor]:
         """``(loss, q, y)``: the Huber loss of :math:`Q_\\theta(s, a)` against the (Double-)DQN target ``y``."""
-        h = self.hparams
         encoder = self.policy.encoder
-        features, next_features = encoder(batch.obs), encoder(batch.next_obs)
+        discounts = self.hparams.gamma * (1.0 - batch.dones)  # dones = terminated only
+        return self._td_loss(encoder(batch.obs), batch.actions, batch.rewards, encoder(batch.next_obs), discounts)
+
+    def _td_loss(self, features: Tensor, actions: Tensor, rewards: Tensor, next_features: Tensor,
+                 discounts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.hparams
         with torch.no_grad():
             q_next_all = self.q_target(next_features).float()
             if h.double_q:  # the online network picks a', the target network values it
@@ -283,8 +293,8 @@ class DQN(RLModule):
                 q_next = q_next_all.gather(1, a_next).squeeze(1)
             else:
                 q_next = q_next_all.max(dim=-1).values
-            y = batch.rewards + h.gamma * (1.0 - batch.dones) * q_next  # dones = terminated only
-        q = self.q_net(features).float().gather(1, batch.actions.long().unsqueeze(1)).squeeze(1)
+            y = rewards + discounts * q_next
+        q = self.q_net(features).float().gather(1, actions.long().unsqueeze(1)).squeeze(1)
         return F.huber_loss(q, y, delta=h.huber_delta), q, y
 
     def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
@@ -294,8 +304,14 @@ class DQN(RLModule):
         steps = batch.obs.shape[0]
         if trainer.max_steps is not None and trainer.max_steps >= 0:  # end exactly at max_steps gradient steps
             steps = min(steps, trainer.max_steps - trainer.global_step)
+        # Per block, not per minibatch: encode all observations and form gamma * (1 - done) in one op each.
+        encoder = self.policy.encoder
+        features = encoder(batch.obs.flatten(0, 1)).unflatten(0, batch.obs.shape[:2]).unbind(0)
+        next_features = encoder(batch.next_obs.flatten(0, 1)).unflatten(0, batch.obs.shape[:2]).unbind(0)
+        discounts = (h.gamma * (1.0 - batch.dones)).unbind(0)  # dones = terminated only
+        actions, rewards = batch.actions.unbind(0), batch.rewards.unbind(0)
         for i in range(steps):
-            loss, q, _ = self.td_loss(ReplayBatch(*(x[i] for x in batch)))
+            loss, q, _ = self._td_loss(features[i], actions[i], rewards[i], next_features[i], discounts[i])
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             all_reduce_gradients(trainer, params)
