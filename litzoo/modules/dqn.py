@@ -281,37 +281,54 @@ class DQN(RLModule):
         """``(loss, q, y)``: the Huber loss of :math:`Q_\\theta(s, a)` against the (Double-)DQN target ``y``."""
         encoder = self.policy.encoder
         discounts = self.hparams.gamma * (1.0 - batch.dones)  # dones = terminated only
-        return self._td_loss(encoder(batch.obs), batch.actions, batch.rewards, encoder(batch.next_obs), discounts)
+        y = self.td_targets(encoder(batch.next_obs), batch.rewards, discounts)
+        return self._td_loss(encoder(batch.obs), batch.actions, y)
 
-    def _td_loss(self, features: Tensor, actions: Tensor, rewards: Tensor, next_features: Tensor,
-                 discounts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h = self.hparams
-        with torch.no_grad():
-            q_next_all = self.q_target(next_features).float()
-            if h.double_q:  # the online network picks a', the target network values it
-                a_next = self.q_net(next_features).argmax(dim=-1, keepdim=True)
-                q_next = q_next_all.gather(1, a_next).squeeze(1)
-            else:
-                q_next = q_next_all.max(dim=-1).values
-            y = rewards + discounts * q_next
+    @torch.no_grad()
+    def td_targets(self, next_features: Tensor, rewards: Tensor, discounts: Tensor) -> Tensor:
+        """:math:`y = r + \\gamma (1 - d) Q_{\\theta^-}(s', a')`, ``a'`` greedy for :math:`Q_{\\theta^-}` (DQN) or for
+        :math:`Q_\\theta` (Double DQN); ``discounts`` = :math:`\\gamma (1 - d)`."""
+        q_next_all = self.q_target(next_features).float()
+        if self.hparams.double_q:  # the online network picks a', the target network values it
+            a_next = self.q_net(next_features).argmax(dim=-1, keepdim=True)
+            q_next = q_next_all.gather(1, a_next).squeeze(1)
+        else:
+            q_next = q_next_all.max(dim=-1).values
+        return rewards + discounts * q_next
+
+    def _td_loss(self, features: Tensor, actions: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         q = self.q_net(features).float().gather(1, actions.long().unsqueeze(1)).squeeze(1)
-        return F.huber_loss(q, y, delta=h.huber_delta), q, y
+        return F.huber_loss(q, y, delta=self.hparams.huber_delta), q, y
 
     def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
         """One block: a gradient step on each of the ``batch.obs.shape[0]`` minibatches, in order."""
         h, trainer = self.hparams, self.trainer
         optimizer, params = self.optimizers(), self._parameters_list()
-        steps = batch.obs.shape[0]
+        steps, batch_size = batch.obs.shape[:2]
         if trainer.max_steps is not None and trainer.max_steps >= 0:  # end exactly at max_steps gradient steps
             steps = min(steps, trainer.max_steps - trainer.global_step)
         # Per block, not per minibatch: encode all observations and form gamma * (1 - done) in one op each.
         encoder = self.policy.encoder
-        features = encoder(batch.obs.flatten(0, 1)).unflatten(0, batch.obs.shape[:2]).unbind(0)
-        next_features = encoder(batch.next_obs.flatten(0, 1)).unflatten(0, batch.obs.shape[:2]).unbind(0)
-        discounts = (h.gamma * (1.0 - batch.dones)).unbind(0)  # dones = terminated only
-        actions, rewards = batch.actions.unbind(0), batch.rewards.unbind(0)
+        features = encoder(batch.obs[:steps].flatten(0, 1)).unflatten(0, (steps, batch_size)).unbind(0)
+        next_features = encoder(batch.next_obs[:steps].flatten(0, 1))
+        discounts = h.gamma * (1.0 - batch.dones[:steps].flatten())  # dones = terminated only
+        rewards = batch.rewards[:steps].flatten()
+        if h.double_q:  # a' comes from the online network, which moves every step: targets step by step
+            targets = None
+        else:
+            # Q^- is only synced between env steps, so it is the same for every step of the block: compute all
+            # targets up front, in forwards of ~512 rows (~25% less time per row than 64-row ones on a CPU).
+            rows = max(1, 512 // batch_size) * batch_size
+            targets = torch.cat([self.td_targets(*chunk) for chunk in zip(
+                next_features.split(rows), rewards.split(rows), discounts.split(rows))]).view(steps, batch_size)
+        actions = batch.actions.unbind(0)
         for i in range(steps):
-            loss, q, _ = self._td_loss(features[i], actions[i], rewards[i], next_features[i], discounts[i])
+            if targets is None:
+                rows = slice(i * batch_size, (i + 1) * batch_size)
+                y = self.td_targets(next_features[rows], rewards[rows], discounts[rows])
+            else:
+                y = targets[i]
+            loss, q, _ = self._td_loss(features[i], actions[i], y)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             all_reduce_gradients(trainer, params)
