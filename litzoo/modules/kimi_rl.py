@@ -157,6 +157,14 @@ class KimiRL(LitzooModule):
             object.__setattr__(self, "_ref", ref)  # keep it out of state_dict, DDP and the optimizer
         return self._ref
 
+    def _apply(self, fn, recurse: bool = True):
+        # pi_ref is no submodule, so .to()/.cpu()/.double() would leave it behind (Lightning's move back to the
+        # CPU after fit left it holding GPU memory): apply every device/dtype move to it too.
+        super()._apply(fn, recurse)
+        if getattr(self, "_ref", None) is not None:
+            self._ref._apply(fn, recurse)
+        return self
+
     def on_fit_start(self) -> None:
         self.ref_policy.to(self.device)
         if self._pending is not None:

@@ -239,6 +239,18 @@ def test_bf16_mixed_trains_under_autocast_with_fp32_weights(tmp_path):
     assert 0.0 <= trainer.callback_metrics["val/pass@1"] <= trainer.callback_metrics["val/pass@2"] <= 1.0
 
 
+def test_the_reference_policy_follows_every_device_and_dtype_move_of_the_module():
+    """pi_ref is kept out of the submodules (state_dict, DDP, optimizer), yet .to() must move it: after fit
+    Lightning moves the module back to the CPU, and a GPU copy of pi_ref left behind holds GPU memory."""
+    rl = KimiRL(model_config=SMALL, k=2, max_new_tokens=4)
+    ref = rl.ref_policy
+    rl.double()
+    assert all(p.dtype == torch.float64 for p in ref.parameters())
+    rl.to(torch.float32)
+    assert all(p.dtype == torch.float32 for p in ref.parameters())
+    assert not any(name.startswith("_ref") for name in rl.state_dict())
+
+
 def test_export_from_checkpoint_reloads_and_generates_the_same_greedy_tokens(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     rl = _fit_rl(tmp_path, 1, callbacks=[checkpoint])
