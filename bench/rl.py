@@ -464,9 +464,10 @@ def plot_curve(runs: list[dict[str, Any]], algo: str, path: str) -> None:
     fig = Figure(figsize=(6.4, 4.2), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colors = {"litzoo": "tab:blue", "litzoo-bf16": "tab:purple", "sb3": "tab:orange", "plain": "tab:green"}
-    labels = {"litzoo": "litzoo (Lightning)", "litzoo-bf16": "litzoo, bf16-mixed", "sb3": "Stable-Baselines3",
-              "plain": "plain PyTorch loop"}
+    colors = {"litzoo": "tab:blue", "litzoo-bf16": "tab:purple", "litzoo-adamw": "tab:cyan", "sb3": "tab:orange",
+              "plain": "tab:green"}
+    labels = {"litzoo": "litzoo (Lightning)", "litzoo-bf16": "litzoo, bf16-mixed", "litzoo-adamw": "litzoo, AdamW",
+              "sb3": "Stable-Baselines3", "plain": "plain PyTorch loop"}
     for library in dict.fromkeys(r["library"] for r in runs if r["algo"] == algo):
         curves = [r["curve"] for r in runs if r["algo"] == algo and r["library"] == library]
         steps = sorted(set.intersection(*(set(p["env_steps"] for p in c) for c in curves)))
