@@ -278,12 +278,20 @@ def test_two_process_cpu_ddp_ranks_see_different_episodes_and_take_the_same_trus
 
 # ------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
-def test_solves_cartpole():
-    # configs/trpo_cartpole.yaml; measured (seed 0): mean return 500 from 30 rollouts (30k env steps) on
-    module = TRPO(n_steps=512, gae_lambda=0.98, cg_damping=1e-3, n_critic_updates=20, critic_batch_size=512,
-                  log_every_n_env_steps=10**6)
-    fit(module, GymDataModule("CartPole-v1", num_envs=2, batches_per_epoch=40))
-    returns = evaluate_policy(module.policy, lambda: gym.make("CartPole-v1"), n_episodes=10, seed=10_000)["returns"]
+def test_solves_cartpole(tmp_path):
+    """configs/trpo_cartpole.yaml's recipe (the zoo's); solved = the best policy RLEvaluation keeps scores >= 475,
+    re-checked on other episodes from its export. TRPO on CartPole reaches 500 and can swing back (a run that
+    scored 500 after 30 rollouts ended at 240 after 40), so the last policy is not the measure.
+    bench/rl.py: 475 at 10 k env steps in 4 of 5 seeds, 51 k in the fifth."""
+    from litzoo.callbacks import RLEvaluation
+
+    module = TRPO(n_steps=512, gamma=0.99, gae_lambda=0.98, cg_damping=1e-3, critic_lr=1e-3, n_critic_updates=20,
+                  critic_batch_size=512, normalize_advantage=True, log_every_n_env_steps=10**6)
+    evaluation = RLEvaluation(every_n_env_steps=5120, n_episodes=20, dirpath=str(tmp_path), plot=False)
+    fit(module, GymDataModule("CartPole-v1", num_envs=2, batches_per_epoch=60), callbacks=[evaluation])
+    assert evaluation.best_mean_return >= 475, [(h["env_steps"], h["mean_return"]) for h in evaluation.history]
+    best = load_policy(tmp_path / "best_policy")
+    returns = evaluate_policy(best, lambda: gym.make("CartPole-v1"), n_episodes=20, seed=10_000)["returns"]
     assert returns.mean() >= 475, returns
 
 
