@@ -219,7 +219,7 @@ def collect_rollout(
         if reward_transform is not None:
             rewards = reward_transform(rewards, step.terminated | step.truncated)
         final_values = None
-        if step.truncated.any() and (step.truncated & ~step.terminated).any():
+        if (step.truncated & ~step.terminated).any():
             final_values = value(step.final_obs)  # time limit: the state still has a value
         buffer.add(obs, actions, log_probs, None, rewards, step.terminated, step.truncated, final_values)
     T, N = buffer.num_steps, buffer.num_envs

@@ -324,8 +324,8 @@ class DQN(RLModule):
         actions = batch.actions.unbind(0)
         for i in range(steps):
             if targets is None:
-                rows = slice(i * batch_size, (i + 1) * batch_size)
-                y = self.td_targets(next_features[rows], rewards[rows], discounts[rows])
+                minibatch = slice(i * batch_size, (i + 1) * batch_size)
+                y = self.td_targets(next_features[minibatch], rewards[minibatch], discounts[minibatch])
             else:
                 y = targets[i]
             loss, q, _ = self._td_loss(features[i], actions[i], y)

@@ -138,8 +138,8 @@ class VAE(LitzooModule):
         super().on_save_checkpoint(checkpoint)
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING and trainer.state.status == TrainerStatus.RUNNING
-        if fitting and datamodule is not None:
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        if fitting and trainer.state.status == TrainerStatus.RUNNING and datamodule is not None:
             batches = itertools.islice(datamodule.train_dataloader(), LATENT_STATISTICS_BATCHES)
             shift, scale = self.compute_latent_statistics(batches)
             state = checkpoint.get("state_dict", {})
