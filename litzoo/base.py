@@ -144,6 +144,10 @@ class RLModule(LitzooModule):
 
     With the hyperparameter ``save_replay_buffer=True`` the replay buffer ``self._buffer`` is saved too; after
     loading it waits in ``self._pending["replay_buffer"]`` for the subclass to restore when collection starts.
+    Under DDP every rank's random stream and replay buffer are gathered into the checkpoint (each rank
+    explores its own envs, so their streams and buffers differ), and a resume on as many ranks gives every
+    rank its own back; on a different number of ranks each rank takes the buffer of rank ``r mod n`` and a
+    fresh random stream.
     """
 
     #: the action-space types the method handles (``()``: any) and what to use instead for the others
@@ -212,16 +216,23 @@ class RLModule(LitzooModule):
     def _init_generator(self) -> None:
         # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
         seed = self.hparams.seed * 1_000_003 + self.global_rank
+        world_size = self._trainer.world_size if self._trainer is not None else 1
+        ranks = self._pending.pop("ranks", None)
+        if ranks is not None:  # a DDP checkpoint: every rank's stream and buffer
+            mine = ranks[self.global_rank % len(ranks)]
+            self._pending.update(mine, generator_world_size=1 if len(ranks) == world_size else len(ranks))
+            if len(ranks) == world_size:
+                world_size = 1  # this rank's own stream: resume it exactly, as on one process
         state = self._pending.pop("generator", None)
         same_device = self._pending.pop("generator_device", "cpu") == self.device.type
-        world_size = self._trainer.world_size if self._trainer is not None else 1
-        single_process = self._pending.pop("generator_world_size", 1) == 1 and world_size == 1
-        if state is not None and not single_process:
-            # A DDP checkpoint holds rank 0's stream only; handing it to every rank would make all ranks
-            # draw the same noise and minibatches. Fresh per-rank streams, distinct from the first run's.
+        exact = self._pending.pop("generator_world_size", 1) == 1 and world_size == 1
+        if state is not None and not exact:
+            # Another number of ranks (or an older checkpoint with rank 0's stream only): handing one saved
+            # stream to every rank would make all ranks draw the same noise and minibatches. Fresh per-rank
+            # streams, distinct from the first run's.
             seed += 7919 * self.env_steps
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
-        if state is not None and single_process and same_device:
+        if state is not None and exact and same_device:
             self._generator.set_state(state.cpu())  # resume the random stream exactly
 
     def on_train_start(self) -> None:
@@ -241,14 +252,37 @@ class RLModule(LitzooModule):
             self._params_cache = [p for p in self.parameters() if p.requires_grad]
         return self._params_cache
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
+    def _rank_state(self) -> dict[str, Any]:
+        """This process's random stream and (with ``save_replay_buffer``) replay buffer, on the CPU."""
+        state: dict[str, Any] = {}
         if self._generator is not None:
             state["generator"], state["generator_device"] = self._generator.get_state(), self._generator.device.type
-            state["generator_world_size"] = self.trainer.world_size if self._trainer is not None else 1
         if self.hparams.get("save_replay_buffer") and getattr(self, "_buffer", None) is not None:
-            state["replay_buffer"] = self._buffer.state_dict()
+            state["replay_buffer"] = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self._buffer.state_dict().items()}
+        return state
+
+    def _gather_rank_states(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every rank's :meth:`_rank_state`, in rank order (Lightning dumps a checkpoint on every rank, then
+        rank 0 writes it)."""
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.trainer.world_size
+        dist.all_gather_object(gathered, state)
+        return gathered
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        import torch.distributed as dist
+
+        super().on_save_checkpoint(checkpoint)
+        state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
+        local = self._rank_state()
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        if world_size > 1 and dist.is_available() and dist.is_initialized():
+            state["ranks"] = self._gather_rank_states(local)
+        else:
+            state.update(local)
+            if "generator" in local:
+                state["generator_world_size"] = world_size
         checkpoint["litzoo_rl"] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -256,8 +290,8 @@ class RLModule(LitzooModule):
         self.env_steps = int(state.get("env_steps", 0))
         self.num_updates = int(state.get("num_updates", 0))
         self._logged_at = self.env_steps
-        self._pending = {k: state[k] for k in ("generator", "generator_device", "generator_world_size", "replay_buffer")
-                         if k in state}
+        self._pending = {k: state[k] for k in ("generator", "generator_device", "generator_world_size", "replay_buffer",
+                                               "ranks") if k in state}
 
     def export(self, out_dir: str | os.PathLike) -> Path:
         """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""

@@ -353,6 +353,68 @@ def test_two_process_cpu_ddp_ranks_explore_different_episodes_and_keep_identical
     assert rank0["logged_env_steps"] == 2 * 92  # env steps of both ranks
 
 
+DDP_RESUME_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import lightning as L
+    import torch
+    from litzoo.datamodules.gym import GymDataModule
+    from litzoo.modules.dqn import DQN
+
+    torch.set_num_threads(1)
+    out, phase = sys.argv[1], sys.argv[2]
+
+    class Recorded(DQN):
+        def _init_generator(self):  # the stream a resumed rank starts from, before it draws anything
+            super()._init_generator()
+            self.first_generator_state = self._generator.get_state().tolist()
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if phase == "resume" and batch_idx == 0 and trainer.current_epoch == 1:
+                buffer = module._buffer
+                record = {"generator": module.first_generator_state, "obs": buffer.obs[:saved].tolist(),
+                          "actions": buffer.actions[:saved].tolist()}
+                with open(f"{out}/resumed{trainer.global_rank}.json", "w") as f:
+                    json.dump(record, f)
+
+    saved = 32 + 7 * 4  # env steps per rank after the first epoch: 8 blocks from env step 32
+    module = Recorded(hidden_sizes=(16, 16), learning_starts=32, train_freq=4, gradient_steps=2, batch_size=16,
+                      target_update_interval=8, total_env_steps=200, save_replay_buffer=True)
+    trainer = L.Trainer(max_epochs=1 if phase == "first" else 2, accelerator="cpu", devices=2, strategy="ddp",
+                        logger=False, callbacks=[Record()], enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    datamodule = GymDataModule("CartPole-v1", num_envs=2, batches_per_epoch=8)
+    if phase == "first":
+        trainer.fit(module, datamodule)
+        buffer = module._buffer
+        record = {"generator": module._generator.get_state().tolist(), "size": len(buffer),
+                  "obs": buffer.obs[:len(buffer)].tolist(), "actions": buffer.actions[:len(buffer)].tolist()}
+        with open(f"{out}/saved{trainer.global_rank}.json", "w") as f:
+            json.dump(record, f)
+        trainer.save_checkpoint(f"{out}/ddp.ckpt")  # on every rank, as Lightning requires
+    else:
+        trainer.fit(module, datamodule, ckpt_path=f"{out}/ddp.ckpt")
+    """
+)
+
+
+def test_a_two_process_ddp_resume_gives_every_rank_its_own_replay_buffer_and_random_stream(tmp_path):
+    script = tmp_path / "ddp_resume.py"
+    script.write_text(DDP_RESUME_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    for phase in ("first", "resume"):
+        subprocess.run([sys.executable, str(script), str(tmp_path), phase], check=True, cwd=REPO, timeout=300,
+                       capture_output=True, env=env)
+    saved = [json.loads((tmp_path / f"saved{r}.json").read_text()) for r in (0, 1)]
+    resumed = [json.loads((tmp_path / f"resumed{r}.json").read_text()) for r in (0, 1)]
+    assert saved[0]["size"] == saved[1]["size"] == 32 + 7 * 4  # transitions of both envs of a rank
+    assert saved[0]["obs"] != saved[1]["obs"] and saved[0]["generator"] != saved[1]["generator"]
+    for rank in (0, 1):  # each rank gets its own transitions and stream back, not rank 0's
+        assert resumed[rank]["obs"] == saved[rank]["obs"] and resumed[rank]["actions"] == saved[rank]["actions"]
+        assert resumed[rank]["generator"] == saved[rank]["generator"]
+
+
 @pytest.mark.parametrize("config, env_id", [("dqn_cartpole.yaml", "CartPole-v1"), ("dqn_gridworld.yaml", "litzoo/GridWorld-v0")])
 def test_config_trains_with_train_py_and_exports_a_loadable_policy(tmp_path, monkeypatch, config, env_id):
     export, last = run_train_py(monkeypatch, tmp_path, config, "--trainer.max_steps", "3", "--model.init_args.learning_starts", "50")
