@@ -12,10 +12,15 @@ rl-baselines3-zoo hyperparameters and network sizes. Adding an algorithm = addin
 
 * litzoo trains exactly as a user would: ``L.Trainer(...).fit(module, GymDataModule(...))`` (CSV logger,
   no progress bar, no checkpoints); SB3 trains with ``model.learn`` (``verbose=0``).
-* Both are evaluated by the same code: every ``eval_every`` env steps, 10 deterministic episodes of
-  :func:`litzoo.rl.policy.evaluate_policy` on fresh envs seeded 1_000_000 + i (SB3's model through a
-  ``predict`` adapter). "steps to threshold" = env steps of the first evaluation whose mean return
-  reaches the threshold (resolution: ``eval_every``); "final return" = the last evaluation.
+* Both are evaluated by the same code at the same points: after the first update that ends at or past
+  each multiple of ``eval_every`` env steps (litzoo: ``on_train_batch_end``; SB3: the start of the next
+  collection), 10 deterministic episodes of :func:`litzoo.rl.policy.evaluate_policy` on fresh envs
+  seeded 1_000_000 + i (SB3's model through a ``predict`` adapter). "steps to threshold" = env steps of
+  the first evaluation whose mean return reaches the threshold (resolution: ``eval_every``); "final
+  return" = the last evaluation; "mean return" = the mean of all evaluations (the area under the
+  learning curve: far less noisy than a first crossing when the policy oscillates, as DQN's does).
+  With 5 or more seeds the median table is followed by two-sided Mann-Whitney U tests of both sample-
+  efficiency measures against SB3 (a run that never reached the threshold counts as the worst rank).
 * Throughput: env steps per **CPU-second of the training process** (``time.process_time``; the machine
   is shared, so wall time mostly measures the neighbours), evaluation time subtracted. "all" counts the
   whole run, "learning" only the steps after the off-policy warm-up (``learning_starts`` random steps,
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -208,9 +214,14 @@ def _learn_sb3(model: Any, steps: int, rec: Recorder) -> None:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class Evaluate(BaseCallback):
-        def _on_step(self) -> bool:
+        # At the start of a collection, i.e. right after the update that followed the previous one: the
+        # same point as litzoo's on_train_batch_end (an evaluation in _on_step would see the policy one
+        # update older than litzoo's does at the same env-step count).
+        def _on_rollout_start(self) -> None:
             if rec.due(self.num_timesteps):
                 rec.evaluate(self.num_timesteps, SB3Predictor(self.model))
+
+        def _on_step(self) -> bool:
             return True
 
     rec.start()
@@ -357,7 +368,7 @@ ALGORITHMS: dict[str, Benchmark] = {
     "trpo": Benchmark("CartPole-v1", 475.0, 100_000, 10_240, 0, {"litzoo": litzoo_trpo, "sb3": sb3_trpo}),
     "trpo_pendulum": Benchmark("Pendulum-v1", -200.0, 100_000, 10_240, 0,
                                {"litzoo": litzoo_trpo_pendulum, "sb3": sb3_trpo_pendulum}),
-    "dqn": Benchmark("CartPole-v1", 475.0, 50_000, 5000, 1000, {"litzoo": litzoo_dqn, "sb3": sb3_dqn}),
+    "dqn": Benchmark("CartPole-v1", 475.0, 50_000, 2500, 1000, {"litzoo": litzoo_dqn, "sb3": sb3_dqn}),
     # Lightning-free reference loop on TD3's networks (--algos td3_plain).
     "td3_plain": Benchmark("Pendulum-v1", -200.0, 15_000, 1000, 10_000, {"plain": plain_td3, "litzoo": litzoo_td3}),
 }
@@ -405,6 +416,8 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
         "steps_to_threshold": reached,
         "final_return": last["mean_return"],
         "best_return": max(p["mean_return"] for p in curve),
+        # After the warm-up only: SB3 starts a collection (and is scored) during TD3's random warm-up, litzoo does not.
+        "mean_return": float(np.mean([p["mean_return"] for p in curve if p["env_steps"] >= bench.warmup])),
         "sps_cpu": last["env_steps"] / last["train_cpu"],
         "sps_cpu_learning": (last["env_steps"] - first["env_steps"]) / (last["train_cpu"] - first["train_cpu"]),
         "sps_wall": last["env_steps"] / last["train_wall"],
@@ -413,33 +426,34 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def fmt_steps(x: Optional[float]) -> str:
-    return "not reached" if x is None else f"{x:,.0f}"
+    return "not reached" if x is None or math.isinf(x) else f"{x:,.0f}"
 
 
 def print_tables(runs: list[dict[str, Any]]) -> None:
     print(f"\ntorch {torch.__version__}, 1 thread; evaluation: {EVAL_EPISODES} deterministic episodes; "
           "env-steps/s over the training process's CPU time (evaluation excluded)\n")
     print("| algorithm | env | library | seed | env steps | steps to threshold | final return | best return "
-          "| env-steps/CPU-s (all) | env-steps/CPU-s (learning) | env-steps/wall-s | train CPU-s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| mean return | env-steps/CPU-s (all) | env-steps/CPU-s (learning) | env-steps/wall-s | train CPU-s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         s, b = summarise(run), ALGORITHMS[run["algo"]]
         print(f"| {run['algo']} | {b.env_id} (>= {b.threshold:g}) | {run['library']} | {run['seed']} | "
               f"{run['curve'][-1]['env_steps']:,} | {fmt_steps(s['steps_to_threshold'])} | {s['final_return']:.1f} | "
-              f"{s['best_return']:.1f} | {s['sps_cpu']:.0f} | {s['sps_cpu_learning']:.0f} | {s['sps_wall']:.0f} | "
-              f"{s['train_cpu']:.0f} |")
+              f"{s['best_return']:.1f} | {s['mean_return']:.1f} | {s['sps_cpu']:.0f} | {s['sps_cpu_learning']:.0f} | "
+              f"{s['sps_wall']:.0f} | {s['train_cpu']:.0f} |")
     print("\nMedian over seeds (steps to threshold: median of the seeds that reached it, and how many did):\n")
-    print("| algorithm | library | seeds reaching threshold | steps to threshold | final return "
+    print("| algorithm | library | seeds reaching threshold | steps to threshold | final return | mean return "
           "| env-steps/CPU-s (all) | env-steps/CPU-s (learning) | env-steps/wall-s "
           "| env-steps/CPU-s (learning) / SB3's, median of same-seed pairs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    tests = []
     for algo in dict.fromkeys(r["algo"] for r in runs):
         med: dict[str, dict[str, float]] = {}
         for library in dict.fromkeys(r["library"] for r in runs if r["algo"] == algo):
             sums = [summarise(r) for r in runs if r["algo"] == algo and r["library"] == library]
             reached = [s["steps_to_threshold"] for s in sums if s["steps_to_threshold"] is not None]
             med[library] = {k: statistics.median(s[k] for s in sums)
-                            for k in ("final_return", "sps_cpu", "sps_cpu_learning", "sps_wall")}
+                            for k in ("final_return", "mean_return", "sps_cpu", "sps_cpu_learning", "sps_wall")}
             med[library]["reached"] = statistics.median(reached) if reached else None
             med[library]["n_reached"], med[library]["n"] = len(reached), len(sums)
         # Same-seed runs of the two libraries ran side by side (interleaved jobs), so their ratio cancels
@@ -451,12 +465,44 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
                      if lib == library and (ref_library, seed) in rate]
             ratio = f"{statistics.median(pairs):.2f}x" if pairs else "-"
             print(f"| {algo} | {library} | {m['n_reached']}/{m['n']} | {fmt_steps(m['reached'])} | "
-                  f"{m['final_return']:.1f} | {m['sps_cpu']:.0f} | {m['sps_cpu_learning']:.0f} | {m['sps_wall']:.0f} | "
-                  f"{ratio} |")
+                  f"{m['final_return']:.1f} | {m['mean_return']:.1f} | {m['sps_cpu']:.0f} | {m['sps_cpu_learning']:.0f} "
+                  f"| {m['sps_wall']:.0f} | {ratio} |")
+            if ref_library == "sb3" and library != "sb3":
+                tests.append(sample_efficiency_test(runs, algo, library))
+    tests = [t for t in tests if t]
+    if tests:
+        print("\nSample efficiency vs SB3, two-sided Mann-Whitney U over seeds (p > 0.05: no detectable difference):\n")
+        print("| algorithm | library | seeds | steps to threshold (never reached = worst): median litzoo / SB3, p "
+              "| mean return: median litzoo / SB3, p |")
+        print("|---|---|---|---|---|")
+        for line in tests:
+            print(line)
+
+
+def sample_efficiency_test(runs: list[dict[str, Any]], algo: str, library: str, min_seeds: int = 5) -> Optional[str]:
+    """A table row comparing ``library`` with SB3 on steps to threshold and mean return (None: < min_seeds)."""
+    from scipy.stats import mannwhitneyu
+
+    def values(lib: str) -> tuple[list[float], list[float]]:
+        sums = [summarise(r) for r in runs if r["algo"] == algo and r["library"] == lib]
+        never = math.inf  # a run that never reached the threshold ranks behind every run that did
+        return ([never if s["steps_to_threshold"] is None else s["steps_to_threshold"] for s in sums],
+                [s["mean_return"] for s in sums])
+
+    (steps_a, mean_a), (steps_b, mean_b) = values(library), values("sb3")
+    if min(len(steps_a), len(steps_b)) < min_seeds:
+        return None
+    p_steps = mannwhitneyu(steps_a, steps_b).pvalue
+    p_mean = mannwhitneyu(mean_a, mean_b).pvalue
+    return (f"| {algo} | {library} | {len(steps_a)} / {len(steps_b)} | {fmt_steps(statistics.median(steps_a))} / "
+            f"{fmt_steps(statistics.median(steps_b))}, p = {p_steps:.2f} | {statistics.median(mean_a):.1f} / "
+            f"{statistics.median(mean_b):.1f}, p = {p_mean:.2f} |")
 
 
 def plot_curve(runs: list[dict[str, Any]], algo: str, path: str) -> None:
-    """Eval return vs env steps: mean over seeds, band = min/max over seeds, one colour per library."""
+    """Eval return vs env steps: mean over seeds, one colour per library; band = min/max over seeds, or with 10 or
+    more seeds the 95 % confidence interval of the mean (Student t; min/max then only shows that some seed hit 0
+    and 500)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -473,13 +519,20 @@ def plot_curve(runs: list[dict[str, Any]], algo: str, path: str) -> None:
         steps = sorted(set.intersection(*(set(p["env_steps"] for p in c) for c in curves)))
         values = np.array([[next(p["mean_return"] for p in c if p["env_steps"] == s) for s in steps] for c in curves])
         color = colors.get(library)
+        if len(curves) >= 10:
+            from scipy.stats import t as student_t
+
+            half_width = student_t.ppf(0.975, len(curves) - 1) * values.std(0, ddof=1) / np.sqrt(len(curves))
+            low, high, band = values.mean(0) - half_width, values.mean(0) + half_width, "band: 95 % CI of the mean"
+        else:
+            low, high, band = values.min(0), values.max(0), "band: min/max"
         ax.plot(steps, values.mean(0), color=color, marker="o", markersize=3,
-                label=f"{labels.get(library, library)} ({len(curves)} seeds)")
-        ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.2)
+                label=f"{labels.get(library, library)} ({len(curves)} seeds; {band})")
+        ax.fill_between(steps, low, high, color=color, alpha=0.2)
     ax.axhline(bench.threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {bench.threshold:g}")
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"eval return ({EVAL_EPISODES} deterministic episodes)")
-    ax.set_title(f"{algo.upper()} on {bench.env_id}: mean, band = min/max over seeds")
+    ax.set_title(f"{algo.upper()} on {bench.env_id}: mean eval return over seeds")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()

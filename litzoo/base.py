@@ -261,13 +261,13 @@ class RLModule(LitzooModule):
             state["replay_buffer"] = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self._buffer.state_dict().items()}
         return state
 
-    def _gather_rank_states(self, state: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every rank's :meth:`_rank_state`, in rank order (Lightning dumps a checkpoint on every rank, then
-        rank 0 writes it)."""
+    def _gather_rank_states(self, state: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Every rank's :meth:`_rank_state` in rank order on rank 0 (which writes the checkpoint), ``None`` on
+        the others. Lightning dumps a checkpoint on every rank, so every rank reaches this collective."""
         import torch.distributed as dist
 
-        gathered: list[Any] = [None] * self.trainer.world_size
-        dist.all_gather_object(gathered, state)
+        gathered: list[Any] | None = [None] * self.trainer.world_size if self.global_rank == 0 else None
+        dist.gather_object(state, gathered, dst=0)
         return gathered
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -277,7 +277,8 @@ class RLModule(LitzooModule):
         state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
         local = self._rank_state()
         world_size = self.trainer.world_size if self._trainer is not None else 1
-        if world_size > 1 and dist.is_available() and dist.is_initialized():
+        # Not after an exception: Lightning then saves on the failing rank alone, and a collective would hang.
+        if world_size > 1 and dist.is_available() and dist.is_initialized() and not self.trainer.interrupted:
             state["ranks"] = self._gather_rank_states(local)
         else:
             state.update(local)
