@@ -219,20 +219,19 @@ class RLModule(LitzooModule):
         world_size = self._trainer.world_size if self._trainer is not None else 1
         ranks = self._pending.pop("ranks", None)
         if ranks is not None:  # a DDP checkpoint: every rank's stream and buffer
-            mine = ranks[self.global_rank % len(ranks)]
-            self._pending.update(mine, generator_world_size=1 if len(ranks) == world_size else len(ranks))
-            if len(ranks) == world_size:
-                world_size = 1  # this rank's own stream: resume it exactly, as on one process
+            self._pending.update(ranks[self.global_rank % len(ranks)])
+            own_stream = len(ranks) == world_size
+        else:  # one stream: this process's own only if one process saved it and one resumes it
+            own_stream = self._pending.pop("generator_world_size", 1) == 1 and world_size == 1
         state = self._pending.pop("generator", None)
         same_device = self._pending.pop("generator_device", "cpu") == self.device.type
-        exact = self._pending.pop("generator_world_size", 1) == 1 and world_size == 1
-        if state is not None and not exact:
+        if state is not None and not own_stream:
             # Another number of ranks (or an older checkpoint with rank 0's stream only): handing one saved
             # stream to every rank would make all ranks draw the same noise and minibatches. Fresh per-rank
             # streams, distinct from the first run's.
             seed += 7919 * self.env_steps
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
-        if state is not None and exact and same_device:
+        if state is not None and own_stream and same_device:
             self._generator.set_state(state.cpu())  # resume the random stream exactly
 
     def on_train_start(self) -> None:
