@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from litzoo.data.digits import DIGITS_IMAGE_SIZES, digits_images
+
 __all__ = [
     "DigitsClassifier",
     "digits_images",
@@ -53,34 +55,6 @@ _CLASSIFIER_VERSION = 1
 _CLASSIFIER_FILE = f"digits_classifier_v{_CLASSIFIER_VERSION}.safetensors"
 _HELD_OUT_FRACTION = 0.15
 _SPLIT_SEED = 0
-DIGITS_IMAGE_SIZES = (8, 16, 32)
-
-
-# ---------------------------------------------------------------------------------------------
-# The bundled digits as tensors
-# ---------------------------------------------------------------------------------------------
-def digits_images(image_size: int = 8) -> tuple[Tensor, Tensor]:
-    """All 1797 bundled scikit-learn digits as ``(images in [0, 1] of shape (N, 1, S, S), labels)``.
-
-    The raw pixels are integers 0..16; ``image_size`` 16 or 32 upsamples bilinearly (the same
-    resampling ``DigitsDataModule`` uses, so real and generated images share one pipeline).
-    """
-    if image_size not in DIGITS_IMAGE_SIZES:
-        raise ValueError(
-            f"image_size={image_size!r} is not supported; allowed values are {DIGITS_IMAGE_SIZES} "
-            "(the 8x8 digits are upsampled by an integer factor)."
-        )
-    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
-
-    digits = load_digits()
-    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.as_tensor(digits.target, dtype=torch.long)
-    if image_size != 8:
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        images = images.clamp(0.0, 1.0)
-    return images, labels
-
-
 def digits_classifier_split() -> tuple[Tensor, Tensor]:
     """Indices ``(train, held_out)`` of the digits the classifier is trained / evaluated on.
 
@@ -408,7 +382,7 @@ def eight_gaussians_coverage(
 ) -> dict[str, float | int | list[float]]:
     """Mode coverage and sample quality on the ``8gaussians`` toy.
 
-    ``centers`` (K, 2) and ``std`` default to ``toy2d.EIGHT_GAUSSIANS_CENTERS`` / ``_STD``; pass
+    ``centers`` (K, 2) and ``std`` default to ``litzoo.data.toy2d.EIGHT_GAUSSIANS_CENTERS`` / ``_STD``; pass
     others to score any isotropic Gaussian mixture.
 
     Each sample is assigned to its nearest centre; it is *high quality* if it lies within
@@ -419,10 +393,10 @@ def eight_gaussians_coverage(
     Returns ``dict(modes_covered: int, quality: float, mode_fractions: list[float])``.
     """
     if centers is None or std is None:
-        from litzoo.datamodules import toy2d
+        from litzoo.data.toy2d import EIGHT_GAUSSIANS_CENTERS, EIGHT_GAUSSIANS_STD
 
-        centers = toy2d.EIGHT_GAUSSIANS_CENTERS if centers is None else centers
-        std = toy2d.EIGHT_GAUSSIANS_STD if std is None else std
+        centers = EIGHT_GAUSSIANS_CENTERS if centers is None else centers
+        std = EIGHT_GAUSSIANS_STD if std is None else std
     if samples.dim() != 2 or samples.shape[1] != 2 or len(samples) == 0:
         raise ValueError(f"samples must have shape (N, 2) with N > 0; got {tuple(samples.shape)}.")
     samples = samples.detach().float().cpu()

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import litzoo.metrics as metrics
-from litzoo.datamodules.toy2d import EIGHT_GAUSSIANS_CENTERS, EIGHT_GAUSSIANS_STD, sample_toy2d
+from litzoo.data.toy2d import EIGHT_GAUSSIANS_CENTERS, EIGHT_GAUSSIANS_STD, sample_toy2d
 from litzoo.metrics import (
     DigitsClassifier,
     class_accuracy,

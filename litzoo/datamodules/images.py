@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from litzoo.datamodules.sampling import map_style_loader
-from litzoo.metrics import DIGITS_IMAGE_SIZES, digits_images
+from litzoo.data.digits import DIGITS_IMAGE_SIZES, digits_images
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
 

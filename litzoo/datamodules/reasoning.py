@@ -324,7 +324,7 @@ class ReasoningDataModule(L.LightningDataModule):
 
                 tokenizer = AutoTokenizer.from_pretrained(self.hparams.tokenizer_path, local_files_only=True)
             else:
-                from litzoo.reasoning.tokenizer import build_char_tokenizer
+                from litzoo.text.tokenizer import build_char_tokenizer
 
                 tokenizer = build_char_tokenizer()
         if tokenizer.eos_token_id is None:
@@ -344,7 +344,7 @@ class ReasoningDataModule(L.LightningDataModule):
         return task.write_trace(problem, rng, self.hparams.p_mistake)
 
     def setup(self, stage: str | None = None) -> None:
-        from litzoo.reasoning.tokenizer import check_tokenizer_covers
+        from litzoo.text.tokenizer import check_tokenizer_covers
 
         self.prepare_problems()
         tokenizer = self._resolve_tokenizer()

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.base import RLModule
+from litzoo.bases.rl import RLModule
 from litzoo.optim import adamw_for_networks, rmsprop_for_networks
 from litzoo.datamodules.gym import (
     EnvRunner,

@@ -39,7 +39,7 @@ from typing import Any, Optional
 
 import torch
 
-from litzoo.base import RLModule
+from litzoo.bases.rl import RLModule
 from litzoo.optim import adamw_for_networks
 from litzoo.datamodules.gym import (
     EnvRunner,

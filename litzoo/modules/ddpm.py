@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import save_file
 
-from litzoo.base import GenerativeModule
+from litzoo.bases.generative import GenerativeModule
 from litzoo.diffusion import NoiseSchedule, log_likelihood, training_target
 from litzoo.diffusion import sample as run_sampler
 from litzoo.diffusion.samplers import SAMPLERS

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.base import RLModule
+from litzoo.bases.rl import RLModule
 from litzoo.datamodules.gym import (
     EnvRunner,
     all_reduce_gradients,

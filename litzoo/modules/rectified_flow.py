@@ -59,7 +59,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from litzoo.base import GenerativeModule
+from litzoo.bases.generative import GenerativeModule
 from litzoo.diffusion.flow import (
     FLOW_SAMPLERS,
     TIMESTEP_DENSITIES,
@@ -120,7 +120,7 @@ TOKENIZER_FIELDS = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id"
 
 
 def build_prompt_tokenizer(max_length: int):
-    """litzoo's character-level tokenizer (:func:`litzoo.reasoning.tokenizer.build_char_tokenizer`, plus upper case)
+    """litzoo's character-level tokenizer (:func:`litzoo.text.tokenizer.build_char_tokenizer`, plus upper case)
     framed like CLIP's: ``<bos> prompt <eot>``, truncated/padded to ``max_length`` with ``<pad>``.
 
     ``<eot>`` is a new end token because CLIP pools the hidden state at the first ``eos_token_id``, except that
@@ -131,7 +131,7 @@ def build_prompt_tokenizer(max_length: int):
 
     from tokenizers import processors
 
-    from litzoo.reasoning.tokenizer import build_char_tokenizer
+    from litzoo.text.tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer(extra_chars=string.ascii_uppercase)
     tokenizer.add_special_tokens({"eos_token": "<eot>"})
@@ -377,7 +377,7 @@ class RectifiedFlowDiT(GenerativeModule):
 
     def _check_class_prompts(self, class_prompts) -> int:
         """Validate ``class_prompts`` against ``num_classes`` and the tokenizer; return their count."""
-        from litzoo.reasoning.tokenizer import check_tokenizer_covers
+        from litzoo.text.tokenizer import check_tokenizer_covers
 
         if isinstance(class_prompts, str) or not class_prompts or not all(isinstance(p, str) for p in class_prompts):
             raise ValueError(f"class_prompts must be a non-empty list of strings (one per label), got "

@@ -39,7 +39,7 @@ its real final state. The learned values are compared with the exact ones of
 :mod:`litzoo.envs.bellman` (:meth:`compare_with_exact`, logged at every epoch end, :meth:`plot`).
 
 **Resume.** A checkpoint holds, besides the weights, ``env_steps``, ``num_updates`` and the action
-sampler's generator (:class:`~litzoo.base.RLModule`), the state of the collection in flight: every
+sampler's generator (:class:`~litzoo.bases.rl.RLModule`), the state of the collection in flight: every
 grid world's cell, its step counters (the env's own and any ``TimeLimit``'s), its ``np_random`` state,
 the current observations and the actions already drawn for them (Sarsa's :math:`a_{t+1}` is drawn
 before the update that uses it). ``Trainer.fit(ckpt_path=...)`` then continues the very episodes and
@@ -53,7 +53,7 @@ averaged over ``world_size * n_steps * num_envs`` transitions, i.e. a larger bat
 point is unchanged. The ``alpha`` and ``epsilon`` schedules count updates and *this rank's* env
 steps. A DDP checkpoint holds rank 0's state only, so a resumed DDP run restarts the episodes on
 every rank (the collection state is restored in single-process runs only), and every rank draws a fresh
-random stream of its own (:meth:`~litzoo.base.RLModule._init_generator`).
+random stream of its own (:meth:`~litzoo.bases.rl.RLModule._init_generator`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from litzoo.base import RLModule
+from litzoo.bases.rl import RLModule
 from litzoo.datamodules.gym import EnvRunner, all_reduce_gradients, log_rl_metrics
 from litzoo.envs.bellman import action_values, greedy_policy, policy_evaluation, value_iteration
 from litzoo.envs.grid_world import GridWorld

@@ -3,7 +3,7 @@ tokenizer for a Kimi k1.5-style long-CoT RL fine-tuner, with its rollout generat
 (`rollout`), loss pieces (`losses`), problem sampling (`sampling`) and long2short tools
 (`long2short`). No Lightning here.
 
-The tokenizer (`build_char_tokenizer`, `check_tokenizer_covers`) needs `transformers` and the
+The tokenizer lives in :mod:`litzoo.text` (the image models' text encoder uses it too). It needs `transformers` and the
 rollout/loss/sampling/long2short names need `torch`; they are imported on first use so the
 tasks stay importable with the standard library alone.
 """
@@ -32,16 +32,16 @@ __all__ = [
 
 # Lazily imported names -> their submodule (torch / transformers are loaded on first use).
 _LAZY = {
-    **dict.fromkeys(("build_char_tokenizer", "check_tokenizer_covers", "CHARS"), "tokenizer"),
+    **dict.fromkeys(("build_char_tokenizer", "check_tokenizer_covers", "CHARS"), "litzoo.text.tokenizer"),
     **dict.fromkeys(("TINY_QWEN2", "Rollout", "PartialResponse", "RolloutGroup", "PartialRolloutBuffer",
                      "LevelMeter", "build_policy", "save_policy", "encode_prompt", "encode_response",
                      "generate", "continue_responses", "pack_groups", "token_log_probs", "score", "level_key"),
-                    "rollout"),
-    **dict.fromkeys(("kimi_policy_loss", "length_penalty", "dpo_loss", "masked_sum"), "losses"),
-    **dict.fromkeys(("PrioritizedSampler", "curriculum_level_weights"), "sampling"),
+                    "litzoo.reasoning.rollout"),
+    **dict.fromkeys(("kimi_policy_loss", "length_penalty", "dpo_loss", "masked_sum"), "litzoo.reasoning.losses"),
+    **dict.fromkeys(("PrioritizedSampler", "curriculum_level_weights"), "litzoo.reasoning.sampling"),
     **dict.fromkeys(("merge_models", "merge_policies", "sample_responses", "shortest_correct",
                      "shortest_rejection_sampling", "dpo_pairs", "dpo_train", "sft_train", "sequence_log_probs"),
-                    "long2short"),
+                    "litzoo.reasoning.long2short"),
 }
 __all__ += sorted(set(_LAZY) - set(__all__))
 
@@ -50,5 +50,5 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f"litzoo.reasoning.{_LAZY[name]}"), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'litzoo.reasoning' has no attribute {name!r}")

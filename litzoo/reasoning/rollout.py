@@ -84,7 +84,7 @@ def build_policy(
             raise ValueError(f"the tokenizer in {str(path)!r} has no eos token; responses could never end.")
         return model, tokenizer
 
-    from litzoo.reasoning.tokenizer import build_char_tokenizer
+    from litzoo.text.tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer(extra_chars)
     cfg = dict(TINY_QWEN2 if model_config is None else model_config)

@@ -16,7 +16,7 @@ from litzoo.reasoning.rollout import (
     pack_groups,
     token_log_probs,
 )
-from litzoo.reasoning.tokenizer import build_char_tokenizer
+from litzoo.text.tokenizer import build_char_tokenizer
 
 
 @pytest.fixture(autouse=True, scope="module")

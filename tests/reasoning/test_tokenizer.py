@@ -7,7 +7,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from litzoo.reasoning import ArithmeticTask, CombinationSumTask, MaxGapTask
-from litzoo.reasoning.tokenizer import CHARS, build_char_tokenizer, check_tokenizer_covers
+from litzoo.text.tokenizer import CHARS, build_char_tokenizer, check_tokenizer_covers
 
 
 def task_texts():

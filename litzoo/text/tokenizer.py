@@ -1,4 +1,4 @@
-"""A character-level tokenizer for the reasoning tasks, built with the `tokenizers` library.
+"""A character-level tokenizer (reasoning tasks, prompt text encoders), built with the `tokenizers` library.
 
 One token per character: a BPE model with an empty merge list and no normalizer or
 pre-tokenizer, so the whole text (spaces and newlines included) is split into its characters

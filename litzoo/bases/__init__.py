@@ -1,0 +1,10 @@
+"""Base LightningModules: the plumbing one family of methods shares, written once.
+
+:class:`GenerativeModule` (DDPM, RectifiedFlowDiT), :class:`RLModule` (the environment-driven RL modules).
+Method files in :mod:`litzoo.modules` subclass these; nothing here imports a datamodule.
+"""
+
+from litzoo.bases.generative import GenerativeModule
+from litzoo.bases.rl import RLModule
+
+__all__ = ["GenerativeModule", "RLModule"]

@@ -1,0 +1,57 @@
+"""Argument checks shared by every module, datamodule and math package (no Lightning, no torch).
+
+Each raises a ``ValueError`` that names the argument, the value it got and what is allowed, so a bad
+hyperparameter fails at construction with a message that says how to fix it, not deep inside ``fit``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    """``value`` must be one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {allowed}.")
+
+
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) or (
+        isinstance(value, float) and value.is_integer())
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """``value`` must be an integer >= 1 (``True``/``False`` are refused)."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+
+def check_non_negative_int(name: str, value: Any) -> None:
+    """``value`` must be an integer >= 0."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name}={value!r} must be an integer >= 0.")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """``value`` must be a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a finite number > 0.")
+
+
+def check_non_negative(name: str, value: Any) -> None:
+    """``value`` must be a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a finite number >= 0.")
+
+
+def check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+                high_open: bool = False) -> None:
+    """``value`` must lie in the interval from ``low`` to ``high`` (closed ends unless ``*_open``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name}={value!r} must be in {interval}.")

@@ -1,0 +1,29 @@
+"""The one seed formula behind every per-step random stream (no Lightning).
+
+A stream drawn from ``step_seed(seed, step, rank)`` is a pure function of the run's seed, the step
+(optimizer step, rollout, ...) and the process rank: a resumed run draws exactly the noise the
+uninterrupted run drew at that step, and DDP ranks never share a stream. The two multipliers keep the
+three inputs apart (steps below 1_000_003, ranks below 1024 never collide).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_STEP_STRIDE = 1_000_003  # a prime larger than any run's step count
+_RANK_STRIDE = 1024  # more ranks than any run has
+
+
+def rank_seed(seed: int, rank: int = 0) -> int:
+    """The seed of rank ``rank``'s long-lived stream (e.g. an RL module's exploration generator)."""
+    return int(seed) * _STEP_STRIDE + int(rank)
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of the stream used at ``step`` on ``rank``."""
+    return (int(seed) * _STEP_STRIDE + int(step)) * _RANK_STRIDE + int(rank)
+
+
+def step_generator(seed: int, step: int, rank: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with :func:`step_seed`."""
+    return torch.Generator(device=device).manual_seed(step_seed(seed, step, rank))
