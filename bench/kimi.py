@@ -82,7 +82,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from litzoo.datamodules.reasoning import ReasoningDataModule
 from litzoo.modules.cot_sft import CoTSFT
 from litzoo.modules.kimi_rl import KimiRL
-from litzoo.reasoning.rollout import TINY_QWEN2, build_policy, encode_prompt, generate, score
+from litzoo.reasoning.generation import generate
+from litzoo.reasoning.policy import TINY_QWEN2, build_policy, encode_prompt
+from litzoo.reasoning.rewards import score
 
 
 @dataclass(frozen=True)

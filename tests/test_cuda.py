@@ -491,7 +491,7 @@ def _assert_hf_export_matches(module, tmp_path: Path) -> None:
     logits as the module on the device, and greedy answers of the module on the device decode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from litzoo.reasoning.rollout import encode_prompt
+    from litzoo.reasoning.policy import encode_prompt
 
     module.to(DEVICE).eval()
     out = module.export(tmp_path / "export")

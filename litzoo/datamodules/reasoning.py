@@ -37,11 +37,12 @@ from typing import Any, Iterator, Mapping, Sequence
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from litzoo.datamodules.sampling import EpochShuffleSampler
+from litzoo.checks import check_choice, check_positive_int, check_range
+from litzoo.datamodules.sampling import EpochShuffleSampler, LengthGroupedSampler
 from litzoo.reasoning import TASKS, Problem, get_task
-from litzoo.reasoning.rollout import LevelMeter, encode_prompt, encode_response
+from litzoo.reasoning.policy import encode_prompt, encode_response
 from litzoo.reasoning.sampling import PrioritizedSampler, curriculum_level_weights
 
 MODES = ("sft", "rl")
@@ -85,45 +86,6 @@ class _SFTDataset(Dataset):
         return self.items[i]
 
 
-class LengthGroupedSampler(Sampler[int]):
-    """Indices whose consecutive ``batch_size`` chunks have similar lengths, in a seeded random order.
-
-    Per epoch: a permutation seeded by ``(seed, epoch)`` (so a resumed run repeats it, as
-    :class:`~litzoo.datamodules.sampling.EpochShuffleSampler`), cut into windows of
-    ``group_batches * batch_size`` indices; each window is sorted by length (longest first) and cut
-    into full batches; the batches are shuffled; the ``len % batch_size`` leftover indices come last
-    (a ragged batch mid-stream would shift every later batch). A ``DataLoader`` with the same
-    ``batch_size`` and this sampler yields the grouped batches. Under DDP Lightning wraps a custom
-    sampler in a shuffling ``DistributedSamplerWrapper``, which undoes the grouping (still correct,
-    just padded as without it).
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, group_batches: int, seed: int = 0) -> None:
-        if batch_size < 1 or group_batches < 1:
-            raise ValueError(f"batch_size={batch_size} and group_batches={group_batches} must be >= 1.")
-        self.lengths, self.batch_size, self.group_batches = list(lengths), batch_size, group_batches
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        b, window = self.batch_size, self.batch_size * self.group_batches
-        batches: list[list[int]] = []
-        for start in range(0, len(order) - len(order) % b, window):
-            chunk = sorted(order[start:min(start + window, len(order) - len(order) % b)],
-                           key=lambda i: -self.lengths[i])
-            batches += [chunk[j:j + b] for j in range(0, len(chunk), b)]
-        shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        leftover = order[len(order) - len(order) % b:]
-        return iter([i for batch in shuffled for i in batch] + leftover)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-
 class _IndexDataset(Dataset):
     def __init__(self, n: int) -> None:
         self.n = n
@@ -149,19 +111,6 @@ class _ProblemStream(IterableDataset):
             self.dm._rl_batches, self.dm._resume_from = self.dm._resume_from, None
         for _ in range(self.steps_per_epoch):
             yield self.dm.draw_rl_batch()
-
-
-def log_level_meter(module: L.LightningModule, meter: LevelMeter, prefix: str = "val") -> None:
-    """Log a :class:`LevelMeter`'s means (overall and per task/difficulty), summed over DDP ranks.
-
-    The rows follow the datamodule's ``levels`` so that every rank gathers the same table, also for a
-    level one rank did not see.
-    """
-    levels = getattr(getattr(module.trainer, "datamodule", None), "levels", None)
-    keys = [f"{task}_d{difficulty}" for task, difficulty in levels] if levels else None
-    reduce = (lambda t: module.all_gather(t.to(module.device)).sum(0)) if module.trainer.world_size > 1 else None
-    for name, value in meter.summarize(keys, reduce).items():
-        module.log(f"{prefix}/{name}", value.float(), prog_bar=name == "pass@1")
 
 
 class ReasoningDataModule(L.LightningDataModule):
@@ -220,20 +169,16 @@ class ReasoningDataModule(L.LightningDataModule):
             tasks = [tasks]
         if not tasks:
             raise ValueError("tasks must name at least one task, e.g. tasks=['arithmetic'].")
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not supported; choose one of {MODES}.")
-        if trace not in TRACES:
-            raise ValueError(f"trace={trace!r} is not supported; choose one of {TRACES}.")
+        check_choice("mode", mode, MODES)
+        check_choice("trace", trace, TRACES)
         if group_by_length < 0:
             raise ValueError(f"group_by_length={group_by_length} must be >= 0 (0 = off, e.g. 50 batches per window).")
         for name, value in [("num_train", num_train), ("num_val", num_val), ("batch_size", batch_size),
                             ("val_batch_size", val_batch_size), ("curriculum_steps", curriculum_steps)]:
-            if value < 1:
-                raise ValueError(f"{name}={value} must be a positive integer.")
+            check_positive_int(name, value)
         if rl_steps_per_epoch is not None and rl_steps_per_epoch < 1:
             raise ValueError(f"rl_steps_per_epoch={rl_steps_per_epoch} must be >= 1 or None.")
-        if not 0.0 <= p_mistake <= 1.0:
-            raise ValueError(f"p_mistake={p_mistake} must be a probability in [0, 1].")
+        check_range("p_mistake", p_mistake, 0.0, 1.0)
         for name in tasks:
             if name not in TASKS:
                 get_task(name)  # raises the registry's error naming the allowed tasks

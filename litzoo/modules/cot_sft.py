@@ -16,36 +16,24 @@ and difficulty, scored by the tasks' verifiers. ``export(out_dir)`` writes a tra
 
 from __future__ import annotations
 
-import math
-import os
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
-from litzoo.base import LitzooModule
-from litzoo.datamodules.reasoning import log_level_meter
-from litzoo.optim import adamw_with_warmup_cosine
-from litzoo.reasoning.rollout import (
-    LevelMeter,
-    build_policy,
-    encode_prompt,
-    generate,
-    level_key,
-    position_ids_from_mask,
-    save_policy,
-    score,
-)
+from litzoo.bases.causal_lm import CausalLMModule
+from litzoo.checks import check_non_negative_int, check_positive, check_positive_int
+from litzoo.reasoning.generation import position_ids_from_mask
+from litzoo.reasoning.meters import level_key
 
 
-class CoTSFT(LitzooModule):
+class CoTSFT(CausalLMModule):
     """Supervised fine-tuning of a causal LM on reasoning traces, loss on response tokens only.
 
     Args:
         model_config: plain values for a fresh model (``AutoConfig.for_model``; ``"model_type"``
             default ``"qwen2"``; ``None`` = the tiny CPU demo model,
-            :data:`litzoo.reasoning.rollout.TINY_QWEN2`). Ignored with ``pretrained_path``.
+            :data:`litzoo.reasoning.policy.TINY_QWEN2`). Ignored with ``pretrained_path``.
         pretrained_path: a local folder with a causal LM and its tokenizer (never the hub).
         extra_chars: characters added to the char tokenizer of a fresh model.
         lr, weight_decay, adam_betas, warmup_steps, total_steps, min_lr_ratio: AdamW with linear
@@ -67,15 +55,16 @@ class CoTSFT(LitzooModule):
         eval_max_new_tokens: int = 128,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"lr={lr} must be > 0.")
-        if eval_max_new_tokens < 1:
-            raise ValueError(f"eval_max_new_tokens={eval_max_new_tokens} must be >= 1.")
-        if warmup_steps < 0 or total_steps < 0:
-            raise ValueError(f"warmup_steps={warmup_steps} and total_steps={total_steps} must be >= 0.")
+        check_positive("lr", lr)
+        check_positive_int("eval_max_new_tokens", eval_max_new_tokens)
+        check_non_negative_int("warmup_steps", warmup_steps)
+        check_non_negative_int("total_steps", total_steps)
         self.save_hyperparameters()
-        self.policy, self.tokenizer = build_policy(model_config, pretrained_path, extra_chars)
-        self._meter = LevelMeter(("pass@1", "response_length"))
+        self.init_policy(("pass@1", "response_length"))
+
+    @property
+    def answer_max_new_tokens(self) -> int:
+        return self.hparams.eval_max_new_tokens
 
     # ----------------------------------------------------------------- training
     def sft_loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -105,30 +94,5 @@ class CoTSFT(LitzooModule):
         problems = batch["problems"]
         if "labels" in batch:
             self.log("val/loss", self.sft_loss(batch), prog_bar=True, sync_dist=True, batch_size=len(problems))
-        rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True,
-                           max_new_tokens=self.hparams.eval_max_new_tokens)
-        correct = score(problems.problems, rollout.texts)
-        self._meter.add([level_key(p) for p in problems.problems], **{"pass@1": correct, "response_length": rollout.lengths})
-
-    def on_validation_epoch_end(self) -> None:
-        log_level_meter(self, self._meter)
-
-    def configure_optimizers(self):
-        h = self.hparams
-        total = h.total_steps or self.trainer.estimated_stepping_batches
-        return adamw_with_warmup_cosine(
-            self.policy, lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas, warmup_steps=h.warmup_steps,
-            total_steps=int(total) if math.isfinite(total) else 0, min_lr_ratio=h.min_lr_ratio,
-        )
-
-    # ----------------------------------------------------------------- use
-    @torch.no_grad()
-    def answer(self, prompts: list[str], max_new_tokens: Optional[int] = None) -> list[str]:
-        """Greedy responses to prompt texts (e.g. ``"47+38="``)."""
-        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-        return generate(self.policy, self.tokenizer, ids, greedy=True,
-                        max_new_tokens=max_new_tokens or self.hparams.eval_max_new_tokens).texts
-
-    def export(self, out_dir: str | os.PathLike) -> Path:
-        """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``."""
-        return save_policy(self.policy, self.tokenizer, out_dir)
+        values = self.greedy_scores(problems, self.hparams.eval_max_new_tokens)
+        self.meter.add([level_key(p) for p in problems.problems], **values)

@@ -41,35 +41,22 @@ then needs the full parameters gathered (``FullyShardedDataParallel.summon_full_
 from __future__ import annotations
 
 import copy
-import math
-import os
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 
-from litzoo.base import LitzooModule
-from litzoo.datamodules.reasoning import log_level_meter
-from litzoo.optim import adamw_with_warmup_cosine
+from litzoo.bases.causal_lm import CausalLMModule
+from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int
+from litzoo.reasoning.generation import generate, token_log_probs
 from litzoo.reasoning.losses import kimi_policy_loss, length_penalty, masked_sum
-from litzoo.reasoning.rollout import (
-    LevelMeter,
-    PartialResponse,
-    PartialRolloutBuffer,
-    RolloutGroup,
-    build_policy,
-    encode_prompt,
-    generate,
-    level_key,
-    pack_groups,
-    save_policy,
-    score,
-    token_log_probs,
-)
+from litzoo.reasoning.meters import level_key
+from litzoo.reasoning.partial_rollout import PartialResponse, PartialRolloutBuffer, RolloutGroup, pack_groups
+from litzoo.reasoning.rewards import score
+from litzoo.seeding import step_seed
 
 
-class KimiRL(LitzooModule):
+class KimiRL(CausalLMModule):
     """k1.5 policy optimisation (module docstring) for any Hugging Face causal LM.
 
     Args:
@@ -122,32 +109,33 @@ class KimiRL(LitzooModule):
         if k < 2:
             raise ValueError(f"k={k}: need >= 2 samples per prompt (with one, r - r_bar is always 0).")
         for name, value in [("temperature", temperature), ("lr", lr), ("eval_temperature", eval_temperature)]:
-            if value <= 0:
-                raise ValueError(f"{name}={value} must be > 0.")
-        for name, value in [("max_new_tokens", max_new_tokens), ("iteration_steps", iteration_steps)]:
-            if value < 1:
-                raise ValueError(f"{name}={value} must be >= 1.")
+            check_positive(name, value)
+        check_positive_int("max_new_tokens", max_new_tokens)
+        check_positive_int("iteration_steps", iteration_steps)
         if segment_tokens is not None and not 1 <= segment_tokens <= max_new_tokens:
             raise ValueError(
                 f"segment_tokens={segment_tokens} must be in [1, max_new_tokens={max_new_tokens}] or None (no partial rollouts)."
             )
         for name, value in [("tau", tau), ("length_penalty_weight", length_penalty_weight),
-                            ("length_penalty_warmup_steps", length_penalty_warmup_steps), ("eval_k", eval_k),
-                            ("max_grad_norm", max_grad_norm), ("warmup_steps", warmup_steps),
-                            ("total_steps", total_steps)]:
-            if value < 0:
-                raise ValueError(f"{name}={value} must be >= 0.")
+                            ("max_grad_norm", max_grad_norm)]:
+            check_non_negative(name, value)
+        for name, value in [("length_penalty_warmup_steps", length_penalty_warmup_steps), ("eval_k", eval_k),
+                            ("warmup_steps", warmup_steps), ("total_steps", total_steps)]:
+            check_non_negative_int(name, value)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.policy, self.tokenizer = build_policy(model_config, pretrained_path, extra_chars)
+        self.init_policy(("pass@1", f"pass@{eval_k}", "response_length") if eval_k else ("pass@1", "response_length"))
         self.buffer = PartialRolloutBuffer()
         self._ref: Optional[torch.nn.Module] = None  # pi_ref: a frozen copy, deliberately not a submodule
         self._ref_step = -1  # global step at which pi_ref was last refreshed
         self._rollouts = 0  # generate calls so far: part of the rollout seed
         self._pending: dict[str, Any] | None = None  # restored state, applied in on_fit_start
-        self._meter = LevelMeter(("pass@1", f"pass@{eval_k}", "response_length") if eval_k else ("pass@1", "response_length"))
         self.last_groups: list[RolloutGroup] = []  # the groups trained on in the last step (for inspection)
         self.last_seed: Optional[int] = None  # the seed of the last rollout (differs per rank)
+
+    @property
+    def answer_max_new_tokens(self) -> int:
+        return self.hparams.max_new_tokens
 
     # ----------------------------------------------------------------- reference policy
     @property
@@ -181,7 +169,7 @@ class KimiRL(LitzooModule):
 
     # ----------------------------------------------------------------- training
     def _rollout_seed(self) -> int:
-        seed = (self.hparams.seed * 1_000_003 + self._rollouts) * 1024 + self.global_rank
+        seed = step_seed(self.hparams.seed, self._rollouts, self.global_rank)
         self._rollouts += 1
         self.last_seed = seed
         return seed
@@ -302,10 +290,7 @@ class KimiRL(LitzooModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         h = self.hparams
         problems = batch["problems"]
-        keys = [level_key(p) for p in problems.problems]
-        greedy = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True, max_new_tokens=h.max_new_tokens)
-        correct = score(problems.problems, greedy.texts)
-        values = {"pass@1": correct, "response_length": greedy.lengths}
+        values = self.greedy_scores(problems, h.max_new_tokens)
         if h.eval_k > 0:
             sampled = generate(
                 self.policy, self.tokenizer, problems.prompt_ids, num_samples=h.eval_k, temperature=h.eval_temperature,
@@ -313,21 +298,9 @@ class KimiRL(LitzooModule):
             )
             flat = [p for p in problems.problems for _ in range(h.eval_k)]
             values[f"pass@{h.eval_k}"] = score(flat, sampled.texts).view(len(problems), h.eval_k).max(-1).values
-        self._meter.add(keys, **values)
+        self.meter.add([level_key(p) for p in problems.problems], **values)
 
-    def on_validation_epoch_end(self) -> None:
-        log_level_meter(self, self._meter)
-
-
-    # ----------------------------------------------------------------- optimizer, checkpoints
-    def configure_optimizers(self):
-        h = self.hparams
-        total = h.total_steps or self.trainer.estimated_stepping_batches
-        return adamw_with_warmup_cosine(
-            self.policy, lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas, warmup_steps=h.warmup_steps,
-            total_steps=int(total) if math.isfinite(total) else 0, min_lr_ratio=h.min_lr_ratio,
-        )
-
+    # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["kimi_rl"] = {
@@ -344,15 +317,3 @@ class KimiRL(LitzooModule):
         self._rollouts = int(state["rollouts"])
         self.buffer.load_state_dict(state["buffer"])
         self._pending = {"ref_state": state["ref_state"], "ref_step": int(state["ref_step"])}
-
-    # ----------------------------------------------------------------- use
-    @torch.no_grad()
-    def answer(self, prompts: list[str], max_new_tokens: Optional[int] = None) -> list[str]:
-        """Greedy responses to prompt texts (e.g. ``"47+38="``)."""
-        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-        return generate(self.policy, self.tokenizer, ids, greedy=True,
-                        max_new_tokens=max_new_tokens or self.hparams.max_new_tokens).texts
-
-    def export(self, out_dir: str | os.PathLike) -> Path:
-        """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``."""
-        return save_policy(self.policy, self.tokenizer, out_dir)

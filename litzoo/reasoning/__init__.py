@@ -1,11 +1,12 @@
-"""Verifiable reasoning tasks (arithmetic, maximum gap, combination sum) and a char-level
-tokenizer for a Kimi k1.5-style long-CoT RL fine-tuner, with its rollout generation
-(`rollout`), loss pieces (`losses`), problem sampling (`sampling`) and long2short tools
+"""Verifiable reasoning tasks (arithmetic, maximum gap, combination sum) for a Kimi k1.5-style
+long-CoT RL fine-tuner, with its policy I/O (`policy`), generation and token log-probs
+(`generation`), partial rollouts (`partial_rollout`), verifier rewards (`rewards`), per-level
+meters (`meters`), loss pieces (`losses`), problem sampling (`sampling`) and long2short tools
 (`long2short`). No Lightning here.
 
-The tokenizer lives in :mod:`litzoo.text` (the image models' text encoder uses it too). It needs `transformers` and the
-rollout/loss/sampling/long2short names need `torch`; they are imported on first use so the
-tasks stay importable with the standard library alone.
+The char tokenizer lives in :mod:`litzoo.text` (the image models' text encoder uses it too). It
+needs `transformers` and the policy/generation/loss/sampling/long2short names need `torch`; they
+are imported on first use so the tasks stay importable with the standard library alone.
 """
 
 from litzoo.reasoning.arithmetic import ArithmeticTask
@@ -33,10 +34,14 @@ __all__ = [
 # Lazily imported names -> their submodule (torch / transformers are loaded on first use).
 _LAZY = {
     **dict.fromkeys(("build_char_tokenizer", "check_tokenizer_covers", "CHARS"), "litzoo.text.tokenizer"),
-    **dict.fromkeys(("TINY_QWEN2", "Rollout", "PartialResponse", "RolloutGroup", "PartialRolloutBuffer",
-                     "LevelMeter", "build_policy", "save_policy", "encode_prompt", "encode_response",
-                     "generate", "continue_responses", "pack_groups", "token_log_probs", "score", "level_key"),
-                    "litzoo.reasoning.rollout"),
+    **dict.fromkeys(("TINY_QWEN2", "build_policy", "save_policy", "encode_prompt", "encode_response"),
+                    "litzoo.reasoning.policy"),
+    **dict.fromkeys(("Rollout", "generate", "token_log_probs", "left_pad", "right_pad", "position_ids_from_mask"),
+                    "litzoo.reasoning.generation"),
+    **dict.fromkeys(("PartialResponse", "RolloutGroup", "PartialRolloutBuffer", "continue_responses", "pack_groups"),
+                    "litzoo.reasoning.partial_rollout"),
+    **dict.fromkeys(("score",), "litzoo.reasoning.rewards"),
+    **dict.fromkeys(("LevelMeter", "level_key", "level_keys"), "litzoo.reasoning.meters"),
     **dict.fromkeys(("kimi_policy_loss", "length_penalty", "dpo_loss", "masked_sum"), "litzoo.reasoning.losses"),
     **dict.fromkeys(("PrioritizedSampler", "curriculum_level_weights"), "litzoo.reasoning.sampling"),
     **dict.fromkeys(("merge_models", "merge_policies", "sample_responses", "shortest_correct",

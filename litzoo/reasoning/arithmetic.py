@@ -31,16 +31,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from litzoo.reasoning.base import (
-    ANSWER_MARKER,
-    CHECK_FAILED,
-    FIX,
-    Problem,
-    ReasoningTask,
-    as_rng,
-    is_int,
-    parse_int,
-)
+from litzoo.reasoning.base import FIX, Problem, ReasoningTask, check_line, is_int, parse_int
 
 OPS = ("+", "-", "*")
 
@@ -77,9 +68,7 @@ class ArithmeticTask(ReasoningTask):
         data = {"a": a, "b": b, "op": op}
         return Problem(self.name, difficulty, f"{a}{op}{b}=", _exact(a, b, op), data)
 
-    def generate(self, difficulty: int, rng: random.Random | int | None = None) -> Problem:
-        self.check_difficulty(difficulty)
-        rng = as_rng(rng)
+    def draw(self, difficulty: int, rng: random.Random) -> Problem:
         lo, hi = (0 if difficulty == 1 else 10 ** (difficulty - 1)), 10**difficulty - 1
         op = rng.choice(self.ops)
         return self.make_problem(rng.randint(lo, hi), rng.randint(lo, hi), op, difficulty)
@@ -96,11 +85,7 @@ class ArithmeticTask(ReasoningTask):
         return str(answer)
 
     # ---- traces ---------------------------------------------------------------------------
-    def write_trace(
-        self, problem: Problem, rng: random.Random | int | None = None, p_mistake: float = 0.0
-    ) -> str:
-        self.check_problem(problem)
-        rng = as_rng(rng)
+    def trace_lines(self, problem: Problem, rng: random.Random, p_mistake: float) -> tuple[list[str], int]:
         a, b, op = problem.data["a"], problem.data["b"], problem.data["op"]
         work = {"+": _add_work, "-": _sub_work, "*": _mul_work}[op]
         lines: list[str] = []
@@ -109,16 +94,11 @@ class ArithmeticTask(ReasoningTask):
             lines += slipped + [FIX]
         good, value = work(a, b, None)
         lines += good
-        return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(value)
+        return lines, value
 
 
 def _exact(a: int, b: int, op: str) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
-
-
-def _check(expr: str, got: int, want: int) -> str:
-    """``chk <expr>=<got> ok``, or ``chk <expr>=<got>!=<want> no`` when the check fails."""
-    return f"chk {expr}={got} ok" if got == want else f"chk {expr}={got}!={want} {CHECK_FAILED}"
 
 
 def _add_work(a: int, b: int, slip: random.Random | None) -> tuple[list[str], int]:
@@ -146,7 +126,7 @@ def _add_work(a: int, b: int, slip: random.Random | None) -> tuple[list[str], in
     value += c * 10**n
     lines.append(f"sum {value}")
     back = value - b
-    lines.append(_check(f"{value}-{b}", back, a))
+    lines.append(check_line(f"{value}-{b}", back, a))
     return lines, value
 
 
@@ -186,7 +166,7 @@ def _sub_work(a: int, b: int, slip: random.Random | None) -> tuple[list[str], in
         value = -diff
         lines.append(f"neg {value}")
     back = value + b
-    lines.append(_check(f"{value}+{b}", back, a))
+    lines.append(check_line(f"{value}+{b}", back, a))
     return lines, value
 
 
@@ -205,6 +185,5 @@ def _mul_work(a: int, b: int, slip: random.Random | None) -> tuple[list[str], in
     lines.append(f"prod {acc}")
     ra, rb, rp = a % 9, b % 9, acc % 9
     want = (ra * rb) % 9
-    head = f"chk {a}%9={ra} {b}%9={rb} {ra}*{rb}%9={want} {acc}%9={rp}"
-    lines.append(f"{head} ok" if rp == want else f"{head}!={want} {CHECK_FAILED}")
+    lines.append(check_line(f"{a}%9={ra} {b}%9={rb} {ra}*{rb}%9={want} {acc}%9", rp, want))
     return lines, acc

@@ -15,6 +15,9 @@ Every task gives, for one problem:
     that ends in ``"#<answer>"``; with probability ``p_mistake`` the work contains one
     deliberate slip which the check catches (``"... no"`` then ``"fix"``) and corrects
   - ``write_direct(problem)``      -> ``"#<answer>"`` alone, for a no-CoT baseline
+A task implements ``draw`` (``generate`` checks the level and makes the rng first) and
+``trace_lines`` (``write_trace`` checks the problem, makes the rng, and writes the lines and the
+marked answer); :func:`check_line` writes the ``chk`` lines of their checks.
 
 Text conventions (a char-level model reads them, so they stay short and use a small alphabet):
 a prompt ends with ``"="``; a trace (completion) starts with ``"\\n"``; a direct answer
@@ -86,6 +89,11 @@ def final_answer_text(response: str) -> str | None:
     return line
 
 
+def check_line(expr: str, got: Any, want: Any) -> str:
+    """``chk <expr>=<got> ok``, or ``chk <expr>=<got>!=<want> no`` when the check fails."""
+    return f"chk {expr}={got} ok" if got == want else f"chk {expr}={got}!={want} {CHECK_FAILED}"
+
+
 def is_int(x: Any) -> bool:
     """``x`` is an ``int`` and not a ``bool`` (``True`` is no difficulty level or operand)."""
     return isinstance(x, int) and not isinstance(x, bool)
@@ -120,9 +128,14 @@ class ReasoningTask(ABC):
                 f"task {self.name!r} got a problem of {got!r}; use get_task(problem.task)."
             )
 
-    @abstractmethod
     def generate(self, difficulty: int, rng: random.Random | int | None = None) -> Problem:
         """A random problem of the given difficulty level."""
+        self.check_difficulty(difficulty)
+        return self.draw(difficulty, as_rng(rng))
+
+    @abstractmethod
+    def draw(self, difficulty: int, rng: random.Random) -> Problem:
+        """A random problem of a valid difficulty level (what :meth:`generate` returns)."""
 
     @abstractmethod
     def solve(self, problem: Problem) -> Any:
@@ -136,11 +149,17 @@ class ReasoningTask(ABC):
     def format_answer(self, answer: Any) -> str:
         """The canonical text of an answer (what follows ``#`` in traces)."""
 
-    @abstractmethod
     def write_trace(
         self, problem: Problem, rng: random.Random | int | None = None, p_mistake: float = 0.0
     ) -> str:
         """A chain of thought for ``problem`` ending in ``"#" + format_answer(answer)``."""
+        self.check_problem(problem)
+        lines, answer = self.trace_lines(problem, as_rng(rng), p_mistake)
+        return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(answer)
+
+    @abstractmethod
+    def trace_lines(self, problem: Problem, rng: random.Random, p_mistake: float) -> tuple[list[str], Any]:
+        """The lines of the chain of thought (plan, work, check, fix) and the answer they reach."""
 
     def answers_equal(self, predicted: Any, answer: Any) -> bool:
         return predicted == answer

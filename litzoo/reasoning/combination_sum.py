@@ -57,15 +57,7 @@ from __future__ import annotations
 import random
 from typing import Iterator, Sequence
 
-from litzoo.reasoning.base import (
-    ANSWER_MARKER,
-    CHECK_FAILED,
-    FIX,
-    Problem,
-    ReasoningTask,
-    as_rng,
-    is_int,
-)
+from litzoo.reasoning.base import FIX, Problem, ReasoningTask, check_line, is_int
 
 Combinations = tuple[tuple[int, ...], ...]
 Event = tuple[int, int, int, str, tuple[int, ...]]  # (depth, c, remainder, kind, path)
@@ -158,9 +150,7 @@ class CombinationSumTask(ReasoningTask):
         answer = combination_sum(candidates, target, self.reuse)
         return Problem(self.name, difficulty, prompt, answer, data)
 
-    def generate(self, difficulty: int, rng: random.Random | int | None = None) -> Problem:
-        self.check_difficulty(difficulty)
-        rng = as_rng(rng)
+    def draw(self, difficulty: int, rng: random.Random) -> Problem:
         levels = LEVELS_REUSE if self.reuse else LEVELS_ONCE
         k_lo, k_hi, v_lo, v_hi, t_lo, t_hi = levels[difficulty]
         k = rng.randint(k_lo, k_hi)
@@ -191,11 +181,7 @@ class CombinationSumTask(ReasoningTask):
     def format_answer(self, answer: Combinations) -> str:
         return ";".join(" ".join(map(str, combo)) for combo in answer) if answer else NONE
 
-    def write_trace(
-        self, problem: Problem, rng: random.Random | int | None = None, p_mistake: float = 0.0
-    ) -> str:
-        self.check_problem(problem)
-        rng = as_rng(rng)
+    def trace_lines(self, problem: Problem, rng: random.Random, p_mistake: float) -> tuple[list[str], Combinations]:
         d = problem.data
         cands, target = sorted(d["candidates"]), d["target"]
         events = list(search(cands, target, d["reuse"]))
@@ -215,15 +201,11 @@ class CombinationSumTask(ReasoningTask):
                 lines.append(f"{head}{r}" + (" x" if kind == "x" else ""))
         kept = []
         for path in found:
-            total = sum(path)
-            plus = "+".join(map(str, path))
-            if total == target:
-                lines.append(f"chk {plus}={target} ok")
+            lines.append(check_line("+".join(map(str, path)), sum(path), target))
+            if sum(path) == target:
                 kept.append(path)
             else:
-                lines.append(f"chk {plus}={total}!={target} {CHECK_FAILED}")
                 lines.append(f"{FIX} drop {' '.join(map(str, path))}")
         if not kept:
             lines.append("none found")
-        answer = tuple(sorted(kept))
-        return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(answer)
+        return lines, tuple(sorted(kept))

@@ -30,7 +30,9 @@ from torch import Tensor
 from litzoo.optim import build_adamw
 from litzoo.reasoning.base import Problem
 from litzoo.reasoning.losses import dpo_loss, masked_sum
-from litzoo.reasoning.rollout import encode_prompt, generate, left_pad, right_pad, score, token_log_probs
+from litzoo.reasoning.generation import generate, left_pad, right_pad, token_log_probs
+from litzoo.reasoning.policy import encode_prompt
+from litzoo.reasoning.rewards import score
 
 
 # ----------------------------------------------------------------------------------- merging

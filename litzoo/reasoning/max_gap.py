@@ -53,16 +53,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from litzoo.reasoning.base import (
-    ANSWER_MARKER,
-    CHECK_FAILED,
-    FIX,
-    Problem,
-    ReasoningTask,
-    as_rng,
-    is_int,
-    parse_int,
-)
+from litzoo.reasoning.base import CHECK_FAILED, FIX, Problem, ReasoningTask, is_int, parse_int
 
 # level -> (min count, max count, max value)
 LEVELS: dict[int, tuple[int, int, int]] = {
@@ -113,9 +104,7 @@ class MaxGapTask(ReasoningTask):
         prompt = "maxgap" + "".join(f" {x}" for x in nums) + "="
         return Problem(self.name, difficulty, prompt, max_gap(nums), {"nums": nums})
 
-    def generate(self, difficulty: int, rng: random.Random | int | None = None) -> Problem:
-        self.check_difficulty(difficulty)
-        rng = as_rng(rng)
+    def draw(self, difficulty: int, rng: random.Random) -> Problem:
         n_lo, n_hi, v_max = LEVELS[difficulty]
         n = rng.randint(n_lo, n_hi)
         return self.make_problem([rng.randint(0, v_max) for _ in range(n)], difficulty)
@@ -131,14 +120,10 @@ class MaxGapTask(ReasoningTask):
     def format_answer(self, answer: int) -> str:
         return str(answer)
 
-    def write_trace(
-        self, problem: Problem, rng: random.Random | int | None = None, p_mistake: float = 0.0
-    ) -> str:
-        self.check_problem(problem)
-        rng = as_rng(rng)
+    def trace_lines(self, problem: Problem, rng: random.Random, p_mistake: float) -> tuple[list[str], int]:
         s = sorted(problem.data["nums"])
         if len(s) < 2:
-            return "\nsort " + " ".join(map(str, s)) + "\nn<2 no gaps\n" + ANSWER_MARKER + "0"
+            return ["sort " + " ".join(map(str, s)), "n<2 no gaps"], 0
         width = len(str(s[-1]))  # zero-pad to the largest input: fixed-width lines
         # Copy the inputs zero-padded first (a sequential copy), then sort those fixed-width items:
         # digit-aligned comparisons, and no padding and selecting in one step.
@@ -151,7 +136,7 @@ class MaxGapTask(ReasoningTask):
             wrong[j] += 1 if gaps[j] == 0 or rng.random() < 0.5 else -1
             lines += _gap_work(s, wrong, width) + [FIX]
         lines += _gap_work(s, gaps, width)
-        return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(max(gaps))
+        return lines, max(gaps)
 
 
 def _gap_work(s: list[int], gaps: list[int], width: int) -> list[str]:

@@ -1,0 +1,157 @@
+r"""The policy of a reasoning fine-tuner: build it, save it, and encode its prompts and targets.
+
+A policy is any Hugging Face causal LM ``pi_theta`` with its tokenizer: a local pretrained folder, or
+a fresh model from a config dict with the char tokenizer (:mod:`litzoo.text.tokenizer`). A prompt
+``x`` is encoded as ``[bos] + tokens(x)`` (no ``bos`` if the tokenizer has none); a supervised
+response as ``tokens(y) + [eos]``. :func:`save_policy` writes a transformers folder that
+``AutoModelForCausalLM`` / ``AutoTokenizer`` reload.
+
+No Lightning here: everything works on a bare ``transformers`` model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+# The CPU demo model: 2 layers of width 64, about 80 k parameters with the char tokenizer.
+TINY_QWEN2: dict[str, Any] = {
+    "model_type": "qwen2",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 512,
+}
+
+
+def build_policy(
+    model_config: Mapping[str, Any] | None = None,
+    pretrained_path: str | os.PathLike | None = None,
+    extra_chars: str = "",
+):
+    """``(model, tokenizer)``: a local pretrained folder, or a fresh model from a config dict.
+
+    Args:
+        model_config: plain values for ``AutoConfig.for_model`` (``"model_type"`` picks the
+            architecture, default ``"qwen2"``); ``vocab_size`` and the special token ids are
+            taken from the tokenizer. ``None`` = :data:`TINY_QWEN2`. Ignored with ``pretrained_path``.
+        pretrained_path: a local folder with a causal LM and its tokenizer (``save_pretrained``
+            output, e.g. a litzoo export). Never a hub name: nothing is downloaded.
+        extra_chars: characters added to the char tokenizer (fresh models only).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if pretrained_path is not None:
+        path = Path(pretrained_path)
+        if not path.is_dir():
+            raise ValueError(
+                f"pretrained_path={str(pretrained_path)!r} is not a local folder. Give the folder written by "
+                "save_pretrained / litzoo export (models are never downloaded), or pretrained_path=None for a "
+                "fresh model built from model_config."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).train()  # from_pretrained gives eval mode
+        if tokenizer.pad_token_id is None:  # e.g. GPT-2 style tokenizers: pad with eos (masked anyway)
+            tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"the tokenizer in {str(path)!r} has no eos token; responses could never end.")
+        return model, tokenizer
+
+    from litzoo.text.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer(extra_chars)
+    cfg = dict(TINY_QWEN2 if model_config is None else model_config)
+    model_type = cfg.pop("model_type", "qwen2")
+    for reserved in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id"):
+        if reserved in cfg:
+            raise ValueError(
+                f"model_config[{reserved!r}] is set from the tokenizer; remove it from model_config."
+            )
+    try:
+        config = AutoConfig.for_model(
+            model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **cfg,
+        )
+    except ValueError as err:
+        raise ValueError(f"model_config model_type={model_type!r}: {err}") from None
+    return AutoModelForCausalLM.from_config(config), tokenizer
+
+
+def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """``save_pretrained`` of model (safetensors) and tokenizer, with a generation config that
+    stops at ``eos``: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)`` reload it.
+
+    The char tokenizer is written in byte-level form (space -> ``"Ġ"``, newline -> ``"Ċ"``, as
+    GPT-2/Qwen/Llama-3 tokenizers store them): ``AutoTokenizer`` loads some architectures' folders
+    (Qwen2 among them) with that architecture's own byte-level tokenizer class, which would
+    otherwise drop spaces and newlines. The reloaded tokenizer is checked to give the same ids.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = getattr(tokenizer, "bos_token_id", None)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    chars = _single_char_vocab(tokenizer)
+    if chars is not None:
+        _write_byte_level_tokenizer(tokenizer, out_dir / "tokenizer.json")
+        from transformers import AutoTokenizer
+
+        reloaded = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+        text = "".join(chars)
+        if reloaded.encode(text, add_special_tokens=False) != tokenizer.encode(text, add_special_tokens=False):
+            raise ValueError(
+                f"AutoTokenizer.from_pretrained({str(out_dir)!r}) ({type(reloaded).__name__}) does not reproduce the "
+                "tokenizer's ids; the export would not round-trip."
+            )
+    return out_dir
+
+
+def _single_char_vocab(tokenizer) -> list[str] | None:
+    """The characters of a one-token-per-ASCII-character BPE tokenizer (the char tokenizer), else ``None``."""
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    model = json.loads(backend.to_str()).get("model", {})
+    special = set(tokenizer.all_special_tokens)
+    chars = [t for t in model.get("vocab", {}) if t not in special]
+    if model.get("type") != "BPE" or model.get("merges") or not all(len(t) == 1 and t.isascii() for t in chars):
+        return None
+    return chars
+
+
+def _write_byte_level_tokenizer(tokenizer, path: Path) -> None:
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_to_char = bytes_to_unicode()
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    special = set(tokenizer.all_special_tokens)
+    vocab = {(t if t in special else byte_to_char[ord(t)]): i for t, i in state["model"]["vocab"].items()}
+    byte_level = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=tokenizer.unk_token))
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    byte_level.decoder = decoders.ByteLevel()
+    new = json.loads(byte_level.to_str())
+    for key in ("model", "pre_tokenizer", "decoder"):
+        state[key] = new[key]
+    path.write_text(json.dumps(state, ensure_ascii=False))
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """``[bos] + tokens(prompt)``: the exact ids every litzoo reasoning component feeds the policy."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return ([bos] if bos is not None else []) + list(ids)
+
+
+def encode_response(tokenizer, response: str) -> list[int]:
+    """``tokens(response) + [eos]``: a training target that teaches the policy to stop."""
+    return list(tokenizer.encode(response, add_special_tokens=False)) + [tokenizer.eos_token_id]
