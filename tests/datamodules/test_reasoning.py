@@ -5,7 +5,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
-from litzoo.datamodules.reasoning import LengthGroupedSampler, ReasoningDataModule
+from litzoo.datamodules.reasoning import ReasoningDataModule
 from litzoo.reasoning import get_task
 
 ADD = {"tasks": ["arithmetic"], "task_options": {"arithmetic": {"ops": "+"}}, "difficulties": [2]}
@@ -43,23 +43,6 @@ def test_direct_traces_are_the_marked_answer_only():
     start = len(p.prompt) + 1
     n = int(batch["attention_mask"][0].sum())
     assert dm.tokenizer.decode(batch["input_ids"][0, start:n], skip_special_tokens=True) == f"#{p.answer}"
-
-
-def test_length_grouped_sampler_yields_each_index_once_in_length_sorted_batches():
-    lengths = [(7 * i) % 97 + 3 for i in range(203)]
-    sampler = LengthGroupedSampler(lengths, batch_size=8, group_batches=5, seed=3)
-    order = list(sampler)
-    assert sorted(order) == list(range(203)) and len(sampler) == 203
-    batches = [order[j:j + 8] for j in range(0, 200, 8)]  # 25 full batches, then 3 leftovers
-    for batch in batches:  # each batch is a run of one length-sorted window of 40
-        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
-    # Padded cost sum(batch * max length) is far below a plain shuffle's (same seed and epoch).
-    cost = lambda bs: sum(len(b) * max(lengths[i] for i in b) for b in bs)  # noqa: E731
-    plain = torch.randperm(203, generator=torch.Generator().manual_seed(3 * 100_003)).tolist()
-    assert cost(batches) < 0.75 * cost([plain[j:j + 8] for j in range(0, 200, 8)])
-    assert list(LengthGroupedSampler(lengths, 8, 5, seed=3)) == order  # seeded: a resume repeats it
-    sampler.set_epoch(1)
-    assert list(sampler) != order
 
 
 def test_sft_loader_with_group_by_length_pads_less_and_keeps_every_trace():
@@ -158,7 +141,7 @@ def test_rl_draws_resume_from_the_batches_the_module_reported():
         ({"tasks": ["algebra"]}, r"task='algebra' is unknown; allowed tasks: \['arithmetic', 'combination_sum', 'max_gap'\]"),
         ({"difficulties": [9]}, r"difficulty=9 is not a level of task 'arithmetic'; allowed: integers 1..6"),
         ({"difficulties": {"max_gap": [2]}}, "no entry for task 'arithmetic'"),
-        ({"mode": "ppo"}, r"mode='ppo' is not supported; choose one of \('sft', 'rl'\)"),
+        ({"mode": "ppo"}, r"mode='ppo' is not supported; choose one of \['sft', 'rl'\]"),
         ({"trace": "long"}, "trace='long'"),
         ({"task_options": {"max_gap": {}}}, "not in tasks"),
         ({"task_options": {"arithmetic": {"ops": "^"}}}, "ops="),

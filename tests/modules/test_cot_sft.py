@@ -5,25 +5,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lm_helpers import TINY_TEST_QWEN2
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from litzoo.datamodules.reasoning import ReasoningDataModule
 from litzoo.export import export_checkpoint
 from litzoo.modules.cot_sft import CoTSFT
 from litzoo.reasoning import get_task
-from litzoo.reasoning.rollout import encode_prompt, generate
+from litzoo.reasoning.generation import generate
+from litzoo.reasoning.policy import encode_prompt
 
-SMALL = {"model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 256}
 ADD = {"tasks": ["arithmetic"], "task_options": {"arithmetic": {"ops": "+"}}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(tmp_path, steps, **kwargs):
@@ -34,7 +27,7 @@ def _trainer(tmp_path, steps, **kwargs):
 
 def test_sft_loss_is_the_mean_nll_of_the_response_tokens_only():
     torch.manual_seed(0)
-    module = CoTSFT(model_config=SMALL)
+    module = CoTSFT(model_config=TINY_TEST_QWEN2)
     dm = ReasoningDataModule(**ADD, difficulties=[2], num_train=16, num_val=4, batch_size=4)
     dm.tokenizer = module.tokenizer
     dm.setup("fit")
@@ -51,7 +44,7 @@ def test_sft_loss_is_the_mean_nll_of_the_response_tokens_only():
 
 def test_validation_logs_greedy_accuracy_per_level_that_matches_the_verifier(tmp_path):
     torch.manual_seed(0)
-    module = CoTSFT(model_config=SMALL, lr=3e-3, warmup_steps=5, eval_max_new_tokens=8)
+    module = CoTSFT(model_config=TINY_TEST_QWEN2, lr=3e-3, warmup_steps=5, eval_max_new_tokens=8)
     dm = ReasoningDataModule(**ADD, difficulties=[1, 2], trace="direct", num_train=200, num_val=40, batch_size=32)
     trainer = _trainer(tmp_path, 150, limit_val_batches=0)
     before = _trainer(tmp_path, 0).validate(module, dm, verbose=False)[0]
@@ -69,7 +62,7 @@ def test_validation_logs_greedy_accuracy_per_level_that_matches_the_verifier(tmp
 
 def test_checkpoint_export_reloads_with_auto_classes_and_generates_the_same_tokens(tmp_path):
     torch.manual_seed(0)
-    module = CoTSFT(model_config=SMALL, eval_max_new_tokens=16)
+    module = CoTSFT(model_config=TINY_TEST_QWEN2, eval_max_new_tokens=16)
     dm = ReasoningDataModule(**ADD, difficulties=[2], num_train=32, num_val=4, batch_size=8)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     _trainer(tmp_path, 2, enable_checkpointing=True, callbacks=[checkpoint], limit_val_batches=0).fit(module, dm)
@@ -84,18 +77,18 @@ def test_checkpoint_export_reloads_with_auto_classes_and_generates_the_same_toke
 
 
 def test_rl_batches_and_bad_arguments_are_refused(tmp_path):
-    module = CoTSFT(model_config=SMALL)
+    module = CoTSFT(model_config=TINY_TEST_QWEN2)
     dm = ReasoningDataModule(**ADD, difficulties=[2], num_train=16, num_val=4, batch_size=4, mode="rl")
     with pytest.raises(ValueError, match="mode='sft'"):
         _trainer(tmp_path, 1, limit_val_batches=0).fit(module, dm)
     with pytest.raises(ValueError, match="lr=0"):
-        CoTSFT(model_config=SMALL, lr=0)
+        CoTSFT(model_config=TINY_TEST_QWEN2, lr=0)
     with pytest.raises(ValueError, match="not a local folder"):
         CoTSFT(pretrained_path=str(tmp_path / "nothing"))
 
 
 def test_traces_longer_than_the_position_table_are_rejected_naming_the_limit():
-    module = CoTSFT(model_config={**SMALL, "max_position_embeddings": 16})
+    module = CoTSFT(model_config={**TINY_TEST_QWEN2, "max_position_embeddings": 16})
     dm = ReasoningDataModule(**ADD, difficulties=[2], num_train=4, num_val=4, batch_size=4)
     dm.tokenizer = module.tokenizer
     dm.setup("fit")

@@ -11,26 +11,20 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lm_helpers import TINY_TEST_QWEN2, never_stop
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from litzoo.datamodules.reasoning import ReasoningDataModule
 from litzoo.export import export_checkpoint
 from litzoo.modules.cot_sft import CoTSFT
 from litzoo.modules.kimi_rl import KimiRL
-from litzoo.reasoning.rollout import encode_prompt, generate, score
+from litzoo.reasoning.generation import generate
+from litzoo.reasoning.policy import encode_prompt
+from litzoo.reasoning.rewards import score
 
-SMALL = {"model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 256}
 ADD = {"tasks": ["arithmetic"], "task_options": {"arithmetic": {"ops": "+"}}, "difficulties": [2]}
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(tmp_path, steps, **kwargs):
@@ -144,9 +138,8 @@ def test_length_penalty_shortens_responses_without_losing_accuracy(long_cot_runs
 # --------------------------------------------------------------------------- rollouts and rewards
 def test_partial_rollouts_train_each_group_once_all_k_finish_on_the_newest_segment_only(tmp_path):
     torch.manual_seed(0)
-    rl = KimiRL(model_config=SMALL, k=2, max_new_tokens=6, segment_tokens=2, eval_k=0)
-    eos = rl.tokenizer.eos_token_id
-    rl.policy.lm_head.register_forward_hook(lambda mod, inp, out: out.index_fill(-1, torch.tensor([eos]), -1e4))
+    rl = KimiRL(model_config=TINY_TEST_QWEN2, k=2, max_new_tokens=6, segment_tokens=2, eval_k=0)
+    never_stop(rl.policy, rl.tokenizer)
     recorder = Recorder()
     _trainer(tmp_path, 2, callbacks=[recorder]).fit(rl, _rl_data())
     # batch 1, 2: segments 1-2 of the first groups, nothing finished, no optimizer step;
@@ -159,7 +152,7 @@ def test_partial_rollouts_train_each_group_once_all_k_finish_on_the_newest_segme
 
 def test_length_penalty_joins_the_reward_after_its_warmup(tmp_path):
     torch.manual_seed(0)
-    rl = KimiRL(model_config=SMALL, k=4, max_new_tokens=10, length_penalty_weight=1.0, length_penalty_warmup_steps=2,
+    rl = KimiRL(model_config=TINY_TEST_QWEN2, k=4, max_new_tokens=10, length_penalty_weight=1.0, length_penalty_warmup_steps=2,
                 eval_k=0, temperature=1.5)
     recorder = Recorder()
     _trainer(tmp_path, 5, callbacks=[recorder]).fit(rl, _rl_data(batch_size=4))
@@ -171,20 +164,20 @@ def test_length_penalty_joins_the_reward_after_its_warmup(tmp_path):
 
 def test_bad_arguments_and_sft_batches_are_refused(tmp_path):
     with pytest.raises(ValueError, match="k=1"):
-        KimiRL(model_config=SMALL, k=1)
+        KimiRL(model_config=TINY_TEST_QWEN2, k=1)
     with pytest.raises(ValueError, match=r"segment_tokens=9 must be in \[1, max_new_tokens=8\]"):
-        KimiRL(model_config=SMALL, max_new_tokens=8, segment_tokens=9)
+        KimiRL(model_config=TINY_TEST_QWEN2, max_new_tokens=8, segment_tokens=9)
     with pytest.raises(ValueError, match="tau=-1"):
-        KimiRL(model_config=SMALL, tau=-1)
+        KimiRL(model_config=TINY_TEST_QWEN2, tau=-1)
     sft_data = ReasoningDataModule(**ADD, num_train=16, num_val=4, batch_size=4, mode="sft")
     with pytest.raises(ValueError, match="mode='rl'"):
-        _trainer(tmp_path, 1).fit(KimiRL(model_config=SMALL, eval_k=0), sft_data)
+        _trainer(tmp_path, 1).fit(KimiRL(model_config=TINY_TEST_QWEN2, eval_k=0), sft_data)
 
 
 # --------------------------------------------------------------------------- Lightning
 def _fit_rl(tmp_path, steps, ckpt_path=None, callbacks=()):
     torch.manual_seed(0)
-    rl = KimiRL(model_config=SMALL, k=3, max_new_tokens=8, segment_tokens=4, tau=0.5, iteration_steps=3,
+    rl = KimiRL(model_config=TINY_TEST_QWEN2, k=3, max_new_tokens=8, segment_tokens=4, tau=0.5, iteration_steps=3,
                 reset_optimizer=True, length_penalty_weight=0.5, eval_k=0, lr=1e-3)
     dm = _rl_data(curriculum=True, difficulties=[1, 2], curriculum_steps=4)
     trainer = _trainer(tmp_path, steps, callbacks=list(callbacks), enable_checkpointing=bool(callbacks))
@@ -226,7 +219,7 @@ class AutocastProbe(L.Callback):
 def test_bf16_mixed_trains_under_autocast_with_fp32_weights(tmp_path):
     torch.manual_seed(0)
     # random model, verifier rewards all 0: the length reward gives the policy gradient something to do
-    rl = KimiRL(model_config=SMALL, k=4, max_new_tokens=6, eval_k=2, tau=0.1, lr=1e-3, length_penalty_weight=1.0)
+    rl = KimiRL(model_config=TINY_TEST_QWEN2, k=4, max_new_tokens=6, eval_k=2, tau=0.1, lr=1e-3, length_penalty_weight=1.0)
     before = {k: v.clone() for k, v in rl.policy.state_dict().items()}
     probe, recorder = AutocastProbe(), Recorder()
     trainer = _trainer(tmp_path, 3, precision="bf16-mixed", callbacks=[probe, recorder], limit_val_batches=1,
@@ -242,7 +235,7 @@ def test_bf16_mixed_trains_under_autocast_with_fp32_weights(tmp_path):
 def test_the_reference_policy_follows_every_device_and_dtype_move_of_the_module():
     """pi_ref is kept out of the submodules (state_dict, DDP, optimizer), yet .to() must move it: after fit
     Lightning moves the module back to the CPU, and a GPU copy of pi_ref left behind holds GPU memory."""
-    rl = KimiRL(model_config=SMALL, k=2, max_new_tokens=4)
+    rl = KimiRL(model_config=TINY_TEST_QWEN2, k=2, max_new_tokens=4)
     ref = rl.ref_policy
     rl.double()
     assert all(p.dtype == torch.float64 for p in ref.parameters())
@@ -301,7 +294,7 @@ trainer.fit(rl, dm)
 @pytest.mark.slow  # two fresh Python processes importing torch + transformers: ~20 s
 def test_two_process_ddp_ranks_roll_out_their_own_problems_and_stay_in_sync(tmp_path):
     script = tmp_path / "ddp_kimi.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT.format(repo=str(REPO), out=str(tmp_path), small=SMALL)))
+    script.write_text(textwrap.dedent(DDP_SCRIPT.format(repo=str(REPO), out=str(tmp_path), small=TINY_TEST_QWEN2)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from lm_helpers import TINY_TEST_QWEN2
 
 from litzoo.reasoning import get_task
 from litzoo.reasoning.long2short import (
@@ -16,18 +17,9 @@ from litzoo.reasoning.long2short import (
     shortest_correct,
     shortest_rejection_sampling,
 )
-from litzoo.reasoning.rollout import build_policy, encode_prompt, encode_response
+from litzoo.reasoning.policy import build_policy, encode_prompt, encode_response
 
-SMALL = {"model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+SMALL = {**TINY_TEST_QWEN2, "num_hidden_layers": 1, "max_position_embeddings": 128}
 
 
 def test_merge_models_is_the_weighted_average_of_the_weights():

@@ -6,36 +6,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from lm_helpers import manual_token_log_probs, tiny_policy
 
+from litzoo.reasoning.generation import generate, token_log_probs
 from litzoo.reasoning.losses import dpo_loss, kimi_policy_loss, length_penalty, masked_sum
-from litzoo.reasoning.rollout import (
-    PartialResponse,
-    RolloutGroup,
-    generate,
-    pack_groups,
-    token_log_probs,
-)
-from litzoo.text.tokenizer import build_char_tokenizer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine run faster (and reproducibly) on one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from litzoo.reasoning.partial_rollout import PartialResponse, RolloutGroup, pack_groups
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    tok = build_char_tokenizer()
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    model = Qwen2ForCausalLM(config)
+    model, tok = tiny_policy(max_position_embeddings=128)
     with torch.no_grad():  # never stop early, so the k responses have several tokens each
         model.lm_head.weight[tok.eos_token_id] = -5 * model.lm_head.weight[tok.eos_token_id].abs()
     return model, tok
@@ -75,13 +55,6 @@ def _rollout_groups(model, tok, k=4, seed=0):
     return groups
 
 
-def _manual_log_prob(model, prompt, response):
-    """log pi(response | prompt) from one unpadded forward pass, written independently of rollout.py."""
-    ids = torch.tensor([prompt + response])
-    logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1]
-    return F.log_softmax(logits.float(), -1).gather(-1, torch.tensor(response)[:, None]).sum()
-
-
 def test_tau_zero_gradient_equals_reinforce_with_mean_baseline_by_hand(tiny):
     model, tok = tiny
     k = 4
@@ -100,7 +73,7 @@ def test_tau_zero_gradient_equals_reinforce_with_mean_baseline_by_hand(tiny):
     for p_idx, group in enumerate(groups):
         r_bar = rewards[p_idx].mean()
         for j, sample in enumerate(group.samples):
-            grads = torch.autograd.grad(_manual_log_prob(model, sample.prompt_ids, sample.response_ids), params)
+            grads = torch.autograd.grad(manual_token_log_probs(model, sample.prompt_ids, sample.response_ids).sum(), params)
             for e, g in zip(expected, grads):
                 e -= (rewards[p_idx, j] - r_bar) / (2 * k) * g
     assert any(e.abs().max() > 1e-4 for e in expected)  # the check has something to compare
