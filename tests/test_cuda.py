@@ -480,8 +480,6 @@ def test_value_function_approximation_on_grid_world_trains_on_device_and_compare
 
 
 # ------------------------------------------------------------------------------------------ CoT SFT / Kimi RL
-SMALL = {"model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 256}
 ADD = {"tasks": ["arithmetic"], "task_options": {"arithmetic": {"ops": "+"}}}
 PROMPTS = ["12+34=", "90+9="]
 
@@ -508,10 +506,12 @@ def _assert_hf_export_matches(module, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_cot_sft_trains_on_device_and_exports_a_transformers_folder_for_cpu(tmp_path, precision):
+    from lm_helpers import TINY_TEST_QWEN2
+
     from litzoo.datamodules.reasoning import ReasoningDataModule
     from litzoo.modules.cot_sft import CoTSFT
 
-    module = CoTSFT(model_config=SMALL, lr=3e-3, warmup_steps=2, eval_max_new_tokens=6)
+    module = CoTSFT(model_config=TINY_TEST_QWEN2, lr=3e-3, warmup_steps=2, eval_max_new_tokens=6)
     fixed_dm = ReasoningDataModule(**ADD, difficulties=[2], num_train=64, num_val=4, batch_size=32)
     fixed_dm.tokenizer = module.tokenizer
     fixed_dm.setup("fit")
@@ -544,11 +544,13 @@ class RefPolicyProbe(L.Callback):
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_kimi_rl_rolls_out_and_updates_on_device_and_exports_for_cpu(tmp_path, precision):
+    from lm_helpers import TINY_TEST_QWEN2
+
     from litzoo.datamodules.reasoning import ReasoningDataModule
     from litzoo.modules.kimi_rl import KimiRL
 
     # random model, verifier rewards all 0: the length reward gives the policy gradient something to do
-    module = KimiRL(model_config=SMALL, k=4, max_new_tokens=6, eval_k=2, tau=0.1, lr=1e-3, length_penalty_weight=1.0)
+    module = KimiRL(model_config=TINY_TEST_QWEN2, k=4, max_new_tokens=6, eval_k=2, tau=0.1, lr=1e-3, length_penalty_weight=1.0)
     before = {k: v.clone() for k, v in module.policy.state_dict().items()}
     probe, ref_probe = DeviceProbe(tmp_path / "rl.ckpt"), RefPolicyProbe()
     dm = ReasoningDataModule(**ADD, trace="direct", mode="rl", num_train=200, num_val=8, batch_size=4,
