@@ -71,7 +71,8 @@ class RLModule(LitzooModule):
     * **Export:** the policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(dir).predict(obs)``).
 
     With the hyperparameter ``save_replay_buffer=True`` the replay buffer ``self._buffer`` is saved too; after
-    loading it waits in ``self._pending["replay_buffer"]`` for the subclass to restore when collection starts.
+    loading it waits in ``self._pending["replay_buffer"]`` until :meth:`_replay_buffer` makes the buffer when
+    collection starts.
     Under DDP every rank's random stream and replay buffer are gathered into the checkpoint (each rank
     explores its own envs, so their streams and buffers differ), and a resume on as many ranks gives every
     rank its own back; on a different number of ranks each rank takes the buffer of rank ``r mod n`` and a

@@ -263,7 +263,7 @@ def value_errors(v_hat: np.ndarray, v: np.ndarray) -> dict[str, float]:
 
 
 def greedy_errors(q_hat: np.ndarray, P: np.ndarray, R: np.ndarray, gamma: float, start: int) -> dict[str, float]:
-    """How good estimated action values ``q_hat`` (S, A) are for control, against the exact optimum of ``(P, R)``.
+    r"""How good estimated action values ``q_hat`` (S, A) are for control, against the exact optimum of ``(P, R)``.
 
     ``rmse`` / ``max_error`` of :math:`\max_a \hat q` against :math:`v^*`; ``q_rmse`` of :math:`\hat q` against
     :math:`q^*`; ``greedy_action_optimal``: the fraction of states whose greedy action is optimal;

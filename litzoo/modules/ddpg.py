@@ -41,7 +41,7 @@ import torch
 
 from litzoo.bases.rl import RLModule, all_reduce_gradients
 from litzoo.checks import check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
-from litzoo.nets.policies import DeterministicActor, QCritic
+from litzoo.nets.actors_critics import DeterministicActor, QCritic
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import ReplayBatch
 from litzoo.rl.collect import EnvRunner, step_into_replay

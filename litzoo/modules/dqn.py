@@ -59,7 +59,7 @@ from torch import Tensor
 
 from litzoo.bases.rl import RLModule, all_reduce_gradients
 from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
-from litzoo.nets.policies import QNetwork
+from litzoo.nets.actors_critics import QNetwork
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import ReplayBatch
 from litzoo.rl.collect import EnvRunner, step_into_replay

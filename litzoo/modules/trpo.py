@@ -43,7 +43,7 @@ from torch import Tensor
 
 from litzoo.bases.rl import OnPolicyModule, all_reduce_gradients
 from litzoo.checks import check_non_negative, check_positive, check_positive_int, check_range
-from litzoo.nets.policies import mlp
+from litzoo.nets.actors_critics import mlp
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import RolloutBatch
 from litzoo.rl.trust_region import (

@@ -72,7 +72,7 @@ from litzoo.checks import check_choice, check_positive, check_positive_int, chec
 from litzoo.envs.bellman import greedy_errors, greedy_policy, policy_evaluation, value_errors, value_iteration
 from litzoo.envs.grid_world import GridWorld
 from litzoo.envs.plots import plot_values_side_by_side
-from litzoo.nets.policies import mlp
+from litzoo.nets.actors_critics import mlp
 from litzoo.rl.collect import EnvRunner
 from litzoo.rl.features import FEATURES, GridFeatures, make_features
 
