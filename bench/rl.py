@@ -288,7 +288,7 @@ def plain_td3(seed: int, steps: int, rec: Recorder) -> None:
     hyperparameters: Lightning's and litzoo's overhead = the gap between this row and litzoo's."""
     import copy
 
-    from litzoo.nets.policies import DeterministicActor, QCritic
+    from litzoo.nets.actors_critics import DeterministicActor, QCritic
 
     torch.manual_seed(seed)
     env = gym.make("Pendulum-v1")

@@ -5,8 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import lightning as L
+import numpy as np
 import torch
+from gymnasium import spaces
+
+from litzoo.rl.policy import load_policy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +33,17 @@ def bandit_policy_and_features(module):
     with torch.no_grad():
         features = module.policy.encoder(torch.arange(2))
         return torch.softmax(module.policy.actor(features), -1).numpy(), features
+
+
+def assert_loads_weights_only_and_exports_the_same_policy(module, ckpt, out_dir, env, obs):
+    """``load_from_checkpoint(ckpt, weights_only=True)`` gives a module that acts like ``module`` on ``obs``, and so
+    does its export read back by ``load_policy`` (checked against ``env``'s spaces). Returns the loaded module."""
+    loaded = type(module).load_from_checkpoint(ckpt, weights_only=True)
+    expected = module.policy.predict(obs)
+    np.testing.assert_array_equal(loaded.policy.predict(obs), expected)
+    loaded.export(out_dir)
+    np.testing.assert_array_equal(load_policy(out_dir, env=env).predict(obs), expected)
+    return loaded
 
 
 class CaptureStart(L.Callback):
@@ -59,3 +75,22 @@ def run_train_py(monkeypatch, tmp_path: Path, config: str, *overrides: str) -> t
     (export,) = tmp_path.glob("lightning_logs/version_*/export")
     (last,) = tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt")
     return export, last
+
+
+class Counter(gym.Env):
+    """obs = number of steps taken in the episode; reward 1 per step; terminates at ``terminate_at``."""
+
+    def __init__(self, terminate_at=None, render_mode=None):
+        self.observation_space = spaces.Box(0.0, 1000.0, (1,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.terminate_at, self.render_mode = terminate_at, render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t >= self.terminate_at
+        return np.array([self.t], np.float32), 1.0, terminated, False, {}

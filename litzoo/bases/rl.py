@@ -1,14 +1,56 @@
-"""What the environment-driven RL modules share: :class:`RLModule`."""
+"""What the environment-driven RL modules share: :class:`RLModule`, and the Lightning side of their
+collection: logging every N env steps (:meth:`RLModule.log_rl_metrics`), one gradient all-reduce per
+update (:func:`all_reduce_gradients`) in place of DDP's reducer (:func:`disable_ddp_gradient_sync`).
+
+The collection itself (``EnvRunner``, rollouts, replay stepping) is Lightning-free, in
+:mod:`litzoo.rl.collect`.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 from litzoo.base import LitzooModule
+from litzoo.seeding import rank_seed
+
+
+def disable_ddp_gradient_sync(trainer: L.Trainer) -> None:
+    """Stop DDP's reducer from syncing gradients (the module calls :func:`all_reduce_gradients`).
+
+    DDP expects every parameter to get a gradient in every backward (or ``find_unused_parameters``,
+    a graph search per step); a TD3 step without actor update, or several backward passes per
+    step, break that contract. Setting ``require_backward_grad_sync = False`` (what
+    ``DDP.no_sync()`` does) for the whole run leaves the reducer idle; DDP still broadcasts rank 0's
+    weights when it wraps the module. Call it in ``on_train_start`` (the module is wrapped by then).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = getattr(trainer.strategy, "model", None)
+    if isinstance(model, DistributedDataParallel):
+        model.require_backward_grad_sync = False
+
+
+def all_reduce_gradients(trainer: L.Trainer, parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``parameters`` over all ranks in one collective (no-op on one process).
+
+    Every rank must call it with the same parameters having gradients (the update schedule is the
+    same on every rank, since every rank serves the same number of batches).
+    """
+    if trainer.world_size <= 1:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = trainer.strategy.reduce(flat, reduce_op="mean")
+    torch._foreach_copy_(grads, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in grads]), grads)])
 
 
 class RLModule(LitzooModule):
@@ -21,13 +63,16 @@ class RLModule(LitzooModule):
       ``env_steps`` and ``num_updates`` are counted by the subclass and saved in checkpoints.
     * **Randomness:** one ``torch.Generator`` per rank (``seed``, offset by rank) for exploration and sampling,
       saved in checkpoints so that a resumed run continues the same random stream.
-    * **DDP:** gradients are averaged by the modules with :func:`litzoo.datamodules.gym.all_reduce_gradients`
-      (one all-reduce per update); DDP's reducer is switched off at every step (Lightning switches it back on
-      after each manual-optimisation step).
+    * **Logging every N env steps:** :meth:`_log_if_due` logs a module's metrics and the episode statistics
+      (:meth:`log_rl_metrics`) once ``log_every_n_env_steps`` env steps have passed since the last log.
+    * **DDP:** gradients are averaged by the modules with :func:`all_reduce_gradients` (one all-reduce per
+      update); DDP's reducer is switched off at every step (Lightning switches it back on after each
+      manual-optimisation step).
     * **Export:** the policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(dir).predict(obs)``).
 
     With the hyperparameter ``save_replay_buffer=True`` the replay buffer ``self._buffer`` is saved too; after
-    loading it waits in ``self._pending["replay_buffer"]`` for the subclass to restore when collection starts.
+    loading it waits in ``self._pending["replay_buffer"]`` until :meth:`_replay_buffer` makes the buffer when
+    collection starts.
     Under DDP every rank's random stream and replay buffer are gathered into the checkpoint (each rank
     explores its own envs, so their streams and buffers differ), and a resume on as many ranks gives every
     rank its own back; on a different number of ranks each rank takes the buffer of rank ``r mod n`` and a
@@ -49,6 +94,7 @@ class RLModule(LitzooModule):
         self.policy = None
         self._generator: torch.Generator | None = None
         self._env = None  # the EnvRunner while collecting
+        self._buffer = None  # the off-policy modules' ReplayBuffer (see _replay_buffer)
         self._pending: dict[str, Any] = {}
         self._clock: dict[str, float] = {}
         self._logged_at = 0
@@ -77,6 +123,11 @@ class RLModule(LitzooModule):
         raise NotImplementedError
 
     @property
+    def _world_size(self) -> int:
+        """The number of processes; 1 also outside a Trainer (``generate_batches`` and checkpoints work without one)."""
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    @property
     def algorithm(self) -> str:
         """The name written into exported policy folders."""
         return type(self).__name__
@@ -99,8 +150,8 @@ class RLModule(LitzooModule):
 
     def _init_generator(self) -> None:
         # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
-        seed = self.hparams.seed * 1_000_003 + self.global_rank
-        world_size = self._trainer.world_size if self._trainer is not None else 1
+        seed = rank_seed(self.hparams.seed, self.global_rank)
+        world_size = self._world_size
         ranks = self._pending.pop("ranks", None)
         if ranks is not None:  # a DDP checkpoint: every rank's stream and buffer
             self._pending.update(ranks[self.global_rank % len(ranks)])
@@ -119,16 +170,70 @@ class RLModule(LitzooModule):
             self._generator.set_state(state.cpu())  # resume the random stream exactly
 
     def on_train_start(self) -> None:
-        from litzoo.datamodules.gym import disable_ddp_gradient_sync
-
         disable_ddp_gradient_sync(self.trainer)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Lightning's DDP forward redirection turns the reducer's sync back on after every manual-optimisation
         # step; our updates all-reduce their own gradients (and may leave networks unused, which DDP rejects).
-        from litzoo.datamodules.gym import disable_ddp_gradient_sync
-
         disable_ddp_gradient_sync(self.trainer)
+
+    # ----------------------------------------------------------------- logging every N env steps
+    def _log_if_due(self, metrics: Callable[[], dict[str, Any]]) -> bool:
+        """Log ``metrics()`` with the episode statistics (:meth:`log_rl_metrics`) when ``log_every_n_env_steps``
+        env steps have passed since the last log, and say whether it did. ``metrics`` is called only then, so
+        the diagnostics cost nothing in between. Call it at the end of ``training_step`` (on every rank)."""
+        if self._env is None or self.env_steps - self._logged_at < self.hparams.log_every_n_env_steps:
+            return False
+        self._logged_at = self.env_steps
+        self.log_rl_metrics(metrics())
+        return True
+
+    def log_rl_metrics(self, metrics: dict[str, Any]) -> None:
+        """Log ``metrics`` and the episode statistics since the last call (averaged over all ranks).
+
+        Keys: ``rollout/ep_return``, ``rollout/ep_length``, ``rollout/episodes``, ``time/env_steps``
+        (all ranks), ``time/env_steps_per_s``; ``metrics`` as given. They go to the loggers with the
+        env-step count as x-axis, and to ``trainer.callback_metrics`` / the progress bar
+        (``ep_return`` and ``env_steps``) through ``self.log``. Every rank must call it (it reduces).
+        """
+        trainer = self.trainer
+        returns, lengths = self._env.pop_episodes()
+        stats = torch.tensor([sum(returns), sum(lengths), len(returns)], dtype=torch.float64)
+        if trainer.world_size > 1:
+            stats = trainer.strategy.reduce(stats.to(self.device), reduce_op="sum").cpu()
+        total_steps = int(self.env_steps) * trainer.world_size
+        now = time.perf_counter()
+        clock = self._clock  # the last call's time and step count
+        last_time, last_steps = clock.get("time", now), clock.get("steps", total_steps)
+        clock.update(time=now, steps=total_steps)
+        out: dict[str, float] = {k: float(v) for k, v in metrics.items()}
+        out["time/env_steps"] = float(total_steps)
+        if now > last_time:
+            out["time/env_steps_per_s"] = (total_steps - last_steps) / (now - last_time)
+        if stats[2] > 0:
+            out["rollout/ep_return"] = float(stats[0] / stats[2])
+            out["rollout/ep_length"] = float(stats[1] / stats[2])
+            out["rollout/episodes"] = float(stats[2])
+        for key, val in out.items():
+            self.log(key, val, logger=False, prog_bar=key in ("rollout/ep_return", "time/env_steps"))
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(out, step=total_steps)
+
+    def _replay_buffer(self, num_envs: int, action_shape: tuple[int, ...],
+                       action_dtype: torch.dtype = torch.float32) -> Any:
+        """``self._buffer``, a :class:`~litzoo.rl.buffers.ReplayBuffer` of ``buffer_size`` transitions made at the
+        first call, holding the checkpoint's replay buffer if one was loaded (``save_replay_buffer=True``)."""
+        from litzoo.rl.buffers import ReplayBuffer, spec_storage
+
+        if self._buffer is None:
+            obs_shape, obs_dtype = spec_storage(self.hparams.observation_space)
+            self._buffer = ReplayBuffer(self.hparams.buffer_size, obs_shape, action_shape, num_envs, device=self.device,
+                                        obs_dtype=obs_dtype, action_dtype=action_dtype)
+            state = self._pending.pop("replay_buffer", None)
+            if state is not None:
+                self._buffer.load_state_dict(state)
+        return self._buffer
 
     def _parameters_list(self) -> list[torch.nn.Parameter]:
         if not hasattr(self, "_params_cache"):
@@ -159,7 +264,7 @@ class RLModule(LitzooModule):
         super().on_save_checkpoint(checkpoint)
         state: dict[str, Any] = {"env_steps": int(self.env_steps), "num_updates": int(self.num_updates)}
         local = self._rank_state()
-        world_size = self.trainer.world_size if self._trainer is not None else 1
+        world_size = self._world_size
         # Not after an exception: Lightning then saves on the failing rank alone, and a collective would hang.
         if world_size > 1 and dist.is_available() and dist.is_initialized() and not self.trainer.interrupted:
             state["ranks"] = self._gather_rank_states(local)
@@ -184,3 +289,58 @@ class RLModule(LitzooModule):
         metadata = {"algorithm": self.algorithm, "env_steps": int(self.env_steps),
                     "hyperparameters": {k: v for k, v in self.hparams.items()}}
         return self.policy.save(out_dir, metadata)
+
+
+class OnPolicyModule(RLModule):
+    """What the on-policy modules share (ActorCritic, TRPO): a stochastic policy and one rollout per batch.
+
+    * ``_build_policy`` makes ``self.policy`` with :func:`litzoo.rl.policy.make_stochastic_policy` from the
+      hyperparameters ``hidden_sizes``, ``activation``, ``orthogonal_init``, ``log_std_init``,
+      ``normalize_observations`` (categorical for ``Discrete`` actions, diagonal Gaussian for ``Box``).
+    * :meth:`generate_batches` collects ``n_steps`` steps of every env with the current policy
+      (:func:`litzoo.rl.collect.collect_rollout`), computes returns and GAE advantages with ``gamma`` and
+      ``gae_lambda``, and yields the whole rollout. Subclasses give the bootstrap value ``_value(obs)`` and may
+      change the stored rewards or step values through :meth:`_rollout_hooks`.
+    """
+
+    def _build_policy(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> int:
+        """Set ``self.policy``, ``self.discrete``, ``self.act_dim``; return the size of the encoded features."""
+        from litzoo.rl.policy import make_stochastic_policy
+
+        h = self.hparams
+        self.policy = make_stochastic_policy(obs_spec, act_spec, h.hidden_sizes, h.activation, h.orthogonal_init,
+                                             h.log_std_init, h.normalize_observations)
+        self.discrete = self.policy.kind == "categorical"
+        self.act_dim = self.policy.actor.act_dim
+        return self.policy.encoder.features_dim
+
+    def _sample_actions(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.policy.sample_for_rollout(obs, self._generator)
+
+    def _value(self, obs: torch.Tensor) -> torch.Tensor:
+        """The bootstrap value of observations (at the rollout's end and where an episode was truncated)."""
+        raise NotImplementedError
+
+    def _rollout_hooks(self, num_envs: int) -> tuple[Callable | None, Callable | None]:
+        """``(reward_transform, step_values)`` for :func:`~litzoo.rl.collect.collect_rollout`; none by default."""
+        return None, None
+
+    def generate_batches(self, env: Any) -> Iterator[Any]:
+        """Collect ``n_steps`` steps of every env with the current policy; yield the whole rollout."""
+        from litzoo.rl.buffers import RolloutBuffer, spec_storage
+        from litzoo.rl.collect import collect_rollout
+
+        h = self.hparams
+        self._env = env
+        self._init_generator()
+        obs_shape, obs_dtype = spec_storage(h.observation_space)
+        act_shape, act_dtype = ((), torch.long) if self.discrete else ((self.act_dim,), torch.float32)
+        buffer = RolloutBuffer(h.n_steps, env.num_envs, obs_shape, act_shape, device=self.device, obs_dtype=obs_dtype,
+                               action_dtype=act_dtype)
+        reward_transform, step_values = self._rollout_hooks(env.num_envs)
+        while True:
+            last_values = collect_rollout(env, buffer, self._sample_actions, self._value, reward_transform, step_values)
+            buffer.compute_returns_and_advantages(last_values, h.gamma, h.gae_lambda)
+            self.env_steps += h.n_steps * env.num_envs
+            # Views of the buffer's storage: the batch is used before the next rollout overwrites it.
+            yield next(buffer.get())

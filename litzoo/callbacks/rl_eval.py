@@ -118,7 +118,7 @@ class RLEvaluation(Callback):
             if int(value) != value or value < 1:
                 raise ValueError(f"RLEvaluation {name}={value!r} must be a positive integer.")
         if env_id is not None:
-            from litzoo.datamodules.gym import check_env_id
+            from litzoo.rl.collect import check_env_id
 
             check_env_id(env_id)
         self.every_n_env_steps, self.n_episodes, self.deterministic, self.seed = every_n_env_steps, n_episodes, deterministic, seed

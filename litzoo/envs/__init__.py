@@ -1,5 +1,6 @@
 """Small environments with exact models, and exact dynamic-programming solvers for them; one-step
-sanity-check envs with known optimal policies (``toy``).
+sanity-check envs with known optimal policies (``toy``); the grid world's state for exact resumes
+(:meth:`GridWorld.get_state`, :func:`get_env_state` with its ``TimeLimit``) and pictures (``plots``).
 
 Importing this package registers ``"litzoo/GridWorld-v0"`` with gymnasium, so
 ``gymnasium.make("litzoo/GridWorld-v0", ...)`` works. The environment truncates its own episodes
@@ -13,13 +14,15 @@ import gymnasium
 from litzoo.envs.bellman import (
     BellmanInfo,
     action_values,
+    greedy_errors,
     greedy_policy,
     policy_evaluation,
     policy_iteration,
     truncated_policy_iteration,
+    value_errors,
     value_iteration,
 )
-from litzoo.envs.grid_world import ACTION_NAMES, GridWorld
+from litzoo.envs.grid_world import ACTION_NAMES, GridWorld, get_env_state, set_env_state
 from litzoo.envs.toy import ContextBandit, ContinuousIdentity
 
 GRID_WORLD_ID = "litzoo/GridWorld-v0"
@@ -36,9 +39,13 @@ __all__ = [
     "ContinuousIdentity",
     "GridWorld",
     "action_values",
+    "get_env_state",
+    "greedy_errors",
     "greedy_policy",
     "policy_evaluation",
     "policy_iteration",
+    "set_env_state",
     "truncated_policy_iteration",
+    "value_errors",
     "value_iteration",
 ]

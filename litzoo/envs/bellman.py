@@ -34,7 +34,8 @@ deterministic policies.
 Solvers: :func:`policy_evaluation` (closed form or iterative), :func:`action_values`,
 :func:`greedy_policy`, :func:`value_iteration` (Alg. 4.1), :func:`policy_iteration` (Alg. 4.2),
 :func:`truncated_policy_iteration` (Alg. 4.3). Pass ``return_info=True`` to also get a
-:class:`BellmanInfo` with the iteration counts.
+:class:`BellmanInfo` with the iteration counts. Comparisons of learned values with exact ones:
+:func:`value_errors`, :func:`greedy_errors`.
 """
 
 from __future__ import annotations
@@ -252,6 +253,35 @@ def truncated_policy_iteration(
     _warn_if_not_converged("truncated_policy_iteration", info, max_iter)
     policy = greedy_policy(R + gamma * (P @ v))
     return (v, policy, info) if return_info else (v, policy)
+
+
+# --------------------------------------------------------------------------------------------- comparisons
+def value_errors(v_hat: np.ndarray, v: np.ndarray) -> dict[str, float]:
+    """``rmse`` and ``max_error`` of estimated state values ``v_hat`` against exact ones ``v`` (uniform over states)."""
+    err = np.asarray(v_hat) - np.asarray(v)
+    return {"rmse": float(np.sqrt(np.mean(err**2))), "max_error": float(np.abs(err).max())}
+
+
+def greedy_errors(q_hat: np.ndarray, P: np.ndarray, R: np.ndarray, gamma: float, start: int) -> dict[str, float]:
+    r"""How good estimated action values ``q_hat`` (S, A) are for control, against the exact optimum of ``(P, R)``.
+
+    ``rmse`` / ``max_error`` of :math:`\max_a \hat q` against :math:`v^*`; ``q_rmse`` of :math:`\hat q` against
+    :math:`q^*`; ``greedy_action_optimal``: the fraction of states whose greedy action is optimal;
+    ``greedy_value_optimal``: the fraction of states from which the greedy policy earns :math:`v^*` (exact policy
+    evaluation); ``start_gap``: :math:`v^*(s_0) - v_{\mathrm{greedy}}(s_0)` for ``s_0 = start``.
+    """
+    v_star, _ = value_iteration(P, R, gamma)
+    q_star = action_values(P, R, v_star, gamma)
+    greedy = greedy_policy(q_hat)
+    v_greedy = policy_evaluation(P, R, greedy, gamma)
+    tol = 1e-6 * max(1.0, float(np.abs(v_star).max()))
+    return {
+        **value_errors(q_hat.max(1), v_star),
+        "q_rmse": float(np.sqrt(np.mean((q_hat - q_star) ** 2))),
+        "greedy_action_optimal": float(np.mean(q_star[np.arange(len(v_star)), greedy.argmax(1)] >= v_star - tol)),
+        "greedy_value_optimal": float(np.mean(v_greedy >= v_star - tol)),
+        "start_gap": float(v_star[start] - v_greedy[start]),
+    }
 
 
 # --------------------------------------------------------------------------------------------- checks

@@ -204,6 +204,20 @@ class GridWorld(gym.Env):
         truncated = self.max_episode_steps is not None and self._elapsed_steps >= self.max_episode_steps
         return self._observation(), reward, terminated, truncated, self._info()
 
+    # ----------------------------------------------------------------------------------- state
+    def get_state(self) -> dict[str, Any]:
+        """Where the env is, in plain types (fits a ``weights_only`` checkpoint): the agent's cell, the
+        episode's step count and the ``np_random`` state (``None`` before the first seeding)."""
+        rng = None if self._np_random is None else self._np_random.bit_generator.state
+        return {"cell": list(self._cell), "elapsed_steps": int(self._elapsed_steps), "np_random": rng}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`get_state`: the same actions then give the same observations and rewards."""
+        self._cell = self._check_cell(state["cell"], 'state["cell"]')
+        self._elapsed_steps = int(state["elapsed_steps"])
+        if state.get("np_random") is not None:
+            self.np_random.bit_generator.state = state["np_random"]
+
     def render(self):
         if self.render_mode == "ansi":
             rows = []
@@ -314,6 +328,32 @@ class GridWorld(gym.Env):
                 f"and cols 0..{self.cols - 1} (row 0 is the top row)."
             )
         return row, col
+
+
+def _time_limits(env: gym.Env) -> list[gym.wrappers.TimeLimit]:
+    layers = []
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            layers.append(env)
+        env = env.env
+    return layers
+
+
+def get_env_state(env: gym.Env) -> dict[str, Any]:
+    """The state of a (wrapped) :class:`GridWorld`: its :meth:`~GridWorld.get_state` and the step count of every
+    ``TimeLimit`` around it (outermost first), which gymnasium keeps in a private attribute."""
+    return {"env": env.unwrapped.get_state(), "time_limits": [layer._elapsed_steps for layer in _time_limits(env)]}
+
+
+def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
+    """Put ``env`` (the same wrapper stack as when :func:`get_env_state` was taken) back into ``state``."""
+    layers = _time_limits(env)
+    if len(layers) != len(state["time_limits"]):
+        raise ValueError(f"the state has {len(state['time_limits'])} TimeLimit step counts, the env {len(layers)} "
+                         "TimeLimit wrappers: restore it into an env made the same way (same max_episode_steps).")
+    env.unwrapped.set_state(state["env"])
+    for layer, steps in zip(layers, state["time_limits"]):
+        layer._elapsed_steps = steps  # None before the first reset
 
 
 def _check_size(size: Any) -> tuple[int, int]:

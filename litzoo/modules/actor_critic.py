@@ -34,25 +34,19 @@ the unclipped sample). Truncated episodes bootstrap from their final observation
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.bases.rl import RLModule
+from litzoo.bases.rl import OnPolicyModule, all_reduce_gradients
+from litzoo.checks import check_choice, check_non_negative, check_positive, check_positive_int, check_range
+from litzoo.nets.actors_critics import QCritic, mlp
 from litzoo.optim import adamw_for_networks, rmsprop_for_networks
-from litzoo.datamodules.gym import (
-    EnvRunner,
-    all_reduce_gradients,
-    collect_rollout,
-    log_rl_metrics,
-)
-from litzoo.nets.policies import QCritic, mlp
-from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
+from litzoo.rl.buffers import RolloutBatch
 from litzoo.rl.normalization import ReturnNormalizer
-from litzoo.rl.policy import make_stochastic_policy
 from litzoo.rl.utils import explained_variance
 
 CRITICS = ("advantage", "q")
@@ -69,7 +63,7 @@ def _log_softmax(logits: Tensor) -> Tensor:
     return torch.log_softmax(logits.float(), dim=-1).clamp(min=torch.finfo(torch.float32).min)
 
 
-class ActorCritic(RLModule):
+class ActorCritic(OnPolicyModule):
     """QAC (``critic="q"``) or A2C (``critic="advantage"``); one rollout = one batch = one gradient step.
 
     Args:
@@ -125,24 +119,18 @@ class ActorCritic(RLModule):
             raise ValueError(f"critic={critic!r} is not one of {CRITICS} ('advantage': A2C, 'q': QAC).")
         if gae_lambda is None:
             gae_lambda = 1.0 if critic == "advantage" else 0.0
-        for name, value in (("gamma", gamma), ("gae_lambda", gae_lambda)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r} must be in [0, 1].")
-        for name, value in (("n_steps", n_steps), ("log_every_n_env_steps", log_every_n_env_steps)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        check_range("gamma", gamma, 0, 1)
+        check_range("gae_lambda", gae_lambda, 0, 1)
+        check_positive_int("n_steps", n_steps)
+        check_positive_int("log_every_n_env_steps", log_every_n_env_steps)
         for name, value in (("lr", lr), ("critic_lr", lr if critic_lr is None else critic_lr), ("adam_eps", adam_eps)):
-            if not value > 0:
-                raise ValueError(f"{name}={value!r} must be > 0.")
+            check_positive(name, value)
         for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef), ("weight_decay", weight_decay)):
-            if value < 0:
-                raise ValueError(f"{name}={value!r} must be >= 0.")
+            check_non_negative(name, value)
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={optimizer!r} is not one of {OPTIMIZERS}.")
-        if not 0.0 < rmsprop_alpha < 1.0:
-            raise ValueError(f"rmsprop_alpha={rmsprop_alpha!r} must be in (0, 1).")
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        check_range("rmsprop_alpha", rmsprop_alpha, 0, 1, low_open=True, high_open=True)
         if normalize_advantage and critic == "q":
             raise ValueError("normalize_advantage=True applies to critic='advantage' (A2C); QAC weights by q itself.")
         self.save_hyperparameters()
@@ -152,11 +140,7 @@ class ActorCritic(RLModule):
     # ----------------------------------------------------------------- networks
     def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
         h = self.hparams
-        self.policy = make_stochastic_policy(obs_spec, act_spec, h.hidden_sizes, h.activation, h.orthogonal_init,
-                                             h.log_std_init, h.normalize_observations)
-        self.discrete = self.policy.kind == "categorical"
-        self.act_dim = self.policy.actor.act_dim
-        d = self.policy.encoder.features_dim
+        d = self._build_policy(obs_spec, act_spec)
         if h.critic == "advantage":  # v_w(s)
             self.critic = mlp(d, 1, h.hidden_sizes, h.activation, h.orthogonal_init, output_gain=1.0)
         elif self.discrete:  # q_w(s, .) for all actions at once
@@ -189,11 +173,8 @@ class ActorCritic(RLModule):
         return self.q_values(features, actor.sample(features, self._generator))
 
     # ----------------------------------------------------------------- acting
-    def _sample_actions(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.policy.sample_for_rollout(obs, self._generator)
-
     @torch.no_grad()
-    def _bootstrap_value(self, obs: Tensor) -> Tensor:
+    def _value(self, obs: Tensor) -> Tensor:
         return self.state_values(self.policy.encoder(obs))
 
     @torch.no_grad()
@@ -204,33 +185,16 @@ class ActorCritic(RLModule):
         self.return_normalizer.update(rewards, dones)
         return self.return_normalizer(rewards)
 
-    def generate_batches(self, env: EnvRunner) -> Iterator[RolloutBatch]:
-        """Collect ``n_steps`` steps of every env with the current policy; yield the whole rollout."""
-        h = self.hparams
-        self._env = env
-        self._init_generator()
-        obs_spec = h.observation_space
-        discrete_obs = obs_spec["type"] == "Discrete"
-        buffer = RolloutBuffer(
-            h.n_steps, env.num_envs, () if discrete_obs else obs_spec["shape"], () if self.discrete else (self.act_dim,),
-            device=self.device, obs_dtype=torch.long if discrete_obs else torch.float32,
-            action_dtype=torch.long if self.discrete else torch.float32,
-        )
+    def _rollout_hooks(self, num_envs: int) -> tuple[Optional[Callable], Optional[Callable]]:
+        """Reward scaling by the return's std (``normalize_rewards``); QAC stores ``q(s_t, a_t)`` as step values."""
         reward_transform = None
         if self.return_normalizer is not None:
-            if self.return_normalizer.num_envs != env.num_envs:  # the running returns are per env
-                fresh = ReturnNormalizer(env.num_envs, h.gamma).to(self.device)
+            if self.return_normalizer.num_envs != num_envs:  # the running returns are per env
+                fresh = ReturnNormalizer(num_envs, self.hparams.gamma).to(self.device)
                 fresh.rms.load_state_dict(self.return_normalizer.rms.state_dict())
                 self.return_normalizer = fresh
             reward_transform = self._scale_rewards
-        while True:
-            step_values = self._step_q_values if h.critic == "q" else None  # QAC stores q(s_t, a_t)
-            last_values = collect_rollout(env, buffer, self._sample_actions, self._bootstrap_value, reward_transform,
-                                          step_values)
-            buffer.compute_returns_and_advantages(last_values, h.gamma, h.gae_lambda)
-            self.env_steps += h.n_steps * env.num_envs
-            # Views of the buffer's storage: the batch is used before the next rollout overwrites it.
-            yield next(buffer.get())
+        return reward_transform, self._step_q_values if self.hparams.critic == "q" else None
 
     # ----------------------------------------------------------------- update
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
@@ -274,14 +238,15 @@ class ActorCritic(RLModule):
         optimizer.step()
         self.num_updates += 1
 
-        if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
-            self._logged_at = self.env_steps
-            metrics = {"train/policy_loss": policy_loss.detach(), "train/value_loss": value_loss.detach(),
-                       "train/entropy": (mean_entropy() if entropy is None else entropy).detach(),
-                       "train/explained_variance": explained_variance(values.detach(), batch.returns)}
+        def metrics() -> dict[str, Any]:
+            out = {"train/policy_loss": policy_loss.detach(), "train/value_loss": value_loss.detach(),
+                   "train/entropy": (mean_entropy() if entropy is None else entropy).detach(),
+                   "train/explained_variance": explained_variance(values.detach(), batch.returns)}
             if not self.discrete:
-                metrics["train/std"] = actor.log_std.detach().exp().mean()
-            log_rl_metrics(self, self._env, metrics, self._clock)
+                out["train/std"] = actor.log_std.detach().exp().mean()
+            return out
+
+        self._log_if_due(metrics)
 
     @property
     def algorithm(self) -> str:

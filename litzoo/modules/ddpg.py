@@ -39,16 +39,12 @@ from typing import Any, Optional
 
 import torch
 
-from litzoo.bases.rl import RLModule
+from litzoo.bases.rl import RLModule, all_reduce_gradients
+from litzoo.checks import check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
+from litzoo.nets.actors_critics import DeterministicActor, QCritic
 from litzoo.optim import adamw_for_networks
-from litzoo.datamodules.gym import (
-    EnvRunner,
-    all_reduce_gradients,
-    log_rl_metrics,
-    step_into_replay,
-)
-from litzoo.nets.policies import DeterministicActor, QCritic
-from litzoo.rl.buffers import ReplayBatch, ReplayBuffer
+from litzoo.rl.buffers import ReplayBatch
+from litzoo.rl.collect import EnvRunner, step_into_replay
 from litzoo.rl.policy import Policy, make_encoder
 from litzoo.rl.utils import polyak_update
 
@@ -117,27 +113,22 @@ class DDPG(RLModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if exploration_noise not in EXPLORATION_NOISES:
-            raise ValueError(f"exploration_noise={exploration_noise!r} is not one of {EXPLORATION_NOISES}.")
-        for name, value in (("gamma", gamma), ("tau", tau)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r} must be in [0, 1].")
-        for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr)):
-            if not value > 0:
-                raise ValueError(f"{name}={value!r} must be > 0.")
+        check_choice("exploration_noise", exploration_noise, EXPLORATION_NOISES)
+        check_range("gamma", gamma, 0, 1)
+        check_range("tau", tau, 0, 1)
+        check_positive("actor_lr", actor_lr)
+        check_positive("critic_lr", critic_lr)
         for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size), ("gradient_steps", gradient_steps),
                             ("policy_delay", policy_delay), ("log_every_n_env_steps", log_every_n_env_steps)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer.")
-        for name, value in (("learning_starts", learning_starts), ("exploration_std", exploration_std),
-                            ("target_policy_noise", target_policy_noise), ("target_noise_clip", target_noise_clip),
-                            ("ou_theta", ou_theta), ("ou_dt", ou_dt), ("weight_decay", weight_decay)):
-            if value < 0:
-                raise ValueError(f"{name}={value!r} must be >= 0.")
+            check_positive_int(name, value)
+        check_non_negative_int("learning_starts", learning_starts)
+        for name, value in (("exploration_std", exploration_std), ("target_policy_noise", target_policy_noise),
+                            ("target_noise_clip", target_noise_clip), ("ou_theta", ou_theta), ("ou_dt", ou_dt),
+                            ("weight_decay", weight_decay)):
+            check_non_negative(name, value)
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
         self.save_hyperparameters()
-        self._buffer: ReplayBuffer | None = None
         self._init_rl_state(observation_space, action_space)
 
     # ----------------------------------------------------------------- networks
@@ -165,26 +156,13 @@ class DDPG(RLModule):
             return ou_state
         return h.exploration_std * eps if h.exploration_noise == "gaussian" else torch.zeros_like(eps)
 
-    def _replay_buffer(self, env: EnvRunner) -> ReplayBuffer:
-        if self._buffer is None:
-            obs_spec = self.hparams.observation_space
-            discrete = obs_spec["type"] == "Discrete"
-            self._buffer = ReplayBuffer(
-                self.hparams.buffer_size, () if discrete else obs_spec["shape"], (self.act_dim,), env.num_envs,
-                device=self.device, obs_dtype=torch.long if discrete else torch.float32,
-            )
-            state = self._pending.pop("replay_buffer", None)
-            if state is not None:
-                self._buffer.load_state_dict(state)
-        return self._buffer
-
     @torch.no_grad()
     def generate_batches(self, env: EnvRunner) -> Iterator[ReplayBatch]:
         """Act (random before ``learning_starts``, then mu + noise), store, and yield replay minibatches."""
         h = self.hparams
         self._env = env
         self._init_generator()
-        buffer = self._replay_buffer(env)
+        buffer = self._replay_buffer(env.num_envs, (self.act_dim,))
         ou_state = torch.zeros(env.num_envs, self.act_dim, device=self.device)
         while True:
             self.policy.encoder.update(env.obs)
@@ -235,12 +213,13 @@ class DDPG(RLModule):
             polyak_update(*self._polyak_lists(), tau=h.tau)
         self.num_updates += 1
 
-        if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
-            self._logged_at = self.env_steps
-            metrics = {"train/critic_loss": critic_loss.detach(), "train/q": q.detach().mean()}
+        def metrics() -> dict[str, Any]:
+            out = {"train/critic_loss": critic_loss.detach(), "train/q": q.detach().mean()}
             if getattr(self, "_last_actor_loss", None) is not None:
-                metrics["train/actor_loss"] = self._last_actor_loss
-            log_rl_metrics(self, self._env, metrics, self._clock)
+                out["train/actor_loss"] = self._last_actor_loss
+            return out
+
+        self._log_if_due(metrics)
 
     def _polyak_lists(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         if not hasattr(self, "_polyak_cache"):

@@ -19,7 +19,7 @@ transitions :math:`(s, a, r, s', d)` against a periodically copied target networ
 
 (the Huber loss; Mnih et al.'s clipping of the TD error to :math:`[-1, 1]` is :math:`\delta = 1`), with
 ``d`` = *terminated*: a transition cut by a time limit is stored with ``d = 0`` and its real final
-observation as :math:`s'` (:func:`litzoo.datamodules.gym.step_into_replay` and
+observation as :math:`s'` (:func:`litzoo.rl.collect.step_into_replay` and
 :class:`litzoo.rl.buffers.ReplayBuffer`), so it bootstraps. Every ``target_update_interval`` env steps
 :math:`\theta^- \leftarrow \tau\theta + (1 - \tau)\theta^-` (``tau = 1``: the paper's hard copy).
 The dueling head (:class:`litzoo.rl.policy.QNetwork`) is
@@ -57,16 +57,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.bases.rl import RLModule
-from litzoo.datamodules.gym import (
-    EnvRunner,
-    all_reduce_gradients,
-    log_rl_metrics,
-    step_into_replay,
-)
+from litzoo.bases.rl import RLModule, all_reduce_gradients
+from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
+from litzoo.nets.actors_critics import QNetwork
 from litzoo.optim import adamw_for_networks
-from litzoo.rl.buffers import ReplayBatch, ReplayBuffer
-from litzoo.nets.policies import QNetwork
+from litzoo.rl.buffers import ReplayBatch
+from litzoo.rl.collect import EnvRunner, step_into_replay
 from litzoo.rl.policy import Policy, make_encoder
 from litzoo.rl.utils import polyak_update
 
@@ -142,21 +138,17 @@ class DQN(RLModule):
         for name, value in (("gamma", gamma), ("exploration_fraction", exploration_fraction),
                             ("exploration_initial_eps", exploration_initial_eps),
                             ("exploration_final_eps", exploration_final_eps)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r} must be in [0, 1].")
+            check_range(name, value, 0, 1)
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"tau={tau!r} must be in (0, 1] (1.0 = hard copy of the online network).")
-        for name, value in (("lr", lr), ("huber_delta", huber_delta)):
-            if not value > 0:
-                raise ValueError(f"{name}={value!r} must be > 0.")
+        check_positive("lr", lr)
+        check_positive("huber_delta", huber_delta)
         for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size), ("train_freq", train_freq),
                             ("gradient_steps", gradient_steps), ("target_update_interval", target_update_interval),
                             ("log_every_n_env_steps", log_every_n_env_steps)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer.")
-        for name, value in (("learning_starts", learning_starts), ("weight_decay", weight_decay)):
-            if value < 0:
-                raise ValueError(f"{name}={value!r} must be >= 0.")
+            check_positive_int(name, value)
+        check_non_negative_int("learning_starts", learning_starts)
+        check_non_negative("weight_decay", weight_decay)
         if total_env_steps is not None and (int(total_env_steps) != total_env_steps or total_env_steps < 1):
             raise ValueError(f"total_env_steps={total_env_steps!r} must be a positive integer or None (from the trainer).")
         if max_grad_norm is not None and not max_grad_norm > 0:
@@ -164,7 +156,6 @@ class DQN(RLModule):
         self.save_hyperparameters()
         self.epsilon = float(exploration_initial_eps)
         self._total_env_steps: int | None = None if total_env_steps is None else int(total_env_steps)
-        self._buffer: ReplayBuffer | None = None
         self._init_rl_state(observation_space, action_space)
 
     # ----------------------------------------------------------------- networks
@@ -223,19 +214,6 @@ class DQN(RLModule):
             self._total_env_steps = None if math.isinf(updates) else self.env_steps_for_updates(int(updates), num_envs)
 
     # ----------------------------------------------------------------- acting
-    def _replay_buffer(self, env: EnvRunner) -> ReplayBuffer:
-        if self._buffer is None:
-            obs_spec = self.hparams.observation_space
-            discrete = obs_spec["type"] == "Discrete"
-            self._buffer = ReplayBuffer(
-                self.hparams.buffer_size, () if discrete else obs_spec["shape"], (), env.num_envs, device=self.device,
-                obs_dtype=torch.long if discrete else torch.float32, action_dtype=torch.long,
-            )
-            state = self._pending.pop("replay_buffer", None)
-            if state is not None:
-                self._buffer.load_state_dict(state)
-        return self._buffer
-
     @torch.no_grad()
     def generate_batches(self, env: EnvRunner) -> Iterator[ReplayBatch]:
         """Act epsilon-greedily, store, sync the target; every ``train_freq`` env steps yield a block:
@@ -243,7 +221,7 @@ class DQN(RLModule):
         h = self.hparams
         self._env = env
         self._init_generator()
-        generator, buffer = self._generator, self._replay_buffer(env)
+        generator, buffer = self._generator, self._replay_buffer(env.num_envs, (), torch.long)
         encoder, q_net, num_envs = self.policy.encoder, self.q_net, env.num_envs
         polyak_lists = ([*q_net.parameters()], [*self.q_target.parameters()])
         # Counters live in locals between blocks (setting a Module attribute costs ~2 us, twice per env
@@ -337,7 +315,6 @@ class DQN(RLModule):
             optimizer.step()
         self.num_updates += steps
 
-        if steps and self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
-            self._logged_at = self.env_steps
-            metrics = {"train/loss": loss.detach(), "train/q": q.detach().mean(), "train/epsilon": self.epsilon}
-            log_rl_metrics(self, self._env, metrics, self._clock)
+        if steps:  # (a block cut to 0 steps at max_steps has no loss to log)
+            self._log_if_due(lambda: {"train/loss": loss.detach(), "train/q": q.detach().mean(),
+                                      "train/epsilon": self.epsilon})

@@ -35,24 +35,17 @@ One rollout is one trainer step (``max_steps`` counts rollouts, as for ``ActorCr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.bases.rl import RLModule
-from litzoo.datamodules.gym import (
-    EnvRunner,
-    all_reduce_gradients,
-    collect_rollout,
-    log_rl_metrics,
-)
-from litzoo.nets.policies import mlp
+from litzoo.bases.rl import OnPolicyModule, all_reduce_gradients
+from litzoo.checks import check_non_negative, check_positive, check_positive_int, check_range
+from litzoo.nets.actors_critics import mlp
 from litzoo.optim import adamw_for_networks
-from litzoo.rl.buffers import RolloutBatch, RolloutBuffer
-from litzoo.rl.policy import make_stochastic_policy
+from litzoo.rl.buffers import RolloutBatch
 from litzoo.rl.trust_region import (
     LineSearchResult,
     backtracking_line_search,
@@ -64,7 +57,7 @@ from litzoo.rl.trust_region import (
 from litzoo.rl.utils import explained_variance
 
 
-class TRPO(RLModule):
+class TRPO(OnPolicyModule):
     """TRPO: natural-gradient policy step in a KL trust region, GAE value critic fitted by AdamW.
 
     Args:
@@ -118,27 +111,23 @@ class TRPO(RLModule):
         if not max_kl > 0:
             raise ValueError(f"max_kl={max_kl!r} must be > 0: it is the trust-region radius delta on the mean "
                              "KL(pi_old || pi_new); use a small positive value such as 0.01.")
-        for name, value in (("gamma", gamma), ("gae_lambda", gae_lambda), ("line_search_accept_ratio",
-                                                                             line_search_accept_ratio)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r} must be in [0, 1].")
+        for name, value in (("gamma", gamma), ("gae_lambda", gae_lambda),
+                            ("line_search_accept_ratio", line_search_accept_ratio)):
+            check_range(name, value, 0, 1)
         for name, value in (("n_steps", n_steps), ("cg_max_steps", cg_max_steps),
                             ("line_search_max_iter", line_search_max_iter), ("n_critic_updates", n_critic_updates),
                             ("log_every_n_env_steps", log_every_n_env_steps)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer.")
+            check_positive_int(name, value)
         if critic_batch_size is not None and (int(critic_batch_size) != critic_batch_size or critic_batch_size < 1):
             raise ValueError(f"critic_batch_size={critic_batch_size!r} must be a positive integer or None "
                              "(the whole rollout as one batch).")
         if not 0.0 < line_search_shrink < 1.0:
             raise ValueError(f"line_search_shrink={line_search_shrink!r} must be in (0, 1), e.g. 0.8 "
                              "(each backtracking try shortens the step by this factor).")
-        for name, value in (("critic_lr", critic_lr), ("adam_eps", adam_eps)):
-            if not value > 0:
-                raise ValueError(f"{name}={value!r} must be > 0.")
-        for name, value in (("cg_damping", cg_damping), ("weight_decay", weight_decay)):
-            if value < 0:
-                raise ValueError(f"{name}={value!r} must be >= 0.")
+        check_positive("critic_lr", critic_lr)
+        check_positive("adam_eps", adam_eps)
+        check_non_negative("cg_damping", cg_damping)
+        check_non_negative("weight_decay", weight_decay)
         self.save_hyperparameters()
         self._line_search = {"accepted": 0, "rejected": 0}  # since the last log
         self._init_rl_state(observation_space, action_space)
@@ -146,11 +135,7 @@ class TRPO(RLModule):
     # ----------------------------------------------------------------- networks
     def _build(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> None:
         h = self.hparams
-        self.policy = make_stochastic_policy(obs_spec, act_spec, h.hidden_sizes, h.activation, h.orthogonal_init,
-                                             h.log_std_init, h.normalize_observations)
-        self.discrete = self.policy.kind == "categorical"
-        self.act_dim = self.policy.actor.act_dim
-        d = self.policy.encoder.features_dim
+        d = self._build_policy(obs_spec, act_spec)
         self.critic = mlp(d, 1, h.hidden_sizes, h.activation, h.orthogonal_init, output_gain=1.0)  # V_w(s)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -158,37 +143,11 @@ class TRPO(RLModule):
         return adamw_for_networks([(self.critic, h.critic_lr)], h.weight_decay, eps=h.adam_eps)
 
     # ----------------------------------------------------------------- acting
-    def _sample_actions(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.policy.sample_for_rollout(obs, self._generator)
-
     @torch.no_grad()
     def _value(self, obs: Tensor) -> Tensor:
         return self.critic(self.policy.encoder(obs)).squeeze(-1)
 
-    def generate_batches(self, env: EnvRunner) -> Iterator[RolloutBatch]:
-        """Collect ``n_steps`` steps of every env with the current policy; yield the whole rollout."""
-        h = self.hparams
-        self._env = env
-        self._init_generator()
-        discrete_obs = h.observation_space["type"] == "Discrete"
-        buffer = RolloutBuffer(
-            h.n_steps, env.num_envs, () if discrete_obs else h.observation_space["shape"],
-            () if self.discrete else (self.act_dim,), device=self.device,
-            obs_dtype=torch.long if discrete_obs else torch.float32,
-            action_dtype=torch.long if self.discrete else torch.float32,
-        )
-        while True:
-            last_values = collect_rollout(env, buffer, self._sample_actions, self._value)
-            buffer.compute_returns_and_advantages(last_values, h.gamma, h.gae_lambda)
-            self.env_steps += h.n_steps * env.num_envs
-            # Views of the buffer's storage: the batch is used before the next rollout overwrites it.
-            yield next(buffer.get())
-
     # ----------------------------------------------------------------- update
-    @property
-    def _world_size(self) -> int:
-        return 1 if self._trainer is None else self.trainer.world_size  # 1 also outside a Trainer
-
     def _mean(self, x: Tensor) -> Tensor:
         """All-reduce mean over DDP ranks (identity on one process); every rank has the same batch size."""
         if self._world_size <= 1:
@@ -268,19 +227,20 @@ class TRPO(RLModule):
                 (optimizer.step if done == steps else optimizer.optimizer.step)()
         self.num_updates += 1
 
-        if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
-            self._logged_at = self.env_steps
+        def metrics() -> dict[str, Any]:
             with torch.no_grad():
                 values = self.critic(features).squeeze(-1).float()
-            metrics = {"train/kl": result.kl, "train/surrogate_improvement": result.improvement,
-                       "train/expected_improvement": info["expected_improvement"],
-                       "train/step_fraction": result.step_fraction,
-                       "train/line_search_accepted": self._line_search["accepted"],
-                       "train/line_search_rejected": self._line_search["rejected"],
-                       "train/entropy": info["entropy"],
-                       "train/value_loss": F.mse_loss(values, batch.returns),
-                       "train/explained_variance": explained_variance(values, batch.returns)}
+            out = {"train/kl": result.kl, "train/surrogate_improvement": result.improvement,
+                   "train/expected_improvement": info["expected_improvement"],
+                   "train/step_fraction": result.step_fraction,
+                   "train/line_search_accepted": self._line_search["accepted"],
+                   "train/line_search_rejected": self._line_search["rejected"],
+                   "train/entropy": info["entropy"],
+                   "train/value_loss": F.mse_loss(values, batch.returns),
+                   "train/explained_variance": explained_variance(values, batch.returns)}
             if not self.discrete:
-                metrics["train/std"] = self.policy.actor.log_std.detach().exp().mean()
-            self._line_search = {"accepted": 0, "rejected": 0}
-            log_rl_metrics(self, self._env, metrics, self._clock)
+                out["train/std"] = self.policy.actor.log_std.detach().exp().mean()
+            return out
+
+        if self._log_if_due(metrics):
+            self._line_search = {"accepted": 0, "rejected": 0}  # counts since the last log

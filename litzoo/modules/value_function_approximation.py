@@ -36,24 +36,25 @@ fixed, i.e. the book's update with the semi-gradient averaged over the batch (``
 num_envs=1`` is the book's update exactly). Only ``terminated`` transitions drop the bootstrap term;
 a truncated episode (the grid world's continuing task cut by ``max_episode_steps``) bootstraps from
 its real final state. The learned values are compared with the exact ones of
-:mod:`litzoo.envs.bellman` (:meth:`compare_with_exact`, logged at every epoch end, :meth:`plot`).
+:mod:`litzoo.envs.bellman` (:meth:`compare_with_exact`, logged at every epoch end; :meth:`plot` draws
+them with :func:`litzoo.envs.plots.plot_values_side_by_side`).
 
 **Resume.** A checkpoint holds, besides the weights, ``env_steps``, ``num_updates`` and the action
-sampler's generator (:class:`~litzoo.bases.rl.RLModule`), the state of the collection in flight: every
-grid world's cell, its step counters (the env's own and any ``TimeLimit``'s), its ``np_random`` state,
-the current observations and the actions already drawn for them (Sarsa's :math:`a_{t+1}` is drawn
-before the update that uses it). ``Trainer.fit(ckpt_path=...)`` then continues the very episodes and
-random stream of the interrupted run: a resumed single-process run gives the same weights as an
-uninterrupted one (with ``vectorization="sync"``, the default; async envs restart their episodes).
+sampler's generator (:class:`~litzoo.bases.rl.RLModule`), the collection in flight: the envs'
+:meth:`~litzoo.rl.collect.EnvRunner.get_state` (observations; every grid world's cell, step counter and
+``np_random`` state; its ``TimeLimit``'s step count) and the actions already drawn for the observations
+(Sarsa's :math:`a_{t+1}` is drawn before the update that uses it). ``Trainer.fit(ckpt_path=...)`` then
+continues the very episodes and random stream: a resumed single-process run gives the same weights as
+an uninterrupted one (with ``vectorization="sync"``, the default; async envs restart their episodes).
 
 **DDP.** Every rank steps its own envs with its own random stream (seed offset by rank), the
 gradients of each update are averaged over the ranks (one all-reduce, then the same SGD step on every
 rank, so the weights stay identical): one update is the book's update with the semi-gradient
 averaged over ``world_size * n_steps * num_envs`` transitions, i.e. a larger batch; the TD fixed
 point is unchanged. The ``alpha`` and ``epsilon`` schedules count updates and *this rank's* env
-steps. A DDP checkpoint holds rank 0's state only, so a resumed DDP run restarts the episodes on
-every rank (the collection state is restored in single-process runs only), and every rank draws a fresh
-random stream of its own (:meth:`~litzoo.bases.rl.RLModule._init_generator`).
+steps. A DDP checkpoint holds every rank's random stream (:class:`~litzoo.bases.rl.RLModule` gathers
+them; resumed on as many ranks, each continues its own), but no envs: the collection state is saved by
+single-process runs only, so a resumed DDP run restarts the episodes on every rank.
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from litzoo.bases.rl import RLModule
-from litzoo.datamodules.gym import EnvRunner, all_reduce_gradients, log_rl_metrics
-from litzoo.envs.bellman import action_values, greedy_policy, policy_evaluation, value_iteration
+from litzoo.bases.rl import RLModule, all_reduce_gradients
+from litzoo.checks import check_choice, check_positive, check_positive_int, check_range
+from litzoo.envs.bellman import greedy_errors, greedy_policy, policy_evaluation, value_errors, value_iteration
 from litzoo.envs.grid_world import GridWorld
-from litzoo.nets.policies import mlp
+from litzoo.envs.plots import plot_values_side_by_side
+from litzoo.nets.actors_critics import mlp
+from litzoo.rl.collect import EnvRunner
 from litzoo.rl.features import FEATURES, GridFeatures, make_features
 
 ALGORITHMS = ("td_linear", "sarsa", "q_learning")
@@ -136,26 +139,22 @@ class ValueFunctionApproximation(RLModule):
     ) -> None:
         super().__init__()
         if algorithm not in ALGORITHMS:
-            raise ValueError(
-                f"algorithm={algorithm!r} is not one of {ALGORITHMS}: 'td_linear' evaluates a policy, 'sarsa' and "
-                "'q_learning' learn an optimal one."
-            )
-        if features not in FEATURES:
-            raise ValueError(f"features={features!r} is not one of {FEATURES}.")
+            raise ValueError(f"algorithm={algorithm!r} is not one of {ALGORITHMS}: 'td_linear' evaluates a policy, "
+                             "'sarsa' and 'q_learning' learn an optimal one.")
+        check_choice("features", features, FEATURES)
         if isinstance(policy, str) and policy not in POLICIES:
             raise ValueError(f"policy={policy!r} is not one of {POLICIES}, nor an S x A matrix of probabilities.")
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma={gamma!r} must be in [0, 1): the exact values (I - gamma P_pi)^-1 r_pi need gamma < 1.")
-        if not alpha > 0:
-            raise ValueError(f"alpha={alpha!r} must be > 0 (the SGD step size).")
-        for name, value in (("epsilon", epsilon), ("epsilon_final", epsilon if epsilon_final is None else epsilon_final)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r} must be in [0, 1].")
+        check_positive("alpha", alpha)
+        check_range("epsilon", epsilon, 0, 1)
+        if epsilon_final is not None:
+            check_range("epsilon_final", epsilon_final, 0, 1)
         for name, value in (("n_steps", n_steps), ("log_every_n_env_steps", log_every_n_env_steps),
-                            ("epsilon_decay_env_steps", epsilon_decay_env_steps),
-                            ("alpha_decay_steps", 1 if alpha_decay_steps is None else alpha_decay_steps)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer.")
+                            ("epsilon_decay_env_steps", epsilon_decay_env_steps)):
+            check_positive_int(name, value)
+        if alpha_decay_steps is not None:
+            check_positive_int("alpha_decay_steps", alpha_decay_steps)
         self.save_hyperparameters()
         self._init_rl_state()
         self.phi: GridFeatures | None = None
@@ -196,13 +195,11 @@ class ValueFunctionApproximation(RLModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not callable(getattr(datamodule, "make_env", None)):
-            raise ValueError(
-                "ValueFunctionApproximation trains on the grid world: use GymDataModule(env_id='litzoo/GridWorld-v0')."
-            )
+            raise ValueError("ValueFunctionApproximation trains on the grid world: use "
+                             "GymDataModule(env_id='litzoo/GridWorld-v0').")
         env = datamodule.make_env()
-        grid = env.unwrapped
         env.close()
-        self.attach(grid)
+        self.attach(env.unwrapped)
 
     def attach(self, grid: GridWorld) -> None:
         """Use ``grid`` (a :class:`~litzoo.envs.GridWorld`) as the env: build the weights if needed, resolve
@@ -231,10 +228,11 @@ class ValueFunctionApproximation(RLModule):
             self._set_policy(self._exact["pi"])
 
     def _exact_values(self, grid: GridWorld) -> dict[str, np.ndarray]:
+        """The model ``(P, R)``, :math:`v^*`, :math:`\\pi^*` and, for td_linear, the policy ``pi`` and :math:`v_\\pi`."""
         h = self.hparams
         P, R = grid.model()
         v_star, pi_star = value_iteration(P, R, h.gamma)
-        exact = {"P": P, "R": R, "v_star": v_star, "pi_star": pi_star, "q_star": action_values(P, R, v_star, h.gamma)}
+        exact = {"P": P, "R": R, "v_star": v_star, "pi_star": pi_star}
         if h.algorithm == "td_linear":
             if isinstance(h.policy, str):
                 pi = np.full(R.shape, 1.0 / R.shape[1]) if h.policy == "uniform" else pi_star
@@ -252,13 +250,7 @@ class ValueFunctionApproximation(RLModule):
 
     # ----------------------------------------------------------------- values
     def _state_of(self, obs: Tensor) -> Tensor:
-        """State numbers from observations of any GridWorld ``obs_type``."""
-        if self._obs_type == "index":
-            return obs.long().reshape(-1)
-        if self._obs_type == "onehot":
-            return obs.argmax(-1)
-        cols = self.hparams.grid_size[1]
-        return (obs[..., 0].round() * cols + obs[..., 1].round()).long()
+        return self.phi.states_of(obs, self._obs_type)
 
     def q_hat(self, states: Tensor) -> Tensor:
         """``v_hat(s)`` (B,) for td_linear; ``q_hat(s, .)`` (B, A) for Sarsa / Q-learning."""
@@ -337,39 +329,12 @@ class ValueFunctionApproximation(RLModule):
             yield VFABatch(*(torch.cat(f) for f in fields))
 
     # ----------------------------------------------------------------- checkpointed collection state
-    def _world_size(self) -> int:
-        return self._trainer.world_size if self._trainer is not None else 1  # generate_batches also runs without one
-
-    @staticmethod
-    def _grid_envs(env: EnvRunner) -> Optional[list[gym.Env]]:
-        """The wrapped sub-envs of a sync vector env (``None`` for async envs, whose state lives in subprocesses)."""
-        return list(env.envs.envs) if isinstance(env.envs, gym.vector.SyncVectorEnv) else None
-
-    @staticmethod
-    def _step_counters(sub_env: gym.Env) -> list[gym.Env]:
-        """The layers of a wrapped env that count episode steps: any ``TimeLimit`` and the GridWorld itself."""
-        layers, layer = [], sub_env
-        while True:
-            if "_elapsed_steps" in vars(layer):
-                layers.append(layer)
-            if not isinstance(layer, gym.Wrapper):
-                return layers
-            layer = layer.env
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        env = self._env
-        subs = None if env is None or self._actions is None else self._grid_envs(env)
-        if subs is None or self._world_size() > 1:
-            return  # nothing in flight, async envs, or DDP (the checkpoint would hold rank 0's envs only)
-        grids = [sub.unwrapped for sub in subs]
-        checkpoint["litzoo_rl"]["collection"] = {
-            "obs": env.obs.cpu(),
-            "actions": self._actions.cpu(),
-            "cells": [list(grid._cell) for grid in grids],
-            "elapsed_steps": [[layer._elapsed_steps for layer in self._step_counters(sub)] for sub in subs],
-            "np_random": [None if grid._np_random is None else grid._np_random.bit_generator.state for grid in grids],
-        }
+        # Not under DDP (the checkpoint would hold rank 0's envs only), nor for async envs (get_state() is None).
+        envs = None if self._env is None or self._actions is None or self._world_size > 1 else self._env.get_state()
+        if envs is not None:
+            checkpoint["litzoo_rl"]["collection"] = {"envs": envs, "actions": self._actions.cpu()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -381,22 +346,8 @@ class ValueFunctionApproximation(RLModule):
         """Put the envs back where the checkpointed run left them (after the datamodule's reset); ``False`` if there
         is nothing to restore or the envs do not match it (then collection starts afresh)."""
         saved = self._pending.pop("collection", None)
-        subs = self._grid_envs(env)
-        if saved is None or subs is None or self._world_size() > 1 or len(subs) != len(saved["cells"]):
+        if saved is None or "envs" not in saved or self._world_size > 1 or not env.set_state(saved["envs"]):
             return False
-        if saved["obs"].shape != env.obs.shape or saved["obs"].dtype != env.obs.dtype:
-            return False  # another obs_type: not the envs that were saved
-        counters = [self._step_counters(sub) for sub in subs]
-        if any(len(c) != len(n) for c, n in zip(counters, saved["elapsed_steps"])):
-            return False  # a different wrapper stack (e.g. another max_episode_steps): not the same envs
-        for sub, layers, cell, elapsed, rng in zip(subs, counters, saved["cells"], saved["elapsed_steps"],
-                                                   saved["np_random"]):
-            sub.unwrapped._cell = tuple(int(c) for c in cell)
-            for layer, steps in zip(layers, elapsed):
-                layer._elapsed_steps = steps
-            if rng is not None:
-                sub.unwrapped.np_random.bit_generator.state = rng
-        env.obs = saved["obs"].to(env.device)
         self._actions = saved["actions"].to(env.device)
         return True
 
@@ -425,12 +376,13 @@ class ValueFunctionApproximation(RLModule):
         optimizer.step()
         self.num_updates += 1
 
-        if self.env_steps - self._logged_at >= h.log_every_n_env_steps and self._env is not None:
-            self._logged_at = self.env_steps
-            metrics = {"train/td_error": td_error.detach().abs().mean(), "train/alpha": self.alpha()}
+        def metrics() -> dict[str, Any]:
+            out = {"train/td_error": td_error.detach().abs().mean(), "train/alpha": self.alpha()}
             if h.algorithm != "td_linear":
-                metrics["train/epsilon"] = self.epsilon()
-            log_rl_metrics(self, self._env, metrics, self._clock)
+                out["train/epsilon"] = self.epsilon()
+            return out
+
+        self._log_if_due(metrics)
 
     def on_train_epoch_end(self) -> None:
         if not self._exact:
@@ -444,81 +396,47 @@ class ValueFunctionApproximation(RLModule):
                 logger.log_metrics(out, step=int(self.env_steps) * self.trainer.world_size)
 
     # ----------------------------------------------------------------- comparison with exact values
-    def compare_with_exact(self, env: Optional[gym.Env] = None) -> dict[str, float]:
-        """Errors of the learned values against :mod:`litzoo.envs.bellman`'s exact ones.
-
-        td_linear: ``rmse`` and ``max_error`` of :math:`\\hat v` against :math:`v_\\pi` (uniform over states).
-        Sarsa / Q-learning: ``rmse`` / ``max_error`` of :math:`\\max_a \\hat q` against :math:`v^*`, ``q_rmse``
-        of :math:`\\hat q` against :math:`q^*`; ``greedy_action_optimal``: fraction of states whose greedy
-        action is optimal; ``greedy_value_optimal``: fraction of states from which the greedy policy earns
-        :math:`v^*` (exact policy evaluation); ``start_gap``: :math:`v^*(s_0) - v_{\\mathrm{greedy}}(s_0)`.
-        ``env``: a GridWorld (or a gymnasium env wrapping one); ``None`` = the training env.
-        """
+    def _grid_and_exact(self, env: Optional[gym.Env], caller: str) -> tuple[GridWorld, dict[str, np.ndarray]]:
         if env is not None:
             grid = getattr(env, "unwrapped", env)
             if not isinstance(grid, GridWorld):
-                raise ValueError(f"compare_with_exact needs a GridWorld env, got {type(grid).__name__}.")
-            exact = self._exact_values(grid)
-        elif self._exact:
-            grid, exact = self._grid, self._exact
-        else:
-            raise ValueError("No env yet: pass compare_with_exact(env=GridWorld(...)) or train the module first.")
+                raise ValueError(f"{caller} needs a GridWorld env, got {type(grid).__name__}.")
+            return grid, self._exact_values(grid)
+        if not self._exact:
+            raise ValueError(f"No env yet: pass {caller}(env=GridWorld(...)) or train the module first.")
+        return self._grid, self._exact
+
+    def compare_with_exact(self, env: Optional[gym.Env] = None) -> dict[str, float]:
+        """Errors of the learned values against :mod:`litzoo.envs.bellman`'s exact ones.
+
+        td_linear: ``rmse`` and ``max_error`` of :math:`\\hat v` against :math:`v_\\pi`
+        (:func:`~litzoo.envs.bellman.value_errors`); Sarsa / Q-learning: those of :math:`\\max_a \\hat q` against
+        :math:`v^*` and how good the greedy policy is (:func:`~litzoo.envs.bellman.greedy_errors`).
+        ``env``: a GridWorld (or a gymnasium env wrapping one); ``None`` = the training env.
+        """
+        grid, exact = self._grid_and_exact(env, "compare_with_exact")
         if self.net is None:
             self.attach(grid)
-        v_hat = self.values()
         if self.hparams.algorithm == "td_linear":
-            err = v_hat - exact["v_pi"]
-            return {"rmse": float(np.sqrt(np.mean(err**2))), "max_error": float(np.abs(err).max())}
-        P, R, v_star, q_star = exact["P"], exact["R"], exact["v_star"], exact["q_star"]
-        err = v_hat - v_star
-        q_hat = self.action_values()
-        greedy = greedy_policy(q_hat)
-        v_greedy = policy_evaluation(P, R, greedy, self.hparams.gamma)
-        tol = 1e-6 * max(1.0, float(np.abs(v_star).max()))
+            return value_errors(self.values(), exact["v_pi"])
         start = grid.state_of(grid.start)
-        return {
-            "rmse": float(np.sqrt(np.mean(err**2))),
-            "max_error": float(np.abs(err).max()),
-            "q_rmse": float(np.sqrt(np.mean((q_hat - q_star) ** 2))),
-            "greedy_action_optimal": float(np.mean(q_star[np.arange(len(v_star)), greedy.argmax(1)] >= v_star - tol)),
-            "greedy_value_optimal": float(np.mean(v_greedy >= v_star - tol)),
-            "start_gap": float(v_star[start] - v_greedy[start]),
-        }
+        return greedy_errors(self.action_values(), exact["P"], exact["R"], self.hparams.gamma, start)
 
     def plot(self, path: Optional[str] = None, env: Optional[gym.Env] = None) -> np.ndarray:
         """Learned (left) vs exact (right) values as the book draws them; control methods also draw the greedy
         and an optimal policy. Writes a PNG to ``path`` if given; returns the RGB image (H, W, 3)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        grid = getattr(env, "unwrapped", env) if env is not None else self._grid
-        if not isinstance(grid, GridWorld):
-            raise ValueError("plot needs a GridWorld: pass env=GridWorld(...) or train the module first.")
-        exact = self._exact_values(grid) if env is not None else self._exact
+        grid, exact = self._grid_and_exact(env, "plot")
         errors = self.compare_with_exact(grid)
         if self.hparams.algorithm == "td_linear":
-            learned = grid.render_values(self.values(), precision=1)
-            truth = grid.render_values(exact["v_pi"], precision=1)
+            learned, truth = (self.values(), None), (exact["v_pi"], None)
             titles = (f"TD-linear, {self._describe_features()}", "exact $v_\\pi$ (Bellman equation)")
         else:
-            learned = grid.render_values(self.values(), self.greedy_policy(), precision=1)
-            truth = grid.render_values(exact["v_star"], exact["pi_star"], precision=1)
+            learned, truth = (self.values(), self.greedy_policy()), (exact["v_star"], exact["pi_star"])
             name = "Sarsa" if self.hparams.algorithm == "sarsa" else "Q-learning"
             titles = (f"{name}, {self._describe_features()}: $\\max_a \\hat q$, greedy",
                       "exact $v^*$, $\\pi^*$ (value iteration)")
-        fig = Figure(figsize=(9, 4.8), dpi=100)
-        canvas = FigureCanvasAgg(fig)
-        for i, (image, title) in enumerate(zip((learned, truth), titles)):
-            ax = fig.add_subplot(1, 2, i + 1)
-            ax.imshow(image)
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        fig.suptitle(f"RMSE {errors['rmse']:.3f}, max error {errors['max_error']:.3f}", fontsize=10)
-        canvas.draw()
-        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-        if path is not None:
-            fig.savefig(path)
-        return rgb
+        return plot_values_side_by_side(grid, learned, truth, titles,
+                                        f"RMSE {errors['rmse']:.3f}, max error {errors['max_error']:.3f}", path)
 
     def _describe_features(self) -> str:
         h = self.hparams

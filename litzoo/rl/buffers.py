@@ -38,6 +38,14 @@ from litzoo.rl.gae import compute_gae
 ArrayLike = Tensor | np.ndarray | Sequence[Any] | float | int | bool
 
 
+def spec_storage(spec: dict[str, Any]) -> tuple[tuple[int, ...], torch.dtype]:
+    """How a buffer stores one element of the space ``spec`` (:func:`litzoo.rl.policy.space_to_spec`): its shape
+    and dtype, ``((), torch.long)`` for a ``Discrete`` index, ``(shape, torch.float32)`` otherwise."""
+    if spec["type"] == "Discrete":
+        return (), torch.long
+    return tuple(spec["shape"]), torch.float32
+
+
 class ReplayBatch(NamedTuple):
     """A uniformly sampled minibatch of transitions; ``dones`` is float (1.0 = terminated)."""
 

@@ -79,6 +79,15 @@ class GridFeatures:
         y = row / (self.rows - 1) if self.rows > 1 else torch.zeros_like(row)
         return x, y
 
+    def states_of(self, obs: Tensor, obs_type: str) -> Tensor:
+        """State numbers (long) of :class:`litzoo.envs.GridWorld` observations of ``obs_type``: ``"index"``,
+        ``"onehot"`` or ``"coords"`` (a float ``(row, col)``)."""
+        if obs_type == "index":
+            return obs.long().reshape(-1)
+        if obs_type == "onehot":
+            return obs.argmax(-1)
+        return (obs[..., 0].round() * self.cols + obs[..., 1].round()).long()
+
     def _states(self, states: Tensor | np.ndarray | Sequence[int] | int) -> Tensor:
         states = torch.as_tensor(states)
         if states.is_floating_point() or states.dtype == torch.bool:

@@ -44,7 +44,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from litzoo.nets.policies import ACTORS, QNetwork
+from litzoo.nets.actors_critics import ACTORS, QNetwork
 from litzoo.rl.normalization import ObservationNormalizer
 
 FORMAT = "litzoo.policy"

@@ -1,56 +1,26 @@
-"""GymDataModule, EnvRunner and the shared collection loop: final observations, truncation
-bootstrapping, batch counts and ordering, per-rank seeds, and 2-process CPU DDP training."""
+"""GymDataModule: errors, spaces, batch counts and ordering (no pre-fetching), per-rank seeds, the warning
+filters, and 2-process CPU DDP training. The collection it serves is tested in tests/rl/test_collect.py."""
 
 import json
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-import gymnasium as gym
 import lightning as L
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
 
-from litzoo.datamodules.gym import (
-    EnvRunner,
-    GymDataModule,
-    _EnvStream,
-    collect_rollout,
-    step_into_replay,
-)
-from litzoo.rl.buffers import ReplayBuffer, RolloutBuffer
+import litzoo.datamodules.gym as gym_module
+from litzoo.datamodules.gym import GymDataModule, _EnvStream
+
+from rl_helpers import Counter
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Counter(gym.Env):
-    """obs = number of steps taken in the episode; reward 1 per step; terminates at ``terminate_at``."""
-
-    def __init__(self, terminate_at=None, render_mode=None):
-        self.observation_space = spaces.Box(0.0, 1000.0, (1,), np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.terminate_at, self.render_mode = terminate_at, render_mode
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.array([0.0], np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        terminated = self.terminate_at is not None and self.t >= self.terminate_at
-        return np.array([self.t], np.float32), 1.0, terminated, False, {}
-
-
-def runner(num_envs=1, max_episode_steps=3, **env_kwargs) -> EnvRunner:
-    dm = GymDataModule(Counter, num_envs=num_envs, max_episode_steps=max_episode_steps, env_kwargs=env_kwargs)
-    dm.setup("fit")
-    dm.env.reset(seed=0)
-    return dm.env
 
 
 def test_unregistered_env_id_raises_value_error_saying_how_to_register():
@@ -71,65 +41,6 @@ def test_grid_world_id_is_available_and_spaces_are_exposed_before_setup():
     dm = GymDataModule("litzoo/GridWorld-v0", env_kwargs={"obs_type": "onehot"})
     assert dm.observation_space.shape == (25,) and dm.action_space == spaces.Discrete(5)
     assert dm.space_specs()[1] == {"type": "Discrete", "n": 5, "start": 0}
-
-
-def test_runner_returns_the_real_final_observation_and_flags_truncation_not_termination():
-    env = runner(max_episode_steps=3)
-    action = torch.zeros(1, 1)
-    for t in (1, 2):
-        step = env.step(action)
-        assert step.obs.item() == t and step.final_obs.item() == t and not step.truncated.item()
-    step = env.step(action)  # the time limit ends the episode
-    assert step.truncated.item() and not step.terminated.item()
-    assert step.final_obs.item() == 3.0  # the real s_{t+1}
-    assert step.obs.item() == 0.0 and env.obs.item() == 0.0  # already the next episode's first observation
-    assert env.pop_episodes() == ([3.0], [3]) and env.pop_episodes() == ([], [])
-    assert env.steps == 3
-
-
-def test_runner_flags_termination_and_keeps_envs_independent():
-    env = runner(num_envs=2, max_episode_steps=None, terminate_at=2)
-    env.step(torch.zeros(2, 1))
-    step = env.step(torch.zeros(2, 1))
-    assert step.terminated.tolist() == [True, True] and step.truncated.tolist() == [False, False]
-    assert step.final_obs[:, 0].tolist() == [2.0, 2.0] and step.obs[:, 0].tolist() == [0.0, 0.0]
-    assert step.rewards.dtype == torch.float32 and step.obs.dtype == torch.float32
-
-
-def test_runner_rejects_next_step_autoreset_vector_envs():
-    envs = gym.vector.SyncVectorEnv([Counter])  # gymnasium's default NEXT_STEP mode
-    with pytest.raises(ValueError, match="SAME_STEP"):
-        EnvRunner(envs)
-
-
-def test_step_into_replay_stores_the_final_observation_and_done_only_on_termination():
-    env = runner(max_episode_steps=3)
-    buffer = ReplayBuffer(10, (1,), (1,))
-    for _ in range(3):
-        step_into_replay(env, buffer, torch.zeros(1, 1), torch.zeros(1, 1))
-    assert buffer.obs[:3, 0].tolist() == [0.0, 1.0, 2.0]
-    assert buffer.next_obs[:3, 0].tolist() == [1.0, 2.0, 3.0]  # not the reset observation 0
-    assert buffer.dones[:3].tolist() == [0.0, 0.0, 0.0]  # truncation is not termination
-
-
-def test_collect_rollout_bootstraps_a_truncated_episode_from_its_final_observation():
-    env = runner(max_episode_steps=3)
-    buffer = RolloutBuffer(4, 1, (1,), (1,))
-    value = lambda obs: 10.0 * obs[:, 0]  # V(s) = 10 * count  # noqa: E731
-
-    def act(obs):
-        return torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1)
-
-    last_values = collect_rollout(env, buffer, act, value)
-    assert buffer.obs[:, 0, 0].tolist() == [0.0, 1.0, 2.0, 0.0]
-    assert buffer.values[:, 0].tolist() == [0.0, 10.0, 20.0, 0.0]  # V(s_t) of every stored step
-    assert buffer.truncated[:, 0].tolist() == [False, False, True, False]
-    assert buffer.final_values[2, 0].item() == 30.0  # V(final obs = 3), not V(reset obs = 0)
-    assert last_values.tolist() == [10.0]  # V(s_T), s_T = 1
-    gamma = 0.5
-    _, returns = buffer.compute_returns_and_advantages(last_values, gamma, gae_lambda=1.0)
-    # step 2 is cut by the time limit: 1 + gamma * V(3); step 3 bootstraps from V(s_T)
-    torch.testing.assert_close(returns[:, 0], torch.tensor([1 + 0.5 * (1 + 0.5 * 16.0), 1 + 0.5 * 16.0, 16.0, 6.0]))
 
 
 class Recorder(L.LightningModule):
@@ -256,18 +167,15 @@ def test_max_episode_steps_in_env_kwargs_is_rejected_with_the_way_to_set_it():
         GymDataModule("litzoo/GridWorld-v0", env_kwargs={"max_episode_steps": None})
 
 
-def test_collect_rollout_step_values_see_each_stored_observation_and_action():
-    """QAC stores q(s_t, a_t): step_values gets the (T*N) stored observations and actions, in order."""
-    env = runner(num_envs=2, max_episode_steps=10)
-    buffer = RolloutBuffer(3, 2, (1,), (1,))
-
-    def act(obs):
-        actions = obs + 0.5  # a function of the state, so a mix-up of rows would show
-        return actions, actions, torch.zeros(2)
-
-    last_values = collect_rollout(env, buffer, act, lambda obs: -obs[:, 0],
-                                  step_values=lambda obs, actions: 100 * obs[:, 0] + actions[:, 0])
-    expected = 100 * buffer.obs[..., 0] + buffer.obs[..., 0] + 0.5
-    assert buffer.obs[:, 0, 0].tolist() == [0.0, 1.0, 2.0]
-    torch.testing.assert_close(buffer.values, expected)
-    torch.testing.assert_close(last_values, -env.obs[:, 0])
+def test_train_dataloader_installs_its_warning_filters_once_per_process(monkeypatch):
+    monkeypatch.setattr(gym_module, "_stream_warnings_silenced", False)
+    with warnings.catch_warnings():
+        dm = GymDataModule(Counter)
+        dm.train_dataloader()
+        installed = list(warnings.filters)
+        assert any("IterableDataset" in str(f[1]) for f in installed)
+        warnings.simplefilter("error")  # a filter of the user's, put in front after the first call
+        dm.train_dataloader()
+        GymDataModule(Counter).train_dataloader()
+        assert warnings.filters[0][0] == "error"  # ... stays in front: no filter was added or moved again
+        assert len(warnings.filters) == len(installed) + 1

@@ -8,10 +8,12 @@ import pytest
 from litzoo.envs import (
     GridWorld,
     action_values,
+    greedy_errors,
     greedy_policy,
     policy_evaluation,
     policy_iteration,
     truncated_policy_iteration,
+    value_errors,
     value_iteration,
 )
 
@@ -217,3 +219,24 @@ def test_render_values_writes_a_png_of_the_optimal_values_and_policy(tmp_path):
     assert target > 0.005 and 4 < forbidden / target < 8
     # drawing the policy and numbers changes the picture
     assert not np.array_equal(image, env.render_values())
+
+
+def test_value_errors_are_rmse_and_max_error_over_states():
+    errors = value_errors(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 2.0]))
+    assert errors == {"rmse": pytest.approx(1.0), "max_error": 2.0}
+
+
+def test_greedy_errors_are_zero_for_the_exact_q_star_and_see_a_wrong_greedy_action():
+    env = GridWorld()
+    P, R = env.model()
+    v_star, _ = value_iteration(P, R, 0.9)
+    q_star = action_values(P, R, v_star, 0.9)
+    start = env.state_of(env.start)
+    exact = greedy_errors(q_star, P, R, 0.9, start)
+    assert exact["rmse"] < 1e-8 and exact["q_rmse"] < 1e-8 and exact["start_gap"] < 1e-8
+    assert exact["greedy_action_optimal"] == exact["greedy_value_optimal"] == 1.0
+    q = q_star.copy()
+    q[start] = 0.0
+    q[start, 4] = q_star[start].max()  # "stay" at the start is the greedy action now: never reaches the target
+    wrong = greedy_errors(q, P, R, 0.9, start)
+    assert wrong["greedy_action_optimal"] == 1 - 1 / 25 and wrong["start_gap"] > 1.0

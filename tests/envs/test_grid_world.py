@@ -1,4 +1,5 @@
-"""Dynamics, numbering, model and gymnasium conformance of Zhao's grid world."""
+"""Dynamics, numbering, model and gymnasium conformance of Zhao's grid world; its state round trip (with a
+TimeLimit) for exact resumes."""
 
 import importlib
 import warnings
@@ -178,3 +179,66 @@ def test_step_rejects_actions_outside_the_action_space():
     env = env_at((0, 0))
     with pytest.raises(ValueError, match="action"):
         env.step(5)
+
+
+class RandomStartGridWorld(GridWorld):
+    """Episodes start in a random state drawn from ``np_random``, so a restored env must carry its generator."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return super().reset(options={"state": int(self.np_random.integers(self.num_states))})
+
+
+def play(env, actions):
+    """Observations, rewards and done flags for ``actions``, resetting where an episode ends."""
+    out = []
+    for a in actions:
+        obs, reward, terminated, truncated, _ = env.step(int(a))
+        out.append((np.asarray(obs).tolist(), reward, terminated, truncated))
+        if terminated or truncated:
+            out.append(("reset", np.asarray(env.reset()[0]).tolist()))
+    return out
+
+
+@pytest.mark.parametrize("obs_type", ["index", "coords"])
+def test_get_state_set_state_round_trip_continues_identically(obs_type):
+    actions = np.random.default_rng(0).integers(5, size=40)
+    env = RandomStartGridWorld(obs_type=obs_type, max_episode_steps=7)
+    env.reset(seed=1)
+    play(env, actions[:5])
+    state = env.get_state()
+    expected = play(env, actions[5:])  # several episodes, each starting in a state drawn from np_random
+    restored = RandomStartGridWorld(obs_type=obs_type, max_episode_steps=7)
+    restored.reset(seed=99)  # another cell, step count and generator, all overwritten
+    restored.set_state(state)
+    assert play(restored, actions[5:]) == expected
+    assert sum(row[0] == "reset" for row in expected) >= 4
+
+
+def test_get_state_is_plain_data_that_survives_a_weights_only_checkpoint(tmp_path):
+    import torch
+
+    env = GridWorld()
+    env.reset(seed=0)
+    env.step(RIGHT)
+    torch.save({"state": env.get_state()}, tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)["state"]
+    assert state["cell"] == [0, 1] and state["elapsed_steps"] == 1 and state["np_random"] is not None
+    with pytest.raises(ValueError, match=r'state\["cell"\].*outside the 5x5 grid'):
+        env.set_state({**state, "cell": [7, 0]})
+
+
+def test_get_env_state_carries_the_time_limit_of_a_made_env_through_set_env_state():
+    def make():
+        return gym.make("litzoo/GridWorld-v0", max_episode_steps=4)  # gymnasium's TimeLimit(4) around the grid
+
+    env, restored = make(), make()
+    env.reset(seed=0)
+    env.step(RIGHT), env.step(RIGHT)
+    state = litzoo.envs.get_env_state(env)
+    assert state["time_limits"] == [2] and state["env"]["elapsed_steps"] == 2
+    restored.reset(seed=5)
+    litzoo.envs.set_env_state(restored, state)
+    assert [restored.step(DOWN)[3] for _ in range(2)] == [False, True]  # truncated by the TimeLimit after 4 steps
+    with pytest.raises(ValueError, match="TimeLimit"):
+        litzoo.envs.set_env_state(GridWorld(), state)

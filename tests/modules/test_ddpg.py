@@ -16,7 +16,7 @@ from litzoo.modules.ddpg import DDPG, TD3
 from litzoo.envs import toy
 from litzoo.rl.policy import evaluate_policy, load_policy, space_to_spec
 
-from rl_helpers import CaptureStart, fit, run_train_py
+from rl_helpers import CaptureStart, assert_loads_weights_only_and_exports_the_same_policy, fit, run_train_py
 
 pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
@@ -153,13 +153,10 @@ def test_resume_continues_env_steps_networks_and_replay_buffer_and_checkpoint_lo
     first_steps = module.env_steps
     assert first_steps == 64 + 2 * 49
 
-    loaded = DDPG.load_from_checkpoint(ckpt, weights_only=True)
-    assert loaded.env_steps == first_steps
     obs = np.random.default_rng(0).uniform(-1, 1, (16, 2)).astype(np.float32)
-    np.testing.assert_array_equal(loaded.policy.predict(obs), module.policy.predict(obs))
-    loaded.export(tmp_path / "policy")
-    np.testing.assert_array_equal(load_policy(tmp_path / "policy", env=ContinuousIdentity()).predict(obs),
-                                  module.policy.predict(obs))
+    loaded = assert_loads_weights_only_and_exports_the_same_policy(module, ckpt, tmp_path / "policy",
+                                                                   ContinuousIdentity(), obs)
+    assert loaded.env_steps == first_steps
 
     resumed, capture = small(save_replay_buffer=True, learning_starts=64), CaptureStart()
     fit(resumed, GymDataModule(ContinuousIdentity, num_envs=2, batches_per_epoch=50), max_epochs=2,

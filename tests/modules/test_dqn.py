@@ -107,7 +107,7 @@ def test_box_action_space_raises_value_error_suggesting_ddpg():
     ({"tau": 0.0}, r"tau=0.0 must be in \(0, 1\]"),
     ({"exploration_final_eps": 1.5}, r"exploration_final_eps=1.5 must be in \[0, 1\]"),
     ({"train_freq": 0}, "train_freq=0 must be a positive integer"),
-    ({"huber_delta": -1.0}, "huber_delta=-1.0 must be > 0"),
+    ({"huber_delta": -1.0}, "huber_delta=-1.0 must be a finite number > 0"),
     ({"total_env_steps": 0}, "total_env_steps=0"),
 ])
 def test_invalid_hyperparameters_raise_value_errors(kwargs, match):

@@ -24,7 +24,13 @@ from litzoo.modules.trpo import TRPO
 from litzoo.envs.toy import ContextBandit, ContinuousIdentity
 from litzoo.rl.policy import evaluate_policy, load_policy
 
-from rl_helpers import CaptureStart, bandit_policy_and_features, fit, run_train_py
+from rl_helpers import (
+    CaptureStart,
+    assert_loads_weights_only_and_exports_the_same_policy,
+    bandit_policy_and_features,
+    fit,
+    run_train_py,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,19 +45,14 @@ pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
     ({"n_steps": 2.5}, "n_steps=2.5 must be a positive integer"),
     ({"cg_max_steps": 0}, "cg_max_steps=0 must be a positive integer"),
     ({"line_search_shrink": 1.0}, r"line_search_shrink=1.0 must be in \(0, 1\)"),
-    ({"cg_damping": -0.1}, "cg_damping=-0.1 must be >= 0"),
+    ({"cg_damping": -0.1}, "cg_damping=-0.1 must be a finite number >= 0"),
     ({"gae_lambda": 1.5}, r"gae_lambda=1.5 must be in \[0, 1\]"),
     ({"critic_batch_size": 0}, "critic_batch_size=0 must be a positive integer or None"),
-    ({"critic_lr": 0.0}, "critic_lr=0.0 must be > 0"),
+    ({"critic_lr": 0.0}, "critic_lr=0.0 must be a finite number > 0"),
 ])
 def test_invalid_hyperparameters_raise_value_errors_naming_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TRPO(**kwargs)
-
-
-def test_unsupported_action_space_raises_value_error_naming_it():
-    with pytest.raises(ValueError, match=r"MultiDiscrete.*Box or Discrete"):
-        TRPO(observation_space=spaces.Box(-1, 1, (2,)), action_space=spaces.MultiDiscrete([2, 3]))
 
 
 # ------------------------------------------------------------------------------------------ one step
@@ -200,12 +201,8 @@ def test_resume_continues_env_steps_and_networks_and_checkpoint_loads_weights_on
     assert module.env_steps == 5 * 32 * 2 and trainer.global_step == 5
     assert module.policy.encoder.normalizer.rms.count == 5 * 32 * 2  # every observation acted on
 
-    loaded = TRPO.load_from_checkpoint(ckpt, weights_only=True)
     obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
-    np.testing.assert_array_equal(loaded.policy.predict(obs), module.policy.predict(obs))
-    loaded.export(tmp_path / "policy")
-    exported = load_policy(tmp_path / "policy", env=gym.make("CartPole-v1"))
-    np.testing.assert_array_equal(exported.predict(obs), module.policy.predict(obs))
+    assert_loads_weights_only_and_exports_the_same_policy(module, ckpt, tmp_path / "policy", gym.make("CartPole-v1"), obs)
     assert json.loads((tmp_path / "policy" / "policy.json").read_text())["metadata"]["algorithm"] == "TRPO"
 
     resumed, capture = TRPO(**kwargs), CaptureStart()

@@ -57,10 +57,10 @@ def td_fixed_point(Phi, P_pi, r_pi, d):
 # ------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("kwargs, match", [
     ({"algorithm": "dqn"}, r"algorithm='dqn' is not one of \('td_linear', 'sarsa', 'q_learning'\)"),
-    ({"features": "rbf"}, r"features='rbf' is not one of"),
+    ({"features": "rbf"}, r"features='rbf' is not supported; choose one of \['onehot'"),
     ({"policy": "greedy"}, r"policy='greedy' is not one of \('uniform', 'optimal'\)"),
     ({"gamma": 1.0}, r"gamma=1.0 must be in \[0, 1\)"),
-    ({"alpha": 0.0}, "alpha=0.0 must be > 0"),
+    ({"alpha": 0.0}, "alpha=0.0 must be a finite number > 0"),
     ({"epsilon": 1.5}, r"epsilon=1.5 must be in \[0, 1\]"),
     ({"n_steps": 0}, "n_steps=0 must be a positive integer"),
     ({"policy": [[1.0, 0.0]], "grid_size": (1, 1), "num_actions": 5}, r"S x A = 1 x 5 matrix"),
@@ -181,13 +181,10 @@ class CrashAfter(L.Callback):
 
 
 def collection_state(module):
-    """Where the run left its envs: each grid world's cell, step counters (its own and the TimeLimit's) and
-    ``np_random`` state, the observations and the actions already drawn for them."""
-    subs = module._env.envs.envs
-    return ([sub.unwrapped._cell for sub in subs],
-            [[layer._elapsed_steps for layer in module._step_counters(sub)] for sub in subs],
-            [sub.unwrapped.np_random.bit_generator.state for sub in subs],
-            module._env.obs.tolist(), module._actions.tolist())
+    """Where the run left its envs: each grid world's cell, step counter and ``np_random`` state, the TimeLimit's
+    step count (``EnvRunner.get_state``), the observations and the actions already drawn for them."""
+    state = module._env.get_state()
+    return state["envs"], state["obs"].tolist(), module._actions.tolist()
 
 
 class RandomStartGridWorld(GridWorld):

@@ -98,3 +98,13 @@ def test_make_features_builds_each_map_by_name():
 def test_bad_input_raises_value_errors_that_name_it(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_states_of_reads_every_grid_world_observation_type():
+    from litzoo.envs import GridWorld
+
+    phi = make_features("onehot", (3, 4))
+    for obs_type in ("index", "onehot", "coords"):
+        env = GridWorld(size=(3, 4), target=(2, 3), forbidden=(), obs_type=obs_type)
+        obs = [env.reset(options={"state": s})[0] for s in range(12)]
+        assert phi.states_of(torch.as_tensor(np.array(obs)), obs_type).tolist() == list(range(12))

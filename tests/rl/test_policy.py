@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from litzoo.nets.policies import CategoricalActor, DeterministicActor, GaussianActor
+from litzoo.nets.actors_critics import CategoricalActor, DeterministicActor, GaussianActor
 from litzoo.rl.policy import (
     Policy,
     check_space,
