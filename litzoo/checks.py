@@ -7,6 +7,7 @@ hyperparameter fails at construction with a message that says how to fix it, not
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,9 +19,13 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {allowed}.")
 
 
+def _is_number(value: Any) -> bool:
+    # numbers.Real covers numpy scalars too; a bool is a number to Python but never a hyperparameter value.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _is_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) or (
-        isinstance(value, float) and value.is_integer())
+    return _is_number(value) and (isinstance(value, numbers.Integral) or float(value).is_integer())
 
 
 def check_positive_int(name: str, value: Any) -> None:
@@ -37,21 +42,20 @@ def check_non_negative_int(name: str, value: Any) -> None:
 
 def check_positive(name: str, value: Any) -> None:
     """``value`` must be a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not _is_number(value) or value <= 0:
         raise ValueError(f"{name}={value!r} must be a finite number > 0.")
 
 
 def check_non_negative(name: str, value: Any) -> None:
     """``value`` must be a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not _is_number(value) or value < 0:
         raise ValueError(f"{name}={value!r} must be a finite number >= 0.")
 
 
 def check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
                 high_open: bool = False) -> None:
     """``value`` must lie in the interval from ``low`` to ``high`` (closed ends unless ``*_open``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    ok = _is_number(value) and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ValueError(f"{name}={value!r} must be in {interval}.")
