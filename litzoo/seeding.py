@@ -27,3 +27,8 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 def step_generator(seed: int, step: int, rank: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with :func:`step_seed`."""
     return torch.Generator(device=device).manual_seed(step_seed(seed, step, rank))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's data order (shuffling samplers): a resumed run reshuffles each epoch the same way."""
+    return int(seed) * 100_003 + int(epoch)

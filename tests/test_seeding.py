@@ -24,3 +24,9 @@ def test_step_generator_reproduces_the_same_draws():
     b = torch.randn(5, generator=step_generator(1, 2, 3))
     c = torch.randn(5, generator=step_generator(1, 3, 3))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_epoch_seed_is_the_samplers_formula():
+    from litzoo.seeding import epoch_seed
+
+    assert epoch_seed(2, 5) == 2 * 100_003 + 5

@@ -6,8 +6,15 @@
 Method files in :mod:`litzoo.modules` subclass these; nothing here imports a datamodule.
 """
 
-from litzoo.bases.causal_lm import CausalLMModule
-from litzoo.bases.generative import GenerativeModule
-from litzoo.bases.rl import OnPolicyModule, RLModule
+# Lazy: an RL module importing litzoo.bases.rl should not load the causal-LM stack (transformers, reasoning).
+_WHERE = {"CausalLMModule": "causal_lm", "GenerativeModule": "generative", "OnPolicyModule": "rl", "RLModule": "rl"}
 
 __all__ = ["CausalLMModule", "GenerativeModule", "OnPolicyModule", "RLModule"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"litzoo.bases.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'litzoo.bases' has no attribute {name!r}")

@@ -43,9 +43,10 @@ class CausalLMModule(LitzooModule):
         raise NotImplementedError(f"{type(self).__name__} must say how many tokens an answer may have.")
 
     # ----------------------------------------------------------------- validation
-    def greedy_scores(self, problems, max_new_tokens: int) -> dict[str, Tensor]:
+    def greedy_scores(self, problems) -> dict[str, Tensor]:
         """Greedy responses to a ``ProblemBatch`` (``problems``, ``prompt_ids``): verifier pass@1 and lengths."""
-        rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True, max_new_tokens=max_new_tokens)
+        rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True,
+                           max_new_tokens=self.answer_max_new_tokens)
         return {"pass@1": score(problems.problems, rollout.texts), "response_length": rollout.lengths}
 
     def on_validation_epoch_end(self) -> None:

@@ -1,4 +1,5 @@
-"""Samplers with state (epoch-seeded, so a mid-epoch resume is exact) and the loader of the map-style datamodules."""
+"""Epoch-seeded samplers (the order of epoch e is a function of (seed, e), so a resumed run reshuffles every epoch
+the same way) and the loader of the map-style datamodules."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from litzoo.checks import check_positive_int
+from litzoo.seeding import epoch_seed
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -26,7 +28,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
 
     def __len__(self) -> int:
@@ -56,7 +58,7 @@ class LengthGroupedSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         b, window = self.batch_size, self.batch_size * self.group_batches
         batches: list[list[int]] = []

@@ -94,5 +94,5 @@ class CoTSFT(CausalLMModule):
         problems = batch["problems"]
         if "labels" in batch:
             self.log("val/loss", self.sft_loss(batch), prog_bar=True, sync_dist=True, batch_size=len(problems))
-        values = self.greedy_scores(problems, self.hparams.eval_max_new_tokens)
+        values = self.greedy_scores(problems)
         self.meter.add([level_key(p) for p in problems.problems], **values)

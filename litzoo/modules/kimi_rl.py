@@ -290,7 +290,7 @@ class KimiRL(CausalLMModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         h = self.hparams
         problems = batch["problems"]
-        values = self.greedy_scores(problems, h.max_new_tokens)
+        values = self.greedy_scores(problems)
         if h.eval_k > 0:
             sampled = generate(
                 self.policy, self.tokenizer, problems.prompt_ids, num_samples=h.eval_k, temperature=h.eval_temperature,

@@ -15,6 +15,7 @@ Every task gives, for one problem:
     that ends in ``"#<answer>"``; with probability ``p_mistake`` the work contains one
     deliberate slip which the check catches (``"... no"`` then ``"fix"``) and corrects
   - ``write_direct(problem)``      -> ``"#<answer>"`` alone, for a no-CoT baseline
+
 A task implements ``draw`` (``generate`` checks the level and makes the rng first) and
 ``trace_lines`` (``write_trace`` checks the problem, makes the rng, and writes the lines and the
 marked answer); :func:`check_line` writes the ``chk`` lines of their checks.
@@ -133,9 +134,11 @@ class ReasoningTask(ABC):
         self.check_difficulty(difficulty)
         return self.draw(difficulty, as_rng(rng))
 
-    @abstractmethod
     def draw(self, difficulty: int, rng: random.Random) -> Problem:
-        """A random problem of a valid difficulty level (what :meth:`generate` returns)."""
+        """A random problem of a valid difficulty level (what :meth:`generate` returns).
+
+        Not abstract, so a task written before this hook existed (overriding ``generate`` itself) still works."""
+        raise NotImplementedError(f"{type(self).__name__} must implement draw() (or override generate()).")
 
     @abstractmethod
     def solve(self, problem: Problem) -> Any:
@@ -157,9 +160,9 @@ class ReasoningTask(ABC):
         lines, answer = self.trace_lines(problem, as_rng(rng), p_mistake)
         return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(answer)
 
-    @abstractmethod
     def trace_lines(self, problem: Problem, rng: random.Random, p_mistake: float) -> tuple[list[str], Any]:
         """The lines of the chain of thought (plan, work, check, fix) and the answer they reach."""
+        raise NotImplementedError(f"{type(self).__name__} must implement trace_lines() (or override write_trace()).")
 
     def answers_equal(self, predicted: Any, answer: Any) -> bool:
         return predicted == answer

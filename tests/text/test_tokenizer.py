@@ -1,4 +1,4 @@
-"""Tests for litzoo/reasoning/tokenizer.py."""
+"""Tests for litzoo/text/tokenizer.py."""
 
 import random
 
