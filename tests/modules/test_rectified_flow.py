@@ -79,11 +79,11 @@ def test_forward_is_the_sd3_transformer_with_class_tokens_and_null_class():
     out = model(x, t, y)
     assert out.shape == x.shape
     # The same call by hand: timestep scale 1000, context tokens and pooled vector of the class.
-    by_hand = model.transformer(hidden_states=x, timestep=t * 1000, encoder_hidden_states=model.context_tokens[y],
-                                pooled_projections=model.class_pooled.weight[y]).sample
+    by_hand = model.transformer(hidden_states=x, timestep=t * 1000, encoder_hidden_states=model.conditioning.context_tokens[y],
+                                pooled_projections=model.conditioning.class_pooled.weight[y]).sample
     torch.testing.assert_close(out, by_hand)
     torch.testing.assert_close(model(x, t), model(x, t, torch.full((3,), 10)))  # None = null class (last row)
-    assert model.context_tokens.shape == (11, 4, 16)
+    assert model.conditioning.context_tokens.shape == (11, 4, 16)
     assert any(isinstance(m, torch.nn.RMSNorm) or "RMSNorm" in type(m).__name__
                for m in model.transformer.transformer_blocks[0].attn.modules())  # QK-norm is on
 
@@ -112,8 +112,8 @@ def test_euler_sampler_is_the_diffusers_scheduler_loop_and_heun_uses_the_same_sh
     z = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         for timestep in scheduler.timesteps:
-            v = model.transformer(hidden_states=z, timestep=timestep.expand(2), encoder_hidden_states=model.context_tokens[y],
-                                  pooled_projections=model.class_pooled.weight[y]).sample
+            v = model.transformer(hidden_states=z, timestep=timestep.expand(2), encoder_hidden_states=model.conditioning.context_tokens[y],
+                                  pooled_projections=model.conditioning.class_pooled.weight[y]).sample
             z = scheduler.step(v, timestep, z).prev_sample
     torch.testing.assert_close(ours, z)
     heun = model.sample(2, steps=6, sampler="heun", y=y, generator=torch.Generator().manual_seed(1))
@@ -236,7 +236,7 @@ def test_export_reloads_in_diffusers_with_identical_outputs(tmp_path):
     config = json.loads((tmp_path / "litzoo.json").read_text())
     tokens = torch.tensor(config["context_tokens"])
     pooled = torch.tensor(config["pooled_class_embeddings"])
-    torch.testing.assert_close(tokens, model.context_tokens.detach())
+    torch.testing.assert_close(tokens, model.conditioning.context_tokens.detach())
     x, t, y = torch.randn(3, 1, 8, 8), torch.tensor([0.2, 0.5, 0.8]), torch.tensor([0, 5, 10])
     with torch.no_grad():
         theirs = transformer(hidden_states=x, timestep=t * config["timestep_scale"], encoder_hidden_states=tokens[y],
@@ -337,7 +337,7 @@ def test_fine_tunes_on_an_image_folder_with_one_precomputed_prompt_per_class(tmp
     _tiny_sd3_folder(tmp_path / "sd3", channels=3)
     model = RectifiedFlowDiT(pretrained_path=str(tmp_path / "sd3"), prompt_embeds_path=str(tmp_path / "prompts.safetensors"),
                              num_classes=None, lr=3e-3, warmup_steps=5, class_dropout=0.0)
-    assert model.num_classes == 2 and not hasattr(model, "context_tokens")
+    assert model.num_classes == 2 and not hasattr(model.conditioning, "context_tokens")
     dm = ImageFolderDataModule(str(tmp_path / "data"), image_size=8, batch_size=16, random_flip=False, val_fraction=0.25)
     _trainer(tmp_path, max_steps=100, limit_val_batches=0).fit(model, dm)
     # The prompt decides the brightness of the samples: the condition was learned from the prompts.
@@ -377,7 +377,7 @@ def test_trains_on_normalised_vae_latents_and_decodes_samples(tmp_path):
     absent = dict.fromkeys(c for c in PIPELINE_ABSENT_COMPONENTS if c != "vae")
     pipe = StableDiffusion3Pipeline.from_pretrained(tmp_path / "export", **absent)
     y, null = torch.tensor([3, 7]), torch.tensor([10, 10])
-    tokens, pooled = model.condition_tables()
+    tokens, pooled = model.conditioning.condition_tables()
     with torch.no_grad():
         theirs = pipe(prompt_embeds=tokens[y], pooled_prompt_embeds=pooled[y], negative_prompt_embeds=tokens[null],
                       negative_pooled_prompt_embeds=pooled[null], guidance_scale=2.0, num_inference_steps=3,
