@@ -13,19 +13,15 @@ from litzoo.data.latents import CachedLatents
 from litzoo.datamodules import DigitsDataModule, ImageFolderDataModule
 from litzoo.modules.rectified_flow import PIPELINE_ABSENT_COMPONENTS, RectifiedFlowDiT
 
+# One torch thread and torch.manual_seed(0) before every test (tests/conftest.py): the learning tests train
+# the same way alone, after other files, or wherever the suite left the thread count.
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
+
 TINY = dict(num_layers=1, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
             caption_projection_dim=16, pooled_projection_dim=16)
 # A 1-layer CLIP text encoder: hidden 16 = joint_attention_dim, projection 16 = pooled_projection_dim.
 TEXT = dict(hidden_size=16, projection_dim=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
             max_position_embeddings=32)
-
-
-def _trainer(tmp_path, callbacks=(), **kwargs):
-    kwargs.setdefault("logger", False)
-    kwargs.setdefault("enable_checkpointing", False)
-    return L.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, callbacks=list(callbacks),
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     limit_val_batches=0, **kwargs)
 
 
 def _text_model(**kwargs):
@@ -60,13 +56,13 @@ def test_invalid_text_configuration_raises_at_construction(kwargs, match):
         RectifiedFlowDiT(**TINY, **kwargs)
 
 
-def test_prompts_given_to_a_class_label_model_raise_a_clear_error(tmp_path):
+def test_prompts_given_to_a_class_label_model_raise_a_clear_error(tmp_path, cpu_trainer):
     model = RectifiedFlowDiT(**TINY)
     with pytest.raises(ValueError, match="no text encoder .*Pass y= / prompt_embeds="):
         model.sample(2, steps=2, prompts=["a photo of the digit one", "a photo of the digit two"])
     rows = [{"images": torch.zeros(1, 8, 8), "prompts": "a photo"} for _ in range(4)]
     with pytest.raises(ValueError, match="no text encoder"):
-        _trainer(tmp_path, max_steps=1).fit(model, DataLoader(rows, batch_size=2))
+        cpu_trainer(tmp_path, limit_val_batches=0, max_steps=1).fit(model, DataLoader(rows, batch_size=2))
     # And the text model's own misuse: labels without class prompts, a batch with no condition, wrong counts.
     text = _text_model(num_classes=None)
     with pytest.raises(ValueError, match="without class_prompts; pass prompts"):
@@ -76,7 +72,7 @@ def test_prompts_given_to_a_class_label_model_raise_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="one condition"):
         _text_model(class_prompts=["a", "b"], num_classes=None).sample(2, steps=2, y=[0, 1], prompts="a")
     with pytest.raises(ValueError, match="without prompts or labels"):
-        _trainer(tmp_path, max_steps=1).fit(text, DataLoader(torch.zeros(4, 1, 8, 8), batch_size=2))
+        cpu_trainer(tmp_path, limit_val_batches=0, max_steps=1).fit(text, DataLoader(torch.zeros(4, 1, 8, 8), batch_size=2))
 
 
 # ----------------------------------------------------------------------------- the condition
@@ -137,24 +133,12 @@ def test_cfg_sampling_with_prompts_is_the_zero_embedding_guided_euler_loop():
 
 
 # ----------------------------------------------------------------------------- training
-def _brightness_folder(root, n=24):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    for name, level in [("dark", 40), ("bright", 215)]:  # sorted: bright = 0, dark = 1
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            pixels = (level + torch.randint(-30, 30, (8, 8, 1), generator=g)).clamp(0, 255).to(torch.uint8)
-            Image.fromarray(pixels[..., 0].numpy()).save(root / name / f"{i}.png")
-    return ImageFolderDataModule(str(root), image_size=8, grayscale=True, batch_size=16, random_flip=False,
-                                 val_fraction=0.25)
-
-
-def test_text_model_learns_the_prompts_of_an_image_folder_with_a_frozen_random_encoder(tmp_path):
-    dm = _brightness_folder(tmp_path / "data")
+def test_text_model_learns_the_prompts_of_an_image_folder_with_a_frozen_random_encoder(tmp_path, cpu_trainer,
+                                                                                      brightness_folder):
+    dm = brightness_folder(tmp_path / "data")
     model = _text_model(num_classes=None, lr=3e-3, warmup_steps=5, class_dropout=0.1)
     frozen = {k: v.clone() for k, v in model.conditioning.text_encoder.state_dict().items()}
-    _trainer(tmp_path, max_steps=100).fit(model, dm)
+    cpu_trainer(tmp_path, limit_val_batches=0, max_steps=100).fit(model, dm)
     assert model.hparams.class_prompts == ["bright", "dark"]  # taken from the folder names at fit
     assert all(torch.equal(frozen[k], v) for k, v in model.conditioning.text_encoder.state_dict().items())  # frozen (default)
     # The prompt decides the brightness: the flow learned the condition through the text encoder.
@@ -166,11 +150,11 @@ def test_text_model_learns_the_prompts_of_an_image_folder_with_a_frozen_random_e
     assert by_label[0::2].mean() > 0.6 > 0.4 > by_label[1::2].mean()  # label 0 = "bright"
 
 
-def test_train_text_encoder_updates_the_encoder_with_the_flow_loss(tmp_path):
+def test_train_text_encoder_updates_the_encoder_with_the_flow_loss(tmp_path, cpu_trainer):
     model = _text_model(num_classes=None, train_text_encoder=True, lr=3e-3, warmup_steps=1)
     before = {k: v.clone() for k, v in model.conditioning.text_encoder.named_parameters()}
     rows = [{"images": torch.rand(1, 8, 8) * 2 - 1, "prompts": ["dark", "bright"][i % 2]} for i in range(8)]
-    _trainer(tmp_path, max_steps=3).fit(model, DataLoader(rows, batch_size=4))  # prompts in the batch
+    cpu_trainer(tmp_path, limit_val_batches=0, max_steps=3).fit(model, DataLoader(rows, batch_size=4))  # prompts in the batch
     after = dict(model.conditioning.text_encoder.named_parameters())
     assert all(p.requires_grad for p in after.values())
     assert not torch.equal(before["text_projection.weight"], after["text_projection.weight"])
@@ -178,10 +162,10 @@ def test_train_text_encoder_updates_the_encoder_with_the_flow_loss(tmp_path):
                            after["text_model.embeddings.token_embedding.weight"])
 
 
-def test_load_from_checkpoint_with_weights_only_restores_encoder_and_class_prompts(tmp_path):
+def test_load_from_checkpoint_with_weights_only_restores_encoder_and_class_prompts(tmp_path, cpu_trainer):
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     model = _text_model(train_text_encoder=True)  # num_classes=10: the digits' 10 prompts are adopted at fit
-    _trainer(tmp_path, max_steps=3, callbacks=[ckpt], enable_checkpointing=True).fit(
+    cpu_trainer(tmp_path, limit_val_batches=0, max_steps=3, callbacks=[ckpt], enable_checkpointing=True).fit(
         model, DigitsDataModule(batch_size=64))
     raw = torch.load(tmp_path / "last.ckpt", weights_only=True)  # plain types only
     assert raw["hyper_parameters"]["text_encoder"] == TEXT
@@ -259,7 +243,7 @@ class _TrainData(L.Callback):
         self.dataset = trainer.train_dataloader.dataset
 
 
-def test_latents_are_cached_once_per_image_equal_to_latents_and_training_lowers_the_loss(tmp_path, vae_dir):
+def test_latents_are_cached_once_per_image_equal_to_latents_and_training_lowers_the_loss(tmp_path, vae_dir, cpu_trainer):
     dm = DigitsDataModule(batch_size=256)
     dm.setup("fit")
     images, split = dm.train_set.tensors[0], dm.train_set
@@ -269,7 +253,7 @@ def test_latents_are_cached_once_per_image_equal_to_latents_and_training_lowers_
     y = dm.train_set.tensors[1]
     before = model.flow_loss(z, {"y": y}, torch.Generator().manual_seed(0), drop=False)[0].item()
     counter, data = _count_encoded_images(model), _TrainData()
-    _trainer(tmp_path, max_epochs=3, callbacks=[data]).fit(model, dm)  # 3 epochs of 7 batches
+    cpu_trainer(tmp_path, limit_val_batches=0, max_epochs=3, callbacks=[data]).fit(model, dm)  # 3 epochs of 7 batches
     assert counter["images"] == len(images)  # each training image through the encoder once, not once per epoch
     cache = data.dataset  # the datamodule's train loader read the cache
     assert isinstance(cache, CachedLatents) and cache.images is split and cache.flipped is None
@@ -283,7 +267,7 @@ def test_latents_are_cached_once_per_image_equal_to_latents_and_training_lowers_
     per_epoch = sum(len(x) for x, _ in dm.train_dataloader())  # the train loader drops the last partial batch
     plain = RectifiedFlowDiT(**LATENT, vae_path=str(vae_dir), cache_latents=False)
     counter, data = _count_encoded_images(plain), _TrainData()
-    _trainer(tmp_path, max_epochs=2, callbacks=[data]).fit(plain, dm)
+    cpu_trainer(tmp_path, limit_val_batches=0, max_epochs=2, callbacks=[data]).fit(plain, dm)
     assert counter["images"] == 2 * per_epoch > len(images) and data.dataset is split
 
 
