@@ -1,7 +1,12 @@
-"""Fixtures shared by the generator tests (DDPM, RectifiedFlowDiT): a quiet CPU Trainer, a loss recorder and a
-two-class image folder."""
+"""Fixtures shared by the generator tests (DDPM, RectifiedFlowDiT): a quiet CPU Trainer, a loss recorder, a
+two-class image folder and a two-process CLI fit."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -59,3 +64,24 @@ def brightness_folder():
     """``brightness_folder(root)``: an ImageFolderDataModule over ``root/bright`` (label 0, pixel mean 0.84) and
     ``root/dark`` (label 1, mean 0.16), 24 noisy flat 8x8 images each: a condition a tiny model learns in seconds."""
     return _brightness_folder
+
+
+def _cli_fit_two_processes(tmp_path, config: str, *overrides: str) -> tuple[Path, list[float]]:
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, str(root / "train.py"), "fit", "--config", str(root / config),
+           "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(tmp_path),
+           "--trainer.enable_progress_bar", "false", "--trainer.check_val_every_n_epoch", "1", *overrides]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    metrics = [line.split(",") for line in (log_dir / "metrics.csv").read_text().splitlines()]
+    header, rows = metrics[0], metrics[1:]
+    return log_dir, [float(r[header.index("val/loss")]) for r in rows if r[header.index("val/loss")]]
+
+
+@pytest.fixture
+def cli_fit_two_processes():
+    """``cli_fit_two_processes(tmp_path, "configs/x.yaml", *overrides) -> (log_dir, val/loss values)``: run
+    ``train.py fit`` with 2-process CPU DDP (one thread each) and read its CSV metrics."""
+    return _cli_fit_two_processes

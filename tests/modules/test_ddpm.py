@@ -274,18 +274,9 @@ def test_vector_model_export_writes_safetensors_and_config(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CLI + DDP
-def test_cli_fit_with_two_process_cpu_ddp_trains(tmp_path):
-    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs/ddpm_toy2d.yaml"),
-           "--trainer.max_steps", "150", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-           "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-           "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "10",
-           "--data.init_args.n_samples", "4000"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    log_dir = tmp_path / "lightning_logs" / "version_0"
-    metrics = [line.split(",") for line in (log_dir / "metrics.csv").read_text().splitlines()]
-    header, rows = metrics[0], metrics[1:]
-    val = [float(r[header.index("val/loss")]) for r in rows if r[header.index("val/loss")]]
+def test_cli_fit_with_two_process_cpu_ddp_trains(tmp_path, cli_fit_two_processes):
+    log_dir, val = cli_fit_two_processes(tmp_path, "configs/ddpm_toy2d.yaml", "--trainer.max_steps", "150",
+                                         "--trainer.log_every_n_steps", "10", "--data.init_args.n_samples", "4000")
     assert len(val) >= 2 and val[-1] < val[0]  # it trains
     assert (log_dir / "export" / "model.safetensors").is_file()
     assert (log_dir / "samples" / "final.png").is_file()

@@ -1,10 +1,6 @@
 """RectifiedFlowDiT: config validation, learning, Lightning integration, export, fine-tuning from a folder."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -300,20 +296,10 @@ def test_fine_tunes_a_local_sd3_folder_on_precomputed_prompt_embeddings(tmp_path
 
 # ----------------------------------------------------------------------------- CLI + DDP
 @pytest.mark.slow  # two processes start and import torch: ~40-80 s on the shared 2-core machine
-def test_cli_fit_with_two_process_cpu_ddp_trains_and_exports(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, str(root / "train.py"), "fit", "--config", str(root / "configs/rf_digits.yaml"),
-           "--trainer.max_steps", "40", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-           "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-           "--trainer.check_val_every_n_epoch", "1", "--trainer.log_every_n_steps", "5",
-           "--model.init_args.num_layers", "1", "--model.init_args.eval_every_n_epochs", "0"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr[-3000:]
-    log_dir = tmp_path / "lightning_logs" / "version_0"
-    metrics = [line.split(",") for line in (log_dir / "metrics.csv").read_text().splitlines()]
-    header, rows = metrics[0], metrics[1:]
-    val = [float(r[header.index("val/loss")]) for r in rows if r[header.index("val/loss")]]
+def test_cli_fit_with_two_process_cpu_ddp_trains_and_exports(tmp_path, cli_fit_two_processes):
+    log_dir, val = cli_fit_two_processes(tmp_path, "configs/rf_digits.yaml", "--trainer.max_steps", "40",
+                                         "--trainer.log_every_n_steps", "5", "--model.init_args.num_layers", "1",
+                                         "--model.init_args.eval_every_n_epochs", "0")
     assert len(val) >= 2 and val[-1] < val[0]  # it trains
     assert SD3Transformer2DModel.from_pretrained(log_dir / "export", subfolder="transformer").config.num_layers == 1
     assert (log_dir / "samples" / "final.png").is_file()

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
 from litzoo.data.latents import CachedLatents
-from litzoo.datamodules import DigitsDataModule, ImageFolderDataModule
+from litzoo.datamodules import DigitsDataModule
 from litzoo.modules.rectified_flow import PIPELINE_ABSENT_COMPONENTS, RectifiedFlowDiT
 
 # One torch thread and torch.manual_seed(0) before every test (tests/conftest.py): the learning tests train
