@@ -288,8 +288,8 @@ class PlainDiT(nn.Module):
     def __init__(self, reference: RectifiedFlowDiT) -> None:
         super().__init__()
         self.transformer = SD3Transformer2DModel(**reference.transformer.config)
-        self.context_tokens = nn.Parameter(torch.randn_like(reference.context_tokens))
-        self.class_pooled = nn.Embedding(*reference.class_pooled.weight.shape)
+        self.context_tokens = nn.Parameter(torch.randn_like(reference.conditioning.context_tokens))
+        self.class_pooled = nn.Embedding(*reference.conditioning.class_pooled.weight.shape)
 
 
 def lightning_run(steps: int, skip: int, batch_size: int, bare: bool) -> float:

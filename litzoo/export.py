@@ -11,25 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
-from safetensors.torch import save_file
-
 from litzoo.base import CheckpointError, load_checkpoint
-
-
-def save_safetensors_folder(out_dir: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict[str, Any],
-                            weights_name: str = "model.safetensors") -> Path:
-    """Write ``weights_name`` (safetensors, no pickle) and ``config.json`` into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, out_dir / weights_name)
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=list))
-    return out_dir
 
 
 def module_class_from_checkpoint(checkpoint: dict[str, Any]) -> type:

@@ -246,7 +246,7 @@ def test_rectified_flow_dit_trains_on_device_samples_with_cfg_and_exports_to_dif
 
     def loss() -> float:
         with torch.no_grad():
-            x0, cond = module._latents_and_condition((images, labels))
+            x0, cond = module._unpack((images, labels))
             return module.flow_loss(x0, cond, torch.Generator().manual_seed(1))[0].item()
 
     before = loss()

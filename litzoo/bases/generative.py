@@ -3,34 +3,132 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
 from litzoo.base import LitzooModule
+from litzoo.seeding import step_generator
+
+#: first seed of the validation noise: batch i draws from ``VALIDATION_SEED + i`` (fixed across epochs)
+VALIDATION_SEED = 10_000
+
+
+def check_image_blocks(image_size: int, block_out_channels, norm_num_groups: int) -> None:
+    """A diffusers UNet/autoencoder halves the resolution at every block but the last, and its GroupNorms split
+    every block's channels into ``norm_num_groups``: raise a ``ValueError`` naming the fix otherwise."""
+    factor = 2 ** (len(block_out_channels) - 1)
+    if image_size % factor:
+        raise ValueError(
+            f"image_size={image_size} cannot be taken by a network with {len(block_out_channels)} blocks "
+            f"(block_out_channels={tuple(block_out_channels)}): it must be divisible by {factor}. "
+            f"Use image_size={max(factor, image_size // factor * factor)} or fewer blocks.")
+    bad = [c for c in block_out_channels if c % norm_num_groups]
+    if bad:
+        raise ValueError(f"norm_num_groups={norm_num_groups} must divide every block_out_channels entry; {bad} do not.")
 
 
 class GenerativeModule(LitzooModule):
     """Training plumbing shared by the denoising generators (``DDPM``, ``RectifiedFlowDiT``).
 
-    Subclasses define ``self.num_classes``, the hyperparameters ``seed``, ``lr``, ``weight_decay``,
-    ``adam_betas``, ``warmup_steps``, ``total_steps``, ``eval_every_n_epochs``, ``eval_samples_per_class``,
-    ``eval_steps``, and ``sample(n, steps=, y=, generator=, **eval_sample_kwargs)``.
+    Subclasses define ``self.num_classes`` and ``self.null_class`` (the label of the learned null condition),
+    the hyperparameters ``seed``, ``lr``, ``weight_decay``, ``adam_betas``, ``warmup_steps``, ``total_steps``,
+    ``eval_every_n_epochs``, ``eval_samples_per_class``, ``eval_steps``, and
+
+    * ``_unpack(batch) -> (x_0, condition)``;
+    * ``loss(x_0, condition, generator, drop=True, reduce=True) -> (loss, t)`` with ``t`` in [0, 1]
+      (``drop``: replace the condition by the null one with probability ``class_dropout``; ``reduce``: the
+      batch mean, else the per-sample losses);
+    * ``sample(n, steps=, y=, generator=, **eval_sample_kwargs)``.
     """
 
-    #: extra keyword arguments of ``sample`` at evaluation (e.g. DDPM's sampler)
-    def eval_sample_kwargs(self) -> dict[str, Any]:
-        return {}
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x0, condition = self._unpack(batch)
+        loss, _ = self.loss(x0, condition, self._step_generator())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x0, condition = self._unpack(batch)
+        generator = torch.Generator(device=self.device).manual_seed(VALIDATION_SEED + batch_idx)
+        per_sample, t = self.loss(x0, condition, generator, drop=False, reduce=False)
+        self._log_validation_loss(per_sample, t)
+        self._collect_validation_images(x0)
+
+    def _collect_validation_images(self, x0: Tensor) -> None:
+        """Keep validation images for an evaluation at epoch end (e.g. DDPM's FID); nothing by default."""
+
+    def _step_generator(self) -> torch.Generator:
+        # Noise is a function of (seed, step, rank): a resumed run draws exactly the same noise.
+        return step_generator(self.hparams.seed, self.global_step, self.global_rank, device=self.device)
 
     def optimized_module(self) -> torch.nn.Module:
         """What AdamW trains (its no-decay groups are found by :func:`litzoo.optim.adamw_param_groups`)."""
         return self
 
-    def _step_generator(self) -> torch.Generator:
-        # Noise is a function of (seed, step, rank): a resumed run draws exactly the same noise.
-        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
-        return torch.Generator(device=self.device).manual_seed(seed)
+    def configure_optimizers(self):
+        from litzoo.optim import adamw_with_warmup_cosine
+
+        h = self.hparams
+        total = h.total_steps or self.trainer.estimated_stepping_batches
+        return adamw_with_warmup_cosine(
+            self.optimized_module(), lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
+            warmup_steps=h.warmup_steps, total_steps=int(total) if math.isfinite(total) else 0,
+        )
+
+    # ----------------------------------------------------------------- data checks
+    def _datamodule(self) -> Any:
+        """The trainer's datamodule, or ``None`` (no trainer, or plain dataloaders)."""
+        return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _check_data_classes(self, datamodule: Any) -> None:
+        data_classes = getattr(datamodule, "num_classes", None)
+        if self.num_classes and data_classes is not None and data_classes > self.num_classes:
+            raise ValueError(f"The data has {data_classes} classes but {type(self).__name__} num_classes="
+                             f"{self.num_classes}; set model.num_classes={data_classes}.")
+
+    # ----------------------------------------------------------------- labels and guidance
+    def _unconditional_error(self) -> str:
+        return f"y was given but this {type(self).__name__} is unconditional (num_classes=None)."
+
+    def _labels(self, n: int, y) -> Optional[Tensor]:
+        """``y`` as ``n`` class labels on the module's device (a scalar is repeated); ``None`` stays ``None``."""
+        if y is None:
+            return None
+        if not self.num_classes:
+            raise ValueError(self._unconditional_error())
+        y = torch.as_tensor(y, device=self.device, dtype=torch.long)
+        if y.ndim == 0:
+            y = y.expand(n)
+        if y.shape != (n,) or y.min() < 0 or y.max() >= self.num_classes:
+            raise ValueError(f"y must be {n} class labels in [0, {self.num_classes}), got shape {tuple(y.shape)}.")
+        return y
+
+    def denoiser(self, y: Optional[Tensor] = None, cfg_scale: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
+        """``model(x, t) -> prediction`` for the samplers, with labels and classifier-free guidance bound in."""
+        null = None if y is None else {"y": torch.full_like(y, self.null_class)}
+        return self._guided({"y": y}, null, cfg_scale)
+
+    def _guided(self, cond: dict, null: Optional[dict], cfg_scale: float) -> Callable[[Tensor, Tensor], Tensor]:
+        """Classifier-free guidance (Ho & Salimans 2022), one batched call for both branches:
+        ``f_cfg = f(x, t, null) + w (f(x, t, c) - f(x, t, null))``; ``null=None`` or ``w = 1`` is ``f(x, t, c)``."""
+        if null is None or cfg_scale == 1.0:
+            return lambda x, t: self(x, t, **cond)
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            t = t.expand(x.shape[0]) if t.ndim == 0 else t
+            both = {k: torch.cat([cond[k], null[k]]) for k in cond}
+            f_cond, f_null = self(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
+            return f_null + cfg_scale * (f_cond - f_null)
+
+        return guided
+
+    # ----------------------------------------------------------------- evaluation
+    #: extra keyword arguments of ``sample`` at evaluation (e.g. DDPM's sampler)
+    def eval_sample_kwargs(self) -> dict[str, Any]:
+        return {}
 
     def _log_validation_loss(self, per_sample: Tensor, t_fraction: Tensor) -> None:
         """``val/loss`` and the loss in 4 bins of ``t`` in [0, 1]: where along the noise path the model is weak
@@ -57,19 +155,3 @@ class GenerativeModule(LitzooModule):
         images = self.sample(len(y), steps=h.eval_steps, y=y, generator=generator, **self.eval_sample_kwargs())
         self.log("val/class_accuracy", class_accuracy(images.cpu(), y.cpu()), sync_dist=True)
         return images
-
-    def _check_data_classes(self, datamodule: Any) -> None:
-        data_classes = getattr(datamodule, "num_classes", None)
-        if self.num_classes and data_classes is not None and data_classes > self.num_classes:
-            raise ValueError(f"The data has {data_classes} classes but {type(self).__name__} num_classes="
-                             f"{self.num_classes}; set model.num_classes={data_classes}.")
-
-    def configure_optimizers(self):
-        from litzoo.optim import adamw_with_warmup_cosine
-
-        h = self.hparams
-        total = h.total_steps or self.trainer.estimated_stepping_batches
-        return adamw_with_warmup_cosine(
-            self.optimized_module(), lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
-            warmup_steps=h.warmup_steps, total_steps=int(total) if math.isfinite(total) else 0,
-        )

@@ -13,6 +13,11 @@ None) for text-conditioned models.
   (labelled by sorted class folder). Every image is decoded, converted, resized (shorter side)
   and centre-cropped once in ``setup`` and kept as uint8, so a corrupt file fails there, naming
   the file, instead of mid-epoch; only the random flip happens per batch.
+
+Latent models: when the module being fitted returns an encoder from ``latent_encoder()`` (e.g.
+:class:`~litzoo.modules.RectifiedFlowDiT` with ``vae_path`` and ``cache_latents=True``), the train loader
+serves the train split encoded once (:func:`litzoo.data.latents.encode_split`, on the module's device)
+instead of the images; ``train_set`` itself is left as it is.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from litzoo.datamodules.sampling import map_style_loader
 from litzoo.data.digits import DIGITS_IMAGE_SIZES, digits_images
+from litzoo.data.latents import CachedLatents, encode_split
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
 
@@ -74,13 +81,27 @@ class _ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._latents: tuple[object, Dataset, CachedLatents] | None = None  # (module, split, its latents)
 
     def _loader(self, dataset, train: bool) -> DataLoader:
         return map_style_loader(dataset, self.batch_size, self.seed, self.num_workers, train)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        return self._loader(self.train_set, train=True)
+        return self._loader(self._train_split(), train=True)
+
+    def _train_split(self) -> Dataset:
+        """``train_set``, or its latents while a module that asks for them (``latent_encoder()``) is fitted."""
+        trainer = self.trainer
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING and (
+            trainer.state.status == TrainerStatus.RUNNING)
+        module = trainer.lightning_module if fitting else None
+        encode = module.latent_encoder() if hasattr(module, "latent_encoder") else None
+        if encode is None:
+            return self.train_set
+        if self._latents is None or self._latents[0] is not module or self._latents[1] is not self.train_set:
+            self._latents = (module, self.train_set, encode_split(self.train_set, encode, module.device))
+        return self._latents[2]
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")

@@ -45,15 +45,12 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from litzoo.checks import check_choice
+
 TIMESTEP_DENSITIES = ("uniform", "logit_normal", "mode", "cosmap")
 FLOW_SAMPLERS = ("euler", "heun")
 
 VelocityModel = Callable[[Tensor, Tensor], Tensor]
-
-
-def _check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {list(allowed)}.")
 
 
 def check_mode_scale(mode_scale: float) -> None:
@@ -126,7 +123,7 @@ def sample_timesteps(n: int, density: str = "logit_normal", *, logit_mean: float
                      mode_scale: float = 1.29, shift: float = 1.0, generator: Optional[torch.Generator] = None,
                      device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """``n`` training timesteps t in (0, 1) drawn from ``density`` (see module docstring), then shifted."""
-    _check_choice("density", density, TIMESTEP_DENSITIES)
+    check_choice("density", density, TIMESTEP_DENSITIES)
     if density == "logit_normal":
         if logit_std <= 0:
             raise ValueError(f"logit_std must be > 0, got {logit_std}.")
@@ -157,7 +154,7 @@ def _f_mode_inverse(t: Tensor, s: float, iterations: int = 60) -> Tensor:
 def timestep_density(t: Tensor, density: str = "logit_normal", *, logit_mean: float = 0.0, logit_std: float = 1.0,
                      mode_scale: float = 1.29, shift: float = 1.0) -> Tensor:
     """pi(t) of :func:`sample_timesteps` with the same arguments (the shift included), for t in (0, 1)."""
-    _check_choice("density", density, TIMESTEP_DENSITIES)
+    check_choice("density", density, TIMESTEP_DENSITIES)
     jacobian = torch.ones_like(t)
     if shift != 1.0:  # pi'(t') = pi(t) dt/dt'
         jacobian = shift / (shift - (shift - 1) * t) ** 2
@@ -194,7 +191,7 @@ def sample_flow(model: VelocityModel, noise: Tensor, *, steps: int, sampler: str
     Heun:   z~ = Euler step;  z_{i+1} = z_i + (t_{i+1} - t_i) (v(z_i, t_i) + v(z~, t_{i+1})) / 2   (2 ``steps``)
     ``grid`` overrides the shifted uniform grid (it must run from high t to low t).
     """
-    _check_choice("sampler", sampler, FLOW_SAMPLERS)
+    check_choice("sampler", sampler, FLOW_SAMPLERS)
     ts = time_grid(steps, shift, device=noise.device) if grid is None else grid.to(noise.device)
     z = noise
     for t, t_next in zip(ts[:-1], ts[1:]):

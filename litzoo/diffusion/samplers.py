@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from litzoo.checks import check_positive_int
 from litzoo.diffusion.schedules import NoiseSchedule, _bcast
 from litzoo.diffusion.sde import SDE, SDES, Model, VPSDE, as_time, call_model, make_sde
 
@@ -286,11 +287,6 @@ def pf_ode_rk45_sample(model, schedule, sde: SDE, x: Tensor, t_eps: float, *, rt
 
 
 # ===================================================================== entry point
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive int.")
-
-
 def _check_t_eps(t_eps, t_end: float, sde: str) -> None:
     lower_ok = t_end > 0.0 if sde == "vp" else t_end >= 0.0
     if not (lower_ok and t_end < 1.0):
@@ -355,7 +351,7 @@ def sample(
             f"sampler={sampler!r} is a discrete VP (DDPM) sampler and cannot use sde={sde!r}; pass sde='vp' or "
             "choose a continuous sampler ('euler_maruyama', 'pc', 'pf_ode', 'pf_ode_rk45')."
         )
-    _check_positive_int("steps", steps)
+    check_positive_int("steps", steps)
     if sampler in ("ddpm", "ddim") and steps > schedule.num_train_timesteps:
         raise ValueError(
             f"steps={steps} exceeds num_train_timesteps={schedule.num_train_timesteps}; the discrete samplers "

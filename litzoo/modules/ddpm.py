@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import save_file
 
-from litzoo.bases.generative import GenerativeModule
+from litzoo.bases.generative import GenerativeModule, check_image_blocks
+from litzoo.checks import check_choice, check_positive_int, check_range
 from litzoo.diffusion import NoiseSchedule, log_likelihood, training_target
 from litzoo.diffusion import sample as run_sampler
 from litzoo.diffusion.samplers import SAMPLERS
@@ -47,11 +48,6 @@ from litzoo.nets import TimeMLP
 PREDICTION_TYPES = {"epsilon": "epsilon", "eps": "epsilon", "v_prediction": "v_prediction", "v": "v_prediction",
                     "sample": "sample", "x0": "sample"}
 BETA_SCHEDULES = ("linear", "cosine")
-
-
-def _check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {sorted(allowed)}.")
 
 
 class DDPM(GenerativeModule):
@@ -108,35 +104,25 @@ class DDPM(GenerativeModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-        _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
-        _check_choice("sampler", sampler, SAMPLERS)
-        _check_choice("eval_sampler", eval_sampler, SAMPLERS)
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+        check_choice("sampler", sampler, SAMPLERS)
+        check_choice("eval_sampler", eval_sampler, SAMPLERS)
         for name, value in [("sample_steps", sample_steps), ("eval_steps", eval_steps),
                             ("num_train_timesteps", num_train_timesteps), ("image_size", image_size),
                             ("in_channels", in_channels), ("layers_per_block", layers_per_block)]:
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value}.")
+            check_positive_int(name, value)
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 or None (unconditional), got {num_classes}.")
-        if not 0.0 <= class_dropout < 1.0:
-            raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout}.")
+        check_range("class_dropout", class_dropout, 0.0, 1.0, high_open=True)
         if data_dim is None:
-            factor = 2 ** (len(block_out_channels) - 1)
-            if image_size % factor:
-                raise ValueError(
-                    f"image_size={image_size} cannot be taken by a UNet with {len(block_out_channels)} blocks "
-                    f"(block_out_channels={tuple(block_out_channels)}): it must be divisible by {factor}. "
-                    f"Use image_size={max(factor, image_size // factor * factor)} or fewer blocks."
-                )
-            bad = [c for c in block_out_channels if c % norm_num_groups]
-            if bad:
-                raise ValueError(f"norm_num_groups={norm_num_groups} must divide every block_out_channels entry; {bad} do not.")
+            check_image_blocks(image_size, block_out_channels, norm_num_groups)
         elif data_dim < 1:
             raise ValueError(f"data_dim must be >= 1 for vector data or None for images, got {data_dim}.")
         self.save_hyperparameters()
         self.prediction_type = PREDICTION_TYPES[prediction_type]
         self.num_classes = num_classes
+        self.null_class = num_classes  # the label of the learned null class (UNet/MLP class table row num_classes)
         self.schedule = NoiseSchedule(
             num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
             prediction_type=self.prediction_type, clip_sample=clip_sample and data_dim is None,
@@ -196,17 +182,13 @@ class DDPM(GenerativeModule):
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
         return (per_sample.mean(), t) if reduce else (per_sample, t)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x0, y = self._unpack(batch)
-        loss, _ = self.diffusion_loss(x0, y, self._step_generator())
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+    def loss(self, x0: torch.Tensor, y: Optional[torch.Tensor], generator: torch.Generator, drop: bool = True,
+             reduce: bool = True):
+        """:meth:`diffusion_loss` with ``t`` as a fraction of the chain (what GenerativeModule's steps take)."""
+        loss, t = self.diffusion_loss(x0, y, generator, drop_labels=drop, reduce=reduce)
+        return loss, t.float() / self.hparams.num_train_timesteps
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        x0, y = self._unpack(batch)
-        generator = torch.Generator(device=self.device).manual_seed(10_000 + batch_idx)
-        per_sample, t = self.diffusion_loss(x0, y, generator, drop_labels=False, reduce=False)
-        self._log_validation_loss(per_sample, t.float() / self.hparams.num_train_timesteps)
+    def _collect_validation_images(self, x0: torch.Tensor) -> None:
         if self._eval_due() and sum(v.shape[0] for v in self._val_images) < 2000:
             self._val_images.append((x0.float() / 2 + 0.5).clamp(0, 1).cpu())
 
@@ -237,7 +219,7 @@ class DDPM(GenerativeModule):
         return self.net
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self._datamodule()
         if datamodule is None:
             return
         h = self.hparams
@@ -252,31 +234,6 @@ class DDPM(GenerativeModule):
         self._check_data_classes(datamodule)
 
     # ----------------------------------------------------------------- sampling
-    def _labels(self, n: int, y) -> Optional[torch.Tensor]:
-        if y is None or not self.num_classes:
-            if y is not None:
-                raise ValueError("y was given but this DDPM is unconditional (num_classes=None).")
-            return None
-        y = torch.as_tensor(y, device=self.device, dtype=torch.long)
-        if y.ndim == 0:
-            y = y.expand(n)
-        if y.shape != (n,) or y.min() < 0 or y.max() >= self.num_classes:
-            raise ValueError(f"y must be {n} class labels in [0, {self.num_classes}), got shape {tuple(y.shape)}.")
-        return y
-
-    def denoiser(self, y: Optional[torch.Tensor] = None, cfg_scale: float = 1.0):
-        """``model(x, t) -> prediction`` for the samplers, with labels and classifier-free guidance bound in."""
-        if y is None or cfg_scale == 1.0:
-            return lambda x, t: self(x, t, y)
-        null = torch.full_like(y, self.num_classes)
-
-        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            t = t.expand(x.shape[0]) if t.ndim == 0 else t
-            cond, uncond = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
-            return uncond + cfg_scale * (cond - uncond)
-
-        return guided
-
     @torch.no_grad()
     def sample(self, n: int, *, steps: Optional[int] = None, sampler: Optional[str] = None, y=None,
                cfg_scale: float = 1.0, generator: Optional[torch.Generator] = None, progress: bool = False,
@@ -288,9 +245,9 @@ class DDPM(GenerativeModule):
         """
         sampler = sampler or self.hparams.sampler
         steps = steps or self.hparams.sample_steps
-        _check_choice("sampler", sampler, SAMPLERS)
-        if n < 1 or steps < 1:
-            raise ValueError(f"n and steps must be >= 1, got n={n}, steps={steps}.")
+        check_choice("sampler", sampler, SAMPLERS)
+        check_positive_int("n", n)
+        check_positive_int("steps", steps)
         model = self.denoiser(self._labels(n, y), cfg_scale)
         with torch.autocast(self.device.type, enabled=False):
             x = run_sampler(model, self.schedule, (n, *self.sample_shape), sampler=sampler, steps=steps,

@@ -29,7 +29,10 @@ from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from torch import Tensor
 
 from litzoo.base import LitzooModule
+from litzoo.bases.generative import VALIDATION_SEED, check_image_blocks
+from litzoo.checks import check_non_negative, check_positive_int
 from litzoo.optim import adamw_with_warmup_cosine
+from litzoo.seeding import step_generator
 
 #: training batches whose latents set the factors in a checkpoint written during training
 LATENT_STATISTICS_BATCHES = 50
@@ -66,17 +69,9 @@ class VAE(LitzooModule):
         super().__init__()
         for name, value in [("image_size", image_size), ("in_channels", in_channels),
                             ("latent_channels", latent_channels), ("layers_per_block", layers_per_block)]:
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}.")
-        factor = 2 ** (len(block_out_channels) - 1)
-        if image_size % factor:
-            raise ValueError(f"image_size={image_size} must be divisible by {factor} for block_out_channels="
-                             f"{tuple(block_out_channels)}; use fewer blocks or image_size={max(factor, image_size // factor * factor)}.")
-        bad = [c for c in block_out_channels if c % norm_num_groups]
-        if bad:
-            raise ValueError(f"norm_num_groups={norm_num_groups} must divide every block_out_channels entry; {bad} do not.")
-        if kl_weight < 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
+            check_positive_int(name, value)
+        check_image_blocks(image_size, block_out_channels, norm_num_groups)
+        check_non_negative("kl_weight", kl_weight)
         self.save_hyperparameters()
         n = len(block_out_channels)
         self.vae = AutoencoderKL(
@@ -110,14 +105,14 @@ class VAE(LitzooModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
-        loss, mse, kl = self.vae_loss(x, torch.Generator(device=self.device).manual_seed(seed))
+        generator = step_generator(self.hparams.seed, self.global_step, self.global_rank, device=self.device)
+        loss, mse, kl = self.vae_loss(x, generator)
         self.log_dict({"train/loss": loss, "train/mse": mse, "train/kl": kl}, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        loss, mse, kl = self.vae_loss(x, torch.Generator(device=self.device).manual_seed(10_000 + batch_idx))
+        loss, mse, kl = self.vae_loss(x, torch.Generator(device=self.device).manual_seed(VALIDATION_SEED + batch_idx))
         self.log_dict({"val/loss": loss, "val/mse": mse, "val/kl": kl}, sync_dist=True)
 
     def configure_optimizers(self):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import string
 from typing import Iterable
 
-from tokenizers import Tokenizer, decoders, models
+from tokenizers import Tokenizer, decoders, models, processors
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
@@ -45,6 +45,23 @@ def build_char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,  # it would delete the space in "x ." -> "x."
         **SPECIAL_TOKENS,
     )
+
+
+def build_prompt_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
+    """:func:`build_char_tokenizer` plus upper case, framed like CLIP's tokenizer for a prompt text encoder:
+    ``<bos> prompt <eot>``, truncated/padded to ``max_length`` with ``<pad>``.
+
+    ``<eot>`` is a new end token because CLIP pools the hidden state at the first ``eos_token_id``, except that
+    it falls back to the legacy arg-max rule when that id is 2 (the char tokenizer's ``<eos>``). It survives
+    ``save_pretrained``/``AutoTokenizer.from_pretrained`` (the framing lives in ``tokenizer.json``).
+    """
+    tokenizer = build_char_tokenizer(extra_chars=string.ascii_uppercase)
+    tokenizer.add_special_tokens({"eos_token": "<eot>"})
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tokenizer.bos_token} $A {tokenizer.eos_token}",
+        special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id), (tokenizer.eos_token, tokenizer.eos_token_id)])
+    tokenizer.model_max_length = max_length
+    return tokenizer
 
 
 def check_tokenizer_covers(tokenizer, texts: Iterable[str]) -> None:

@@ -9,22 +9,19 @@ from diffusers import StableDiffusion3Pipeline
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
-from litzoo.datamodules import DigitsDataModule, ImageFolderDataModule
-from litzoo.modules.rectified_flow import PIPELINE_ABSENT_COMPONENTS, CachedLatents, RectifiedFlowDiT
+from litzoo.data.latents import CachedLatents
+from litzoo.datamodules import DigitsDataModule
+from litzoo.modules.rectified_flow import PIPELINE_ABSENT_COMPONENTS, RectifiedFlowDiT
+
+# One torch thread and torch.manual_seed(0) before every test (tests/conftest.py): the learning tests train
+# the same way alone, after other files, or wherever the suite left the thread count.
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 TINY = dict(num_layers=1, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
             caption_projection_dim=16, pooled_projection_dim=16)
 # A 1-layer CLIP text encoder: hidden 16 = joint_attention_dim, projection 16 = pooled_projection_dim.
 TEXT = dict(hidden_size=16, projection_dim=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
             max_position_embeddings=32)
-
-
-def _trainer(tmp_path, callbacks=(), **kwargs):
-    kwargs.setdefault("logger", False)
-    kwargs.setdefault("enable_checkpointing", False)
-    return L.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, callbacks=list(callbacks),
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     limit_val_batches=0, **kwargs)
 
 
 def _text_model(**kwargs):
@@ -59,13 +56,13 @@ def test_invalid_text_configuration_raises_at_construction(kwargs, match):
         RectifiedFlowDiT(**TINY, **kwargs)
 
 
-def test_prompts_given_to_a_class_label_model_raise_a_clear_error(tmp_path):
+def test_prompts_given_to_a_class_label_model_raise_a_clear_error(tmp_path, cpu_trainer):
     model = RectifiedFlowDiT(**TINY)
     with pytest.raises(ValueError, match="no text encoder .*Pass y= / prompt_embeds="):
         model.sample(2, steps=2, prompts=["a photo of the digit one", "a photo of the digit two"])
     rows = [{"images": torch.zeros(1, 8, 8), "prompts": "a photo"} for _ in range(4)]
     with pytest.raises(ValueError, match="no text encoder"):
-        _trainer(tmp_path, max_steps=1).fit(model, DataLoader(rows, batch_size=2))
+        cpu_trainer(tmp_path, limit_val_batches=0, max_steps=1).fit(model, DataLoader(rows, batch_size=2))
     # And the text model's own misuse: labels without class prompts, a batch with no condition, wrong counts.
     text = _text_model(num_classes=None)
     with pytest.raises(ValueError, match="without class_prompts; pass prompts"):
@@ -75,13 +72,13 @@ def test_prompts_given_to_a_class_label_model_raise_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="one condition"):
         _text_model(class_prompts=["a", "b"], num_classes=None).sample(2, steps=2, y=[0, 1], prompts="a")
     with pytest.raises(ValueError, match="without prompts or labels"):
-        _trainer(tmp_path, max_steps=1).fit(text, DataLoader(torch.zeros(4, 1, 8, 8), batch_size=2))
+        cpu_trainer(tmp_path, limit_val_batches=0, max_steps=1).fit(text, DataLoader(torch.zeros(4, 1, 8, 8), batch_size=2))
 
 
 # ----------------------------------------------------------------------------- the condition
 def test_prompts_are_tokenized_bos_chars_eot_and_pooled_at_eot():
     model = _text_model(num_classes=None).eval()
-    tok = model.tokenizer
+    tok = model.conditioning.tokenizer
     ids = tok(["ab"], padding="max_length", truncation=True, return_tensors="pt").input_ids[0]
     chars = tok.encode("ab", add_special_tokens=False)
     assert ids.tolist() == [tok.bos_token_id, *chars, tok.eos_token_id] + [tok.pad_token_id] * (32 - 4)
@@ -89,9 +86,9 @@ def test_prompts_are_tokenized_bos_chars_eot_and_pooled_at_eot():
     tokens, pooled = model.encode_prompts(["ab", "abc"])
     assert tokens.shape == (2, 32, 16) and pooled.shape == (2, 16)
     with torch.no_grad():
-        hidden = model.text_encoder.text_model(input_ids=tok(["ab", "abc"], padding="max_length",
+        hidden = model.conditioning.text_encoder.text_model(input_ids=tok(["ab", "abc"], padding="max_length",
                                                              return_tensors="pt").input_ids).last_hidden_state
-        by_hand = model.text_encoder.text_projection(hidden[[0, 1], [3, 4]])  # the <eot> positions
+        by_hand = model.conditioning.text_encoder.text_projection(hidden[[0, 1], [3, 4]])  # the <eot> positions
     torch.testing.assert_close(pooled, by_hand)
     # Causal encoder: "ab" and "abc" share <bos> a b, so their first three token states agree; the rest differ.
     torch.testing.assert_close(tokens[0, :3], tokens[1, :3])
@@ -101,7 +98,7 @@ def test_prompts_are_tokenized_bos_chars_eot_and_pooled_at_eot():
 def test_forward_uses_the_encoder_outputs_labels_map_to_class_prompts_and_null_is_zeros():
     prompts = ["a photo of the digit zero", "a photo of the digit one", "a photo of the digit two"]
     model = _text_model(class_prompts=prompts, num_classes=None).eval()
-    assert model.num_classes == 3 and not hasattr(model, "context_tokens")
+    assert model.num_classes == 3 and not hasattr(model.conditioning, "context_tokens")
     x, t, y = torch.randn(3, 1, 8, 8), torch.tensor([0.2, 0.5, 0.8]), torch.tensor([2, 0, 1])
     with torch.no_grad():
         tokens, pooled = model.encode_prompts([prompts[k] for k in y])
@@ -136,26 +133,14 @@ def test_cfg_sampling_with_prompts_is_the_zero_embedding_guided_euler_loop():
 
 
 # ----------------------------------------------------------------------------- training
-def _brightness_folder(root, n=24):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    for name, level in [("dark", 40), ("bright", 215)]:  # sorted: bright = 0, dark = 1
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            pixels = (level + torch.randint(-30, 30, (8, 8, 1), generator=g)).clamp(0, 255).to(torch.uint8)
-            Image.fromarray(pixels[..., 0].numpy()).save(root / name / f"{i}.png")
-    return ImageFolderDataModule(str(root), image_size=8, grayscale=True, batch_size=16, random_flip=False,
-                                 val_fraction=0.25)
-
-
-def test_text_model_learns_the_prompts_of_an_image_folder_with_a_frozen_random_encoder(tmp_path):
-    dm = _brightness_folder(tmp_path / "data")
+def test_text_model_learns_the_prompts_of_an_image_folder_with_a_frozen_random_encoder(tmp_path, cpu_trainer,
+                                                                                      brightness_folder):
+    dm = brightness_folder(tmp_path / "data")
     model = _text_model(num_classes=None, lr=3e-3, warmup_steps=5, class_dropout=0.1)
-    frozen = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
-    _trainer(tmp_path, max_steps=100).fit(model, dm)
+    frozen = {k: v.clone() for k, v in model.conditioning.text_encoder.state_dict().items()}
+    cpu_trainer(tmp_path, limit_val_batches=0, max_steps=100).fit(model, dm)
     assert model.hparams.class_prompts == ["bright", "dark"]  # taken from the folder names at fit
-    assert all(torch.equal(frozen[k], v) for k, v in model.text_encoder.state_dict().items())  # frozen (default)
+    assert all(torch.equal(frozen[k], v) for k, v in model.conditioning.text_encoder.state_dict().items())  # frozen (default)
     # The prompt decides the brightness: the flow learned the condition through the text encoder.
     images = model.sample(16, steps=10, prompts=["dark", "bright"] * 8, generator=torch.Generator().manual_seed(0))
     dark, bright = images[0::2].mean().item(), images[1::2].mean().item()
@@ -165,22 +150,22 @@ def test_text_model_learns_the_prompts_of_an_image_folder_with_a_frozen_random_e
     assert by_label[0::2].mean() > 0.6 > 0.4 > by_label[1::2].mean()  # label 0 = "bright"
 
 
-def test_train_text_encoder_updates_the_encoder_with_the_flow_loss(tmp_path):
+def test_train_text_encoder_updates_the_encoder_with_the_flow_loss(tmp_path, cpu_trainer):
     model = _text_model(num_classes=None, train_text_encoder=True, lr=3e-3, warmup_steps=1)
-    before = {k: v.clone() for k, v in model.text_encoder.named_parameters()}
+    before = {k: v.clone() for k, v in model.conditioning.text_encoder.named_parameters()}
     rows = [{"images": torch.rand(1, 8, 8) * 2 - 1, "prompts": ["dark", "bright"][i % 2]} for i in range(8)]
-    _trainer(tmp_path, max_steps=3).fit(model, DataLoader(rows, batch_size=4))  # prompts in the batch
-    after = dict(model.text_encoder.named_parameters())
+    cpu_trainer(tmp_path, limit_val_batches=0, max_steps=3).fit(model, DataLoader(rows, batch_size=4))  # prompts in the batch
+    after = dict(model.conditioning.text_encoder.named_parameters())
     assert all(p.requires_grad for p in after.values())
     assert not torch.equal(before["text_projection.weight"], after["text_projection.weight"])
     assert not torch.equal(before["text_model.embeddings.token_embedding.weight"],
                            after["text_model.embeddings.token_embedding.weight"])
 
 
-def test_load_from_checkpoint_with_weights_only_restores_encoder_and_class_prompts(tmp_path):
+def test_load_from_checkpoint_with_weights_only_restores_encoder_and_class_prompts(tmp_path, cpu_trainer):
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     model = _text_model(train_text_encoder=True)  # num_classes=10: the digits' 10 prompts are adopted at fit
-    _trainer(tmp_path, max_steps=3, callbacks=[ckpt], enable_checkpointing=True).fit(
+    cpu_trainer(tmp_path, limit_val_batches=0, max_steps=3, callbacks=[ckpt], enable_checkpointing=True).fit(
         model, DigitsDataModule(batch_size=64))
     raw = torch.load(tmp_path / "last.ckpt", weights_only=True)  # plain types only
     assert raw["hyper_parameters"]["text_encoder"] == TEXT
@@ -251,7 +236,14 @@ def _count_encoded_images(model):
     return counter
 
 
-def test_latents_are_cached_once_per_image_equal_to_latents_and_training_lowers_the_loss(tmp_path, vae_dir):
+class _TrainData(L.Callback):
+    """Records the dataset the trainer's train loader reads."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.dataset = trainer.train_dataloader.dataset
+
+
+def test_latents_are_cached_once_per_image_equal_to_latents_and_training_lowers_the_loss(tmp_path, vae_dir, cpu_trainer):
     dm = DigitsDataModule(batch_size=256)
     dm.setup("fit")
     images, split = dm.train_set.tensors[0], dm.train_set
@@ -260,55 +252,35 @@ def test_latents_are_cached_once_per_image_equal_to_latents_and_training_lowers_
     z = model.to_latents(images)
     y = dm.train_set.tensors[1]
     before = model.flow_loss(z, {"y": y}, torch.Generator().manual_seed(0), drop=False)[0].item()
-    counter = _count_encoded_images(model)
-    _trainer(tmp_path, max_epochs=3).fit(model, dm)  # 3 epochs of 7 batches
+    counter, data = _count_encoded_images(model), _TrainData()
+    cpu_trainer(tmp_path, limit_val_batches=0, max_epochs=3, callbacks=[data]).fit(model, dm)  # 3 epochs of 7 batches
     assert counter["images"] == len(images)  # each training image through the encoder once, not once per epoch
-    cache = model._latent_cache
+    cache = data.dataset  # the datamodule's train loader read the cache
     assert isinstance(cache, CachedLatents) and cache.images is split and cache.flipped is None
     torch.testing.assert_close(cache.latents, z, atol=1e-5, rtol=1e-5)  # the cache is to_latents(x)
     assert torch.equal(cache.labels, y)
-    assert dm.train_set is split  # the datamodule gets its images back after fit
+    assert dm.train_set is split  # the datamodule's train split is never replaced
+    assert dm.train_dataloader().dataset is split  # and after fit its loader serves the images again
     after = model.flow_loss(z, {"y": y}, torch.Generator().manual_seed(0), drop=False)[0].item()
     assert after < 0.8 * before, (before, after)  # measured 2.03 -> 1.37 over these 18 steps
     # Without the cache the encoder sees every batch of every epoch.
     per_epoch = sum(len(x) for x, _ in dm.train_dataloader())  # the train loader drops the last partial batch
     plain = RectifiedFlowDiT(**LATENT, vae_path=str(vae_dir), cache_latents=False)
-    counter = _count_encoded_images(plain)
-    _trainer(tmp_path, max_epochs=2).fit(plain, dm)
-    assert counter["images"] == 2 * per_epoch > len(images) and plain._latent_cache is None
-
-
-def test_cache_of_a_randomly_flipped_split_holds_both_orientations(tmp_path, vae_dir):
-    from PIL import Image
-
-    g = torch.Generator().manual_seed(0)
-    (tmp_path / "data").mkdir()
-    for i in range(6):
-        Image.fromarray(torch.randint(0, 255, (8, 8), generator=g, dtype=torch.uint8).numpy()).save(
-            tmp_path / "data" / f"{i}.png")
-    dm = ImageFolderDataModule(str(tmp_path / "data"), image_size=8, grayscale=True, random_flip=True,
-                               val_fraction=0.2)
-    dm.setup("fit")
-    model = RectifiedFlowDiT(**LATENT, vae_path=str(vae_dir), num_classes=None)
-    cache = model.cache_latents(dm.train_set)
-    x = dm.train_set.images.float() / 127.5 - 1.0  # the stored (unflipped) images
-    torch.testing.assert_close(cache.latents, model.to_latents(x), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(cache.flipped, model.to_latents(x.flip(-1)), atol=1e-5, rtol=1e-5)
-    assert dm.train_set.random_flip  # restored after reading the images unflipped
-    seen = {bool(torch.equal(cache[0]["latents"], cache.flipped[0])) for _ in range(40)}
-    assert seen == {True, False}  # both orientations are drawn
+    counter, data = _count_encoded_images(plain), _TrainData()
+    cpu_trainer(tmp_path, limit_val_batches=0, max_epochs=2, callbacks=[data]).fit(plain, dm)
+    assert counter["images"] == 2 * per_epoch > len(images) and data.dataset is split
 
 
 def test_a_frozen_text_encoder_encodes_the_class_prompts_once_not_every_step(monkeypatch):
     model = RectifiedFlowDiT(**TINY, text_encoder=TEXT, num_classes=None, class_prompts=["zero", "one"])
     calls = []
-    original = model.encode_prompts
-    monkeypatch.setattr(model, "encode_prompts", lambda prompts: calls.append(1) or original(prompts))
+    original = model.conditioning.encode_prompts
+    monkeypatch.setattr(model.conditioning, "encode_prompts", lambda prompts: calls.append(1) or original(prompts))
     x = torch.randn(2, 1, 8, 8)
     first = model(x, torch.full((2,), 0.5), y=torch.tensor([0, 1]))
     again = model(x, torch.full((2,), 0.5), y=torch.tensor([1, 0]))
     assert len(calls) == 1  # the second step reused the cached tables
     torch.testing.assert_close(again.flip(0), model(x.flip(0), torch.full((2,), 0.5), y=torch.tensor([0, 1])))
-    model.hparams.train_text_encoder = True  # a trained encoder changes every step: no cache
+    model.conditioning.train_text_encoder = True  # a trained encoder changes every step: no cache
     model(x, torch.full((2,), 0.5), y=torch.tensor([0, 1]))
     assert len(calls) == 2 and first.shape == x.shape

@@ -8,6 +8,10 @@ from diffusers import AutoencoderKL
 from litzoo.datamodules import DigitsDataModule
 from litzoo.modules.vae import VAE
 
+# One torch thread and torch.manual_seed(0) before every test (tests/conftest.py): the learning tests train
+# the same way alone, after other files, or wherever the suite left the thread count.
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
+
 
 @pytest.mark.parametrize("kwargs, words", [
     ({"image_size": 6, "block_out_channels": (16, 32, 32)}, ["image_size=6", "divisible by 4"]),
