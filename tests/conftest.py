@@ -3,9 +3,11 @@ modules (``rl_helpers``, ``lm_helpers``) through the ``sys.path`` entry made her
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,23 +15,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-@pytest.fixture
-def one_thread_and_seeded():
-    """One torch thread (tiny RL networks: one thread beats two fighting over a loaded 2-core machine) and a
-    fixed seed for network initialisation; envs and action sampling are seeded by the datamodule/module.
-    RL test files use it with ``pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")``."""
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch thread for the whole run, module- and session-scoped fixtures included: the models here are
+    tiny, so a second thread only adds synchronisation (on a loaded 2-core machine it collapses), and a test's
+    numbers must not depend on the machine's core count or OMP_NUM_THREADS."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_and_one_thread():
+    """Every test starts from the same global random state (torch, numpy, random: seed 0) and one thread,
+    whatever ran before it: a test's result never depends on the order or the selection of tests. Envs,
+    exploration and noise are seeded by the datamodules/modules themselves."""
+    torch.set_num_threads(1)  # a test may have changed it
     torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
     yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread for a whole test file: tiny models on a loaded 2-core machine run faster (and
-    reproducibly) on one. Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

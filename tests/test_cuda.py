@@ -38,15 +38,6 @@ pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available
 PRECISIONS = ["32-true", "bf16-mixed"]
 
 
-@pytest.fixture(autouse=True)
-def _seeded_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------ helpers
 def _tensors(obj: Any, depth: int = 0) -> list[torch.Tensor]:
     """The tensors in a (nested) batch: tensors, sequences, dicts, dataclasses/NamedTuples, plain objects."""

@@ -23,15 +23,6 @@ from litzoo.metrics import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """The networks here are tiny; on a shared 2-core machine extra threads only oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """Train the classifier once into a private cache that every test in this file reads."""

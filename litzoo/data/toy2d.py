@@ -29,6 +29,7 @@ __all__ = [
     "EIGHT_GAUSSIANS_STD",
     "GAUSSIAN_MEAN",
     "GAUSSIAN_COV",
+    "check_toy2d_name",
     "gaussian_distribution",
     "sample_toy2d",
 ]

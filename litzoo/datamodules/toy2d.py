@@ -9,17 +9,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from litzoo.data.toy2d import (  # noqa: F401  (the laws are re-exported for convenience)
-    EIGHT_GAUSSIANS_CENTERS,
-    EIGHT_GAUSSIANS_STD,
-    GAUSSIAN_COV,
-    GAUSSIAN_MEAN,
-    TOY2D_DATASETS,
-    check_toy2d_name,
-    gaussian_distribution,
-    sample_toy2d,
-)
+from litzoo.data.toy2d import GAUSSIAN_COV, GAUSSIAN_MEAN, check_toy2d_name, sample_toy2d
 from litzoo.datamodules.sampling import map_style_loader
+
+__all__ = ["Toy2DDataModule"]
 
 
 class Toy2DDataModule(L.LightningDataModule):

@@ -14,7 +14,6 @@ from litzoo.modules.actor_critic import ActorCritic
 from litzoo.rl.policy import evaluate_policy, load_policy
 
 
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 def grid(render_mode=None):

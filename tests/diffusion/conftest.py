@@ -79,16 +79,6 @@ def whitened_moment_errors(x: torch.Tensor, mu: torch.Tensor = MU, sigma: torch.
     return float(mean_err), float(cov_err)
 
 
-@pytest.fixture(autouse=True)
-def single_intra_op_thread():
-    """These tests run thousands of tiny (10_000 x 2) ops: intra-op threads only add synchronisation, and on a
-    shared 2-core machine they collapse (measured 8x slower than one thread under load). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="session")
 def gaussian() -> SimpleNamespace:
     """MU, SIGMA, GaussianIdealModel, gaussian_logpdf, whitened_moment_errors."""

@@ -22,7 +22,6 @@ from rl_helpers import (
     run_train_py,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 class RandomStart(gym.Wrapper):

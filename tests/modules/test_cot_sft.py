@@ -16,7 +16,6 @@ from litzoo.reasoning.generation import generate
 from litzoo.reasoning.policy import encode_prompt
 
 ADD = {"tasks": ["arithmetic"], "task_options": {"arithmetic": {"ops": "+"}}}
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(tmp_path, steps, **kwargs):

@@ -18,7 +18,6 @@ from litzoo.rl.policy import evaluate_policy, load_policy, space_to_spec
 
 from rl_helpers import CaptureStart, assert_loads_weights_only_and_exports_the_same_policy, fit, run_train_py
 
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 # One step: observe s ~ U[-1, 1]^2, act a in [-2, 2]^2, reward -||a - s||^2: mu*(s) = s, Q*(s, a) = -||a - s||^2.

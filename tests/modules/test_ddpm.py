@@ -22,7 +22,6 @@ from litzoo.modules import DDPM
 
 # One torch thread and torch.manual_seed(0) before every test (tests/conftest.py): the learning tests train
 # the same way alone, after other files, or wherever the suite left the thread count.
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -29,7 +29,6 @@ from rl_helpers import CaptureStart, fit, run_train_py
 REPO = Path(__file__).resolve().parents[2]
 SMALL_GRID = dict(size=(3, 3), target=(2, 2), forbidden=((1, 1), (0, 2)))  # q* action gaps >= 0.54 at gamma 0.9
 
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 class RandomStartGridWorld(GridWorld):

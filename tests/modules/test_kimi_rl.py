@@ -24,7 +24,6 @@ from litzoo.reasoning.rewards import score
 
 ADD = {"tasks": ["arithmetic"], "task_options": {"arithmetic": {"ops": "+"}}, "difficulties": [2]}
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(tmp_path, steps, **kwargs):

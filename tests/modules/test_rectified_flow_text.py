@@ -15,7 +15,6 @@ from litzoo.modules.rectified_flow import PIPELINE_ABSENT_COMPONENTS, RectifiedF
 
 # One torch thread and torch.manual_seed(0) before every test (tests/conftest.py): the learning tests train
 # the same way alone, after other files, or wherever the suite left the thread count.
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 TINY = dict(num_layers=1, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
             caption_projection_dim=16, pooled_projection_dim=16)

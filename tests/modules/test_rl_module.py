@@ -19,7 +19,6 @@ from litzoo.seeding import rank_seed
 
 from rl_helpers import Counter, fit
 
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 SPACES = dict(observation_space=gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
               action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32))

@@ -34,7 +34,6 @@ from rl_helpers import (
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 # ------------------------------------------------------------------------------------------ bad input

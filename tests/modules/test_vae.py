@@ -10,7 +10,6 @@ from litzoo.modules.vae import VAE
 
 # One torch thread and torch.manual_seed(0) before every test (tests/conftest.py): the learning tests train
 # the same way alone, after other files, or wherever the suite left the thread count.
-pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 @pytest.mark.parametrize("kwargs, words", [

@@ -29,14 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 GAMMA = 0.9
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def uniform_policy_model():
     """P_pi, r_pi, v_pi of the uniform random policy on the book's grid, and its stationary distribution."""
     P, R = GridWorld().model()

@@ -1,12 +1,7 @@
-"""Fixtures of the reasoning tests: one torch thread per file, and the tiny test policy."""
+"""Fixtures of the reasoning tests: the tiny test policy."""
 
 import pytest
 from lm_helpers import tiny_policy
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_per_file(one_thread):
-    yield
 
 
 @pytest.fixture(scope="module")
