@@ -32,3 +32,20 @@ def step_generator(seed: int, step: int, rank: int = 0, device: str | torch.devi
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of an epoch's data order (shuffling samplers): a resumed run reshuffles each epoch the same way."""
     return int(seed) * 100_003 + int(epoch)
+
+
+def epoch_coin(seed: int, epoch: int, index: int) -> bool:
+    """A fair coin that is a pure function of ``(seed, epoch, item index)`` (splitmix64 of the three): per-item
+    augmentation (a random flip) that a resumed run repeats, whichever worker loads the item."""
+    x = (epoch_seed(seed, epoch) * _STEP_STRIDE + int(index) + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return bool((x ^ (x >> 31)) >> 63)
+
+
+def keyed_coin(key: int | tuple[int, int], seed: int) -> tuple[int, bool]:
+    """``(index, coin)`` of a dataset key: an ``(index, epoch)`` key (what a resumable train loader passes)
+    tosses :func:`epoch_coin`, which a resumed run repeats; a plain index tosses the global RNG."""
+    if isinstance(key, tuple):
+        return int(key[0]), epoch_coin(seed, key[1], key[0])
+    return key, bool(torch.rand(()) < 0.5)

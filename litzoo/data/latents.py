@@ -13,12 +13,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from litzoo.seeding import keyed_coin
+
 
 class CachedLatents(Dataset):
     """A train split's latents, computed once: item i is ``{"latents": z_i, "y": label_i}``.
 
     ``images`` is the split they were encoded from. Where that split flips images at random
-    (``random_flip``), the latents of the flipped images are cached too and drawn with probability 1/2.
+    (``random_flip``), the latents of the flipped images are cached too and drawn with probability 1/2: by
+    :func:`~litzoo.seeding.epoch_coin` of ``(split seed, epoch, index)`` for an ``(index, epoch)`` key (what a
+    resumable train loader passes, so a resume repeats the flips), at random for a plain index.
     """
 
     def __init__(self, images: Dataset, latents: Tensor, labels: Optional[Tensor],
@@ -28,8 +32,12 @@ class CachedLatents(Dataset):
     def __len__(self) -> int:
         return len(self.latents)
 
-    def __getitem__(self, index: int) -> dict:
-        use_flip = self.flipped is not None and bool(torch.rand(()) < 0.5)
+    @property
+    def epoch_keyed(self) -> bool:
+        return self.flipped is not None
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, use_flip = keyed_coin(key, getattr(self.images, "seed", 0)) if self.flipped is not None else (key, False)
         item = {"latents": (self.flipped if use_flip else self.latents)[index]}
         if self.labels is not None:
             item["y"] = self.labels[index]

@@ -12,7 +12,8 @@ None) for text-conditioned models.
 * :class:`ImageFolderDataModule`: ``root/*.png`` (unlabelled) or ``root/<class>/*.png``
   (labelled by sorted class folder). Every image is decoded, converted, resized (shorter side)
   and centre-cropped once in ``setup`` and kept as uint8, so a corrupt file fails there, naming
-  the file, instead of mid-epoch; only the random flip happens per batch.
+  the file, instead of mid-epoch; only the random flip happens per batch (a function of ``(seed, epoch,
+  image)``, so a resumed run repeats it).
 
 Latent models: when the module being fitted returns an encoder from ``latent_encoder()`` (e.g.
 :class:`~litzoo.modules.RectifiedFlowDiT` with ``vae_path`` and ``cache_latents=True``), the train loader
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from litzoo.datamodules.sampling import map_style_loader
 from litzoo.data.digits import DIGITS_IMAGE_SIZES, digits_images
 from litzoo.data.latents import CachedLatents, encode_split
+from litzoo.seeding import keyed_coin
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
 
@@ -150,21 +152,30 @@ class DigitsDataModule(_ImageDataModule):
 
 
 class _UInt8ImageDataset(Dataset):
-    """Pre-processed uint8 images ``(N, C, S, S)``; returns ``([-1, 1] float image, label)``."""
+    """Pre-processed uint8 images ``(N, C, S, S)``; returns ``([-1, 1] float image, label)``.
 
-    def __init__(self, images: Tensor, labels: Tensor, random_flip: bool) -> None:
+    With ``random_flip`` the train loader (:class:`~litzoo.datamodules.sampling.ResumableDataLoader`) asks
+    for items by ``(index, epoch)`` and the flip is :func:`~litzoo.seeding.epoch_coin` of ``(seed, epoch,
+    index)``: a resumed run flips every image as the uninterrupted one did. A plain index flips at random.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, random_flip: bool, seed: int = 0) -> None:
         self.images = images
         self.labels = labels
         self.random_flip = random_flip
+        self.seed = seed
+
+    @property
+    def epoch_keyed(self) -> bool:
+        return self.random_flip
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        index, flip = keyed_coin(key, self.seed) if self.random_flip else (key, False)
         x = self.images[index].float() / 127.5 - 1.0
-        if self.random_flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x, self.labels[index]
+        return (x.flip(-1) if flip else x), self.labels[index]
 
 
 class ImageFolderDataModule(_ImageDataModule):
@@ -273,5 +284,5 @@ class ImageFolderDataModule(_ImageDataModule):
             return
         images = torch.stack([self._load(path) for path in self.files])
         train_idx, val_idx = split_indices(self.labels, self.val_fraction, self.seed)
-        self.train_set = _UInt8ImageDataset(images[train_idx], self.labels[train_idx], self.random_flip)
+        self.train_set = _UInt8ImageDataset(images[train_idx], self.labels[train_idx], self.random_flip, self.seed)
         self.val_set = _UInt8ImageDataset(images[val_idx], self.labels[val_idx], random_flip=False)

@@ -40,7 +40,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from litzoo.checks import check_choice, check_positive_int, check_range
-from litzoo.datamodules.sampling import EpochShuffleSampler, LengthGroupedSampler
+from litzoo.datamodules.sampling import EpochShuffleSampler, LengthGroupedSampler, ResumableDataLoader
 from litzoo.reasoning import TASKS, Problem, get_task
 from litzoo.reasoning.policy import encode_prompt, encode_response
 from litzoo.reasoning.sampling import PrioritizedSampler, curriculum_level_weights
@@ -391,7 +391,8 @@ class ReasoningDataModule(L.LightningDataModule):
                                            self.hparams.group_by_length, self.seed)
         else:
             sampler = EpochShuffleSampler(dataset, self.seed)
-        return DataLoader(
+        # Resumable: a mid-epoch checkpoint holds the loader's position (see ResumableDataLoader).
+        return ResumableDataLoader(
             dataset, batch_size=self.batch_size, sampler=sampler,
             collate_fn=self._collate_train, drop_last=len(dataset) > self.batch_size,
             num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,

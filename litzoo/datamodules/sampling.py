@@ -1,9 +1,10 @@
 """Epoch-seeded samplers (the order of epoch e is a function of (seed, e), so a resumed run reshuffles every epoch
-the same way) and the loader of the map-style datamodules."""
+the same way) and the resumable loader of the map-style datamodules (a resume from a mid-epoch checkpoint
+skips the batches the run already trained on)."""
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence, Sized
+from typing import Any, Iterator, Sequence, Sized
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -74,10 +75,90 @@ class LengthGroupedSampler(Sampler[int]):
         return len(self.lengths)
 
 
+class _SkipFirst:
+    """The loader's index sampler without the first ``loader._skip_now`` batches, each index keyed
+    ``(index, epoch)`` for datasets that draw per-item randomness from it (``epoch_keyed``); ``len`` is the
+    full epoch's. Both are read when an iteration starts: persistent workers re-iterate this same object."""
+
+    def __init__(self, loader: "ResumableDataLoader", base) -> None:
+        self.loader, self.base = loader, base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self) -> Iterator:
+        keyed = getattr(self.loader.dataset, "epoch_keyed", False)
+        return self._indices(self.loader._skip_now, self.loader._epoch_now if keyed else None)
+
+    def _indices(self, skip: int, epoch: int | None) -> Iterator:
+        it = iter(self.base)
+        for _ in range(skip):  # indices only: the skipped batches are never loaded
+            if next(it, None) is None:
+                return
+        if epoch is None:
+            yield from it
+            return
+        for item in it:
+            yield [(i, epoch) for i in item] if isinstance(item, list) else (item, epoch)
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` whose position in the epoch is part of the checkpoint.
+
+    Lightning saves the ``state_dict()`` of a stateful train loader in the fit loop's checkpoint state and
+    loads it into the new loader before a resumed run iterates it. The state is ``{"epoch", "batches"}``:
+    the sampler's epoch and the batches this loader has handed to the training loop in it (counted in the
+    main process, so worker prefetching does not count). A resumed iteration of the same epoch skips that
+    many batches of the same order (the sampler's order is a function of ``(seed, epoch)``; under DDP the
+    skip applies to this rank's shard), so the run goes on with the batch the interrupted run would have
+    trained on next. The skip is decided at the first ``next()``, i.e. after Lightning's ``set_epoch``, so
+    a checkpoint at an epoch's end resumes at the next epoch's first batch. Datasets with
+    ``epoch_keyed = True`` receive ``(index, epoch)`` keys (e.g. to draw a random flip from them).
+    """
+
+    # Class-level defaults: Lightning re-creates the loader (DDP sampler injection) from its __init__ arguments.
+    _pending: tuple[int, int] | None = None  # (epoch, batches) loaded from a checkpoint, not yet applied
+    _position: list[int] | None = None  # [epoch, batches handed out] of the current iteration
+    _skip_now = 0
+    _epoch_now: int | None = None
+
+    def _sampler_epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    @property
+    def _index_sampler(self):
+        return _SkipFirst(self, super()._index_sampler)
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, skip = self._sampler_epoch(), 0
+        if self._pending is not None:
+            if self._pending[0] == epoch:
+                skip = self._pending[1]
+            self._pending = None
+        self._position = [epoch, skip]
+        self._skip_now, self._epoch_now = skip, epoch  # read by _SkipFirst when the iteration starts
+        for batch in super().__iter__():
+            self._position[1] += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        if self._position is None:  # not iterated since the (re)start
+            epoch, batches = self._pending if self._pending is not None else (self._sampler_epoch(), 0)
+        else:
+            epoch, batches = self._position
+        if batches >= len(self):  # a finished epoch: the next run starts the next one
+            epoch, batches = epoch + 1, 0
+        return {"epoch": int(epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._pending, self._position = (int(state["epoch"]), int(state["batches"])), None
+
+
 def map_style_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, train: bool) -> DataLoader:
-    """The loader of every map-style datamodule: epoch-seeded shuffling for training (resume-exact),
-    source order for validation; the ragged last batch is dropped only when there is more than one."""
-    return DataLoader(
+    """The loader of every map-style datamodule: epoch-seeded shuffling for training with the position saved
+    in checkpoints (resume-exact), source order for validation; the ragged last batch is dropped only when
+    there is more than one."""
+    return (ResumableDataLoader if train else DataLoader)(
         dataset,
         batch_size=batch_size,
         sampler=EpochShuffleSampler(dataset, seed=seed) if train else None,
