@@ -11,7 +11,6 @@ from PIL import Image
 from litzoo.datamodules.images import DigitsDataModule, ImageFolderDataModule
 from litzoo.datamodules.reasoning import ReasoningDataModule
 from litzoo.datamodules.toy2d import Toy2DDataModule
-from litzoo.seeding import epoch_coin
 
 
 def _image_folder(root):
@@ -87,6 +86,8 @@ def test_state_at_an_epoch_end_resumes_at_the_next_epochs_first_batch(tmp_path):
 
 
 def test_random_flips_are_a_function_of_seed_epoch_and_image(tmp_path):
+    from litzoo.seeding import epoch_coin
+
     dm = FACTORIES["image_folder"](tmp_path)
     dm.setup()
     loader = dm.train_dataloader()
