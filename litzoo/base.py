@@ -12,6 +12,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from litzoo.seeding import global_seed
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt or not a litzoo checkpoint."""
@@ -43,6 +45,38 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 class LitzooModule(L.LightningModule):
     """Base class: records its class in checkpoints (so ``litzoo.export`` knows what to rebuild) and
     turns unreadable checkpoint files into a :class:`CheckpointError` naming the file."""
+
+    _seed_from_global = False
+
+    # ----------------------------------------------------------------- seed
+    @property
+    def seed(self) -> int:
+        """The module's seed: the ``seed`` hyperparameter, or, when it was not given (``None``), the global seed
+        (``seed_everything`` / ``--seed_everything``, else 0), taken once (at ``setup`` or first use) and written
+        into the hyperparameters, so checkpoints and the logged hyperparameters hold the number."""
+        if "seed" not in self.hparams:
+            raise AttributeError(f"{type(self).__name__} has no seed hyperparameter.")
+        if self.hparams.seed is None:
+            self._set_seed(global_seed(), from_global=True)
+        return int(self.hparams.seed)
+
+    def _set_seed(self, seed: int, from_global: bool) -> None:
+        self.hparams.seed = int(seed)
+        if hasattr(self, "_hparams_initial"):  # what the loggers record
+            self._hparams_initial["seed"] = int(seed)
+        self._seed_from_global = from_global
+
+    def setup(self, stage: str) -> None:
+        """Take the global seed now if ``seed=None`` (subclasses overriding ``setup`` call this first)."""
+        if "seed" in self.hparams:
+            self.seed  # noqa: B018  (resolves and saves it)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A seed that followed the global one resumes as the checkpointed run's seed, whatever the global seed of
+        # the resuming process (Trainer.fit(ckpt_path=...) with a fresh module); a seed given explicitly wins.
+        saved = checkpoint.get("hyper_parameters", {}).get("seed")
+        if "seed" in self.hparams and isinstance(saved, int) and (self.hparams.seed is None or self._seed_from_global):
+            self._set_seed(saved, from_global=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["litzoo_class"] = f"{type(self).__module__}.{type(self).__qualname__}"

@@ -62,7 +62,7 @@ class GenerativeModule(LitzooModule):
 
     def _step_generator(self) -> torch.Generator:
         # Noise is a function of (seed, step, rank): a resumed run draws exactly the same noise.
-        return step_generator(self.hparams.seed, self.global_step, self.global_rank, device=self.device)
+        return step_generator(self.seed, self.global_step, self.global_rank, device=self.device)
 
     def optimized_module(self) -> torch.nn.Module:
         """What AdamW trains (its no-decay groups are found by :func:`litzoo.optim.adamw_param_groups`)."""
@@ -151,7 +151,7 @@ class GenerativeModule(LitzooModule):
 
         h = self.hparams
         y = torch.arange(h.eval_samples_per_class * self.num_classes, device=self.device) % self.num_classes
-        generator = torch.Generator(device=self.device).manual_seed(h.seed + self.global_rank)
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + self.global_rank)
         images = self.sample(len(y), steps=h.eval_steps, y=y, generator=generator, **self.eval_sample_kwargs())
         self.log("val/class_accuracy", class_accuracy(images.cpu(), y.cpu()), sync_dist=True)
         return images

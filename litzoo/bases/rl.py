@@ -135,6 +135,7 @@ class RLModule(LitzooModule):
     def setup(self, stage: str) -> None:
         from litzoo.rl.policy import check_space
 
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
         if self.policy is None:
@@ -150,7 +151,7 @@ class RLModule(LitzooModule):
 
     def _init_generator(self) -> None:
         # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
-        seed = rank_seed(self.hparams.seed, self.global_rank)
+        seed = rank_seed(self.seed, self.global_rank)
         world_size = self._world_size
         ranks = self._pending.pop("ranks", None)
         if ranks is not None:  # a DDP checkpoint: every rank's stream and buffer
@@ -275,6 +276,7 @@ class RLModule(LitzooModule):
         checkpoint["litzoo_rl"] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("litzoo_rl", {})
         self.env_steps = int(state.get("env_steps", 0))
         self.num_updates = int(state.get("num_updates", 0))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import torch
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from litzoo.datamodules.sampling import map_style_loader
 from litzoo.data.digits import DIGITS_IMAGE_SIZES, digits_images
 from litzoo.data.latents import CachedLatents, encode_split
+from litzoo.seeding import DataSeed
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
 
@@ -71,10 +73,10 @@ def split_indices(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tenso
     return torch.as_tensor(train_idx).sort().values, torch.as_tensor(val_idx).sort().values
 
 
-class _ImageDataModule(L.LightningDataModule):
+class _ImageDataModule(DataSeed, L.LightningDataModule):
     """Shared loaders; subclasses fill ``train_set`` / ``val_set`` in ``setup``."""
 
-    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
+    def __init__(self, batch_size: int, num_workers: int, seed: Optional[int]) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -111,7 +113,8 @@ class _ImageDataModule(L.LightningDataModule):
 class DigitsDataModule(_ImageDataModule):
     """scikit-learn's 8x8 digits in ``[-1, 1]``, shape ``(1, image_size, image_size)``, labels 0-9.
 
-    The train/val split is stratified by digit and fixed by ``seed``; the training order is
+    The train/val split is stratified by digit and fixed by ``seed`` (``None``, the default: the global seed of
+    ``seed_everything`` / ``--seed_everything``, else 0); the training order is
     reshuffled each epoch from ``(seed, epoch)``.
     """
 
@@ -125,7 +128,7 @@ class DigitsDataModule(_ImageDataModule):
         image_size: int = 8,
         batch_size: int = 128,
         val_fraction: float = 0.1,
-        seed: int = 0,
+        seed: Optional[int] = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, seed)
@@ -187,7 +190,7 @@ class ImageFolderDataModule(_ImageDataModule):
         random_flip: bool = True,
         batch_size: int = 64,
         val_fraction: float = 0.1,
-        seed: int = 0,
+        seed: Optional[int] = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, seed)

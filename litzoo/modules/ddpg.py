@@ -75,7 +75,8 @@ class DDPG(RLModule):
         normalize_observations: whiten Box observations with running statistics (exported with the policy).
         save_replay_buffer: also store the replay buffer in checkpoints (exact resume, larger files).
         log_every_n_env_steps: how often losses and episode statistics are logged.
-        seed: seeds exploration noise and replay sampling (offset by rank).
+        seed: seeds exploration noise and replay sampling (offset by rank). ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     ACTION_SPACES = ("Box",)
@@ -110,7 +111,7 @@ class DDPG(RLModule):
         normalize_observations: bool = False,
         save_replay_buffer: bool = False,
         log_every_n_env_steps: int = 1000,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_choice("exploration_noise", exploration_noise, EXPLORATION_NOISES)

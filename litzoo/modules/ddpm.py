@@ -70,7 +70,8 @@ class DDPM(GenerativeModule):
             ``-1``: constant lr after warm-up).
         eval_every_n_epochs, eval_samples_per_class, eval_sampler, eval_steps: class accuracy and FID
             of samples logged at validation every N epochs (0 = never; image data with classes only).
-        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly.
+        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly. ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -101,7 +102,7 @@ class DDPM(GenerativeModule):
         eval_samples_per_class: int = 20,
         eval_sampler: str = "ddim",
         eval_steps: int = 25,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -219,6 +220,7 @@ class DDPM(GenerativeModule):
         return self.net
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = self._datamodule()
         if datamodule is None:
             return

@@ -99,7 +99,8 @@ class DQN(RLModule):
         max_grad_norm: clip the gradient norm (SB3's default 10; ``None``: no clipping).
         save_replay_buffer: also store the replay buffer in checkpoints (exact resume, larger files).
         log_every_n_env_steps: how often loss, mean Q, epsilon and episode statistics are logged.
-        seed: seeds exploration and replay sampling (offset by rank).
+        seed: seeds exploration and replay sampling (offset by rank). ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     ACTION_SPACES = ("Discrete",)  # it takes max_a Q(s, a) over a finite set
@@ -132,7 +133,7 @@ class DQN(RLModule):
         max_grad_norm: Optional[float] = 10.0,
         save_replay_buffer: bool = False,
         log_every_n_env_steps: int = 1000,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         for name, value in (("gamma", gamma), ("exploration_fraction", exploration_fraction),

@@ -109,7 +109,8 @@ class RectifiedFlowDiT(GenerativeModule):
             transformer, the class tokens and pooled table (no decay), and the text encoder if it trains.
         eval_every_n_epochs, eval_samples_per_class, eval_steps: class accuracy of samples logged at
             validation every N epochs (0 = never; 1-channel class-conditional images only).
-        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly.
+        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly. ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -152,7 +153,7 @@ class RectifiedFlowDiT(GenerativeModule):
         eval_every_n_epochs: int = 0,
         eval_samples_per_class: int = 20,
         eval_steps: int = 10,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_choice("timestep_sampling", timestep_sampling, TIMESTEP_DENSITIES)
@@ -308,6 +309,7 @@ class RectifiedFlowDiT(GenerativeModule):
             self._log_class_accuracy()
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = self._datamodule()
         if datamodule is None:
             return

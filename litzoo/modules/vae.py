@@ -48,7 +48,8 @@ class VAE(LitzooModule):
         block_out_channels, layers_per_block, norm_num_groups: encoder/decoder size.
         kl_weight: beta in the loss (module docstring).
         lr, weight_decay, warmup_steps, total_steps: AdamW + warmup/cosine.
-        seed: seeds the per-step posterior sample so a resumed run repeats the uninterrupted one.
+        seed: seeds the per-step posterior sample so a resumed run repeats the uninterrupted one. ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class VAE(LitzooModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 50,
         total_steps: int = 0,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         for name, value in [("image_size", image_size), ("in_channels", in_channels),
@@ -105,7 +106,7 @@ class VAE(LitzooModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        generator = step_generator(self.hparams.seed, self.global_step, self.global_rank, device=self.device)
+        generator = step_generator(self.seed, self.global_step, self.global_rank, device=self.device)
         loss, mse, kl = self.vae_loss(x, generator)
         self.log_dict({"train/loss": loss, "train/mse": mse, "train/kl": kl}, prog_bar=True)
         return loss
