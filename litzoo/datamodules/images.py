@@ -258,6 +258,13 @@ class ImageFolderDataModule(_ImageDataModule):
 
         try:
             with Image.open(path) as image:
+                if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+                    # 16-bit grayscale (PNG): PIL's convert("L") clips 0..65535 at 255 (white); scale by the depth.
+                    # numpy reads PIL's 16-bit modes in their own byte order.
+                    import numpy as np
+
+                    levels = np.asarray(image, dtype=np.float64) / 257.0
+                    image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
                 image = image.convert("L" if self.grayscale else "RGB")  # decodes the whole file
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError ... for bad files
             raise ValueError(f"could not read image file {path}: {err}. Fix or delete the file.") from err

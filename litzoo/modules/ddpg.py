@@ -39,7 +39,7 @@ from typing import Any, Optional
 
 import torch
 
-from litzoo.bases.rl import RLModule, all_reduce_gradients
+from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
 from litzoo.checks import check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
 from litzoo.nets.actors_critics import DeterministicActor, QCritic
 from litzoo.optim import adamw_for_networks
@@ -123,6 +123,7 @@ class DDPG(RLModule):
                             ("policy_delay", policy_delay), ("log_every_n_env_steps", log_every_n_env_steps)):
             check_positive_int(name, value)
         check_non_negative_int("learning_starts", learning_starts)
+        check_replay_sizes(batch_size, buffer_size, learning_starts)
         for name, value in (("exploration_std", exploration_std), ("target_policy_noise", target_policy_noise),
                             ("target_noise_clip", target_noise_clip), ("ou_theta", ou_theta), ("ou_dt", ou_dt),
                             ("weight_decay", weight_decay)):

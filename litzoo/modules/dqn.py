@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.bases.rl import RLModule, all_reduce_gradients
+from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
 from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
 from litzoo.nets.actors_critics import QNetwork
 from litzoo.optim import adamw_for_networks
@@ -149,6 +149,7 @@ class DQN(RLModule):
                             ("log_every_n_env_steps", log_every_n_env_steps)):
             check_positive_int(name, value)
         check_non_negative_int("learning_starts", learning_starts)
+        check_replay_sizes(batch_size, buffer_size, learning_starts)
         check_non_negative("weight_decay", weight_decay)
         if total_env_steps is not None and (int(total_env_steps) != total_env_steps or total_env_steps < 1):
             raise ValueError(f"total_env_steps={total_env_steps!r} must be a positive integer or None (from the trainer).")

@@ -447,6 +447,6 @@ class ValueFunctionApproximation(RLModule):
                  "tile": f" {h.num_tilings}x{h.tiles_per_dim}x{h.tiles_per_dim}"}.get(h.features, "")
         return f"{h.features}{extra} (d={self.phi.dim})"
 
-    def export(self, out_dir):
+    def export(self, out_dir, overwrite: bool = False):
         raise NotImplementedError("ValueFunctionApproximation has no policy folder: its result is the value table "
                                   "(values(), action_values(), compare_with_exact(), plot()).")
