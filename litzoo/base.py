@@ -27,8 +27,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist (or is not a file). Check the path.")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load would try a legacy pickle
         raise CheckpointError(
-            f"Checkpoint {str(path)!r} ({path.stat().st_size} bytes) is not a readable PyTorch checkpoint: it is "
-            "corrupt, truncated or another kind of file. Was it copied completely? Use an earlier checkpoint (e.g. "
+            f"Checkpoint {str(path)!r} ({path.stat().st_size} bytes) is corrupt or truncated (or not a checkpoint "
+            "at all): it is not the zip archive torch.save writes. Was it copied completely? Use an earlier checkpoint (e.g. "
             "the ModelCheckpoint 'last.ckpt') or re-save it.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
