@@ -5,12 +5,15 @@ The plumbing shared by one family of methods lives in :mod:`litzoo.bases` (gener
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+
+from litzoo.seeding import global_seed
 
 
 class CheckpointError(ValueError):
@@ -22,6 +25,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist (or is not a file). Check the path.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load would try a legacy pickle
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} ({path.stat().st_size} bytes) is corrupt or truncated (or not a checkpoint "
+            "at all): it is not the zip archive torch.save writes. Was it copied completely? Use an earlier checkpoint (e.g. "
+            "the ModelCheckpoint 'last.ckpt') or re-save it.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
@@ -31,18 +39,89 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "Use an earlier checkpoint (e.g. the ModelCheckpoint 'last.ckpt') or re-save it."
         ) from err
     except Exception as err:  # pickle.UnpicklingError for non-weights objects, among others
+        # torch's text advises weights_only=False (arbitrary code execution): keep only what it could not unpickle.
+        reason = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(err) else ""
         raise CheckpointError(
-            f"Checkpoint {str(path)!r} cannot be loaded with weights_only=True ({type(err).__name__}: {err}). "
-            "litzoo checkpoints hold only tensors and plain types; this file is not one of them."
+            f"Checkpoint {str(path)!r} holds objects other than tensors and plain types ({reason}). litzoo "
+            "checkpoints hold only those, and are loaded safely (weights_only=True); this file is not one of them."
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict' entry).")
     return checkpoint
 
 
+def prepare_export_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The folder an ``export`` writes into, created if missing. A non-empty folder is refused unless
+    ``overwrite=True``, which empties it first: two exports in one folder would merge (files of the first left
+    beside the second's, e.g. a stale ``model_index.json``) and load as neither."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"Export folder {str(out_dir)!r} is a file; give a folder path.")
+    entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+    if entries:
+        if not overwrite:
+            shown = ", ".join(e.name for e in entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise FileExistsError(
+                f"Export folder {str(out_dir)!r} is not empty ({shown}): exporting into it would mix two exports. "
+                "Give a new or empty folder, or pass overwrite=True (`python -m litzoo.export CKPT OUT --overwrite`) "
+                "to delete its contents first.")
+        for entry in entries:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def check_checkpoint_class(checkpoint: dict[str, Any], cls: type) -> None:
+    """Refuse a checkpoint written by another litzoo class than ``cls`` (or one of its base classes): e.g. a TD3
+    checkpoint loads into DDPG without a state-dict error (same networks, twin critics) but is not a DDPG."""
+    written_by = checkpoint.get("litzoo_class")
+    if not written_by:
+        return  # not written by a litzoo module (or before classes were recorded): the state dict decides
+    accepted = {f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__}
+    if written_by not in accepted:
+        name = written_by.rpartition(".")[2]
+        raise CheckpointError(
+            f"This checkpoint was written by {written_by}, not by {cls.__module__}.{cls.__qualname__}: load it with "
+            f"{name}.load_from_checkpoint(...), or train with the {name} config (train.py: --config of that method, "
+            f"or --model {written_by}). `python -m litzoo.export CKPT OUT` picks the right class itself.")
+
+
 class LitzooModule(L.LightningModule):
     """Base class: records its class in checkpoints (so ``litzoo.export`` knows what to rebuild) and
     turns unreadable checkpoint files into a :class:`CheckpointError` naming the file."""
+
+    _seed_from_global = False
+
+    # ----------------------------------------------------------------- seed
+    @property
+    def seed(self) -> int:
+        """The module's seed: the ``seed`` hyperparameter, or, when it was not given (``None``), the global seed
+        (``seed_everything`` / ``--seed_everything``, else 0), taken once (at ``setup`` or first use) and written
+        into the hyperparameters, so checkpoints and the logged hyperparameters hold the number."""
+        if "seed" not in self.hparams:
+            raise AttributeError(f"{type(self).__name__} has no seed hyperparameter.")
+        if self.hparams.seed is None:
+            self._set_seed(global_seed(), from_global=True)
+        return int(self.hparams.seed)
+
+    def _set_seed(self, seed: int, from_global: bool) -> None:
+        self.hparams.seed = int(seed)
+        if hasattr(self, "_hparams_initial"):  # what the loggers record
+            self._hparams_initial["seed"] = int(seed)
+        self._seed_from_global = from_global
+
+    def setup(self, stage: str) -> None:
+        """Take the global seed now if ``seed=None`` (subclasses overriding ``setup`` call this first)."""
+        if "seed" in self.hparams:
+            self.seed  # noqa: B018  (resolves and saves it)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint_class(checkpoint, type(self))
+        # A seed that followed the global one resumes as the checkpointed run's seed, whatever the global seed of
+        # the resuming process (Trainer.fit(ckpt_path=...) with a fresh module); a seed given explicitly wins.
+        saved = checkpoint.get("hyper_parameters", {}).get("seed")
+        if "seed" in self.hparams and isinstance(saved, int) and (self.hparams.seed is None or self._seed_from_global):
+            self._set_seed(saved, from_global=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["litzoo_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
@@ -54,9 +133,11 @@ class LitzooModule(L.LightningModule):
         except Exception:
             # If the file itself is unreadable, say so clearly; otherwise the original error stands.
             if isinstance(checkpoint_path, (str, os.PathLike)):
-                load_checkpoint(checkpoint_path)
+                # another class's hyperparameters fail in __init__ before on_load_checkpoint could say why
+                check_checkpoint_class(load_checkpoint(checkpoint_path), cls)
             raise
 
-    def export(self, out_dir: str | os.PathLike) -> Path:
-        """Write the method's ecosystem format (diffusers / transformers / safetensors folder)."""
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the method's ecosystem format (diffusers / transformers / safetensors folder) into ``out_dir``, which
+        must be new or empty unless ``overwrite=True`` (:func:`prepare_export_dir`)."""
         raise NotImplementedError(f"{type(self).__name__} has no export format yet.")

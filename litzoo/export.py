@@ -29,12 +29,13 @@ def module_class_from_checkpoint(checkpoint: dict[str, Any]) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def export_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Load the module stored in ``ckpt_path`` and write its ecosystem format to ``out_dir``."""
+def export_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Load the module stored in ``ckpt_path`` and write its ecosystem format to ``out_dir`` (new or empty, unless
+    ``overwrite=True``: then its contents are deleted first)."""
     cls = module_class_from_checkpoint(load_checkpoint(ckpt_path))
     module = cls.load_from_checkpoint(ckpt_path, map_location="cpu")
     module.eval()
-    return module.export(out_dir)
+    return module.export(out_dir, overwrite=overwrite)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -43,13 +44,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("out_pos", nargs="?", metavar="OUT_DIR", help="output folder")
     parser.add_argument("--ckpt", help="checkpoint path")
     parser.add_argument("--out", help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="delete the output folder's contents first")
     args = parser.parse_args(argv)
     ckpt, out = args.ckpt or args.ckpt_pos, args.out or args.out_pos
     if not ckpt or not out:
         parser.error("give a checkpoint and an output folder: export --ckpt CKPT --out DIR")
     try:
-        path = export_checkpoint(ckpt, out)
-    except CheckpointError as err:
+        path = export_checkpoint(ckpt, out, overwrite=args.overwrite)
+    except (CheckpointError, FileExistsError) as err:
         raise SystemExit(f"error: {err}") from None
     print(f"Exported {ckpt} -> {path}")
 

@@ -4,9 +4,15 @@ A stream drawn from ``step_seed(seed, step, rank)`` is a pure function of the ru
 (optimizer step, rollout, ...) and the process rank: a resumed run draws exactly the noise the
 uninterrupted run drew at that step, and DDP ranks never share a stream. The two multipliers keep the
 three inputs apart (steps below 1_000_003, ranks below 1024 never collide).
+
+A module's or datamodule's ``seed=None`` (the default) follows the global seed (:func:`global_seed`), taken once
+and saved with the run, so ``--seed_everything N`` alone changes every stream of a run.
 """
 
 from __future__ import annotations
+
+import os
+from typing import Any, Optional
 
 import torch
 
@@ -49,3 +55,66 @@ def keyed_coin(key: int | tuple[int, int], seed: int) -> tuple[int, bool]:
     if isinstance(key, tuple):
         return int(key[0]), epoch_coin(seed, key[1], key[0])
     return key, bool(torch.rand(()) < 0.5)
+
+
+# ------------------------------------------------------------------ seed=None follows the global seed
+def global_seed() -> int:
+    """The run's global seed: what ``lightning.seed_everything(N)`` / ``train.py --seed_everything N`` set (the
+    environment variable ``PL_GLOBAL_SEED``, which DDP child processes inherit), else 0."""
+    value = os.environ.get("PL_GLOBAL_SEED")
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"PL_GLOBAL_SEED={value!r} is not an integer seed; set it with seed_everything(N).") from None
+
+
+def resolve_seed(seed: Optional[int]) -> int:
+    """``seed`` itself when given, else the global seed (:func:`global_seed`)."""
+    return global_seed() if seed is None else int(seed)
+
+
+class DataSeed:
+    """Mixin (before ``LightningDataModule``) of the datamodules with a ``seed`` argument.
+
+    * ``seed=None`` follows the global seed: :attr:`seed` takes :func:`global_seed` at its first use (in
+      ``setup`` or the first batch), once, and writes it into the saved hyperparameters.
+    * The logger sees it as ``data_seed``: Lightning merges the module's and the datamodule's hyperparameters
+      into one table and refuses one key with two values, so a model seed and a data seed that differ would
+      stop ``fit`` (the checkpoint keeps ``seed`` under ``datamodule_hyper_parameters``, unchanged).
+    """
+
+    _seed: Optional[int] = None
+    _seed_from_global: bool = False
+
+    @property
+    def seed(self) -> int:
+        if self._seed is None:
+            self._seed, self._seed_from_global = global_seed(), True
+            if "seed" in self.hparams:  # type: ignore[attr-defined]
+                self.hparams["seed"] = self._seed  # type: ignore[attr-defined]
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: Optional[int]) -> None:
+        self._seed, self._seed_from_global = (None if value is None else int(value)), False
+
+    @property
+    def hparams_initial(self) -> Any:
+        hparams = super().hparams_initial  # type: ignore[misc]
+        if "seed" in hparams:
+            del hparams["seed"]
+            hparams["data_seed"] = self.seed
+        return hparams
+
+    def seed_state_dict(self) -> dict[str, Any]:
+        """For ``state_dict``: the seed taken from the global one, so that a resume keeps the first run's."""
+        return {"seed": self.seed} if self._seed_from_global or self._seed is None else {}
+
+    def load_seed_state_dict(self, state: dict[str, Any]) -> None:
+        """For ``load_state_dict``: a seed given explicitly wins; one that followed the global seed takes the saved one."""
+        if "seed" in state and (self._seed is None or self._seed_from_global):
+            self._seed, self._seed_from_global = int(state["seed"]), True
+            if "seed" in self.hparams:  # type: ignore[attr-defined]
+                self.hparams["seed"] = self._seed  # type: ignore[attr-defined]

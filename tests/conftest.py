@@ -3,6 +3,7 @@ modules (``rl_helpers``, ``lm_helpers``) through the ``sys.path`` entry made her
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -28,11 +29,17 @@ def _one_torch_thread():
 
 @pytest.fixture(autouse=True)
 def _seeded_and_one_thread():
-    """Every test starts from the same global random state (torch, numpy, random: seed 0) and one thread,
+    """Every test starts from the same global random state (torch, numpy, random: seed 0; no global Lightning
+    seed) and one thread,
     whatever ran before it: a test's result never depends on the order or the selection of tests. Envs,
     exploration and noise are seeded by the datamodules/modules themselves."""
     torch.set_num_threads(1)  # a test may have changed it
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
+    # seed_everything(N) sets PL_GLOBAL_SEED, which seed=None modules/datamodules follow: not into the next test.
+    global_seed = os.environ.pop("PL_GLOBAL_SEED", None)
     yield
+    os.environ.pop("PL_GLOBAL_SEED", None)
+    if global_seed is not None:
+        os.environ["PL_GLOBAL_SEED"] = global_seed

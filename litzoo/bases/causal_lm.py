@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from litzoo.base import LitzooModule
+from litzoo.base import LitzooModule, prepare_export_dir
 from litzoo.optim import adamw_with_warmup_cosine
 from litzoo.reasoning.generation import generate
 from litzoo.reasoning.meters import LevelMeter, level_keys
@@ -81,6 +81,6 @@ class CausalLMModule(LitzooModule):
         return generate(self.policy, self.tokenizer, ids, greedy=True,
                         max_new_tokens=max_new_tokens or self.answer_max_new_tokens).texts
 
-    def export(self, out_dir: str | os.PathLike) -> Path:
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``."""
-        return save_policy(self.policy, self.tokenizer, out_dir)
+        return save_policy(self.policy, self.tokenizer, prepare_export_dir(out_dir, overwrite))

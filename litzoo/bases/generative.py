@@ -3,21 +3,44 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
 from litzoo.base import LitzooModule
+from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
 from litzoo.seeding import step_generator
 
 #: first seed of the validation noise: batch i draws from ``VALIDATION_SEED + i`` (fixed across epochs)
 VALIDATION_SEED = 10_000
 
 
+def check_optimizer_args(lr: float, weight_decay: float, warmup_steps: int, total_steps: int,
+                         adam_betas: tuple[float, float] = (0.9, 0.999)) -> None:
+    """AdamW + warmup/cosine hyperparameters (:func:`litzoo.optim.adamw_with_warmup_cosine`), checked at construction
+    rather than when ``fit`` builds the optimizer."""
+    check_positive("lr", lr)
+    check_non_negative("weight_decay", weight_decay)
+    check_non_negative_int("warmup_steps", warmup_steps)
+    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < -1:
+        raise ValueError(f"total_steps={total_steps!r} must be an integer: > 0 (cosine decay over that many steps), "
+                         "0 (the trainer's estimate) or -1 (constant lr after warm-up).")
+    if len(adam_betas) != 2:
+        raise ValueError(f"adam_betas={adam_betas!r} must be two numbers, e.g. (0.9, 0.999).")
+    for i, beta in enumerate(adam_betas):
+        check_range(f"adam_betas[{i}]", beta, 0.0, 1.0, high_open=True)
+
+
 def check_image_blocks(image_size: int, block_out_channels, norm_num_groups: int) -> None:
     """A diffusers UNet/autoencoder halves the resolution at every block but the last, and its GroupNorms split
     every block's channels into ``norm_num_groups``: raise a ``ValueError`` naming the fix otherwise."""
+    if len(block_out_channels) == 0:
+        raise ValueError("block_out_channels=() has no block; give at least one channel count, e.g. (32, 64).")
+    for i, channels in enumerate(block_out_channels):
+        check_positive_int(f"block_out_channels[{i}]", channels)
+    check_positive_int("norm_num_groups", norm_num_groups)
     factor = 2 ** (len(block_out_channels) - 1)
     if image_size % factor:
         raise ValueError(
@@ -62,7 +85,7 @@ class GenerativeModule(LitzooModule):
 
     def _step_generator(self) -> torch.Generator:
         # Noise is a function of (seed, step, rank): a resumed run draws exactly the same noise.
-        return step_generator(self.hparams.seed, self.global_step, self.global_rank, device=self.device)
+        return step_generator(self.seed, self.global_step, self.global_rank, device=self.device)
 
     def optimized_module(self) -> torch.nn.Module:
         """What AdamW trains (its no-decay groups are found by :func:`litzoo.optim.adamw_param_groups`)."""
@@ -151,7 +174,7 @@ class GenerativeModule(LitzooModule):
 
         h = self.hparams
         y = torch.arange(h.eval_samples_per_class * self.num_classes, device=self.device) % self.num_classes
-        generator = torch.Generator(device=self.device).manual_seed(h.seed + self.global_rank)
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + self.global_rank)
         images = self.sample(len(y), steps=h.eval_steps, y=y, generator=generator, **self.eval_sample_kwargs())
         self.log("val/class_accuracy", class_accuracy(images.cpu(), y.cpu()), sync_dist=True)
         return images

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from litzoo.base import LitzooModule
+from litzoo.base import LitzooModule, prepare_export_dir
 from litzoo.seeding import rank_seed
 
 
@@ -51,6 +51,18 @@ def all_reduce_gradients(trainer: L.Trainer, parameters: Iterable[torch.nn.Param
     flat = torch.cat([g.reshape(-1) for g in grads])
     flat = trainer.strategy.reduce(flat, reduce_op="mean")
     torch._foreach_copy_(grads, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in grads]), grads)])
+
+
+def check_replay_sizes(batch_size: int, buffer_size: int, learning_starts: int) -> None:
+    """An off-policy module's replay sizes (after each is checked alone): a minibatch must fit the buffer, and the
+    warm-up transitions collected before the first update must too (else the first ones are overwritten unused)."""
+    if buffer_size < batch_size:
+        raise ValueError(f"buffer_size={buffer_size} is smaller than batch_size={batch_size}: a minibatch cannot be larger "
+                         f"than the replay buffer. Use buffer_size >= {batch_size} (or a smaller batch_size).")
+    if learning_starts > buffer_size:
+        raise ValueError(f"learning_starts={learning_starts} exceeds buffer_size={buffer_size}: the first "
+                         f"{learning_starts - buffer_size} warm-up transitions would be overwritten before the first "
+                         f"update. Use buffer_size >= {learning_starts} (or a smaller learning_starts).")
 
 
 class RLModule(LitzooModule):
@@ -135,6 +147,7 @@ class RLModule(LitzooModule):
     def setup(self, stage: str) -> None:
         from litzoo.rl.policy import check_space
 
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
         if self.policy is None:
@@ -150,7 +163,7 @@ class RLModule(LitzooModule):
 
     def _init_generator(self) -> None:
         # Called when collection starts, i.e. after any checkpoint was restored (whatever the strategy).
-        seed = rank_seed(self.hparams.seed, self.global_rank)
+        seed = rank_seed(self.seed, self.global_rank)
         world_size = self._world_size
         ranks = self._pending.pop("ranks", None)
         if ranks is not None:  # a DDP checkpoint: every rank's stream and buffer
@@ -275,6 +288,7 @@ class RLModule(LitzooModule):
         checkpoint["litzoo_rl"] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("litzoo_rl", {})
         self.env_steps = int(state.get("env_steps", 0))
         self.num_updates = int(state.get("num_updates", 0))
@@ -282,13 +296,13 @@ class RLModule(LitzooModule):
         self._pending = {k: state[k] for k in ("generator", "generator_device", "generator_world_size", "replay_buffer",
                                                "ranks") if k in state}
 
-    def export(self, out_dir: str | os.PathLike) -> Path:
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """The policy folder of :mod:`litzoo.rl.policy` (``litzoo.load_policy(out_dir).predict(obs)``)."""
         if self.policy is None:
             raise ValueError(f"{type(self).__name__} has no networks yet: train it (or pass the spaces) before export.")
         metadata = {"algorithm": self.algorithm, "env_steps": int(self.env_steps),
                     "hyperparameters": {k: v for k, v in self.hparams.items()}}
-        return self.policy.save(out_dir, metadata)
+        return self.policy.save(prepare_export_dir(out_dir, overwrite), metadata)
 
 
 class OnPolicyModule(RLModule):

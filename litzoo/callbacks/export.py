@@ -22,5 +22,5 @@ class ExportOnFitEnd(Callback):
         if not trainer.is_global_zero or trainer.interrupted:
             return
         out_dir = Path(self.out_dir or os.path.join(log_dir, "export"))
-        path = pl_module.export(out_dir)
+        path = pl_module.export(out_dir, overwrite=True)  # this run's own folder (a resumed fit re-exports)
         rank_zero_info(f"Exported {type(pl_module).__name__} to {path}")

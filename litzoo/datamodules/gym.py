@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from litzoo.checks import check_choice, check_positive_int
 from litzoo.rl.collect import EnvRunner, check_env_id
 from litzoo.rl.policy import space_to_spec
+from litzoo.seeding import DataSeed
 
 VECTORIZATION = ("sync", "async")
 
@@ -104,7 +105,7 @@ class _EnvStream(IterableDataset):
             yield next(self._batches)
 
 
-class GymDataModule(L.LightningDataModule):
+class GymDataModule(DataSeed, L.LightningDataModule):
     """A gymnasium environment as the data source of an RL LightningModule (see the module docstring):
     the envs, their spaces and the stream of batches; the collection is :mod:`litzoo.rl.collect`'s.
 
@@ -114,7 +115,9 @@ class GymDataModule(L.LightningDataModule):
             ``gymnasium.Env`` (called with ``env_kwargs`` and, for rendering, ``render_mode``).
         num_envs: parallel envs per process.
         batches_per_epoch: batches the dataloader yields per epoch (identical on every rank).
-        seed: base seed of the envs (offset per rank/worker/env, see the module docstring).
+        seed: base seed of the envs (offset per rank/worker/env, see the module docstring); ``None`` (default):
+            the global seed (``seed_everything`` / ``--seed_everything``, else 0), taken at the first reset and kept
+            by checkpoints.
         env_kwargs: keyword arguments for ``gymnasium.make`` / the callable.
         max_episode_steps: time limit (``gymnasium.make``'s ``TimeLimit``); ``None`` keeps the env's own.
         vectorization: ``"sync"`` (one process; fastest for cheap envs) or ``"async"`` (a subprocess per env).
@@ -128,7 +131,7 @@ class GymDataModule(L.LightningDataModule):
         env_id: Union[str, Callable[..., gym.Env]] = "Pendulum-v1",
         num_envs: int = 1,
         batches_per_epoch: int = 1000,
-        seed: int = 0,
+        seed: Optional[int] = None,
         env_kwargs: Optional[dict[str, Any]] = None,
         max_episode_steps: Optional[int] = None,
         vectorization: str = "sync",
@@ -152,7 +155,7 @@ class GymDataModule(L.LightningDataModule):
         elif not callable(env_id):
             raise ValueError(f"env_id={env_id!r} must be a registered gymnasium id or a callable returning an env.")
         self.env_id, self.num_envs, self.batches_per_epoch = env_id, int(num_envs), int(batches_per_epoch)
-        self.seed, self.env_kwargs = int(seed), dict(env_kwargs or {})
+        self.seed, self.env_kwargs = seed, dict(env_kwargs or {})
         self.max_episode_steps, self.vectorization = max_episode_steps, vectorization
         self.env: EnvRunner | None = None
         self._spaces: tuple[gym.Space, gym.Space] | None = None
@@ -210,6 +213,13 @@ class GymDataModule(L.LightningDataModule):
         # The envs are stepped with the live policy, so the data must be produced in this process.
         _silence_stream_warnings()
         return DataLoader(_EnvStream(self), batch_size=None, num_workers=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        # A seed that followed the global one: the resumed run resets its envs from the first run's.
+        return self.seed_state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.load_seed_state_dict(state_dict)
 
     def teardown(self, stage: Optional[str] = None) -> None:
         if stage in (None, "fit") and self.env is not None:

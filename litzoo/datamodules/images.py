@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import torch
@@ -36,6 +37,7 @@ from litzoo.datamodules.sampling import map_style_loader
 from litzoo.data.digits import DIGITS_IMAGE_SIZES, digits_images
 from litzoo.data.latents import CachedLatents, encode_split
 from litzoo.seeding import keyed_coin
+from litzoo.seeding import DataSeed
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
 
@@ -73,10 +75,10 @@ def split_indices(labels: Tensor, val_fraction: float, seed: int) -> tuple[Tenso
     return torch.as_tensor(train_idx).sort().values, torch.as_tensor(val_idx).sort().values
 
 
-class _ImageDataModule(L.LightningDataModule):
+class _ImageDataModule(DataSeed, L.LightningDataModule):
     """Shared loaders; subclasses fill ``train_set`` / ``val_set`` in ``setup``."""
 
-    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
+    def __init__(self, batch_size: int, num_workers: int, seed: Optional[int]) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -113,7 +115,8 @@ class _ImageDataModule(L.LightningDataModule):
 class DigitsDataModule(_ImageDataModule):
     """scikit-learn's 8x8 digits in ``[-1, 1]``, shape ``(1, image_size, image_size)``, labels 0-9.
 
-    The train/val split is stratified by digit and fixed by ``seed``; the training order is
+    The train/val split is stratified by digit and fixed by ``seed`` (``None``, the default: the global seed of
+    ``seed_everything`` / ``--seed_everything``, else 0); the training order is
     reshuffled each epoch from ``(seed, epoch)``.
     """
 
@@ -127,7 +130,7 @@ class DigitsDataModule(_ImageDataModule):
         image_size: int = 8,
         batch_size: int = 128,
         val_fraction: float = 0.1,
-        seed: int = 0,
+        seed: Optional[int] = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, seed)
@@ -198,7 +201,7 @@ class ImageFolderDataModule(_ImageDataModule):
         random_flip: bool = True,
         batch_size: int = 64,
         val_fraction: float = 0.1,
-        seed: int = 0,
+        seed: Optional[int] = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, seed)
@@ -266,6 +269,13 @@ class ImageFolderDataModule(_ImageDataModule):
 
         try:
             with Image.open(path) as image:
+                if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+                    # 16-bit grayscale (PNG): PIL's convert("L") clips 0..65535 at 255 (white); scale by the depth.
+                    # numpy reads PIL's 16-bit modes in their own byte order.
+                    import numpy as np
+
+                    levels = np.asarray(image, dtype=np.float64) / 257.0
+                    image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
                 image = image.convert("L" if self.grayscale else "RGB")  # decodes the whole file
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError ... for bad files
             raise ValueError(f"could not read image file {path}: {err}. Fix or delete the file.") from err

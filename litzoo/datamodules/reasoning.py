@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import lightning as L
 import torch
@@ -44,6 +44,7 @@ from litzoo.datamodules.sampling import EpochShuffleSampler, LengthGroupedSample
 from litzoo.reasoning import TASKS, Problem, get_task
 from litzoo.reasoning.policy import encode_prompt, encode_response
 from litzoo.reasoning.sampling import PrioritizedSampler, curriculum_level_weights
+from litzoo.seeding import DataSeed
 
 MODES = ("sft", "rl")
 TRACES = ("cot", "direct")
@@ -113,7 +114,7 @@ class _ProblemStream(IterableDataset):
             yield self.dm.draw_rl_batch()
 
 
-class ReasoningDataModule(L.LightningDataModule):
+class ReasoningDataModule(DataSeed, L.LightningDataModule):
     """Problems, traces and prompts for :class:`~litzoo.modules.CoTSFT` and :class:`~litzoo.modules.KimiRL`.
 
     Args:
@@ -131,7 +132,8 @@ class ReasoningDataModule(L.LightningDataModule):
             means a batch may see one step more or less of them than in an uninterrupted run).
         priority_decay, priority_min_weight: see :class:`~litzoo.reasoning.sampling.PrioritizedSampler`.
         rl_steps_per_epoch: RL batches per epoch (``None``: one pass over the pool's worth of prompts).
-        seed: the pool, the held-out set, the traces and the RL draws all derive from it.
+        seed: the pool, the held-out set, the traces and the RL draws all derive from it; ``None`` (default): the
+            global seed (``seed_everything`` / ``--seed_everything``, else 0).
         batch_size: problems per batch and rank.
         val_batch_size: problems per validation batch.
         tokenizer_path: local tokenizer folder used when no LightningModule provides a tokenizer.
@@ -157,7 +159,7 @@ class ReasoningDataModule(L.LightningDataModule):
         priority_decay: float = 1.0,
         priority_min_weight: float = 0.0,
         rl_steps_per_epoch: int | None = None,
-        seed: int = 0,
+        seed: Optional[int] = None,
         batch_size: int = 32,
         val_batch_size: int = 200,
         tokenizer_path: str | None = None,

@@ -5,18 +5,22 @@ Batches are ``(x, labels)``: the mixture component for ``8gaussians``, zeros oth
 
 from __future__ import annotations
 
+from typing import Optional
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from litzoo.data.toy2d import GAUSSIAN_COV, GAUSSIAN_MEAN, check_toy2d_name, sample_toy2d
 from litzoo.datamodules.sampling import map_style_loader
+from litzoo.seeding import DataSeed
 
 __all__ = ["Toy2DDataModule"]
 
 
-class Toy2DDataModule(L.LightningDataModule):
-    """Fixed sample of ``n_samples`` points from a 2-D toy (drawn once from ``seed``).
+class Toy2DDataModule(DataSeed, L.LightningDataModule):
+    """Fixed sample of ``n_samples`` points from a 2-D toy (drawn once from ``seed``; ``None``, the default: the
+    global seed of ``seed_everything`` / ``--seed_everything``, else 0).
 
     The training order is reshuffled each epoch from ``(seed, epoch)``, so resumed runs replay it.
 
@@ -32,7 +36,7 @@ class Toy2DDataModule(L.LightningDataModule):
         dataset: str = "8gaussians",
         n_samples: int = 20000,
         batch_size: int = 256,
-        seed: int = 0,
+        seed: Optional[int] = None,
         val_fraction: float = 0.1,
         num_workers: int = 0,
     ) -> None:

@@ -84,7 +84,8 @@ class ActorCritic(OnPolicyModule):
         normalize_observations, normalize_rewards: running observation whitening (exported with the
             policy) and reward scaling by the std of the discounted return.
         log_every_n_env_steps: how often losses and episode statistics are logged.
-        seed: seeds action sampling (offset by rank).
+        seed: seeds action sampling (offset by rank). ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -112,7 +113,7 @@ class ActorCritic(OnPolicyModule):
         normalize_observations: bool = False,
         normalize_rewards: bool = False,
         log_every_n_env_steps: int = 1000,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         if critic not in CRITICS:

@@ -39,7 +39,7 @@ from typing import Any, Optional
 
 import torch
 
-from litzoo.bases.rl import RLModule, all_reduce_gradients
+from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
 from litzoo.checks import check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
 from litzoo.nets.actors_critics import DeterministicActor, QCritic
 from litzoo.optim import adamw_for_networks
@@ -75,7 +75,8 @@ class DDPG(RLModule):
         normalize_observations: whiten Box observations with running statistics (exported with the policy).
         save_replay_buffer: also store the replay buffer in checkpoints (exact resume, larger files).
         log_every_n_env_steps: how often losses and episode statistics are logged.
-        seed: seeds exploration noise and replay sampling (offset by rank).
+        seed: seeds exploration noise and replay sampling (offset by rank). ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     ACTION_SPACES = ("Box",)
@@ -110,7 +111,7 @@ class DDPG(RLModule):
         normalize_observations: bool = False,
         save_replay_buffer: bool = False,
         log_every_n_env_steps: int = 1000,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_choice("exploration_noise", exploration_noise, EXPLORATION_NOISES)
@@ -122,6 +123,7 @@ class DDPG(RLModule):
                             ("policy_delay", policy_delay), ("log_every_n_env_steps", log_every_n_env_steps)):
             check_positive_int(name, value)
         check_non_negative_int("learning_starts", learning_starts)
+        check_replay_sizes(batch_size, buffer_size, learning_starts)
         for name, value in (("exploration_std", exploration_std), ("target_policy_noise", target_policy_noise),
                             ("target_noise_clip", target_noise_clip), ("ou_theta", ou_theta), ("ou_dt", ou_dt),
                             ("weight_decay", weight_decay)):

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import save_file
 
-from litzoo.bases.generative import GenerativeModule, check_image_blocks
+from litzoo.base import prepare_export_dir
+from litzoo.bases.generative import GenerativeModule, check_image_blocks, check_optimizer_args
 from litzoo.checks import check_choice, check_positive_int, check_range
 from litzoo.diffusion import NoiseSchedule, log_likelihood, training_target
 from litzoo.diffusion import sample as run_sampler
@@ -70,7 +71,8 @@ class DDPM(GenerativeModule):
             ``-1``: constant lr after warm-up).
         eval_every_n_epochs, eval_samples_per_class, eval_sampler, eval_steps: class accuracy and FID
             of samples logged at validation every N epochs (0 = never; image data with classes only).
-        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly.
+        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly. ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -101,7 +103,7 @@ class DDPM(GenerativeModule):
         eval_samples_per_class: int = 20,
         eval_sampler: str = "ddim",
         eval_steps: int = 25,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -115,6 +117,7 @@ class DDPM(GenerativeModule):
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 or None (unconditional), got {num_classes}.")
         check_range("class_dropout", class_dropout, 0.0, 1.0, high_open=True)
+        check_optimizer_args(lr, weight_decay, warmup_steps, total_steps, adam_betas)
         if data_dim is None:
             check_image_blocks(image_size, block_out_channels, norm_num_groups)
         elif data_dim < 1:
@@ -219,6 +222,7 @@ class DDPM(GenerativeModule):
         return self.net
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = self._datamodule()
         if datamodule is None:
             return
@@ -244,7 +248,7 @@ class DDPM(GenerativeModule):
         :func:`litzoo.diffusion.sample` (``eta``, ``sde``, ``snr``, ``rtol`` ...).
         """
         sampler = sampler or self.hparams.sampler
-        steps = steps or self.hparams.sample_steps
+        steps = self.hparams.sample_steps if steps is None else steps  # steps=0 is an error, not the default
         check_choice("sampler", sampler, SAMPLERS)
         check_positive_int("n", n)
         check_positive_int("steps", steps)
@@ -268,12 +272,11 @@ class DDPM(GenerativeModule):
             return log_likelihood(model, self.schedule, data.to(self.device), **kwargs)
 
     # ----------------------------------------------------------------- export
-    def export(self, out_dir: str | os.PathLike) -> Path:
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """Image model: a diffusers folder that ``DDPMPipeline.from_pretrained(out_dir)`` loads
         (``unet/`` + ``scheduler/``, safetensors weights). Vector model: ``model.safetensors`` +
         ``config.json`` + ``scheduler/``."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = prepare_export_dir(out_dir, overwrite)
         scheduler = DDPMScheduler(**self.schedule.scheduler_config())
         if isinstance(self.net, UNet2DModel):
             DDPMPipeline(unet=self.net, scheduler=scheduler).save_pretrained(out_dir, safe_serialization=True)

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.bases.rl import RLModule, all_reduce_gradients
+from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
 from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
 from litzoo.nets.actors_critics import QNetwork
 from litzoo.optim import adamw_for_networks
@@ -99,7 +99,8 @@ class DQN(RLModule):
         max_grad_norm: clip the gradient norm (SB3's default 10; ``None``: no clipping).
         save_replay_buffer: also store the replay buffer in checkpoints (exact resume, larger files).
         log_every_n_env_steps: how often loss, mean Q, epsilon and episode statistics are logged.
-        seed: seeds exploration and replay sampling (offset by rank).
+        seed: seeds exploration and replay sampling (offset by rank). ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     ACTION_SPACES = ("Discrete",)  # it takes max_a Q(s, a) over a finite set
@@ -132,7 +133,7 @@ class DQN(RLModule):
         max_grad_norm: Optional[float] = 10.0,
         save_replay_buffer: bool = False,
         log_every_n_env_steps: int = 1000,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         for name, value in (("gamma", gamma), ("exploration_fraction", exploration_fraction),
@@ -148,6 +149,7 @@ class DQN(RLModule):
                             ("log_every_n_env_steps", log_every_n_env_steps)):
             check_positive_int(name, value)
         check_non_negative_int("learning_starts", learning_starts)
+        check_replay_sizes(batch_size, buffer_size, learning_starts)
         check_non_negative("weight_decay", weight_decay)
         if total_env_steps is not None and (int(total_env_steps) != total_env_steps or total_env_steps < 1):
             raise ValueError(f"total_env_steps={total_env_steps!r} must be a positive integer or None (from the trainer).")

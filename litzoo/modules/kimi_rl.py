@@ -77,7 +77,8 @@ class KimiRL(CausalLMModule):
             (``min_lr_ratio=1``: constant after warm-up).
         max_grad_norm: gradient clipping (0 = off).
         eval_k, eval_temperature: pass@k at validation (``eval_k=0``: greedy pass@1 only).
-        seed: rollout seeds derive from it, the rank and the rollout count (resumes repeat exactly).
+        seed: rollout seeds derive from it, the rank and the rollout count (resumes repeat exactly). ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class KimiRL(CausalLMModule):
         max_grad_norm: float = 1.0,
         eval_k: int = 8,
         eval_temperature: float = 1.0,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         if k < 2:
@@ -169,7 +170,7 @@ class KimiRL(CausalLMModule):
 
     # ----------------------------------------------------------------- training
     def _rollout_seed(self) -> int:
-        seed = step_seed(self.hparams.seed, self._rollouts, self.global_rank)
+        seed = step_seed(self.seed, self._rollouts, self.global_rank)
         self._rollouts += 1
         self.last_seed = seed
         return seed
@@ -294,7 +295,7 @@ class KimiRL(CausalLMModule):
         if h.eval_k > 0:
             sampled = generate(
                 self.policy, self.tokenizer, problems.prompt_ids, num_samples=h.eval_k, temperature=h.eval_temperature,
-                max_new_tokens=h.max_new_tokens, seed=(h.seed + 7919 * batch_idx) * 1024 + self.global_rank,
+                max_new_tokens=h.max_new_tokens, seed=(self.seed + 7919 * batch_idx) * 1024 + self.global_rank,
             )
             flat = [p for p in problems.problems for _ in range(h.eval_k)]
             values[f"pass@{h.eval_k}"] = score(flat, sampled.texts).view(len(problems), h.eval_k).max(-1).values
@@ -311,6 +312,7 @@ class KimiRL(CausalLMModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("kimi_rl")
         if state is None:
             return

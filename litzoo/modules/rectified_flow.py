@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from torch import Tensor
 
-from litzoo.bases.generative import GenerativeModule
+from litzoo.base import prepare_export_dir
+from litzoo.bases.generative import GenerativeModule, check_optimizer_args
 from litzoo.checks import check_choice, check_positive, check_positive_int, check_range
 from litzoo.diffusion.flow import (FLOW_SAMPLERS, TIMESTEP_DENSITIES, check_mode_scale, interpolate, sample_flow,
                                    sample_timesteps, velocity_target)
@@ -109,7 +110,8 @@ class RectifiedFlowDiT(GenerativeModule):
             transformer, the class tokens and pooled table (no decay), and the text encoder if it trains.
         eval_every_n_epochs, eval_samples_per_class, eval_steps: class accuracy of samples logged at
             validation every N epochs (0 = never; 1-channel class-conditional images only).
-        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly.
+        seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly. ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -152,7 +154,7 @@ class RectifiedFlowDiT(GenerativeModule):
         eval_every_n_epochs: int = 0,
         eval_samples_per_class: int = 20,
         eval_steps: int = 10,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_choice("timestep_sampling", timestep_sampling, TIMESTEP_DENSITIES)
@@ -167,6 +169,7 @@ class RectifiedFlowDiT(GenerativeModule):
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 or None (no class conditioning), got {num_classes}.")
         check_range("class_dropout", class_dropout, 0.0, 1.0, high_open=True)
+        check_optimizer_args(lr, weight_decay, warmup_steps, total_steps, adam_betas)
         text = text_encoder is not None or text_encoder_path is not None
         if text_encoder is not None and text_encoder_path is not None:
             raise ValueError("Both text_encoder (a config) and text_encoder_path were given; set only one of them.")
@@ -308,6 +311,7 @@ class RectifiedFlowDiT(GenerativeModule):
             self._log_class_accuracy()
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = self._datamodule()
         if datamodule is None:
             return
@@ -360,7 +364,7 @@ class RectifiedFlowDiT(GenerativeModule):
         :func:`litzoo.diffusion.flow.sample_flow` on the same shifted grid (2 evaluations per step).
         """
         sampler = sampler or self.hparams.sampler
-        steps = steps or self.hparams.sample_steps
+        steps = self.hparams.sample_steps if steps is None else steps  # steps=0 is an error, not the default
         cfg_scale = self.hparams.cfg_scale if cfg_scale is None else cfg_scale
         check_choice("sampler", sampler, FLOW_SAMPLERS)
         check_positive_int("n", n)
@@ -391,7 +395,7 @@ class RectifiedFlowDiT(GenerativeModule):
         return z if return_latents else (self.from_latents(z) / 2 + 0.5).clamp(0, 1)
 
     # ----------------------------------------------------------------- export
-    def export(self, out_dir: str | os.PathLike) -> Path:
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """A diffusers folder: ``transformer/`` (``SD3Transformer2DModel.from_pretrained(out_dir,
         subfolder="transformer")``), ``scheduler/`` (``FlowMatchEulerDiscreteScheduler``), safetensors only,
         plus ``litzoo.json`` with the hyperparameters and the class conditioning (context tokens, pooled table).
@@ -412,8 +416,7 @@ class RectifiedFlowDiT(GenerativeModule):
         """
         import diffusers
 
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = prepare_export_dir(out_dir, overwrite)
         self.transformer.save_pretrained(out_dir / "transformer", safe_serialization=True)
         self.scheduler().save_pretrained(out_dir / "scheduler")
         if self.vae is not None:

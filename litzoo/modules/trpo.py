@@ -77,7 +77,8 @@ class TRPO(OnPolicyModule):
         log_std_init: initial log-std of the Gaussian policy (Box actions).
         normalize_observations: running observation whitening (exported with the policy).
         log_every_n_env_steps: how often metrics and episode statistics are logged.
-        seed: seeds action sampling and critic minibatches (offset by rank).
+        seed: seeds action sampling and critic minibatches (offset by rank). ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -105,7 +106,7 @@ class TRPO(OnPolicyModule):
         log_std_init: float = 0.0,
         normalize_observations: bool = False,
         log_every_n_env_steps: int = 1000,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         if not max_kl > 0:

@@ -28,8 +28,8 @@ from diffusers import AutoencoderKL
 from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from torch import Tensor
 
-from litzoo.base import LitzooModule
-from litzoo.bases.generative import VALIDATION_SEED, check_image_blocks
+from litzoo.base import LitzooModule, prepare_export_dir
+from litzoo.bases.generative import VALIDATION_SEED, check_image_blocks, check_optimizer_args
 from litzoo.checks import check_non_negative, check_positive_int
 from litzoo.optim import adamw_with_warmup_cosine
 from litzoo.seeding import step_generator
@@ -48,7 +48,8 @@ class VAE(LitzooModule):
         block_out_channels, layers_per_block, norm_num_groups: encoder/decoder size.
         kl_weight: beta in the loss (module docstring).
         lr, weight_decay, warmup_steps, total_steps: AdamW + warmup/cosine.
-        seed: seeds the per-step posterior sample so a resumed run repeats the uninterrupted one.
+        seed: seeds the per-step posterior sample so a resumed run repeats the uninterrupted one. ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -64,13 +65,14 @@ class VAE(LitzooModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 50,
         total_steps: int = 0,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         for name, value in [("image_size", image_size), ("in_channels", in_channels),
                             ("latent_channels", latent_channels), ("layers_per_block", layers_per_block)]:
             check_positive_int(name, value)
         check_image_blocks(image_size, block_out_channels, norm_num_groups)
+        check_optimizer_args(lr, weight_decay, warmup_steps, total_steps)
         check_non_negative("kl_weight", kl_weight)
         self.save_hyperparameters()
         n = len(block_out_channels)
@@ -105,7 +107,7 @@ class VAE(LitzooModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        generator = step_generator(self.hparams.seed, self.global_step, self.global_rank, device=self.device)
+        generator = step_generator(self.seed, self.global_step, self.global_rank, device=self.device)
         loss, mse, kl = self.vae_loss(x, generator)
         self.log_dict({"train/loss": loss, "train/mse": mse, "train/kl": kl}, prog_bar=True)
         return loss
@@ -169,9 +171,9 @@ class VAE(LitzooModule):
         return self.vae.decode(latents / self.scaling_factor + self.shift_factor).sample
 
     # ----------------------------------------------------------------- export
-    def export(self, out_dir: str | os.PathLike) -> Path:
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """``AutoencoderKL.from_pretrained(out_dir)`` loads it, with ``scaling_factor``/``shift_factor`` in its config."""
-        out_dir = Path(out_dir)
+        out_dir = prepare_export_dir(out_dir, overwrite)
         self.vae.register_to_config(scaling_factor=float(self.scaling_factor), shift_factor=float(self.shift_factor))
         self.vae.save_pretrained(out_dir, safe_serialization=True)
         return out_dir

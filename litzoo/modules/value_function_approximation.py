@@ -67,6 +67,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from litzoo.base import LitzooModule
 from litzoo.bases.rl import RLModule, all_reduce_gradients
 from litzoo.checks import check_choice, check_positive, check_positive_int, check_range
 from litzoo.envs.bellman import greedy_errors, greedy_policy, policy_evaluation, value_errors, value_iteration
@@ -113,7 +114,8 @@ class ValueFunctionApproximation(RLModule):
         grid_size, num_actions: the grid; ``None`` = from the datamodule's env in ``setup`` (then saved,
             so ``load_from_checkpoint`` rebuilds the weights).
         log_every_n_env_steps: how often the TD error and episode statistics are logged.
-        seed: seeds the action sampling (offset by rank).
+        seed: seeds the action sampling (offset by rank). ``None`` (default): the global
+            seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
     def __init__(
@@ -135,7 +137,7 @@ class ValueFunctionApproximation(RLModule):
         grid_size: Optional[tuple[int, int]] = None,
         num_actions: Optional[int] = None,
         log_every_n_env_steps: int = 10_000,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
         if algorithm not in ALGORITHMS:
@@ -193,6 +195,7 @@ class ValueFunctionApproximation(RLModule):
         self.register_buffer("pi", torch.as_tensor(pi, dtype=torch.float32, device=self.Phi.device), persistent=False)
 
     def setup(self, stage: str) -> None:
+        LitzooModule.setup(self, stage)  # the seed; not RLModule's spaces (the grid is attached below)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not callable(getattr(datamodule, "make_env", None)):
             raise ValueError("ValueFunctionApproximation trains on the grid world: use "
@@ -444,6 +447,6 @@ class ValueFunctionApproximation(RLModule):
                  "tile": f" {h.num_tilings}x{h.tiles_per_dim}x{h.tiles_per_dim}"}.get(h.features, "")
         return f"{h.features}{extra} (d={self.phi.dim})"
 
-    def export(self, out_dir):
+    def export(self, out_dir, overwrite: bool = False):
         raise NotImplementedError("ValueFunctionApproximation has no policy folder: its result is the value table "
                                   "(values(), action_values(), compare_with_exact(), plot()).")

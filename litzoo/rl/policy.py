@@ -31,10 +31,11 @@ what differs. :func:`evaluate_policy` runs episodes with any object that has ``p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +354,67 @@ def make_stochastic_policy(
     return Policy(encoder, actor, "gaussian", obs_spec, act_spec)
 
 
+_DAMAGED = "The policy folder is damaged or was edited; export it again with `module.export(out_dir)`."
+_CONFIG_FIELDS = ("kind", "observation_space", "action_space", "encoder", "actor")
+
+
+def _read_policy_config(config_path: Path) -> dict[str, Any]:
+    """``policy.json`` as a dict with every field :func:`load_policy` needs, or a ``ValueError`` naming the field."""
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path} is not valid JSON ({err}). {_DAMAGED}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} holds a {type(config).__name__}, not a JSON object. {_DAMAGED}")
+    if config.get("format") != FORMAT or not isinstance(config.get("version", 0), int) or config.get("version", 0) > VERSION:
+        raise ValueError(f"{config_path} is not a litzoo policy of version <= {VERSION} (format={config.get('format')!r}).")
+    for field in _CONFIG_FIELDS:
+        if field not in config:
+            raise ValueError(f"{config_path} has no field {field!r}. {_DAMAGED}")
+        if not isinstance(config[field], str if field == "kind" else dict):
+            raise ValueError(f"{config_path}: field {field!r} must be a {'string' if field == 'kind' else 'JSON object'}, "
+                             f"got {config[field]!r}. {_DAMAGED}")
+    return config
+
+
+@contextlib.contextmanager
+def _field_errors(config_path: Path, field: str) -> Iterator[None]:
+    """Turn what a bad ``policy.json`` field makes a constructor raise into a ``ValueError`` naming file and field."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:
+        raise ValueError(f"{config_path}: field {field!r} is invalid ({type(err).__name__}: {err}). {_DAMAGED}") from err
+
+
+def _check_spec_field(config_path: Path, field: str, spec: dict[str, Any]) -> None:
+    """A space spec of ``policy.json`` is a valid Box/Discrete (gymnasium's ``Box`` refuses NaN bounds and
+    ``low > high``), checked with or without an env to compare with: the bounds scale and clip every action."""
+    with _field_errors(config_path, field):
+        as_spec(spec)
+
+
+def _read_policy_weights(weights_path: Path, policy: nn.Module) -> dict[str, Tensor]:
+    """The tensors of ``policy.safetensors``: readable, the names and shapes ``policy`` has, all finite."""
+    if not weights_path.is_file():
+        raise ValueError(f"{weights_path} is missing. {_DAMAGED}")
+    try:
+        tensors = load_file(weights_path)
+    except Exception as err:  # safetensors raises its own SafetensorError (and OSError, ValueError ...)
+        raise ValueError(f"{weights_path} cannot be read as safetensors ({type(err).__name__}: {err}). {_DAMAGED}") from err
+    expected = policy.state_dict()
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{weights_path} does not match {CONFIG_NAME}: missing tensors {missing}, unexpected "
+                         f"{unexpected}. {_DAMAGED}")
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise ValueError(f"{weights_path}: tensor {name!r} has shape {tuple(tensor.shape)}, {CONFIG_NAME} says "
+                             f"{tuple(expected[name].shape)}. {_DAMAGED}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{weights_path}: tensor {name!r} holds NaN or infinite values. {_DAMAGED}")
+    return tensors
+
+
 def load_policy(
     path: str | os.PathLike,
     env: gym.Env | gym.vector.VectorEnv | None = None,
@@ -370,16 +432,19 @@ def load_policy(
     config_path = path / CONFIG_NAME
     if not config_path.is_file():
         raise ValueError(f"{str(path)!r} has no {CONFIG_NAME}; pass the folder written by `module.export(out_dir)`.")
-    config = json.loads(config_path.read_text())
-    if config.get("format") != FORMAT or config.get("version", 0) > VERSION:
-        raise ValueError(f"{config_path} is not a litzoo policy of version <= {VERSION} (format={config.get('format')!r}).")
+    config = _read_policy_config(config_path)
     kind = config["kind"]
-    encoder = ObservationEncoder(**config["encoder"])
     if kind not in POLICY_NETWORKS:
         raise ValueError(f"{config_path} has kind={kind!r}; this litzoo knows {KINDS}. Upgrade litzoo to load it.")
-    actor = POLICY_NETWORKS[kind](**config["actor"])
-    policy = Policy(encoder, actor, kind, config["observation_space"], config["action_space"])
-    policy.load_state_dict(load_file(path / WEIGHTS_NAME))
+    for field in ("observation_space", "action_space"):
+        _check_spec_field(config_path, field, config[field])
+    with _field_errors(config_path, "encoder"):
+        encoder = ObservationEncoder(**config["encoder"])
+    with _field_errors(config_path, "actor"):
+        actor = POLICY_NETWORKS[kind](**config["actor"])
+    with _field_errors(config_path, "action_space"):
+        policy = Policy(encoder, actor, kind, config["observation_space"], config["action_space"])
+    policy.load_state_dict(_read_policy_weights(path / WEIGHTS_NAME, policy))
     policy.to(device).eval()
     if env is not None:
         check_space("observation space", policy.observation_spec, getattr(env, "single_observation_space", env.observation_space))
