@@ -169,3 +169,36 @@ def test_sample_grid_writes_png_with_one_column_per_class(tmp_path):
     assert grid.shape == (2 * 5 + 1, 10 * 5 + 1)  # 2 rows of 10 classes, 4x4 images + padding
     # column k holds class k: value k/10
     assert grid[1, 1 + 3 * 5] == round(0.3 * 255) and grid[6, 1 + 3 * 5] == round(0.3 * 255)
+
+
+def test_init_from_checkpoint_loads_an_rl_module_built_in_setup_with_a_fresh_optimizer_and_new_lr(tmp_path):
+    from litzoo.base import CheckpointError
+    from litzoo.callbacks import InitFromCheckpoint
+    from litzoo.datamodules.gym import GymDataModule
+    from litzoo.envs.toy import ContextBandit
+    from litzoo.modules.actor_critic import ActorCritic
+
+    def run(module, callbacks, steps):
+        saves = any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks)
+        trainer = L.Trainer(max_steps=steps, callbacks=callbacks, default_root_dir=tmp_path, logger=False,
+                            enable_checkpointing=saves, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, GymDataModule(ContextBandit, num_envs=2, batches_per_epoch=8))
+        return trainer
+
+    first = ActorCritic(hidden_sizes=(8,), n_steps=2, lr=0.01)
+    run(first, [L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="first")], 3)
+
+    class Start(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.state = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            self.lr, self.optimizer_state = trainer.optimizers[0].param_groups[0]["lr"], len(trainer.optimizers[0].state)
+            self.env_steps = pl_module.env_steps
+
+    start = Start()
+    run(ActorCritic(hidden_sizes=(8,), n_steps=2, lr=0.001), [InitFromCheckpoint(str(tmp_path / "first.ckpt")), start], 1)
+    assert start.state.keys() == first.state_dict().keys()
+    assert all(torch.equal(start.state[k], v) for k, v in first.state_dict().items())
+    assert (start.lr, start.optimizer_state, start.env_steps) == (0.001, 0, 0)
+    with pytest.raises(CheckpointError, match=r"Cannot initialise ActorCritic .* different shapes: .*\(checkpoint \(8, 2\), "
+                                              r"module \(16, 2\)\)"):
+        run(ActorCritic(hidden_sizes=(16,), n_steps=2), [InitFromCheckpoint(str(tmp_path / "first.ckpt"))], 1)
