@@ -36,7 +36,8 @@ def _model_init_args(config: Any) -> dict[str, Any]:
     model = plain(config.get("model")) if config is not None else None
     if not isinstance(model, dict):
         return {}
-    return {"class_path": model.get("class_path"), **{f"init_args.{k}": v for k, v in (model.get("init_args") or {}).items()}}
+    init_args = model.get("init_args") or {}
+    return {"class_path": model.get("class_path"), **{f"init_args.{k}": v for k, v in init_args.items()}}
 
 
 def warn_ignored_resume_overrides(given: dict[str, Any], used: dict[str, Any], ckpt_path: str) -> Optional[str]:

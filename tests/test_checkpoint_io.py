@@ -76,7 +76,8 @@ SCRIPT = textwrap.dedent("""
 
 def _other_filesystem_than(path: Path) -> str | None:
     for candidate in ("/dev/shm", "/run/user", "/tmp"):
-        if os.path.isdir(candidate) and os.access(candidate, os.W_OK) and os.stat(candidate).st_dev != os.stat(path).st_dev:
+        writable = os.path.isdir(candidate) and os.access(candidate, os.W_OK)
+        if writable and os.stat(candidate).st_dev != os.stat(path).st_dev:
             return candidate
     return None
 

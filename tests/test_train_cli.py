@@ -148,7 +148,8 @@ def test_init_from_starts_from_the_checkpoint_weights_with_new_hyperparameters_a
 
 def test_init_from_another_architecture_names_the_mismatched_keys(tmp_path, trained):
     out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1",
-                   "--init_from", str(trained), "--model.init_args.mlp_hidden", "16", *_callbacks(tmp_path, probe=False))
+                   "--init_from", str(trained), "--model.init_args.mlp_hidden", "16",
+                   *_callbacks(tmp_path, probe=False))
     assert out.returncode != 0
     assert "litzoo.base.CheckpointError: Cannot initialise DDPM from" in out.stderr
     assert "different shapes: " in out.stderr and "(checkpoint (8, 2), module (16, 2))" in out.stderr
