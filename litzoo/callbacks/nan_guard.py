@@ -69,8 +69,9 @@ class NaNGuard(Callback):
       after step ``k - 1``, exactly. Cost: one more copy of the module's weights in device memory and a copy's
       worth of memory traffic per batch. The optimizer state (e.g. Adam moments) and the in-memory EMA weights
       of the steps after ``k`` are not rolled back: resume from the last checkpoint, which is finite.
-    * Before any checkpoint is written the pending flag is synced, and the module's, the EMA's and the optimizer
-      state's tensors are checked: a non-finite one raises instead of writing (one sync per save).
+    * When training ends and before any checkpoint is written, the pending flag is synced; before a save the
+      module's, the EMA's and the optimizer state's tensors are checked too: a non-finite one raises instead of
+      writing (one sync per save).
     """
 
     def __init__(self, every_n_steps: int = 1) -> None:
@@ -89,6 +90,16 @@ class NaNGuard(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._reset()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # A NaN after the last periodic check must not reach exports (ExportOnFitEnd) or later saves.
+        try:
+            self._check(trainer, pl_module)
+        finally:
+            self._tensors, self._snapshot = [], []  # free the snapshot's device memory
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._tensors, self._snapshot = [], []
 
     def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
         if self.every_n_steps == 1:

@@ -108,6 +108,13 @@ def test_nan_guard_leaves_no_non_finite_checkpoint_and_the_weights_of_the_last_f
                                model.trajectory[2], rtol=0, atol=0)
 
 
+def test_nan_guard_checks_the_losses_since_its_last_check_when_training_ends(tmp_path):
+    model = Regression(nan_at=3)
+    with pytest.raises(NonFiniteLossError, match=r"nan at global step 3 \(found by the check at global step 5"):
+        _trainer(tmp_path, [NaNGuard(every_n_steps=8)], steps=5).fit(model, _loader())
+    assert torch.equal(model.w.detach(), model.trajectory[2])
+
+
 def test_nan_guard_refuses_to_write_a_checkpoint_with_non_finite_weights_even_with_finite_losses(tmp_path):
     class PoisonAfterStep2(L.Callback):  # e.g. an inf gradient from a finite loss
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
