@@ -232,6 +232,9 @@ class RLModule(LitzooModule):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(out, step=total_steps)
+                # CSVLogger writes only when (step + 1) is a multiple of its flush interval, which env-step
+                # counts never are: without this a killed run leaves no metrics.csv at all.
+                logger.save()
 
     def _replay_buffer(self, num_envs: int, action_shape: tuple[int, ...],
                        action_dtype: torch.dtype = torch.float32) -> Any:

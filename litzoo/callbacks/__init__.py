@@ -2,6 +2,7 @@
 
 from litzoo.callbacks.ema import EMA, find_ema_module
 from litzoo.callbacks.export import ExportOnFitEnd
+from litzoo.callbacks.init_from import InitFromCheckpoint, load_weights
 from litzoo.callbacks.rl_eval import RLEvaluation
 from litzoo.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 from litzoo.callbacks.sample_grid import SampleGrid, make_grid, save_image_grid, save_scatter
@@ -9,11 +10,13 @@ from litzoo.callbacks.sample_grid import SampleGrid, make_grid, save_image_grid,
 __all__ = [
     "EMA",
     "ExportOnFitEnd",
+    "InitFromCheckpoint",
     "NaNGuard",
     "NonFiniteLossError",
     "RLEvaluation",
     "SampleGrid",
     "find_ema_module",
+    "load_weights",
     "make_grid",
     "save_image_grid",
     "save_scatter",

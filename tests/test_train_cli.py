@@ -1,0 +1,170 @@
+"""train.py as a user runs it (subprocesses, tiny configs): metrics that survive a kill, the checkpoint writer it
+installs, resume overrides that are reported when ignored, and fine-tuning from a checkpoint's weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+KILLER = textwrap.dedent("""
+    import os, signal
+    import lightning as L
+
+    class KillAt(L.Callback):
+        '''SIGKILL this process once the RL module has made ``update`` updates.'''
+
+        def __init__(self, update: int):
+            self.update = update
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if pl_module.num_updates >= self.update:
+                os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def train_py(tmp_path: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``python train.py <args>`` in ``tmp_path`` (one thread; ``tmp_path`` importable for test callbacks)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=timeout, env=env)
+
+
+def test_rl_run_killed_with_sigkill_leaves_the_metrics_logged_so_far(tmp_path):
+    (tmp_path / "killer.py").write_text(KILLER)
+    # DQN on the grid world: 20 random steps, then one update per env step; logs every 20 env steps; killed
+    # at update 70 (env step 90), i.e. after the logs at env steps 20, 40, 60 and 80.
+    out = train_py(tmp_path, "fit", "--config", str(ROOT / "configs" / "dqn_gridworld.yaml"),
+                   "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+                   "--trainer.max_steps", "1000", "--model.init_args.learning_starts", "20",
+                   "--model.init_args.batch_size", "8", "--model.init_args.hidden_sizes", "[8]",
+                   "--model.init_args.log_every_n_env_steps", "20",
+                   "--trainer.callbacks", '[{"class_path": "killer.KillAt", "init_args": {"update": 70}}]')
+    assert out.returncode == -9, out.stderr[-3000:]  # killed, not finished
+    with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["time/env_steps"]) for r in rows] == [20.0, 40.0, 60.0, 80.0]
+    assert all(r["train/loss"] for r in rows[1:])
+
+
+PROBE = textwrap.dedent("""
+    import lightning as L, torch
+
+    class Probe(L.Callback):
+        '''What fit starts from: the module's weights, lr and optimizer state at on_train_start.'''
+
+        def __init__(self, out: str):
+            self.out = out
+
+        def on_train_start(self, trainer, pl_module):
+            opt = trainer.optimizers[0]
+            torch.save({"state_dict": pl_module.state_dict(), "hparams_lr": pl_module.hparams.lr,
+                        "initial_lr": opt.param_groups[0].get("initial_lr", opt.param_groups[0]["lr"]),
+                        "optimizer_state": len(opt.state), "global_step": trainer.global_step}, self.out)
+""")
+
+# DDPM on 8 Gaussians, an 8-wide MLP, 16 points a batch: a few steps take well under a second.
+TINY = ["--config", str(ROOT / "configs" / "ddpm_toy2d.yaml"), "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "false", "--model.init_args.mlp_hidden", "8", "--model.init_args.mlp_depth", "1",
+        "--data.init_args.batch_size", "16"]
+
+
+def _callbacks(tmp_path: Path, probe: bool = True) -> list[str]:
+    callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"dirpath": str(tmp_path / "ckpts"), "save_last": True}}]
+    if probe:
+        (tmp_path / "probe.py").write_text(PROBE)
+        callbacks.append({"class_path": "probe.Probe", "init_args": {"out": str(tmp_path / "start.pt")}})
+    return ["--trainer.callbacks", json.dumps(callbacks)]
+
+
+def _train_module():
+    """train.py imported from the repository root."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import train
+    finally:
+        sys.path.remove(str(ROOT))
+    return train
+
+
+def _main(*args: str, run: bool = True):
+    """``train.main(args)`` in-process, with ``sys.argv`` holding just the program (LightningCLI warns otherwise)."""
+    argv, sys.argv = sys.argv, ["train.py"]
+    try:
+        return _train_module().main(list(args), run=run)
+    finally:
+        sys.argv = argv
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """last.ckpt of a 3-step run with lr 0.003 (train.py in-process: no second interpreter start-up)."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    _main("fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "3",
+          *_callbacks(tmp_path, probe=False))
+    return tmp_path / "ckpts" / "last.ckpt"
+
+
+def test_resume_names_every_ignored_override_and_the_fine_tuning_option(tmp_path, trained):
+    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "4",
+                   "--ckpt_path", str(trained), "--model.init_args.lr", "1e-4", "--model.init_args.warmup_steps", "5",
+                   *_callbacks(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if "which are IGNORED:" in line)
+    assert f"--ckpt_path {trained} resumes the run exactly as saved" in lines[start]
+    assert lines[start + 1:start + 4] == [
+        "  model.init_args.lr: given 0.0001, the checkpoint's 0.003 is used",
+        "  model.init_args.warmup_steps: given 5, the checkpoint's 100 is used",
+        "To train from the checkpoint's weights with new hyperparameters and a fresh optimizer, use --init_from PATH "
+        "instead of --ckpt_path. (Trainer settings, e.g. --trainer.max_steps, do apply on resume.)"]
+    start_state = torch.load(tmp_path / "start.pt", weights_only=True)
+    assert start_state["hparams_lr"] == 0.003 and start_state["initial_lr"] == 0.003  # as the warning says
+    assert start_state["global_step"] == 3 and start_state["optimizer_state"] > 0  # a real resume
+
+
+def test_init_from_starts_from_the_checkpoint_weights_with_new_hyperparameters_and_a_fresh_optimizer(tmp_path, trained):
+    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1",
+                   "--init_from", str(trained), "--model.init_args.lr", "1e-4", *_callbacks(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "IGNORED" not in out.stderr
+    start_state = torch.load(tmp_path / "start.pt", weights_only=True)
+    saved = torch.load(trained, weights_only=True)["state_dict"]
+    assert start_state["state_dict"].keys() == saved.keys()
+    assert all(torch.equal(start_state["state_dict"][k], saved[k]) for k in saved)
+    assert start_state["hparams_lr"] == 1e-4 and start_state["initial_lr"] == 1e-4
+    assert start_state["global_step"] == 0 and start_state["optimizer_state"] == 0
+
+
+def test_init_from_another_architecture_names_the_mismatched_keys(tmp_path, trained):
+    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1",
+                   "--init_from", str(trained), "--model.init_args.mlp_hidden", "16",
+                   *_callbacks(tmp_path, probe=False))
+    assert out.returncode != 0
+    assert "litzoo.base.CheckpointError: Cannot initialise DDPM from" in out.stderr
+    assert "different shapes: " in out.stderr and "(checkpoint (8, 2), module (16, 2))" in out.stderr
+    assert not (tmp_path / "ckpts").exists()
+
+
+def test_train_py_writes_checkpoints_atomically_and_refuses_init_from_with_ckpt_path(tmp_path, trained):
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from litzoo.checkpoint_io import AtomicCheckpointIO
+
+    cli = _main(*TINY, "--trainer.default_root_dir", str(tmp_path), run=False)
+    assert type(cli.trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+    user_io = TorchCheckpointIO()
+    assert _train_module().with_atomic_checkpoint_io([user_io]) == [user_io]  # a user's own writer is kept
+    with pytest.raises(ValueError, match="--init_from .* and --ckpt_path .* both given"):
+        _main("fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--init_from", str(trained),
+              "--ckpt_path", str(trained))
