@@ -21,20 +21,24 @@ import litzoo.datamodules  # noqa: F401
 import litzoo.modules  # noqa: F401
 
 
-def check_ckpt_path(argv: list[str]) -> None:
-    """Raise litzoo's ``CheckpointError`` (naming the file and what to do) for an unreadable ``--ckpt_path``
-    before LightningCLI reads it, which fails with torch's raw error for a truncated or corrupt file."""
-    from litzoo.base import load_checkpoint
+def check_ckpt_path(config: Any) -> None:
+    """Check a subcommand's ``ckpt_path`` before LightningCLI reads it: an unreadable file is litzoo's
+    ``CheckpointError`` naming the file and what to do (torch's raw error otherwise), and a checkpoint of another
+    method than the configured model is refused by name (LightningCLI would otherwise replace the configured
+    model by the checkpoint's class and fail later with an unrelated message)."""
+    import importlib
 
-    for i, arg in enumerate(argv):
-        if arg == "--ckpt_path" and i + 1 < len(argv):
-            path = argv[i + 1]
-        elif arg.startswith("--ckpt_path="):
-            path = arg.split("=", 1)[1]
-        else:
-            continue
-        if path and path not in ("null", "None", "last", "best", "hpc", "registry"):  # Lightning's keywords
-            load_checkpoint(path)
+    from litzoo.base import check_checkpoint_class, load_checkpoint
+
+    path = config.get("ckpt_path") if config is not None else None
+    if not path or path in ("last", "best", "hpc", "registry"):  # Lightning's keywords, resolved by the Trainer
+        return
+    checkpoint = load_checkpoint(path)
+    model = config.get("model")
+    class_path = model.get("class_path") if hasattr(model, "get") else None
+    if class_path and "." in class_path:
+        module_name, _, name = class_path.rpartition(".")
+        check_checkpoint_class(checkpoint, getattr(importlib.import_module(module_name), name))
 
 
 # ----------------------------------------------------------------- resume vs fine-tune (--ckpt_path, --init_from)
@@ -124,6 +128,11 @@ class LitzooCLI(LightningCLI):
         # The model settings as given, before LightningCLI applies a --ckpt_path's hyperparameters over them.
         self._given_model_args = _model_init_args(self._subcommand_config())
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's hook that merges a checkpoint's hyperparameters into the config: check the file first.
+        check_ckpt_path(self._subcommand_config())
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self._subcommand_config()
         if config is not None and config.get("ckpt_path"):
@@ -144,7 +153,6 @@ def main(args: Any = None, run: bool = True) -> LitzooCLI | None:
 
         export_main(argv[1:])
         return None
-    check_ckpt_path(argv)
     return LitzooCLI(
         L.LightningModule,
         L.LightningDataModule,

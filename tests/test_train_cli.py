@@ -168,3 +168,13 @@ def test_train_py_writes_checkpoints_atomically_and_refuses_init_from_with_ckpt_
     with pytest.raises(ValueError, match="--init_from .* and --ckpt_path .* both given"):
         _main("fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--init_from", str(trained),
               "--ckpt_path", str(trained))
+
+
+def test_fit_with_another_methods_checkpoint_names_both_classes(tmp_path, trained):
+    from litzoo.base import CheckpointError
+
+    # A DDPM checkpoint with the DQN grid-world config: LightningCLI alone would swap in DDPM with the
+    # checkpoint's hyperparameters and fail later on the grid world's batches with an unrelated message.
+    with pytest.raises(CheckpointError, match=r"written by litzoo\.modules\.ddpm\.DDPM, not by litzoo\.modules\.dqn\.DQN"):
+        _main("fit", "--config", str(ROOT / "configs" / "dqn_gridworld.yaml"), "--trainer.default_root_dir",
+              str(tmp_path), "--ckpt_path", str(trained))
