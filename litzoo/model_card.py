@@ -45,6 +45,16 @@ def training_data(module: Any) -> Optional[str]:
     return f"`{type(datamodule).__name__}({args})`"
 
 
+def card_metadata(module: Any) -> dict[str, Any]:
+    """What an export knows from the module's trainer: ``metrics``, ``data`` (the datamodule) and, for RL,
+    ``env_id`` (a registered gymnasium id), each only when known."""
+    trainer = getattr(module, "_trainer", None)
+    env_id = getattr(getattr(trainer, "datamodule", None), "env_id", None) if trainer is not None else None
+    out = {"metrics": trainer_metrics(module), "data": training_data(module),
+           "env_id": env_id if isinstance(env_id, str) else None}
+    return {k: v for k, v in out.items() if v}
+
+
 def _yaml_value(value: Any) -> str:
     # JSON scalars and flow lists are valid YAML, and quoting every string keeps "1.0" or "yes" strings strings.
     return json.dumps(list(value) if isinstance(value, (list, tuple)) else value)
@@ -133,3 +143,71 @@ def flow_card(out_dir: str | Path, hparams: Mapping[str, Any], num_classes: Opti
                 "components `None`) samples from those `prompt_embeds`." if text else
                 "Sample with `StableDiffusion3Pipeline` (absent components `None`) from the null condition.")
     return {**common, "usage": usage, "summary": summary}
+
+
+def vae_card(out_dir: str | Path, hparams: Mapping[str, Any], metrics=None, data=None) -> dict[str, Any]:
+    """The card of a ``VAE`` export (diffusers ``AutoencoderKL`` with fitted ``scaling_factor``/``shift_factor``)."""
+    h, path = hparams, str(out_dir)
+    usage = (f"import torch\nfrom diffusers import AutoencoderKL\n\npath = {path!r}\n"
+             "vae = AutoencoderKL.from_pretrained(path).eval()\nc = vae.config\n"
+             f"x = torch.rand(2, {h['in_channels']}, {h['image_size']}, {h['image_size']}) * 2 - 1  # images in [-1, 1]\n"
+             "with torch.no_grad():\n"
+             "    z = (vae.encode(x).latent_dist.mode() - c.shift_factor) * c.scaling_factor  # normalised latents\n"
+             "    x_rec = vae.decode(z / c.scaling_factor + c.shift_factor).sample")
+    return {"title": "AutoencoderKL (litzoo VAE)", "library_name": "diffusers", "usage": usage, "recipe": dict(h),
+            "metrics": metrics, "data": data, "tags": ["vae", "autoencoder-kl", "latent-diffusion"],
+            "summary": f"A diffusers `AutoencoderKL` with {h['latent_channels']} latent channels; `scaling_factor` and "
+                       "`shift_factor` in its config were fitted on the training data so that normalised latents "
+                       "have mean 0 and variance 1 (what `RectifiedFlowDiT(vae_path=...)` trains on)."}
+
+
+def causal_lm_card(out_dir: str | Path, bos_token: Optional[str], method: str = "a causal LM",
+                   recipe: Optional[Mapping[str, Any]] = None, metrics=None, data=None,
+                   base_model: Optional[str] = None, example_prompt: str = "47+38=",
+                   max_new_tokens: int = 256) -> dict[str, Any]:
+    """The card of a transformers causal-LM export (``CoTSFT`` / ``KimiRL``, or ``save_policy`` alone)."""
+    path = str(out_dir)
+    bos = "[tok.bos_token_id] + " if bos_token is not None else ""
+    usage = (f"import torch\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\npath = {path!r}\n"
+             "tok = AutoTokenizer.from_pretrained(path)\nmodel = AutoModelForCausalLM.from_pretrained(path)\n"
+             f"prompt = {example_prompt!r}\n"
+             f"ids = torch.tensor([{bos}tok.encode(prompt, add_special_tokens=False)])\n"
+             f"out = model.generate(ids, max_new_tokens={max_new_tokens}, do_sample=False)\n"
+             "answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)")
+    start = f"`{bos_token}` (id `tok.bos_token_id`) followed by " if bos_token is not None else ""
+    prompt_format = (f"The model reads {start}the task text as it is, with no template (e.g. `{example_prompt}` for "
+                     "addition), and writes a chain of thought that ends in the answer, then `<eos>` (generation "
+                     "stops there: `generation_config.eos_token_id`).")
+    return {"title": f"{method} reasoning model (litzoo)", "library_name": "transformers",
+            "pipeline_tag": "text-generation", "usage": usage, "prompt_format": prompt_format, "recipe": recipe,
+            "metrics": metrics, "data": data, "base_model": base_model,
+            "tags": ["reasoning", "chain-of-thought", method.lower()],
+            "summary": f"{method}: a causal language model fine-tuned by litzoo on verifiable reasoning tasks "
+                       "(character-level tokenizer). Greedy decoding is how it was evaluated."}
+
+
+def policy_card(out_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The card of an RL policy folder (``policy.json`` + ``policy.safetensors``) from its ``policy.json`` dict."""
+    meta = dict(config.get("metadata") or {})
+    algorithm, env_id = meta.get("algorithm", "RL"), meta.get("env_id")
+    path = str(out_dir)
+    if env_id:
+        usage = (f"import gymnasium as gym\nfrom litzoo import load_policy  # pip install litzoo (no Lightning needed)"
+                 f"\n\npath = {path!r}\nenv = gym.make({env_id!r})\npolicy = load_policy(path, env=env)\n"
+                 "obs, _ = env.reset(seed=0)\naction = policy.predict(obs)  # deterministic=True by default")
+    else:
+        usage = (f"from litzoo import load_policy  # pip install litzoo (no Lightning needed)\n"
+                 "from litzoo.rl.policy import spec_to_space\n\n"
+                 f"path = {path!r}\npolicy = load_policy(path)\n"
+                 "obs = spec_to_space(policy.observation_spec).sample()\naction = policy.predict(obs)")
+    tags = ["reinforcement-learning", str(algorithm).lower()] + ([env_id] if env_id else [])
+    hyper = meta.get("hyperparameters")
+    return {"title": f"{algorithm} policy{f' for {env_id}' if env_id else ''} (litzoo)", "library_name": "litzoo",
+            "pipeline_tag": "reinforcement-learning", "usage": usage, "tags": tags, "recipe": hyper,
+            "metrics": meta.get("metrics"),
+            "data": "; ".join(x for x in (meta.get("data"), f"{meta['env_steps']} environment steps"
+                                          if "env_steps" in meta else None) if x) or None,
+            "summary": f"A `{config.get('kind')}` policy trained with {algorithm}: observation space "
+                       f"`{json.dumps(config.get('observation_space'))}`, action space "
+                       f"`{json.dumps(config.get('action_space'))}`. `policy.safetensors` holds the weights and the "
+                       "observation-normalisation statistics, `policy.json` the networks and spaces."}
