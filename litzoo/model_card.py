@@ -150,7 +150,7 @@ def vae_card(out_dir: str | Path, hparams: Mapping[str, Any], metrics=None, data
     h, path = hparams, str(out_dir)
     usage = (f"import torch\nfrom diffusers import AutoencoderKL\n\npath = {path!r}\n"
              "vae = AutoencoderKL.from_pretrained(path).eval()\nc = vae.config\n"
-             f"x = torch.rand(2, {h['in_channels']}, {h['image_size']}, {h['image_size']}) * 2 - 1  # images in [-1, 1]\n"
+             f"x = torch.rand(2, {h['in_channels']}, {h['image_size']}, {h['image_size']}) * 2 - 1  # in [-1, 1]\n"
              "with torch.no_grad():\n"
              "    z = (vae.encode(x).latent_dist.mode() - c.shift_factor) * c.scaling_factor  # normalised latents\n"
              "    x_rec = vae.decode(z / c.scaling_factor + c.shift_factor).sample")

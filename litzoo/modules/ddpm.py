@@ -322,7 +322,7 @@ class DDPM(GenerativeModule):
                     "usage": usage, "summary": f"An unconditional DDPM (diffusers `UNet2DModel`) on {shape} images."}
         labels = [k % self.num_classes for k in (0, 3, 7)]
         usage = (f"import torch\nfrom diffusers import DiffusionPipeline\n\npath = {str(out_dir)!r}\n"
-                 f"pipe = DiffusionPipeline.from_pretrained(path, trust_remote_code=True)  # this folder's pipeline.py\n"
+                 f"pipe = DiffusionPipeline.from_pretrained(path, trust_remote_code=True)  # runs ./pipeline.py\n"
                  f"images = pipe(class_labels={labels}, guidance_scale=1.0, num_inference_steps={steps},\n"
                  f"              generator=torch.Generator().manual_seed(0)).images  # PIL images of classes {labels}")
         summary = (f"A class-conditional DDPM (diffusers `UNet2DModel`, {self.num_classes} classes + a learned null "
