@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from litzoo.base import LitzooModule, prepare_export_dir
+from litzoo.model_card import card_metadata
 from litzoo.optim import adamw_with_warmup_cosine
 from litzoo.reasoning.generation import generate
 from litzoo.reasoning.meters import LevelMeter, level_keys
@@ -83,4 +84,6 @@ class CausalLMModule(LitzooModule):
 
     def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``."""
-        return save_policy(self.policy, self.tokenizer, prepare_export_dir(out_dir, overwrite))
+        return save_policy(self.policy, self.tokenizer, prepare_export_dir(out_dir, overwrite), card={
+            "method": type(self).__name__, "recipe": dict(self.hparams), "max_new_tokens": self.answer_max_new_tokens,
+            **card_metadata(self)})

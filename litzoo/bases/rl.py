@@ -18,6 +18,7 @@ import lightning as L
 import torch
 
 from litzoo.base import LitzooModule, prepare_export_dir
+from litzoo.model_card import card_metadata
 from litzoo.seeding import rank_seed
 
 
@@ -304,7 +305,7 @@ class RLModule(LitzooModule):
         if self.policy is None:
             raise ValueError(f"{type(self).__name__} has no networks yet: train it (or pass the spaces) before export.")
         metadata = {"algorithm": self.algorithm, "env_steps": int(self.env_steps),
-                    "hyperparameters": {k: v for k, v in self.hparams.items()}}
+                    "hyperparameters": {k: v for k, v in self.hparams.items()}, **card_metadata(self)}
         return self.policy.save(prepare_export_dir(out_dir, overwrite), metadata)
 
 

@@ -43,7 +43,9 @@ from litzoo.checks import check_choice, check_positive_int, check_range
 from litzoo.diffusion import NoiseSchedule, log_likelihood, training_target
 from litzoo.diffusion import sample as run_sampler
 from litzoo.diffusion.samplers import SAMPLERS
+from litzoo.model_card import trainer_metrics, training_data, write_model_card
 from litzoo.nets import TimeMLP
+from litzoo.pipelines import write_custom_pipeline
 
 # Short names people type, mapped to diffusers' prediction_type names (which the export keeps).
 PREDICTION_TYPES = {"epsilon": "epsilon", "eps": "epsilon", "v_prediction": "v_prediction", "v": "v_prediction",
@@ -273,13 +275,19 @@ class DDPM(GenerativeModule):
 
     # ----------------------------------------------------------------- export
     def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Image model: a diffusers folder that ``DDPMPipeline.from_pretrained(out_dir)`` loads
-        (``unet/`` + ``scheduler/``, safetensors weights). Vector model: ``model.safetensors`` +
-        ``config.json`` + ``scheduler/``."""
+        """Image model: a diffusers folder (``unet/`` + ``scheduler/``, safetensors weights). Unconditional:
+        ``DDPMPipeline.from_pretrained(out_dir)``. Class-conditional: ``pipeline.py`` holds a
+        ``ClassConditionalDDPMPipeline`` (torch + diffusers only) that ``model_index.json`` names, so
+        ``DiffusionPipeline.from_pretrained(out_dir, trust_remote_code=True)(class_labels=[...], guidance_scale=w,
+        num_inference_steps=T, generator=g)`` reproduces ``sample(n, sampler="ddpm", steps=T, y=..., cfg_scale=w,
+        generator=g)``. Vector model: ``model.safetensors`` + ``config.json`` + ``scheduler/``.
+        Every export has a ``README.md`` model card."""
         out_dir = prepare_export_dir(out_dir, overwrite)
         scheduler = DDPMScheduler(**self.schedule.scheduler_config())
         if isinstance(self.net, UNet2DModel):
             DDPMPipeline(unet=self.net, scheduler=scheduler).save_pretrained(out_dir, safe_serialization=True)
+            if self.num_classes:  # DDPMPipeline cannot pass labels: ship the pipeline that can
+                write_custom_pipeline(out_dir, "ddpm_pipeline.py", "ClassConditionalDDPMPipeline")
         else:
             scheduler.save_pretrained(out_dir / "scheduler")
             save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
@@ -287,4 +295,39 @@ class DDPM(GenerativeModule):
         litzoo_config = {"class": "litzoo.modules.DDPM", "hyperparameters": dict(self.hparams),
                          "null_class_label": self.num_classes}
         (out_dir / "litzoo.json").write_text(json.dumps(litzoo_config, indent=2, default=list))
+        write_model_card(out_dir, **self._card(out_dir))
         return out_dir
+
+    def _card(self, out_dir: Path) -> dict:
+        h = self.hparams
+        steps = min(h.sample_steps, h.num_train_timesteps)
+        kind = ("class-conditional" if self.num_classes else "unconditional") if not h.data_dim else "vector"
+        common = {"title": f"DDPM ({kind}, litzoo)", "recipe": dict(h), "metrics": trainer_metrics(self),
+                  "data": training_data(self), "tags": ["ddpm", "diffusion", kind]}
+        if h.data_dim:
+            usage = (f"import json\nfrom safetensors.torch import load_file\nfrom litzoo.modules import DDPM\n\n"
+                     f"path = {str(out_dir)!r}\nconfig = json.load(open(f\"{{path}}/litzoo.json\"))\n"
+                     f"model = DDPM(**config[\"hyperparameters\"]).eval()\n"
+                     f"model.net.load_state_dict(load_file(f\"{{path}}/model.safetensors\"))\n"
+                     f"x = model.sample(16, steps={steps}, sampler=\"ddpm\")  # (16, {h.data_dim})")
+            return {**common, "library_name": "litzoo", "usage": usage,
+                    "summary": f"A DDPM on {h.data_dim}-dimensional vectors (time-conditioned MLP). Loading needs "
+                               "litzoo (`pip install litzoo`); `scheduler/` is a diffusers `DDPMScheduler`."}
+        shape = f"{h.in_channels}x{h.image_size}x{h.image_size}"
+        if not self.num_classes:
+            usage = (f"import torch\nfrom diffusers import DDPMPipeline\n\npath = {str(out_dir)!r}\n"
+                     f"pipe = DDPMPipeline.from_pretrained(path)\nimages = pipe(batch_size=4, num_inference_steps="
+                     f"{steps}, generator=torch.Generator().manual_seed(0)).images  # 4 PIL images")
+            return {**common, "library_name": "diffusers", "pipeline_tag": "unconditional-image-generation",
+                    "usage": usage, "summary": f"An unconditional DDPM (diffusers `UNet2DModel`) on {shape} images."}
+        labels = [k % self.num_classes for k in (0, 3, 7)]
+        usage = (f"import torch\nfrom diffusers import DiffusionPipeline\n\npath = {str(out_dir)!r}\n"
+                 f"pipe = DiffusionPipeline.from_pretrained(path, trust_remote_code=True)  # runs ./pipeline.py\n"
+                 f"images = pipe(class_labels={labels}, guidance_scale=1.0, num_inference_steps={steps},\n"
+                 f"              generator=torch.Generator().manual_seed(0)).images  # PIL images of classes {labels}")
+        summary = (f"A class-conditional DDPM (diffusers `UNet2DModel`, {self.num_classes} classes + a learned null "
+                   f"class for classifier-free guidance) on {shape} images. `pipeline.py` "
+                   "(`ClassConditionalDDPMPipeline`, torch + diffusers only) samples by label: `guidance_scale` > 1 "
+                   "is classifier-free guidance, `output_type=\"pt\"` gives tensors in [0, 1]. It equals litzoo's "
+                   "`DDPM.sample(n, sampler=\"ddpm\", y=labels, cfg_scale=guidance_scale)` for the same generator.")
+        return {**common, "library_name": "diffusers", "usage": usage, "summary": summary}

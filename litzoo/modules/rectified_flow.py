@@ -52,6 +52,8 @@ from litzoo.diffusion.flow import (FLOW_SAMPLERS, TIMESTEP_DENSITIES, check_mode
                                    sample_timesteps, velocity_target)
 from litzoo.nets.sd3 import check_architecture, load_latent_vae, load_sd3_transformer
 from litzoo.nets.sd3_conditioning import SD3Conditioning
+from litzoo.model_card import flow_card, trainer_metrics, training_data, write_model_card
+from litzoo.pipelines import write_class_embeddings
 
 NUM_TRAIN_TIMESTEPS = 1000  # diffusers' timestep scale: the transformer sees 1000 * t
 # What an exported folder lacks for ``StableDiffusion3Pipeline``: load it with these set to None and pass
@@ -398,14 +400,14 @@ class RectifiedFlowDiT(GenerativeModule):
     def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """A diffusers folder: ``transformer/`` (``SD3Transformer2DModel.from_pretrained(out_dir,
         subfolder="transformer")``), ``scheduler/`` (``FlowMatchEulerDiscreteScheduler``), safetensors only,
-        plus ``litzoo.json`` with the hyperparameters and the class conditioning (context tokens, pooled table).
+        ``README.md`` (model card), ``litzoo.json`` (hyperparameters, class conditioning). Class-conditional:
+        ``class_embeddings/`` and ``pipeline.py``: ``DiffusionPipeline.from_pretrained(out_dir, custom_pipeline=
+        out_dir, trust_remote_code=True)(class_labels=..., guidance_scale=w)`` equals ``sample(y=..., cfg_scale=w)``.
 
-        ``model_index.json`` makes it a ``StableDiffusion3Pipeline`` folder without VAE and text encoders::
-
+        ``model_index.json`` also makes it a ``StableDiffusion3Pipeline`` folder without VAE and text encoders:
             pipe = StableDiffusion3Pipeline.from_pretrained(out_dir, **dict.fromkeys(PIPELINE_ABSENT_COMPONENTS))
             pipe(prompt_embeds=tokens[y], pooled_prompt_embeds=pooled[y], negative_prompt_embeds=tokens[null],
                  negative_pooled_prompt_embeds=pooled[null], guidance_scale=w, output_type="latent")
-
         reproduces ``sample(..., y=y, cfg_scale=w, return_latents=True)`` for the same generator (w > 1).
 
         A text-conditioned model also writes ``text_encoder/`` and ``tokenizer/`` (``CLIPTextModelWithProjection``
@@ -431,7 +433,6 @@ class RectifiedFlowDiT(GenerativeModule):
                        **{name: [None, None] for name in PIPELINE_ABSENT_COMPONENTS}}
         if self.vae is not None:
             model_index["vae"] = ["diffusers", "AutoencoderKL"]
-        (out_dir / "model_index.json").write_text(json.dumps(model_index, indent=2))
         litzoo_config = {"class": "litzoo.modules.rectified_flow.RectifiedFlowDiT",
                          "hyperparameters": dict(self.hparams), "null_class_label": self.null_class,
                          "timestep_scale": NUM_TRAIN_TIMESTEPS}
@@ -440,5 +441,10 @@ class RectifiedFlowDiT(GenerativeModule):
                 tokens, pooled = self.conditioning.condition_tables()
             litzoo_config["context_tokens"] = tokens.detach().float().cpu().tolist()
             litzoo_config["pooled_class_embeddings"] = pooled.detach().float().cpu().tolist()
+            if self.num_classes:  # SD3's pipeline takes only embeddings: ship the tables and a pipeline for labels
+                model_index["class_embeddings"] = write_class_embeddings(out_dir, tokens.detach(), pooled.detach())
+        (out_dir / "model_index.json").write_text(json.dumps(model_index, indent=2))
         (out_dir / "litzoo.json").write_text(json.dumps(litzoo_config, indent=1, default=list))
+        write_model_card(out_dir, **flow_card(out_dir, dict(self.hparams), self.num_classes, self.vae is not None,
+                                              text_encoder is not None, trainer_metrics(self), training_data(self)))
         return out_dir

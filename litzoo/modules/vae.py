@@ -29,6 +29,7 @@ from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from torch import Tensor
 
 from litzoo.base import LitzooModule, prepare_export_dir
+from litzoo.model_card import trainer_metrics, training_data, vae_card, write_model_card
 from litzoo.bases.generative import VALIDATION_SEED, check_image_blocks, check_optimizer_args
 from litzoo.checks import check_non_negative, check_positive_int
 from litzoo.optim import adamw_with_warmup_cosine
@@ -176,4 +177,5 @@ class VAE(LitzooModule):
         out_dir = prepare_export_dir(out_dir, overwrite)
         self.vae.register_to_config(scaling_factor=float(self.scaling_factor), shift_factor=float(self.shift_factor))
         self.vae.save_pretrained(out_dir, safe_serialization=True)
+        write_model_card(out_dir, **vae_card(out_dir, dict(self.hparams), trainer_metrics(self), training_data(self)))
         return out_dir

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from litzoo.model_card import causal_lm_card, write_model_card
+
 # The CPU demo model: 2 layers of width 64, about 80 k parameters with the char tokenizer.
 TINY_QWEN2: dict[str, Any] = {
     "model_type": "qwen2",
@@ -80,7 +82,7 @@ def build_policy(
     return AutoModelForCausalLM.from_config(config), tokenizer
 
 
-def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+def save_policy(model, tokenizer, out_dir: str | os.PathLike, card: dict | None = None) -> Path:
     """``save_pretrained`` of model (safetensors) and tokenizer, with a generation config that
     stops at ``eos``: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)`` reload it.
 
@@ -108,6 +110,7 @@ def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
                 f"AutoTokenizer.from_pretrained({str(out_dir)!r}) ({type(reloaded).__name__}) does not reproduce the "
                 "tokenizer's ids; the export would not round-trip."
             )
+    write_model_card(out_dir, **causal_lm_card(out_dir, getattr(tokenizer, "bos_token", None), **(card or {})))
     return out_dir
 
 

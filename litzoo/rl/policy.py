@@ -45,6 +45,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from litzoo.model_card import policy_card, write_model_card
 from litzoo.nets.actors_critics import ACTORS, QNetwork
 from litzoo.rl.normalization import ObservationNormalizer
 
@@ -329,12 +330,14 @@ class Policy(nn.Module):
                 "encoder": self.encoder.config(), "actor": self.actor.config(), "metadata": metadata or {}}
 
     def save(self, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-        """Write ``policy.safetensors`` + ``policy.json`` into ``out_dir`` (created if needed)."""
+        """Write ``policy.safetensors`` + ``policy.json`` + a ``README.md`` model card into ``out_dir`` (created if
+        needed); ``metadata`` may hold ``algorithm``, ``env_id``, ``hyperparameters`` and ``metrics`` for the card."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(tensors, out_dir / WEIGHTS_NAME)
         (out_dir / CONFIG_NAME).write_text(json.dumps(self.config(metadata), indent=2))
+        write_model_card(out_dir, **policy_card(out_dir, self.config(metadata)))
         return out_dir
 
 
