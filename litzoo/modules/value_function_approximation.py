@@ -39,22 +39,21 @@ its real final state. The learned values are compared with the exact ones of
 :mod:`litzoo.envs.bellman` (:meth:`compare_with_exact`, logged at every epoch end; :meth:`plot` draws
 them with :func:`litzoo.envs.plots.plot_values_side_by_side`).
 
-**Resume.** A checkpoint holds, besides the weights, ``env_steps``, ``num_updates`` and the action
-sampler's generator (:class:`~litzoo.bases.rl.RLModule`), the collection in flight: the envs'
+**Resume.** A checkpoint holds, besides the weights, ``env_steps``, ``num_updates`` and the action sampler's
+generator (:class:`~litzoo.bases.rl.RLModule`), the collection in flight: the envs'
 :meth:`~litzoo.rl.collect.EnvRunner.get_state` (observations; every grid world's cell, step counter and
-``np_random`` state; its ``TimeLimit``'s step count) and the actions already drawn for the observations
-(Sarsa's :math:`a_{t+1}` is drawn before the update that uses it). ``Trainer.fit(ckpt_path=...)`` then
-continues the very episodes and random stream: a resumed single-process run gives the same weights as
-an uninterrupted one (with ``vectorization="sync"``, the default; async envs restart their episodes).
+``np_random`` state; its ``TimeLimit``'s step count) and the actions already drawn for the observations (Sarsa's
+:math:`a_{t+1}` is drawn before the update that uses it). ``Trainer.fit(ckpt_path=...)`` then continues the very
+episodes and random stream: a resumed single-process run gives the same weights as an uninterrupted one (with
+``vectorization="sync"``, the default; async envs restart their episodes).
 
-**DDP.** Every rank steps its own envs with its own random stream (seed offset by rank), the
-gradients of each update are averaged over the ranks (one all-reduce, then the same SGD step on every
-rank, so the weights stay identical): one update is the book's update with the semi-gradient
-averaged over ``world_size * n_steps * num_envs`` transitions, i.e. a larger batch; the TD fixed
-point is unchanged. The ``alpha`` and ``epsilon`` schedules count updates and *this rank's* env
-steps. A DDP checkpoint holds every rank's random stream (:class:`~litzoo.bases.rl.RLModule` gathers
-them; resumed on as many ranks, each continues its own), but no envs: the collection state is saved by
-single-process runs only, so a resumed DDP run restarts the episodes on every rank.
+**DDP.** Every rank steps its own envs with its own random stream (seed offset by rank), the gradients of each
+update are averaged over the ranks (one all-reduce, then the same SGD step on every rank, so the weights stay
+identical): one update is the book's update with the semi-gradient averaged over ``world_size * n_steps * num_envs``
+transitions, i.e. a larger batch; the TD fixed point is unchanged. The ``alpha`` and ``epsilon`` schedules count
+updates and *this rank's* env steps. A DDP checkpoint holds every rank's random stream
+(:class:`~litzoo.bases.rl.RLModule` gathers them; resumed on as many ranks, each continues its own), but no envs:
+the collection state is saved by single-process runs only, so a resumed DDP run restarts the episodes on every rank.
 """
 
 from __future__ import annotations
@@ -67,7 +66,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from litzoo.base import LitzooModule
 from litzoo.bases.rl import RLModule, all_reduce_gradients
 from litzoo.checks import check_choice, check_positive, check_positive_int, check_range
 from litzoo.envs.bellman import greedy_errors, greedy_policy, policy_evaluation, value_errors, value_iteration
@@ -195,7 +193,7 @@ class ValueFunctionApproximation(RLModule):
         self.register_buffer("pi", torch.as_tensor(pi, dtype=torch.float32, device=self.Phi.device), persistent=False)
 
     def setup(self, stage: str) -> None:
-        LitzooModule.setup(self, stage)  # the seed; not RLModule's spaces (the grid is attached below)
+        super(RLModule, self).setup(stage)  # the seed; not RLModule's spaces (the grid is attached below)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not callable(getattr(datamodule, "make_env", None)):
             raise ValueError("ValueFunctionApproximation trains on the grid world: use "
