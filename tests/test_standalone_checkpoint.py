@@ -139,3 +139,58 @@ def test_an_old_checkpoint_without_its_folder_names_the_folder_and_the_pretraine
             KimiRL.load_from_checkpoint(old)
         loaded = KimiRL.load_from_checkpoint(old, pretrained_path=str(moved))  # the fix the message gives
     _assert_same(_state(loaded), run["state"])
+
+
+def _train_py_main(*args: str):
+    """``train.main(args)`` in-process (train.py imported from the repository root)."""
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    argv, sys.argv = sys.argv, ["train.py"]
+    sys.path.insert(0, root)
+    try:
+        import train
+
+        return train.main(list(args))
+    finally:
+        sys.path.remove(root)
+        sys.argv = argv
+
+
+def test_train_py_resumes_with_the_sft_folder_gone(run, tmp_path):
+    # LightningCLI applies the checkpoint's hyperparameters, pretrained_path included: the module must not need it.
+    rl_args = [f"--model.init_args.{k}={v}" for k, v in RL.items()]
+    data = {**ADD, "difficulties": [1, 2], "trace": "direct", "mode": "rl", "num_train": 100, "num_val": 4,
+            "batch_size": 2, "rl_steps_per_epoch": 50}
+    checkpoint = load_checkpoint(run["mid"])
+    checkpoint["hyper_parameters"]["_class_path"] = "litzoo.modules.kimi_rl.KimiRL"  # as a train.py run records it
+    torch.save(checkpoint, tmp_path / "mid.ckpt")
+    with _sft_folder(run):
+        cli = _train_py_main(
+            "fit", "--seed_everything", "0", "--model", "litzoo.modules.kimi_rl.KimiRL",
+            "--model.init_args.pretrained_path", str(run["sft"]), *rl_args,
+            "--data", "litzoo.datamodules.reasoning.ReasoningDataModule", "--data.init_args", str(data),
+            "--trainer.max_steps", "4", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+            "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(tmp_path / "mid.ckpt"))
+    _assert_same(_state(cli.model), run["state"])
+
+
+def test_a_module_of_a_missing_folder_is_refused_at_construction_pointing_to_the_checkpoint_route(tmp_path):
+    with pytest.raises(ValueError, match=r"'.*nowhere'.*KimiRL\.load_from_checkpoint\(ckpt\) or train\.py fit --ckpt"):
+        KimiRL(pretrained_path=str(tmp_path / "nowhere"), **RL)
+
+
+def test_a_cot_sft_checkpoint_of_a_fine_tuned_folder_loads_after_the_folder_was_deleted(run, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(run["sft"], base)
+    torch.manual_seed(0)
+    sft = CoTSFT(pretrained_path=str(base), warmup_steps=0, eval_max_new_tokens=8)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _trainer(tmp_path, 2, [checkpoint]).fit(sft, ReasoningDataModule(**ADD, difficulties=[2], trace="direct",
+                                                                     num_train=16, num_val=4, batch_size=8))
+    shutil.rmtree(base)
+    loaded = CoTSFT.load_from_checkpoint(checkpoint.last_model_path)
+    _assert_same(_state(loaded), _state(sft))
+    assert loaded.answer(PROMPTS, max_new_tokens=8) == sft.eval().answer(PROMPTS, max_new_tokens=8)
