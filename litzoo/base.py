@@ -107,7 +107,7 @@ def restoring_from(checkpoint_path: Any) -> Iterator[None]:
 
 
 def checkpoint_being_restored() -> Optional[str]:
-    """The checkpoint file the module now being constructed is rebuilt from (:func:`restoring_from`), else ``None``."""
+    """The checkpoint file the module being constructed is rebuilt from (:func:`restoring_from`), else ``None``."""
     return _RESTORING.get()
 
 

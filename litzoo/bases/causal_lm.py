@@ -69,7 +69,7 @@ class CausalLMModule(LitzooModule):
         else:
             if restoring and h.pretrained_path is not None and not Path(h.pretrained_path).is_dir():
                 raise CheckpointError(
-                    f"Checkpoint {restoring!r} does not carry its policy's config and tokenizer (it was written by an "
+                    f"Checkpoint {restoring!r} does not carry its policy's config and tokenizer (written by an "
                     f"older litzoo), and the folder it started from, pretrained_path={h.pretrained_path!r}, is gone. "
                     f"Give the folder's new place: {type(self).__name__}.load_from_checkpoint(ckpt, "
                     "pretrained_path='NEW/FOLDER') (its config and tokenizer are read; the weights come from the "
@@ -77,8 +77,8 @@ class CausalLMModule(LitzooModule):
             if h.pretrained_path is not None and not Path(h.pretrained_path).is_dir():
                 raise ValueError(
                     f"pretrained_path={h.pretrained_path!r} is not a local folder. Give the folder written by "
-                    "save_pretrained / litzoo export (models are never downloaded). To resume or export a checkpoint of "
-                    f"a run that started from a folder since moved: checkpoints carry the policy, so use "
+                    "save_pretrained / litzoo export (models are never downloaded). To resume or export a checkpoint "
+                    f"of a run that started from a folder since moved: checkpoints carry the policy, so use "
                     f"{type(self).__name__}.load_from_checkpoint(ckpt) or train.py fit --ckpt_path ckpt.")
             self.policy, self.tokenizer = build_policy(h.model_config, h.pretrained_path, h.extra_chars)
         self.meter = LevelMeter(meter_metrics)

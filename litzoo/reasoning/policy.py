@@ -108,7 +108,7 @@ def policy_spec(model, tokenizer) -> dict[str, Any]:
     generation = getattr(model, "generation_config", None)
     return {
         "config": json.loads(model.config.to_json_string(use_diff=False)),
-        "generation_config": json.loads(generation.to_json_string(use_diff=False)) if generation is not None else None,
+        "generation_config": None if generation is None else json.loads(generation.to_json_string(use_diff=False)),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "tokenizer_files": files,
     }
@@ -154,7 +154,7 @@ def policy_spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[
         state = json.loads(files["tokenizer.json"])
         special = json.loads(files.get("tokenizer_config.json", "{}"))
         tokens = {k: v for k, v in special.items() if k.endswith("_token") or k == "additional_special_tokens"}
-        return state.get("model"), state.get("added_tokens"), state.get("normalizer"), state.get("pre_tokenizer"), tokens
+        return [state.get(k) for k in ("model", "added_tokens", "normalizer", "pre_tokenizer")], tokens
 
     return fields + (["tokenizer"] if vocabulary(a) != vocabulary(b) else [])
 
