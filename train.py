@@ -138,6 +138,15 @@ class LitzooCLI(LightningCLI):
         if config is not None and config.get("ckpt_path"):
             warn_ignored_resume_overrides(self._given_model_args, _model_init_args(config), config.get("ckpt_path"))
 
+    def instantiate_classes(self) -> None:
+        from litzoo.base import restoring_from
+
+        # A --ckpt_path checkpoint may carry what the module's hyperparameters only point to (a causal LM's policy
+        # config and tokenizer, whose pretrained_path folder may be gone): the module reads it while being built.
+        config = self._subcommand_config()
+        with restoring_from(config.get("ckpt_path") if config is not None else None):
+            super().instantiate_classes()
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
         kwargs.setdefault("plugins", with_atomic_checkpoint_io(trainer_config.get("plugins")))

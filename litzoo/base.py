@@ -4,11 +4,13 @@ The plumbing shared by one family of methods lives in :mod:`litzoo.bases` (gener
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import lightning as L
 import torch
@@ -86,6 +88,29 @@ def check_checkpoint_class(checkpoint: dict[str, Any], cls: type) -> None:
             f"or --model {written_by}). `python -m litzoo.export CKPT OUT` picks the right class itself.")
 
 
+_RESTORING: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("litzoo_restoring", default=None)
+
+
+@contextlib.contextmanager
+def restoring_from(checkpoint_path: Any) -> Iterator[None]:
+    """Modules constructed inside are rebuilt from the checkpoint file ``checkpoint_path`` (anything else, e.g.
+    ``None`` or a file object: no checkpoint), which their ``__init__`` may read through
+    :func:`checkpoint_being_restored`: e.g. a causal LM takes its policy's config and tokenizer from it, as the folder
+    its ``pretrained_path`` names may be gone. Used by :meth:`LitzooModule.load_from_checkpoint` and by ``train.py``
+    for ``--ckpt_path``."""
+    is_file = isinstance(checkpoint_path, (str, os.PathLike)) and Path(checkpoint_path).is_file()
+    token = _RESTORING.set(str(checkpoint_path) if is_file else None)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
+
+
+def checkpoint_being_restored() -> Optional[str]:
+    """The checkpoint file the module being constructed is rebuilt from (:func:`restoring_from`), else ``None``."""
+    return _RESTORING.get()
+
+
 class LitzooModule(L.LightningModule):
     """Base class: records its class in checkpoints (so ``litzoo.export`` knows what to rebuild) and
     turns unreadable checkpoint files into a :class:`CheckpointError` naming the file."""
@@ -129,7 +154,8 @@ class LitzooModule(L.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
         try:
-            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+            with restoring_from(checkpoint_path):
+                return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except Exception:
             # If the file itself is unreadable, say so clearly; otherwise the original error stands.
             if isinstance(checkpoint_path, (str, os.PathLike)):

@@ -5,18 +5,40 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from litzoo.base import LitzooModule, prepare_export_dir
+from litzoo.base import CheckpointError, LitzooModule, checkpoint_being_restored, prepare_export_dir
 from litzoo.model_card import card_metadata
 from litzoo.optim import adamw_with_warmup_cosine
 from litzoo.reasoning.generation import generate
 from litzoo.reasoning.meters import LevelMeter, level_keys
-from litzoo.reasoning.policy import build_policy, encode_prompt, save_policy
+from litzoo.reasoning.policy import (
+    build_policy,
+    build_policy_from_spec,
+    encode_prompt,
+    policy_spec,
+    policy_spec_differences,
+    save_policy,
+)
 from litzoo.reasoning.rewards import score
+
+# The checkpoint entry with the policy's config and tokenizer (litzoo.reasoning.policy.policy_spec): a checkpoint
+# rebuilds its policy without the folder its pretrained_path names, which may have moved or been overwritten.
+POLICY_KEY = "causal_lm_policy"
+
+
+def stored_policy_spec(checkpoint_path: str) -> Optional[dict[str, Any]]:
+    """The policy spec a checkpoint file carries, else ``None`` (also for an unreadable file: its load fails later
+    with the error that says why). Memory-mapped: the weights are not read."""
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    return checkpoint.get(POLICY_KEY) if isinstance(checkpoint, dict) else None
 
 
 class CausalLMModule(LitzooModule):
@@ -34,10 +56,40 @@ class CausalLMModule(LitzooModule):
     meter: LevelMeter
 
     def init_policy(self, meter_metrics: Sequence[str]) -> None:
-        """``self.policy, self.tokenizer`` from the hyperparameters, and the validation meter."""
+        """``self.policy, self.tokenizer`` from the hyperparameters, and the validation meter.
+
+        Rebuilt from a checkpoint (``load_from_checkpoint``, ``train.py fit --ckpt_path``) that carries the policy's
+        config and tokenizer, the policy is built from those: ``pretrained_path`` is not read (the weights come from
+        the checkpoint), so the folder may have moved or been overwritten since.
+        """
         h = self.hparams
-        self.policy, self.tokenizer = build_policy(h.model_config, h.pretrained_path, h.extra_chars)
+        restoring = checkpoint_being_restored()
+        stored = stored_policy_spec(restoring) if restoring else None
+        if stored is not None:
+            self.policy, self.tokenizer = build_policy_from_spec(stored)
+        else:
+            if restoring and h.pretrained_path is not None and not Path(h.pretrained_path).is_dir():
+                raise CheckpointError(
+                    f"Checkpoint {restoring!r} does not carry its policy's config and tokenizer (written by an "
+                    f"older litzoo), and the folder it started from, pretrained_path={h.pretrained_path!r}, is gone. "
+                    f"Give the folder's new place: {type(self).__name__}.load_from_checkpoint(ckpt, "
+                    "pretrained_path='NEW/FOLDER') (its config and tokenizer are read; the weights come from the "
+                    "checkpoint), or put the folder back.")
+            if h.pretrained_path is not None and not Path(h.pretrained_path).is_dir():
+                raise ValueError(
+                    f"pretrained_path={h.pretrained_path!r} is not a local folder. Give the folder written by "
+                    "save_pretrained / litzoo export (models are never downloaded). To resume or export a checkpoint "
+                    f"of a run that started from a folder since moved: checkpoints carry the policy, so use "
+                    f"{type(self).__name__}.load_from_checkpoint(ckpt) or train.py fit --ckpt_path ckpt.")
+            self.policy, self.tokenizer = build_policy(h.model_config, h.pretrained_path, h.extra_chars)
         self.meter = LevelMeter(meter_metrics)
+
+    def rebuild_policy(self, spec: dict[str, Any]) -> None:
+        """Replace the policy and tokenizer by those of a :func:`~litzoo.reasoning.policy.policy_spec` (fresh
+        weights, on the old policy's device); subclasses drop what they derived from the old policy."""
+        device = next(self.policy.parameters()).device
+        self.policy, self.tokenizer = build_policy_from_spec(spec)
+        self.policy.to(device)
 
     @property
     def answer_max_new_tokens(self) -> int:
@@ -87,3 +139,23 @@ class CausalLMModule(LitzooModule):
         return save_policy(self.policy, self.tokenizer, prepare_export_dir(out_dir, overwrite), card={
             "method": type(self).__name__, "recipe": dict(self.hparams), "max_new_tokens": self.answer_max_new_tokens,
             **card_metadata(self)})
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[POLICY_KEY] = policy_spec(self.policy, self.tokenizer)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        stored = checkpoint.get(POLICY_KEY)
+        if stored is None:  # an older checkpoint: the module's policy must match its state dict
+            return
+        differences = policy_spec_differences(policy_spec(self.policy, self.tokenizer), stored)
+        if differences:
+            # e.g. Trainer.fit(ckpt_path=...) with pretrained_path overwritten by a new SFT run: the run resumes with
+            # the policy it was trained with.
+            rank_zero_warn(
+                f"The checkpoint's policy differs from this {type(self).__name__}'s (built from pretrained_path="
+                f"{self.hparams.pretrained_path!r}, model_config={self.hparams.model_config!r}) in: "
+                f"{', '.join(differences)}. The checkpoint's config and tokenizer are used.", category=UserWarning)
+            self.rebuild_policy(stored)

@@ -4,39 +4,94 @@ skips the batches the run already trained on)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, Sequence, Sized
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from litzoo.checks import check_positive_int
 from litzoo.seeding import epoch_seed
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """Shuffle with a permutation that depends only on ``(seed, epoch)``.
+def _world() -> tuple[int, int]:
+    """``(rank, world size)`` of the default process group (``(0, 1)`` without one)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
-    Lightning calls ``set_epoch`` at the start of every epoch (as for ``DistributedSampler``), so
-    a run resumed from a checkpoint sees the same batch order as an uninterrupted one; a plain
-    ``RandomSampler`` would draw from the global RNG and diverge after a resume. Under DDP,
-    Lightning swaps this for a ``DistributedSampler``, which is epoch-seeded the same way.
+
+class _EpochSeededSampler(DistributedSampler):
+    """An order that is a function of ``(seed, epoch)`` only, of which each DDP rank takes its own share.
+
+    A ``DistributedSampler`` so that Lightning leaves it in place under DDP (``use_distributed_sampler`` replaces
+    any other sampler by its ``DistributedSamplerWrapper``, which re-shuffles with a ``PL_GLOBAL_SEED``-seeded
+    permutation: the order would then hang on the global seed too, e.g. a random one of a resumed run). The rank and
+    world size are those of ``torch.distributed`` when iterated (the process group exists by the time Lightning asks
+    for the training loader); ``DistributedSampler.__init__``, which needs the group, is not called. Ranks get
+    equally many indices: as ``DistributedSampler`` does, the order is padded with its first indices.
     """
 
-    def __init__(self, data_source: Sized, seed: int = 0) -> None:
-        self.data_source, self.seed, self.epoch = data_source, seed, 0
+    shuffle, drop_last = True, False  # as DistributedSampler's attributes, for code that reads them
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def rank(self) -> int:
+        return _world()[0]
+
+    @property
+    def num_replicas(self) -> int:
+        return _world()[1]
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+
+    def _order(self) -> list[int]:
+        raise NotImplementedError
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+    def _shard(self, order: list[int], rank: int, world: int) -> list[int]:
+        order = order + order[:(-len(order)) % world]
+        return order[rank::world]
+
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+        rank, world = _world()
+        order = self._order()
+        return iter(order if world == 1 else self._shard(order, rank, world))
 
     def __len__(self) -> int:
+        return math.ceil(self._size() / self.num_replicas)
+
+
+class EpochShuffleSampler(_EpochSeededSampler):
+    """Shuffle with a permutation that depends only on ``(seed, epoch)``; under DDP rank ``r`` of ``W`` takes
+    positions ``r, r + W, ...`` of it (padded to a multiple of ``W`` with its first indices).
+
+    Lightning calls ``set_epoch`` at the start of every epoch (as for ``DistributedSampler``), so
+    a run resumed from a checkpoint sees the same batch order as an uninterrupted one; a plain
+    ``RandomSampler`` would draw from the global RNG and diverge after a resume.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.data_source = data_source
+
+    def _size(self) -> int:
         return len(self.data_source)
 
+    def _order(self) -> list[int]:
+        return torch.randperm(len(self.data_source), generator=self._generator()).tolist()
 
-class LengthGroupedSampler(Sampler[int]):
+
+class LengthGroupedSampler(_EpochSeededSampler):
     """Indices whose consecutive ``batch_size`` chunks have similar lengths, in a seeded random order.
 
     Per epoch: a permutation seeded by ``(seed, epoch)`` (so a resumed run repeats it, as
@@ -44,22 +99,22 @@ class LengthGroupedSampler(Sampler[int]):
     ``group_batches * batch_size`` indices; each window is sorted by length (longest first) and cut
     into full batches; the batches are shuffled; the ``len % batch_size`` leftover indices come last
     (a ragged batch mid-stream would shift every later batch). A ``DataLoader`` with the same
-    ``batch_size`` and this sampler yields the grouped batches. Under DDP Lightning wraps a custom
-    sampler in a shuffling ``DistributedSamplerWrapper``, which undoes the grouping (still correct,
-    just padded as without it).
+    ``batch_size`` and this sampler yields the grouped batches. Under DDP rank ``r`` of ``W`` takes
+    the grouped batches ``r, r + W, ...`` (padded with the first ones to a multiple of ``W``), then its share of
+    the leftovers: batches stay grouped.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, group_batches: int, seed: int = 0) -> None:
         check_positive_int("batch_size", batch_size)
         check_positive_int("group_batches", group_batches)
+        super().__init__(seed)
         self.lengths, self.batch_size, self.group_batches = list(lengths), batch_size, group_batches
-        self.seed, self.epoch = seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def _size(self) -> int:
+        return len(self.lengths)
 
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+    def _order(self) -> list[int]:
+        generator = self._generator()
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         b, window = self.batch_size, self.batch_size * self.group_batches
         batches: list[list[int]] = []
@@ -69,10 +124,20 @@ class LengthGroupedSampler(Sampler[int]):
             batches += [chunk[j:j + b] for j in range(0, len(chunk), b)]
         shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         leftover = order[len(order) - len(order) % b:]
-        return iter([i for batch in shuffled for i in batch] + leftover)
+        return [i for batch in shuffled for i in batch] + leftover
+
+    def _shard(self, order: list[int], rank: int, world: int) -> list[int]:
+        b = self.batch_size
+        full = len(order) - len(order) % b
+        batches = [order[j:j + b] for j in range(0, full, b)]
+        mine = super()._shard(batches, rank, world) if batches else []
+        return [i for batch in mine for i in batch] + (super()._shard(order[full:], rank, world) if full < len(order)
+                                                       else [])
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        world, b = self.num_replicas, self.batch_size
+        full = len(self.lengths) // b
+        return math.ceil(full / world) * b + math.ceil((len(self.lengths) - full * b) / world)
 
 
 class _SkipFirst:

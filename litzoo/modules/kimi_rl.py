@@ -130,7 +130,7 @@ class KimiRL(CausalLMModule):
         self._ref: Optional[torch.nn.Module] = None  # pi_ref: a frozen copy, deliberately not a submodule
         self._ref_step = -1  # global step at which pi_ref was last refreshed
         self._rollouts = 0  # generate calls so far: part of the rollout seed
-        self._pending: dict[str, Any] | None = None  # restored state, applied in on_fit_start
+        self._pending_ref: dict[str, torch.Tensor] | None = None  # a checkpoint's pi_ref, loaded when pi_ref is made
         self.last_groups: list[RolloutGroup] = []  # the groups trained on in the last step (for inspection)
         self.last_seed: Optional[int] = None  # the seed of the last rollout (differs per rank)
 
@@ -143,8 +143,15 @@ class KimiRL(CausalLMModule):
     def ref_policy(self) -> torch.nn.Module:
         if self._ref is None:
             ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
+            if self._pending_ref is not None:  # restored from a checkpoint, into a copy of the restored architecture
+                ref.load_state_dict(self._pending_ref)
+                self._pending_ref = None
             object.__setattr__(self, "_ref", ref)  # keep it out of state_dict, DDP and the optimizer
         return self._ref
+
+    def rebuild_policy(self, spec: dict[str, Any]) -> None:
+        super().rebuild_policy(spec)
+        object.__setattr__(self, "_ref", None)  # a copy of the old policy: made again from the new one
 
     def _apply(self, fn, recurse: bool = True):
         # pi_ref is no submodule, so .to()/.cpu()/.double() would leave it behind (Lightning's move back to the
@@ -156,10 +163,6 @@ class KimiRL(CausalLMModule):
 
     def on_fit_start(self) -> None:
         self.ref_policy.to(self.device)
-        if self._pending is not None:
-            self.ref_policy.load_state_dict(self._pending["ref_state"])
-            self._ref_step = self._pending["ref_step"]
-            self._pending = None
 
     def start_iteration(self) -> None:
         """``pi_ref <- pi_theta``; optionally clear the optimizer moments (paper, Sec. 2.3)."""
@@ -318,4 +321,7 @@ class KimiRL(CausalLMModule):
             return
         self._rollouts = int(state["rollouts"])
         self.buffer.load_state_dict(state["buffer"])
-        self._pending = {"ref_state": state["ref_state"], "ref_step": int(state["ref_step"])}
+        # pi_ref is made from the policy once its weights are loaded (after this hook), then gets the saved weights.
+        object.__setattr__(self, "_ref", None)
+        self._pending_ref = state["ref_state"]
+        self._ref_step = int(state["ref_step"])

@@ -54,12 +54,8 @@ def build_policy(
                 "save_pretrained / litzoo export (models are never downloaded), or pretrained_path=None for a "
                 "fresh model built from model_config."
             )
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = _checked_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True), repr(str(path)))
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).train()  # from_pretrained gives eval mode
-        if tokenizer.pad_token_id is None:  # e.g. GPT-2 style tokenizers: pad with eos (masked anyway)
-            tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.eos_token_id is None:
-            raise ValueError(f"the tokenizer in {str(path)!r} has no eos token; responses could never end.")
         return model, tokenizer
 
     from litzoo.text.tokenizer import build_char_tokenizer
@@ -80,6 +76,89 @@ def build_policy(
     except ValueError as err:
         raise ValueError(f"model_config model_type={model_type!r}: {err}") from None
     return AutoModelForCausalLM.from_config(config), tokenizer
+
+
+def _checked_tokenizer(tokenizer, where: str):
+    if tokenizer.pad_token_id is None:  # e.g. GPT-2 style tokenizers: pad with eos (masked anyway)
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer in {where} has no eos token; responses could never end.")
+    return tokenizer
+
+
+# Config fields that record where a policy came from or how it was saved, not what it computes.
+_PROVENANCE_FIELDS = ("_name_or_path", "transformers_version", "architectures", "dtype")
+
+
+def policy_spec(model, tokenizer) -> dict[str, Any]:
+    """What rebuilds a policy without the folder it came from, weights excluded: the model's config and generation
+    config, its parameter dtype, and the tokenizer's ``save_pretrained`` files (text, or bytes for binary ones).
+    Plain types only, so it can live in a checkpoint read with ``torch.load(weights_only=True)``."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        files: dict[str, str | bytes] = {}
+        for file in sorted(Path(tmp).rglob("*")):
+            if file.is_file():
+                data = file.read_bytes()
+                try:
+                    files[file.relative_to(tmp).as_posix()] = data.decode("utf-8")
+                except UnicodeDecodeError:  # e.g. a sentencepiece model
+                    files[file.relative_to(tmp).as_posix()] = data
+    generation = getattr(model, "generation_config", None)
+    return {
+        "config": json.loads(model.config.to_json_string(use_diff=False)),
+        "generation_config": None if generation is None else json.loads(generation.to_json_string(use_diff=False)),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "tokenizer_files": files,
+    }
+
+
+def build_policy_from_spec(spec: Mapping[str, Any]):
+    """``(model, tokenizer)`` from a :func:`policy_spec`: the same architecture, dtype and tokenizer, freshly
+    initialised weights (load the saved ``state_dict`` into it)."""
+    import json
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in spec["tokenizer_files"].items():
+            file = Path(tmp, name)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        # The tokenizer first, from its own files only: with a config.json beside them AutoTokenizer may pick the
+        # architecture's tokenizer class instead of the saved one.
+        tokenizer = _checked_tokenizer(AutoTokenizer.from_pretrained(tmp, local_files_only=True), "the checkpoint")
+        Path(tmp, "config.json").write_text(json.dumps(spec["config"]))
+        config = AutoConfig.from_pretrained(tmp, local_files_only=True)
+    model = AutoModelForCausalLM.from_config(config).to(getattr(torch, spec["dtype"])).train()
+    if spec.get("generation_config") is not None:
+        model.generation_config = GenerationConfig.from_dict(spec["generation_config"])
+    return model, tokenizer
+
+
+def policy_spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """What differs between two :func:`policy_spec` results: config fields (where the policy came from aside) and
+    ``"tokenizer"`` when the vocabularies or special tokens differ; ``[]`` for the same policy."""
+    import json
+
+    fields = sorted(k for k in set(a["config"]) | set(b["config"])
+                    if k not in _PROVENANCE_FIELDS and a["config"].get(k, None) != b["config"].get(k, None))
+
+    def vocabulary(spec: Mapping[str, Any]):
+        files = spec["tokenizer_files"]
+        if "tokenizer.json" not in files:  # a slow tokenizer: compare its files as they are
+            return {k: v for k, v in files.items() if k != "tokenizer_config.json"}
+        state = json.loads(files["tokenizer.json"])
+        special = json.loads(files.get("tokenizer_config.json", "{}"))
+        tokens = {k: v for k, v in special.items() if k.endswith("_token") or k == "additional_special_tokens"}
+        return [state.get(k) for k in ("model", "added_tokens", "normalizer", "pre_tokenizer")], tokens
+
+    return fields + (["tokenizer"] if vocabulary(a) != vocabulary(b) else [])
 
 
 def save_policy(model, tokenizer, out_dir: str | os.PathLike, card: dict | None = None) -> Path:
