@@ -9,7 +9,9 @@
     python train.py export --ckpt PATH --out DIR
 """
 
+import logging
 import sys
+import warnings
 from typing import Any, Optional
 
 import lightning as L
@@ -112,6 +114,40 @@ def with_atomic_checkpoint_io(plugins: Any) -> list[Any]:
     return plugins
 
 
+# ----------------------------------------------------------------- progress and noise
+class _DropLightningTips(logging.Filter):
+    """Lightning's adverts for its cloud services (litlogger, litmodels), printed by every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not ("Tip:" in message and ("litlogger" in message or "litmodels" in message))
+
+
+def quiet_lightning_noise() -> None:
+    """Drop what every run prints and no user can act on: Lightning's litlogger/litmodels adverts, torch's ``LeafSpec``
+    deprecation (inside Lightning), and the small-epoch warning (logging every ``log_every_n_steps`` optimizer
+    steps works across epochs: the digits configs have 14 batches an epoch and log every 50 steps, as meant)."""
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTips) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+
+
+def with_default_progress_bar(callbacks: Any, enable_progress_bar: Optional[bool]) -> Optional[list[Any]]:
+    """``callbacks`` plus litzoo's step progress (:func:`~litzoo.callbacks.progress.default_progress_bar`: a bar
+    in a terminal, periodic lines in a log file), unless they bring a progress bar or progress is disabled;
+    ``None`` when nothing is to be added."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from litzoo.callbacks.progress import default_progress_bar
+
+    callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    if enable_progress_bar is False or any(isinstance(c, ProgressBar) for c in callbacks):
+        return None
+    return callbacks + [default_progress_bar()]
+
+
 class LitzooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         add_init_from_argument(parser)
@@ -132,6 +168,11 @@ class LitzooCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
         kwargs.setdefault("plugins", with_atomic_checkpoint_io(trainer_config.get("plugins")))
+        if "callbacks" not in kwargs:
+            callbacks = with_default_progress_bar(trainer_config.get("callbacks"),
+                                                  trainer_config.get("enable_progress_bar"))
+            if callbacks is not None:
+                kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
         add_init_from_callback(self._subcommand_config(), trainer, self.config.get("subcommand"))
         return trainer
@@ -145,6 +186,7 @@ def main(args: Any = None, run: bool = True) -> LitzooCLI | None:
         export_main(argv[1:])
         return None
     check_ckpt_path(argv)
+    quiet_lightning_noise()
     return LitzooCLI(
         L.LightningModule,
         L.LightningDataModule,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -168,3 +169,23 @@ def test_train_py_writes_checkpoints_atomically_and_refuses_init_from_with_ckpt_
     with pytest.raises(ValueError, match="--init_from .* and --ckpt_path .* both given"):
         _main("fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--init_from", str(trained),
               "--ckpt_path", str(trained))
+
+
+def test_progress_in_a_log_file_shows_steps_of_total_and_loss_and_no_lightning_noise(tmp_path):
+    # stdout to a file, as under nohup or a cluster job: Lightning's default Rich bar printed nothing there.
+    # log_every_n_steps above the epoch's batches: the "smaller than the logging interval" warning's trigger.
+    i = TINY.index("--trainer.enable_progress_bar")
+    args = TINY[:i] + TINY[i + 2:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    with open(tmp_path / "stdout.log", "w") as stdout:
+        out = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", *args, "--trainer.max_steps", "5",
+                              "--trainer.default_root_dir", str(tmp_path), "--trainer.log_every_n_steps", "100000",
+                              "--trainer.logger", "true", "--trainer.callbacks", "[]"],
+                             stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in (tmp_path / "stdout.log").read_text().splitlines() if line.startswith("step ")]
+    assert len(lines) == 2, lines  # the first step (a sign of life) and the last; then every 30 s
+    assert re.fullmatch(r"step 1/5 \(20%\) loss \d\.\d+ [\d.]+ it/s ETA \d+s", lines[0]), lines
+    assert re.fullmatch(r"step 5/5 \(100%\) loss \d\.\d+ [\d.]+ it/s done in \d+s", lines[1]), lines
+    for noise in ("litlogger", "LeafSpec", "smaller than the logging interval"):
+        assert noise not in out.stderr, out.stderr
