@@ -47,8 +47,13 @@ def build_policy(
     if pretrained_path is not None:
         path = Path(pretrained_path)
         if not path.is_dir():
+            # A relative path is taken from the working directory, not from a config file that names it.
+            where = "" if path.is_absolute() else (
+                f" (relative paths are resolved from the working directory {os.getcwd()!r}, not from the config "
+                "file: run from the folder the earlier run was started in, e.g. the repository root for "
+                "configs/kimi_rl_addition.yaml, or give an absolute path)")
             raise ValueError(
-                f"pretrained_path={str(pretrained_path)!r} is not a local folder. Give the folder written by "
+                f"pretrained_path={str(pretrained_path)!r} is not a local folder{where}. Give the folder written by "
                 "save_pretrained / litzoo export (models are never downloaded), or pretrained_path=None for a "
                 "fresh model built from model_config."
             )
