@@ -7,9 +7,16 @@
     python train.py fit --config configs/ddpm_digits.yaml --init_from PATH      # fine-tune from its weights
     python train.py validate --config configs/ddpm_digits.yaml --ckpt_path PATH
     python train.py export --ckpt PATH --out DIR
+    python train.py fit --model.help DDPM                                        # a method's own arguments
+
+A bad value prints ``error: <reason>`` and exits 2 (``LITZOO_TRACEBACK=1``: the traceback); options are never
+abbreviated. Progress: a bar over the run's steps in a terminal, a line every 30 s in a log file.
 """
 
+import logging
+import os
 import sys
+import warnings
 from typing import Any, Optional
 
 import lightning as L
@@ -116,6 +123,81 @@ def with_atomic_checkpoint_io(plugins: Any) -> list[Any]:
     return plugins
 
 
+# ----------------------------------------------------------------- progress and noise
+class _DropLightningTips(logging.Filter):
+    """Lightning's adverts for its cloud services (litlogger, litmodels), printed by every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not ("Tip:" in message and ("litlogger" in message or "litmodels" in message))
+
+
+def quiet_lightning_noise() -> None:
+    """Drop what every run prints and no user can act on: Lightning's litlogger/litmodels adverts, torch's ``LeafSpec``
+    deprecation (inside Lightning), and the small-epoch warning (logging every ``log_every_n_steps`` optimizer
+    steps works across epochs: the digits configs have 14 batches an epoch and log every 50 steps, as meant)."""
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTips) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+
+
+def with_default_progress_bar(callbacks: Any, enable_progress_bar: Optional[bool]) -> Optional[list[Any]]:
+    """``callbacks`` plus litzoo's step progress (:func:`~litzoo.callbacks.progress.default_progress_bar`: a bar
+    in a terminal, periodic lines in a log file), unless they bring a progress bar or progress is disabled;
+    ``None`` when nothing is to be added."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from litzoo.callbacks.progress import default_progress_bar
+
+    callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    if enable_progress_bar is False or any(isinstance(c, ProgressBar) for c in callbacks):
+        return None
+    return callbacks + [default_progress_bar()]
+
+
+# ----------------------------------------------------------------- errors and help
+class ConfigError(ValueError):
+    """A class in the config refused its arguments: the message is the one clear reason (the root of jsonargparse's
+    chain of wrapped errors); ``train.py`` prints it as one ``error:`` line, ``LITZOO_TRACEBACK=1`` the traceback."""
+
+
+def root_cause_message(err: BaseException) -> str:
+    """The message of the innermost exception that ``err`` wraps (``raise ... from``), without jsonargparse's dump
+    of the whole rejected namespace."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return "\n".join(line for line in str(err).splitlines() if not line.startswith("Given value"))
+
+
+HELP_EPILOG = """\
+subcommands: fit, validate, test, predict (LightningCLI) and
+  export   write a checkpoint's model as a diffusers / transformers / policy folder:
+           train.py export --ckpt PATH --out DIR   (train.py export --help)
+A method's arguments: train.py fit --model.help CLASS (e.g. --model.help DDPM; --data.help DigitsDataModule).
+Errors print one line; LITZOO_TRACEBACK=1 shows the full traceback. Options are never abbreviated."""
+SUBCOMMAND_EPILOG = """\
+The options above are the Trainer's. A method's own arguments: --model.help CLASS, e.g.
+  train.py fit --model.help DDPM        (--data.help DigitsDataModule for a datamodule)
+and set one with --model.init_args.NAME VALUE. Each configs/*.yaml names its quick-run flags in its header."""
+
+
+def parser_kwargs() -> dict[str, Any]:
+    """No abbreviated options (argparse's default would take ``--trainer.max_step`` for ``--trainer.max_steps``
+    and ``--trainer.max_step 100`` silently for another option), and a help that names ``export`` too."""
+    import argparse
+
+    from jsonargparse import DefaultHelpFormatter
+
+    class KeepEpilogLines(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+        pass
+
+    strict = {"allow_abbrev": False, "formatter_class": KeepEpilogLines}
+    return {**strict, "description": "litzoo: train, evaluate and export every litzoo method.", "epilog": HELP_EPILOG,
+            **{cmd: {**strict, "epilog": SUBCOMMAND_EPILOG} for cmd in ("fit", "validate", "test", "predict")}}
+
+
 class LitzooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         add_init_from_argument(parser)
@@ -144,12 +226,20 @@ class LitzooCLI(LightningCLI):
         # A --ckpt_path checkpoint may carry what the module's hyperparameters only point to (a causal LM's policy
         # config and tokenizer, whose pretrained_path folder may be gone): the module reads it while being built.
         config = self._subcommand_config()
-        with restoring_from(config.get("ckpt_path") if config is not None else None):
-            super().instantiate_classes()
+        try:
+            with restoring_from(config.get("ckpt_path") if config is not None else None):
+                super().instantiate_classes()
+        except ValueError as err:  # CheckpointError too: a bad value or file, said clearly at its root
+            raise ConfigError(root_cause_message(err)) from err
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
         kwargs.setdefault("plugins", with_atomic_checkpoint_io(trainer_config.get("plugins")))
+        if "callbacks" not in kwargs:
+            callbacks = with_default_progress_bar(trainer_config.get("callbacks"),
+                                                  trainer_config.get("enable_progress_bar"))
+            if callbacks is not None:
+                kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
         add_init_from_callback(self._subcommand_config(), trainer, self.config.get("subcommand"))
         return trainer
@@ -162,16 +252,31 @@ def main(args: Any = None, run: bool = True) -> LitzooCLI | None:
 
         export_main(argv[1:])
         return None
+    quiet_lightning_noise()
     return LitzooCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs=parser_kwargs(),
         args=args,
         run=run,
     )
 
 
+def run_main() -> None:
+    """``main()`` for the command line: a :class:`ConfigError` becomes ``error: <message>`` and exit status 2
+    (argparse's for a usage error); ``LITZOO_TRACEBACK=1`` keeps the traceback. In-process callers of
+    :func:`main` get the exception."""
+    try:
+        main()
+    except ConfigError as err:
+        if os.environ.get("LITZOO_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(f"error: {err}\n(LITZOO_TRACEBACK=1 shows the full traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    run_main()

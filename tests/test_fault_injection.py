@@ -155,11 +155,11 @@ def test_export_into_a_folder_holding_another_export_is_refused_unless_overwrite
     ddpm = DDPM(data_dim=2, num_classes=None, mlp_hidden=8, mlp_depth=1)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         ddpm.export(out)
-    assert sorted(p.name for p in out.iterdir()) == ["policy.json", "policy.safetensors"]  # untouched
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "policy.json", "policy.safetensors"]  # untouched
     ddpm.export(out, overwrite=True)
     assert not (out / "policy.json").exists() and (out / "model.safetensors").is_file()  # no merge
     ckpt = _checkpoint(_td3(), tmp_path / "td3.ckpt")
     with pytest.raises(FileExistsError):
         export_checkpoint(ckpt, out)
     export_checkpoint(ckpt, out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["policy.json", "policy.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "policy.json", "policy.safetensors"]

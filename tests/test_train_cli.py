@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -178,3 +179,69 @@ def test_fit_with_another_methods_checkpoint_names_both_classes(tmp_path, traine
     with pytest.raises(CheckpointError, match=r"written by litzoo\.modules\.ddpm\.DDPM, not by litzoo\.modules\.dqn\.DQN"):
         _main("fit", "--config", str(ROOT / "configs" / "dqn_gridworld.yaml"), "--trainer.default_root_dir",
               str(tmp_path), "--ckpt_path", str(trained))
+
+
+def test_progress_in_a_log_file_shows_steps_of_total_and_loss_and_no_lightning_noise(tmp_path):
+    # stdout to a file, as under nohup or a cluster job: Lightning's default Rich bar printed nothing there.
+    # log_every_n_steps above the epoch's batches: the "smaller than the logging interval" warning's trigger.
+    i = TINY.index("--trainer.enable_progress_bar")
+    args = TINY[:i] + TINY[i + 2:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    with open(tmp_path / "stdout.log", "w") as stdout:
+        out = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", *args, "--trainer.max_steps", "5",
+                              "--trainer.default_root_dir", str(tmp_path), "--trainer.log_every_n_steps", "100000",
+                              "--trainer.logger", "true", "--trainer.callbacks", "[]"],
+                             stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in (tmp_path / "stdout.log").read_text().splitlines() if line.startswith("step ")]
+    assert len(lines) == 2, lines  # the first step (a sign of life) and the last; then every 30 s
+    assert re.fullmatch(r"step 1/5 \(20%\) loss \d\.\d+ [\d.]+ it/s ETA \d+s", lines[0]), lines
+    assert re.fullmatch(r"step 5/5 \(100%\) loss \d\.\d+ [\d.]+ it/s done in \d+s", lines[1]), lines
+    for noise in ("litlogger", "LeafSpec", "smaller than the logging interval"):
+        assert noise not in out.stderr, out.stderr
+
+
+def test_a_bad_value_prints_one_clear_error_line_and_exits_2(tmp_path, monkeypatch):
+    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path),
+                   "--model.init_args.prediction_type", "foo")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) <= 15 and "Traceback" not in out.stderr, out.stderr
+    assert lines[-2:] == ["error: prediction_type='foo' is not supported; choose one of ['epsilon', 'eps', "
+                          "'v_prediction', 'v', 'sample', 'x0'].", "(LITZOO_TRACEBACK=1 shows the full traceback)"]
+    # LITZOO_TRACEBACK=1: the exception itself, with its traceback (in-process: the same run_main).
+    monkeypatch.setenv("LITZOO_TRACEBACK", "1")
+    monkeypatch.setattr(sys, "argv", ["train.py", "fit", *TINY, "--model.init_args.prediction_type", "foo"])
+    with pytest.raises(_train_module().ConfigError, match=r"^prediction_type='foo' is not supported") as info:
+        _train_module().run_main()
+    assert isinstance(info.value.__cause__, ValueError)  # jsonargparse's wrapper, kept in the chain
+
+
+def test_abbreviated_options_are_refused(tmp_path):
+    # argparse's default took --trainer.max_step for --trainer.max_steps: a misspelling silently ran a full run.
+    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_step", "2")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == "error: unrecognized arguments: --trainer.max_step 2"
+    assert not (tmp_path / "lightning_logs").exists() and "step " not in out.stdout
+
+
+def test_help_names_export_and_how_to_see_a_methods_arguments(tmp_path, capsys):
+    out = train_py(tmp_path, "--help")
+    assert out.returncode == 0
+    assert "  export   write a checkpoint's model" in out.stdout
+    assert "train.py export --ckpt PATH --out DIR" in out.stdout and "train.py fit --model.help CLASS" in out.stdout
+    with pytest.raises(SystemExit) as info:
+        _main("fit", "--help")
+    fit_help = capsys.readouterr().out.splitlines()
+    assert info.value.code == 0 and fit_help[-3:] == [
+        "The options above are the Trainer's. A method's own arguments: --model.help CLASS, e.g.",
+        "  train.py fit --model.help DDPM        (--data.help DigitsDataModule for a datamodule)",
+        "and set one with --model.init_args.NAME VALUE. Each configs/*.yaml names its quick-run flags in its header."]
+
+
+def test_a_relative_pretrained_path_from_another_directory_names_the_path_the_cwd_and_the_fix(tmp_path):
+    out = train_py(tmp_path, "fit", "--config", str(ROOT / "configs" / "kimi_rl_addition.yaml"))
+    assert out.returncode == 2
+    error = out.stderr.strip().splitlines()[-2]
+    assert error.startswith("error: pretrained_path='runs/cot_sft_addition/export' is not a local folder")
+    assert f"resolved from the working directory {str(tmp_path)!r}" in error and "give an absolute path" in error

@@ -75,13 +75,15 @@ class CausalLMModule(LitzooModule):
                     f"Give the folder's new place: {type(self).__name__}.load_from_checkpoint(ckpt, "
                     "pretrained_path='NEW/FOLDER') (its config and tokenizer are read; the weights come from the "
                     "checkpoint), or put the folder back.")
-            if h.pretrained_path is not None and not Path(h.pretrained_path).is_dir():
+            try:
+                self.policy, self.tokenizer = build_policy(h.model_config, h.pretrained_path, h.extra_chars)
+            except ValueError as err:
+                if h.pretrained_path is None or Path(h.pretrained_path).is_dir():
+                    raise
                 raise ValueError(
-                    f"pretrained_path={h.pretrained_path!r} is not a local folder. Give the folder written by "
-                    "save_pretrained / litzoo export (models are never downloaded). To resume or export a checkpoint "
-                    f"of a run that started from a folder since moved: checkpoints carry the policy, so use "
-                    f"{type(self).__name__}.load_from_checkpoint(ckpt) or train.py fit --ckpt_path ckpt.")
-            self.policy, self.tokenizer = build_policy(h.model_config, h.pretrained_path, h.extra_chars)
+                    f"{err} To resume or export a checkpoint of a run that started from a folder since moved: "
+                    f"checkpoints carry the policy, so use {type(self).__name__}.load_from_checkpoint(ckpt) or "
+                    "train.py fit --ckpt_path ckpt.") from None
         self.meter = LevelMeter(meter_metrics)
 
     def rebuild_policy(self, spec: dict[str, Any]) -> None:

@@ -49,8 +49,13 @@ def build_policy(
     if pretrained_path is not None:
         path = Path(pretrained_path)
         if not path.is_dir():
+            # A relative path is taken from the working directory, not from a config file that names it.
+            where = "" if path.is_absolute() else (
+                f" (relative paths are resolved from the working directory {os.getcwd()!r}, not from the config "
+                "file: run from the folder the earlier run was started in, e.g. the repository root for "
+                "configs/kimi_rl_addition.yaml, or give an absolute path)")
             raise ValueError(
-                f"pretrained_path={str(pretrained_path)!r} is not a local folder. Give the folder written by "
+                f"pretrained_path={str(pretrained_path)!r} is not a local folder{where}. Give the folder written by "
                 "save_pretrained / litzoo export (models are never downloaded), or pretrained_path=None for a "
                 "fresh model built from model_config."
             )
@@ -169,6 +174,11 @@ def save_policy(model, tokenizer, out_dir: str | os.PathLike, card: dict | None 
     GPT-2/Qwen/Llama-3 tokenizers store them): ``AutoTokenizer`` loads some architectures' folders
     (Qwen2 among them) with that architecture's own byte-level tokenizer class, which would
     otherwise drop spaces and newlines. The reloaded tokenizer is checked to give the same ids.
+
+    Prompt format: the plain prompt text (``"47+38="``, no chat template), encoded as :func:`encode_prompt`
+    does, ``[bos] + tokens(prompt)``. The saved tokenizer adds that ``bos`` itself (a ``<bos> $A`` post-processor,
+    see :func:`_match_prompt_encoding`) and pads on the left, so ``model.generate(**tok(prompts, ...))`` sees the
+    ids the model was trained on.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,8 +199,49 @@ def save_policy(model, tokenizer, out_dir: str | os.PathLike, card: dict | None 
                 f"AutoTokenizer.from_pretrained({str(out_dir)!r}) ({type(reloaded).__name__}) does not reproduce the "
                 "tokenizer's ids; the export would not round-trip."
             )
+    _match_prompt_encoding(tokenizer, out_dir)
     write_model_card(out_dir, **causal_lm_card(out_dir, getattr(tokenizer, "bos_token", None), **(card or {})))
     return out_dir
+
+
+def _match_prompt_encoding(tokenizer, out_dir: Path, probe: str = "47+38=") -> None:
+    """Make the saved tokenizer's default call ``tok(prompt)`` give :func:`encode_prompt`'s ids, and pad left.
+
+    litzoo encodes with ``add_special_tokens=False`` and prepends ``bos`` itself, so the training ids do not
+    depend on the tokenizer's post-processor; a user calling ``tok(prompt)`` does, and without ``bos`` the model
+    answers garbage. Where the reloaded tokenizer differs, ``tokenizer.json`` gets a ``<bos> $A`` template.
+    Left padding: a decoder-only model continues after the last prompt token, which right padding would hide.
+    """
+    import json
+
+    from tokenizers import Tokenizer, processors
+    from transformers import AutoTokenizer
+
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "padding_side": "left"}, indent=2, ensure_ascii=False) + "\n")
+
+    def saved_ids() -> tuple[str, list[int]]:
+        reloaded = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+        return type(reloaded).__name__, list(reloaded(probe)["input_ids"])
+
+    wanted = encode_prompt(tokenizer, probe)
+    if saved_ids()[1] == wanted:
+        return
+    path = out_dir / "tokenizer.json"
+    bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+    single = f"{bos} $A" if bos_id is not None else "$A"
+    if path.is_file():
+        backend = Tokenizer.from_file(str(path))
+        backend.post_processor = processors.TemplateProcessing(
+            single=single, pair=f"{single} $B:1", special_tokens=[(bos, bos_id)] if bos_id is not None else [])
+        backend.save(str(path))
+    name, ids = saved_ids()
+    if ids != wanted:
+        raise ValueError(
+            f"AutoTokenizer.from_pretrained({str(out_dir)!r}) ({name}) encodes {probe!r} as {ids}, but the model was "
+            f"trained on {wanted} (encode_prompt: [bos] + tokens); tok(prompt) + generate would not match training."
+        )
 
 
 def _single_char_vocab(tokenizer) -> list[str] | None:
