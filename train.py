@@ -38,9 +38,9 @@ def check_ckpt_path(config: Any) -> None:
     from litzoo.base import check_checkpoint_class, load_checkpoint
 
     path = config.get("ckpt_path") if config is not None else None
-    if not path or path in ("last", "best", "hpc", "registry"):  # Lightning's keywords, resolved by the Trainer
-        return
-    checkpoint = load_checkpoint(path)
+    if not path or path in ("last", "best", "hpc", "registry") or "://" in str(path):
+        return  # Lightning's keywords and remote (fsspec) paths: the Trainer resolves and reads those
+    checkpoint = load_checkpoint(path, mmap=True)  # the entries, not the tensors: Lightning reads the file next
     model = config.get("model")
     class_path = model.get("class_path") if hasattr(model, "get") else None
     if class_path and "." in class_path:
@@ -73,8 +73,8 @@ def warn_ignored_resume_overrides(given: dict[str, Any], used: dict[str, Any], c
     LightningCLI re-applies a checkpoint's saved hyperparameters on resume, so that the module matches the saved
     optimizer state; the values given in the config or on the command line are then silently dropped."""
     ignored = [f"  model.{k}: given {given[k]!r}, the checkpoint's {used.get(k)!r} is used"
-               for k in given if k in used and given[k] != used[k]
-               and not (k == "init_args.seed" and given[k] is None)]  # seed=None: the run's recorded seed, by design
+               # None: not given; the module filled it in itself (seed, an RL module's spaces, class prompts)
+               for k in given if k in used and given[k] != used[k] and given[k] is not None]
     if not ignored:
         return None
     message = (

@@ -22,8 +22,10 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt or not a litzoo checkpoint."""
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with errors that say what is wrong and what to do."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that say what is wrong and what to do. ``mmap=True``
+    maps the tensors instead of reading them (a check of a large checkpoint's entries costs no memory)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist (or is not a file). Check the path.")
@@ -33,7 +35,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "at all): it is not the zip archive torch.save writes. Was it copied completely? Use an earlier checkpoint (e.g. "
             "the ModelCheckpoint 'last.ckpt') or re-save it.")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} ({path.stat().st_size} bytes) is corrupt or truncated and cannot be read "

@@ -36,6 +36,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     for stale in folder.glob(f".{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets what torch.save's open() would give
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)

@@ -127,3 +127,14 @@ def test_atomic_save_failure_keeps_the_previous_file_and_no_temp(tmp_path):
 def test_checkpoint_io_keeps_lightning_behaviour_for_storage_options(tmp_path):
     with pytest.raises(TypeError, match="storage_options"):
         AtomicCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "x.ckpt", storage_options={"x": 1})
+
+
+def test_atomic_save_gives_the_file_the_permissions_torch_save_would(tmp_path):
+    # mkstemp creates 0600 files: a checkpoint must stay readable by the group/others the umask allows.
+    umask = os.umask(0o022)
+    try:
+        atomic_torch_save({"state_dict": {}}, tmp_path / "a.ckpt")
+        torch.save({"state_dict": {}}, tmp_path / "b.ckpt")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.ckpt").stat().st_mode & 0o777 == (tmp_path / "b.ckpt").stat().st_mode & 0o777 == 0o644

@@ -245,3 +245,13 @@ def test_a_relative_pretrained_path_from_another_directory_names_the_path_the_cw
     error = out.stderr.strip().splitlines()[-2]
     assert error.startswith("error: pretrained_path='runs/cot_sft_addition/export' is not a local folder")
     assert f"resolved from the working directory {str(tmp_path)!r}" in error and "give an absolute path" in error
+
+
+def test_resume_warning_ignores_values_the_module_filled_in_itself():
+    # seed=None, an RL module's observation/action spaces, class prompts: None in the config, set by the module
+    # and saved; a resume that restores them ignores nothing the user gave.
+    warn = _train_module().warn_ignored_resume_overrides
+    assert warn({"init_args.observation_space": None, "init_args.seed": None},
+                {"init_args.observation_space": {"type": "Box"}, "init_args.seed": 0}, "x.ckpt") is None
+    message = warn({"init_args.lr": 1e-4}, {"init_args.lr": 3e-3}, "x.ckpt")
+    assert "  model.init_args.lr: given 0.0001, the checkpoint's 0.003 is used" in message

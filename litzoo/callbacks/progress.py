@@ -122,7 +122,7 @@ class ProgressLog(ProgressBar):
                            batch_idx: int) -> None:
         now, step = time.perf_counter(), trainer.global_step
         last_time, last_step = self._last
-        due = (step == self._start[1] + 1 or now - last_time >= self.every_n_seconds
+        due = (last_step == self._start[1] or now - last_time >= self.every_n_seconds
                or (self.every_n_steps and step // self.every_n_steps > last_step // self.every_n_steps)
                or (self._total is not None and step >= self._total))
         if step == last_step or not due:

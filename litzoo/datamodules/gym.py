@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from litzoo.checks import check_choice, check_positive_int
 from litzoo.rl.collect import EnvRunner, check_env_id
 from litzoo.rl.policy import space_to_spec
-from litzoo.seeding import DataSeed
+from litzoo.datamodules.seed import DataSeed
 
 VECTORIZATION = ("sync", "async")
 

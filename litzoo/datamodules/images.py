@@ -33,11 +33,11 @@ from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from litzoo.datamodules.sampling import map_style_loader
 from litzoo.data.digits import DIGITS_IMAGE_SIZES, digits_images
 from litzoo.data.latents import CachedLatents, encode_split
+from litzoo.datamodules.sampling import map_style_loader
+from litzoo.datamodules.seed import DataSeed
 from litzoo.seeding import keyed_coin
-from litzoo.seeding import DataSeed
 
 __all__ = ["DigitsDataModule", "ImageFolderDataModule", "IMAGE_EXTENSIONS"]
 

@@ -44,7 +44,7 @@ from litzoo.datamodules.sampling import EpochShuffleSampler, LengthGroupedSample
 from litzoo.reasoning import TASKS, Problem, get_task
 from litzoo.reasoning.policy import encode_prompt, encode_response
 from litzoo.reasoning.sampling import PrioritizedSampler, curriculum_level_weights
-from litzoo.seeding import DataSeed
+from litzoo.datamodules.seed import DataSeed
 
 MODES = ("sft", "rl")
 TRACES = ("cot", "direct")

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from litzoo.data.toy2d import GAUSSIAN_COV, GAUSSIAN_MEAN, check_toy2d_name, sample_toy2d
 from litzoo.datamodules.sampling import map_style_loader
-from litzoo.seeding import DataSeed
+from litzoo.datamodules.seed import DataSeed
 
 __all__ = ["Toy2DDataModule"]
 

@@ -211,3 +211,24 @@ def test_init_from_checkpoint_loads_an_rl_module_built_in_setup_with_a_fresh_opt
     with pytest.raises(CheckpointError, match=r"Cannot initialise ActorCritic .* different shapes: "
                                               r".*\(checkpoint \(8, 2\), module \(16, 2\)\)"):
         run(ActorCritic(hidden_sizes=(16,), n_steps=2), [InitFromCheckpoint(str(tmp_path / "first.ckpt"))], 1)
+
+
+def test_export_on_fit_end_replaces_an_earlier_export_but_never_deletes_other_files(tmp_path):
+    from types import SimpleNamespace
+
+    from litzoo.callbacks import ExportOnFitEnd
+    from litzoo.modules import DDPM
+
+    module = DDPM(data_dim=2, num_classes=None, mlp_hidden=8, mlp_depth=1)
+    trainer = SimpleNamespace(log_dir=str(tmp_path), default_root_dir=str(tmp_path), is_global_zero=True,
+                              interrupted=False)
+    out = tmp_path / "mine"
+    ExportOnFitEnd(str(out)).on_fit_end(trainer, module)  # empty: written
+    ExportOnFitEnd(str(out)).on_fit_end(trainer, module)  # an earlier export (a resumed fit): replaced
+    assert (out / "model_index.json").is_file()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        ExportOnFitEnd(str(notes)).on_fit_end(trainer, module)
+    assert (notes / "keep.txt").read_text() == "mine"
