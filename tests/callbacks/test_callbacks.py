@@ -225,7 +225,7 @@ def test_export_on_fit_end_replaces_an_earlier_export_but_never_deletes_other_fi
     out = tmp_path / "mine"
     ExportOnFitEnd(str(out)).on_fit_end(trainer, module)  # empty: written
     ExportOnFitEnd(str(out)).on_fit_end(trainer, module)  # an earlier export (a resumed fit): replaced
-    assert (out / "model_index.json").is_file()
+    assert (out / "litzoo.json").is_file() and (out / "README.md").is_file()
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "keep.txt").write_text("mine")
