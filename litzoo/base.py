@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 import shutil
 import zipfile
@@ -118,6 +119,12 @@ class LitzooModule(L.LightningModule):
     turns unreadable checkpoint files into a :class:`CheckpointError` naming the file."""
 
     _seed_from_global = False
+
+    def total_training_steps(self) -> int:
+        """The learning-rate schedule's length: the ``total_steps`` hyperparameter, else the Trainer's estimate of
+        the run's optimizer steps (0 when the run is unbounded: no decay)."""
+        total = self.hparams.get("total_steps") or self.trainer.estimated_stepping_batches
+        return int(total) if math.isfinite(total) else 0
 
     # ----------------------------------------------------------------- seed
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -122,11 +121,9 @@ class CausalLMModule(LitzooModule):
     # ----------------------------------------------------------------- optimizer
     def configure_optimizers(self):
         h = self.hparams
-        total = h.total_steps or self.trainer.estimated_stepping_batches
-        return adamw_with_warmup_cosine(
-            self.policy, lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas, warmup_steps=h.warmup_steps,
-            total_steps=int(total) if math.isfinite(total) else 0, min_lr_ratio=h.min_lr_ratio,
-        )
+        return adamw_with_warmup_cosine(self.policy, lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
+                                        warmup_steps=h.warmup_steps, total_steps=self.total_training_steps(),
+                                        min_lr_ratio=h.min_lr_ratio)
 
     # ----------------------------------------------------------------- use
     @torch.no_grad()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Callable, Optional
 
@@ -95,11 +94,8 @@ class GenerativeModule(LitzooModule):
         from litzoo.optim import adamw_with_warmup_cosine
 
         h = self.hparams
-        total = h.total_steps or self.trainer.estimated_stepping_batches
-        return adamw_with_warmup_cosine(
-            self.optimized_module(), lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
-            warmup_steps=h.warmup_steps, total_steps=int(total) if math.isfinite(total) else 0,
-        )
+        return adamw_with_warmup_cosine(self.optimized_module(), lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
+                                        warmup_steps=h.warmup_steps, total_steps=self.total_training_steps())
 
     # ----------------------------------------------------------------- data checks
     def _datamodule(self) -> Any:

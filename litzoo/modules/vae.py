@@ -17,7 +17,6 @@ the fields of diffusers' ``AutoencoderKL`` config); both factors are computed fr
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -120,9 +119,8 @@ class VAE(LitzooModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        total = h.total_steps or self.trainer.estimated_stepping_batches
         return adamw_with_warmup_cosine(self.vae, lr=h.lr, weight_decay=h.weight_decay, warmup_steps=h.warmup_steps,
-                                        total_steps=int(total) if math.isfinite(total) else 0)
+                                        total_steps=self.total_training_steps())
 
     def on_train_end(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
