@@ -210,7 +210,7 @@ class RLEvaluation(Callback):
         if self.plot:
             save_reward_curve(self.history, self._dir / "reward_curve.png", title=self._title)
         if improved and self.export_best:
-            pl_module.export(self._dir / "best_policy")
+            pl_module.export(self._dir / "best_policy", overwrite=True)  # its own folder: the new best replaces the old
         if improved and self.gif:
             try:
                 env = self._env_factory(trainer, render_mode="rgb_array")()

@@ -56,6 +56,10 @@ def test_evaluates_every_n_env_steps_and_keeps_the_best_policy(tmp_path):
     assert evaluate_policy(restored.policy, grid, n_episodes=3, seed=5)["returns"].mean() == pytest.approx(
         callback.best_mean_return)
     assert 200 <= restored.env_steps <= 1200 and restored.env_steps % 200 == 0
+    # a later improvement replaces the exported best policy (export refuses other non-empty folders)
+    callback._write_outputs(trainer, module, improved=True)
+    assert evaluate_policy(load_policy(out / "best_policy", env=grid()), grid, n_episodes=3, seed=5)["returns"].mean() \
+        == pytest.approx(np.mean(evaluate_policy(module.policy, grid, n_episodes=3, seed=5)["returns"]))
 
 
 def test_state_survives_a_checkpoint_and_evaluation_resumes_on_schedule(tmp_path):
