@@ -10,17 +10,18 @@
     python train.py fit --model.help DDPM                                        # a method's own arguments
 
 A bad value prints ``error: <reason>`` and exits 2 (``LITZOO_TRACEBACK=1``: the traceback); options are never
-abbreviated. Progress: a bar over the run's steps in a terminal, a line every 30 s in a log file.
+abbreviated. Progress: a bar over the run's steps in a terminal, a line every 30 s in a log file. Logs: TensorBoard and
+``metrics.csv`` in ``<default_root_dir>/lightning_logs/version_N/`` (another logger: ``--trainer.logger CLASS``).
 """
 
 import logging
 import os
 import sys
 import warnings
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 import litzoo.callbacks  # noqa: F401  (so `class_path: EMA` etc. resolve without the package prefix)
@@ -183,6 +184,25 @@ The options above are the Trainer's. A method's own arguments: --model.help CLAS
 and set one with --model.init_args.NAME VALUE. Each configs/*.yaml names its quick-run flags in its header."""
 
 
+class LitzooArgumentParser(LightningArgumentParser):
+    """A usage error is three lines: a one-line usage, the help pointer and ``error: <message>`` (argparse prints
+    the whole option list first: 50 lines for ``fit``), and an unknown option names the nearest known ones."""
+
+    def print_usage(self, file: Any = None) -> None:
+        print(f"usage: {self.prog.replace(' [options]', '')} [options]", file=file)
+
+    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            import difflib
+
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            given = [a.split("=")[0] for a in message.split(":", 1)[1].split() if a.startswith("--")]
+            close = {o: difflib.get_close_matches(o, known, n=3, cutoff=0.8) for o in given}
+            hints = [f"{o}: did you mean {' or '.join(c)}?" for o, c in close.items() if c]
+            message = "\n".join([message, *hints])
+        super().error(message, ex)
+
+
 def parser_kwargs() -> dict[str, Any]:
     """No abbreviated options (argparse's default would take ``--trainer.max_step`` for ``--trainer.max_steps``
     and ``--trainer.max_step 100`` silently for another option), and a help that names ``export`` too."""
@@ -212,7 +232,10 @@ class LitzooCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         # Lightning's hook that merges a checkpoint's hyperparameters into the config: check the file first.
-        check_ckpt_path(self._subcommand_config())
+        try:
+            check_ckpt_path(self._subcommand_config())
+        except ValueError as err:  # CheckpointError: the file, what is wrong with it and what to do
+            raise ConfigError(root_cause_message(err)) from err
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -235,6 +258,10 @@ class LitzooCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer_config = self._get(self.config_init, "trainer", default={}) or {}
         kwargs.setdefault("plugins", with_atomic_checkpoint_io(trainer_config.get("plugins")))
+        if "logger" not in kwargs and trainer_config.get("logger") in (None, True):  # not given, or the default
+            from litzoo.loggers import default_loggers
+
+            kwargs["logger"] = default_loggers(trainer_config.get("default_root_dir"))
         if "callbacks" not in kwargs:
             callbacks = with_default_progress_bar(trainer_config.get("callbacks"),
                                                   trainer_config.get("enable_progress_bar"))
@@ -260,6 +287,7 @@ def main(args: Any = None, run: bool = True) -> LitzooCLI | None:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         parser_kwargs=parser_kwargs(),
+        parser_class=LitzooArgumentParser,
         args=args,
         run=run,
     )

@@ -176,9 +176,11 @@ def test_fit_with_another_methods_checkpoint_names_both_classes(tmp_path, traine
 
     # A DDPM checkpoint with the DQN grid-world config: LightningCLI alone would swap in DDPM with the
     # checkpoint's hyperparameters and fail later on the grid world's batches with an unrelated message.
-    with pytest.raises(CheckpointError, match=r"written by litzoo\.modules\.ddpm\.DDPM, not by litzoo\.modules\.dqn\.DQN"):
+    with pytest.raises(_train_module().ConfigError,
+                       match=r"written by litzoo\.modules\.ddpm\.DDPM, not by litzoo\.modules\.dqn\.DQN") as info:
         _main("fit", "--config", str(ROOT / "configs" / "dqn_gridworld.yaml"), "--trainer.default_root_dir",
               str(tmp_path), "--ckpt_path", str(trained))
+    assert isinstance(info.value.__cause__, CheckpointError)  # run_main prints it as one error line
 
 
 def test_progress_in_a_log_file_shows_steps_of_total_and_loss_and_no_lightning_noise(tmp_path):
@@ -197,8 +199,21 @@ def test_progress_in_a_log_file_shows_steps_of_total_and_loss_and_no_lightning_n
     assert len(lines) == 2, lines  # the first step (a sign of life) and the last; then every 30 s
     assert re.fullmatch(r"step 1/5 \(20%\) loss \d\.\d+ [\d.]+ it/s ETA \d+s", lines[0]), lines
     assert re.fullmatch(r"step 5/5 \(100%\) loss \d\.\d+ [\d.]+ it/s done in \d+s", lines[1]), lines
-    for noise in ("litlogger", "LeafSpec", "smaller than the logging interval"):
+    for noise in ("litlogger", "LeafSpec", "smaller than the logging interval", "exists and is not empty"):
         assert noise not in out.stderr, out.stderr
+
+
+def test_default_loggers_write_the_same_losses_to_tensorboard_and_metrics_csv_in_one_folder(tmp_path):
+    i = TINY.index("--trainer.logger")
+    _main("fit", *TINY[:i], *TINY[i + 2:], "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
+          "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks", "[]")
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    with open(log_dir / "metrics.csv") as f:
+        csv_losses = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f) if r.get("train/loss")]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(log_dir)).Reload().Scalars("train/loss")
+    assert len(csv_losses) == 4 and [(e.step, e.value) for e in scalars] == pytest.approx(csv_losses)
 
 
 def test_a_bad_value_prints_one_clear_error_line_and_exits_2(tmp_path, monkeypatch):
@@ -221,8 +236,21 @@ def test_abbreviated_options_are_refused(tmp_path):
     # argparse's default took --trainer.max_step for --trainer.max_steps: a misspelling silently ran a full run.
     out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_step", "2")
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == "error: unrecognized arguments: --trainer.max_step 2"
+    assert out.stderr.strip().splitlines() == [  # no 50-line option dump: the usage line, the help, the error
+        "usage: train.py fit [options]", "tip: For details of accepted options run: train.py fit --help",
+        "error: unrecognized arguments: --trainer.max_step 2",
+        "--trainer.max_step: did you mean --trainer.max_steps or --trainer.max_time or --trainer.min_steps?"]
     assert not (tmp_path / "lightning_logs").exists() and "step " not in out.stdout
+
+
+def test_an_unreadable_ckpt_path_prints_one_error_naming_the_file_and_exits_2(tmp_path):
+    (tmp_path / "cut.ckpt").write_bytes(b"garbage!")
+    out = train_py(tmp_path, "fit", *TINY, "--ckpt_path", str(tmp_path / "cut.ckpt"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: Checkpoint '{tmp_path / 'cut.ckpt'}' (8 bytes) is corrupt or truncated (or not a checkpoint at all): "
+        "it is not the zip archive torch.save writes. Was it copied completely? Use an earlier checkpoint (e.g. the "
+        "ModelCheckpoint 'last.ckpt') or re-save it.", "(LITZOO_TRACEBACK=1 shows the full traceback)"]
 
 
 def test_help_names_export_and_how_to_see_a_methods_arguments(tmp_path, capsys):

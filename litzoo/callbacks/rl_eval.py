@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from litzoo.loggers import log_gif, log_image
 from litzoo.rl.policy import evaluate_policy
 
 
@@ -209,6 +210,7 @@ class RLEvaluation(Callback):
         (self._dir / "history.json").write_text(json.dumps(self.history, indent=1))
         if self.plot:
             save_reward_curve(self.history, self._dir / "reward_curve.png", title=self._title)
+            log_image(trainer, "eval/reward_curve", self._dir / "reward_curve.png", step=self.history[-1]["env_steps"])
         if improved and self.export_best:
             pl_module.export(self._dir / "best_policy", overwrite=True)  # its own folder: the new best replaces the old
         if improved and self.gif:
@@ -217,6 +219,8 @@ class RLEvaluation(Callback):
                 try:
                     record_episode_gif(pl_module.policy, env, self._dir / "best_episode.gif", seed=self.seed,
                                        max_frames=self.gif_max_frames, fps=self.gif_fps, deterministic=self.deterministic)
+                    log_gif(trainer, "eval/best_episode", self._dir / "best_episode.gif",
+                            step=self.history[-1]["env_steps"])
                 finally:
                     env.close()
             except Exception as err:  # a missing renderer (e.g. pygame) must not stop training

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
 from litzoo.callbacks.ema import find_ema_module
+from litzoo.loggers import log_image
 
 
 def make_grid(images: torch.Tensor, nrow: int = 10, padding: int = 1) -> np.ndarray:
@@ -122,13 +123,4 @@ class SampleGrid(Callback):
             self.last_path = save_image_grid(samples, path, nrow=num_classes or 10, upscale=self.upscale)
         else:
             self.last_path = save_scatter(samples, path)
-        self._log_image(trainer, path)
-
-    @staticmethod
-    def _log_image(trainer, path: Path) -> None:
-        image = np.asarray(Image.open(path).convert("RGB"))
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):  # wandb, neptune, mlflow-style loggers
-                logger.log_image(key="samples", images=[image], step=trainer.global_step)
-            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # tensorboard
-                logger.experiment.add_image("samples", image, trainer.global_step, dataformats="HWC")
+        log_image(trainer, "samples", path, step=trainer.global_step)
