@@ -82,3 +82,22 @@ def test_sample_grid_sends_its_png_to_tensorboard(tmp_path):
     with Image.open(log_dir / "samples" / "final.png") as png:
         expected = np.asarray(png.convert("RGB"))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(images[-1].encoded_image_string))), expected)
+
+
+def test_wandb_gets_the_reward_curves_as_images_and_the_episode_gif_as_a_video(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    callback = RLEvaluation(every_n_env_steps=200, n_episodes=1, gif=True, gif_fps=4, save_best_checkpoint=False,
+                            export_best=False, dirpath=str(tmp_path / "eval"))
+    trainer = L.Trainer(max_epochs=1, logger=WandbLogger(project="litzoo-test", offline=True, save_dir=str(tmp_path)),
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path, callbacks=[callback])
+    trainer.fit(ActorCritic(gamma=0.9, lr=3e-3, log_every_n_env_steps=100),
+                GymDataModule(grid, num_envs=4, batches_per_epoch=20))
+    trainer.logger.experiment.finish()
+    (media,) = (tmp_path / "wandb").glob("offline-run-*/files/media")
+    assert len(list((media / "images" / "eval").glob("reward_curve_*.png"))) == 2  # one per evaluation
+    gifs = sorted((media / "videos" / "eval").glob("best_episode_*.gif"), key=lambda p: int(p.name.split("_")[2]))
+    assert gifs and gifs[-1].read_bytes() == (tmp_path / "eval" / "best_episode.gif").read_bytes()
