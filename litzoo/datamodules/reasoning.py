@@ -251,6 +251,8 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         elif val_data_path is not None:
             raise ValueError("val_data_path is the held-out part of data_path; give data_path too.")
         self.save_hyperparameters()
+        if self._tables is not None:  # read the rows now, so a bad one fails at construction
+            self._tables = [self._table_problems(table) for table in self._tables]
         self.mode, self.trace, self.batch_size, self.seed = mode, trace, batch_size, seed
         self.tokenizer = None
         self.train_problems: list[Problem] = []
@@ -315,6 +317,10 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         h = self.hparams
         columns = [h.prompt_column, h.answer_column] + ([h.response_column] if h.response_column else [])
         rows = table.select_columns(columns).to_list()
+        for i, row in enumerate(rows):
+            if not isinstance(row[h.prompt_column], str) or not row[h.prompt_column] or row[h.answer_column] is None:
+                raise ValueError(f"row {i} of the problems has prompt {row[h.prompt_column]!r} and answer "
+                                 f"{row[h.answer_column]!r}; every row needs a non-empty prompt text and an answer.")
         return [Problem(*DATA_LEVEL, str(row[h.prompt_column]), str(row[h.answer_column]),
                         {"verifier": h.verifier, "response": row.get(h.response_column) if h.response_column else None})
                 for row in rows]
@@ -322,9 +328,9 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
     def _prepare_table_problems(self) -> None:
         """The pool and the held-out set from the tables: ``val_data_path``'s rows, or ``num_val`` rows of
         ``data_path`` drawn with the seed (the pool keeps the file order of the rest)."""
-        problems = self._table_problems(self._tables[0])
+        problems = self._tables[0]
         if len(self._tables) > 1:
-            self.val_problems, self.train_problems = self._table_problems(self._tables[1]), problems
+            self.val_problems, self.train_problems = self._tables[1], problems
         else:
             held = set(random.Random(_level_seed(self.seed, *DATA_LEVEL, "val")).sample(range(len(problems)),
                                                                                       self.hparams.num_val))

@@ -200,7 +200,8 @@ def save_policy(model, tokenizer, out_dir: str | os.PathLike, card: dict | None 
                 "tokenizer's ids; the export would not round-trip."
             )
     _match_prompt_encoding(tokenizer, out_dir)
-    write_model_card(out_dir, **causal_lm_card(out_dir, getattr(tokenizer, "bos_token", None), **(card or {})))
+    write_model_card(out_dir, **causal_lm_card(out_dir, getattr(tokenizer, "bos_token", None), **(card or {}),
+                                               chat_template=bool(getattr(tokenizer, "chat_template", None))))
     return out_dir
 
 

@@ -14,6 +14,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen2Tokenizer
 
 from litzoo.datamodules.reasoning import ReasoningDataModule
+from litzoo.model_card import usage_code
 from litzoo.modules.cot_sft import CoTSFT
 from litzoo.modules.kimi_rl import KimiRL
 from litzoo.reasoning.generation import generate
@@ -144,6 +145,10 @@ def test_table_errors_at_construction_name_the_problem(own, tmp_path):
     bad.write_text('{"question": "a", "solution": "1"}\n[1, 2]\n')
     with pytest.raises(ValueError, match="line 2 is a list, not a JSON object"):
         ReasoningDataModule(data_path=str(bad), **COLUMNS)
+    holes = write_jsonl(tmp_path / "holes.jsonl", [{"question": "q", "solution": "1"}, {"question": "", "solution": "2"},
+                                                   {"question": "r", "solution": "3"}])
+    with pytest.raises(ValueError, match="row 1 of the problems has prompt '' and answer '2'"):
+        ReasoningDataModule(data_path=str(holes), **COLUMNS, num_val=1)
     with pytest.raises(ValueError, match="curriculum=True needs difficulty levels"):
         ReasoningDataModule(data_path=str(own["problems"]), **COLUMNS, curriculum=True)
 
@@ -182,6 +187,12 @@ def test_own_model_sft_then_kimi_rl_then_export_reproduces_the_modules_greedy_an
         assert tok.decode(new, skip_special_tokens=True) == answer
     ids = [encode_chat_prompt(tok, p) for p in prompts]
     assert generate(model, tok, ids, greedy=True, max_new_tokens=6).texts == ours
+    # The export's model card says to use the chat template, and its usage lines give the module's answer.
+    card = (out / "README.md").read_text()
+    assert "apply_chat_template" in card and "no template" not in card
+    namespace = {}
+    exec(usage_code(card), namespace)  # noqa: S102 (the card's own lines)
+    assert namespace["answer"] == rl.answer(["47+38="], max_new_tokens=6)[0]
 
 
 # --------------------------------------------------------------------------- the README recipe, as written
