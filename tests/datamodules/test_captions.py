@@ -174,3 +174,31 @@ def test_errors_at_construction_name_the_problem_and_the_fix(tmp_path):
     datasets.Dataset.from_dict({"img": ["x.png"], "text": ["a"]}).save_to_disk(str(tmp_path / "saved"))
     with pytest.raises(ValueError, match=r"image_column='image' is not a column .*its columns are \['img', 'text'\]"):
         ImageCaptionDataModule(str(tmp_path / "saved"))
+
+
+def test_plain_parquet_with_image_bytes_or_relative_paths(tmp_path):
+    """Parquet written without datasets' metadata: image cells as {"bytes", "path"} structs or relative paths."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = image_folder(tmp_path / "data", n=4)
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    blobs = []
+    for r in rows:
+        buffer = io.BytesIO()
+        Image.open(root / r["file_name"]).save(buffer, format="PNG")
+        blobs.append({"bytes": buffer.getvalue(), "path": None})
+    (tmp_path / "bytes").mkdir()
+    pq.write_table(pa.table({"image": blobs, "text": [r["text"] for r in rows]}), tmp_path / "bytes" / "a.parquet")
+    pq.write_table(pa.table({"image": [r["file_name"] for r in rows], "text": [r["text"] for r in rows]}),
+                   root / "paths.parquet")
+    want = ImageCaptionDataModule(str(root), resolution=4, center_crop=True, seed=0)
+    want.setup()
+    for path in (tmp_path / "bytes", root / "paths.parquet"):
+        dm = ImageCaptionDataModule(str(path), resolution=4, center_crop=True, seed=0, cache_dir=str(tmp_path / "c"))
+        dm.setup()
+        for i in range(4):
+            a, b = dm.train_set[(i, 0)], want.train_set[(i, 0)]
+            assert a["prompts"] == b["prompts"] and torch.equal(a["images"], b["images"])
