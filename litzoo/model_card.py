@@ -164,9 +164,12 @@ def vae_card(out_dir: str | Path, hparams: Mapping[str, Any], metrics=None, data
 def causal_lm_card(out_dir: str | Path, bos_token: Optional[str], method: str = "a causal LM",
                    recipe: Optional[Mapping[str, Any]] = None, metrics=None, data=None,
                    base_model: Optional[str] = None, example_prompt: str = "47+38=",
-                   max_new_tokens: int = 256) -> dict[str, Any]:
-    """The card of a transformers causal-LM export (``CoTSFT`` / ``KimiRL``, or ``save_policy`` alone)."""
+                   max_new_tokens: int = 256, chat_template: bool = False) -> dict[str, Any]:
+    """The card of a transformers causal-LM export (``CoTSFT`` / ``KimiRL``, or ``save_policy`` alone);
+    ``chat_template``: the tokenizer has one, and prompts went through it (one user turn)."""
     path = str(out_dir)
+    if chat_template:
+        return _chat_lm_card(path, method, recipe, metrics, data, base_model, example_prompt, max_new_tokens)
     bos = "[tok.bos_token_id] + " if bos_token is not None else ""
     usage = (f"import torch\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\npath = {path!r}\n"
              "tok = AutoTokenizer.from_pretrained(path)\nmodel = AutoModelForCausalLM.from_pretrained(path)\n"
@@ -184,6 +187,26 @@ def causal_lm_card(out_dir: str | Path, bos_token: Optional[str], method: str = 
             "tags": ["reasoning", "chain-of-thought", method.lower()],
             "summary": f"{method}: a causal language model fine-tuned by litzoo on verifiable reasoning tasks "
                        "(character-level tokenizer). Greedy decoding is how it was evaluated."}
+
+
+def _chat_lm_card(path: str, method: str, recipe, metrics, data, base_model, example_prompt: str,
+                  max_new_tokens: int) -> dict[str, Any]:
+    usage = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+             f"path = {path!r}\ntok = AutoTokenizer.from_pretrained(path)\n"
+             "model = AutoModelForCausalLM.from_pretrained(path)\n"
+             f"chat = [{{\"role\": \"user\", \"content\": {example_prompt!r}}}]\n"
+             "ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)\n"
+             f"out = model.generate(**ids, max_new_tokens={max_new_tokens}, do_sample=False)\n"
+             "answer = tok.decode(out[0, ids[\"input_ids\"].shape[1]:], skip_special_tokens=True)")
+    prompt_format = ("The model reads the prompt through its tokenizer's chat template, as one user turn followed by "
+                     "the assistant header (`apply_chat_template(..., add_generation_prompt=True)`), and writes its "
+                     "response, then `eos` (generation stops there: `generation_config.eos_token_id`).")
+    return {"title": f"{method} reasoning model (litzoo)", "library_name": "transformers",
+            "pipeline_tag": "text-generation", "usage": usage, "prompt_format": prompt_format, "recipe": recipe,
+            "metrics": metrics, "data": data, "base_model": base_model,
+            "tags": ["reasoning", "chain-of-thought", method.lower()],
+            "summary": f"{method}: a causal language model fine-tuned by litzoo on problems with verifiable answers. "
+                       "Greedy decoding is how it was evaluated."}
 
 
 def policy_card(out_dir: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:

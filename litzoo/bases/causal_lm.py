@@ -18,7 +18,7 @@ from litzoo.reasoning.meters import LevelMeter, level_keys
 from litzoo.reasoning.policy import (
     build_policy,
     build_policy_from_spec,
-    encode_prompt,
+    encode_chat_prompt,
     policy_spec,
     policy_spec_differences,
     save_policy,
@@ -128,8 +128,8 @@ class CausalLMModule(LitzooModule):
     # ----------------------------------------------------------------- use
     @torch.no_grad()
     def answer(self, prompts: list[str], max_new_tokens: Optional[int] = None) -> list[str]:
-        """Greedy responses to prompt texts (e.g. ``"47+38="``)."""
-        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        """Greedy responses to prompt texts (e.g. ``"47+38="``; through the tokenizer's chat template if it has one)."""
+        ids = [encode_chat_prompt(self.tokenizer, p) for p in prompts]
         return generate(self.policy, self.tokenizer, ids, greedy=True,
                         max_new_tokens=max_new_tokens or self.answer_max_new_tokens).texts
 

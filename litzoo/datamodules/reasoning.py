@@ -22,6 +22,14 @@ prioritised by ``1 - success rate`` (Kimi k1.5 Sec. 2.3.4; the module reports re
 :meth:`ReasoningDataModule.record_results`). Under DDP all ranks draw one global batch from the
 same seeded generator and each takes its own slice: different problems, the same count.
 
+Your own problems (``data_path``): a jsonl file, parquet file(s) or ``datasets`` ``save_to_disk`` folder with a
+prompt and an answer column (names configurable), scored by a verifier chosen by name or import path
+(:mod:`litzoo.reasoning.verifiers`); SFT targets are the ``response_column`` (a worked solution) or else the answer.
+The held-out set is ``val_data_path`` or ``num_val`` rows drawn (seeded) from the table; the rest is the training
+pool (``tasks``, ``difficulties``, ``num_train``, ``trace`` and ``p_mistake`` do not apply). Prompts of a tokenizer
+with a chat template go through it as one user turn (:func:`~litzoo.reasoning.policy.encode_chat_prompt`; this
+holds for the built-in tasks too).
+
 Validation batches (both modes) are the held-out prompts + problems (and, in SFT mode, their
 supervised tokens). The tokenizer is the LightningModule's (``module.tokenizer``) when a
 Trainer runs, else ``tokenizer_path`` or the char tokenizer; every task text is checked to be
@@ -42,11 +50,15 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from litzoo.checks import check_choice, check_positive_int, check_range
 from litzoo.datamodules.sampling import EpochShuffleSampler, LengthGroupedSampler, ResumableDataLoader
 from litzoo.reasoning import TASKS, Problem, get_task
-from litzoo.reasoning.policy import encode_prompt, encode_response
+from litzoo.data.tables import check_columns, load_table
+from litzoo.reasoning.policy import encode_chat_prompt, encode_response
+from litzoo.reasoning.verifiers import get_verifier
 from litzoo.reasoning.sampling import PrioritizedSampler, curriculum_level_weights
 from litzoo.datamodules.seed import DataSeed
 
 MODES = ("sft", "rl")
+# The task name and difficulty of the problems read from a data_path table (their metrics: val/data_d0/...).
+DATA_LEVEL = ("data", 0)
 TRACES = ("cot", "direct")
 
 
@@ -141,6 +153,15 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         group_by_length: SFT mode: batches per length-sorted window (:class:`LengthGroupedSampler`;
             e.g. 50), ``0`` = plain shuffling. Cuts padding, i.e. CPU time per step, on tasks whose
             traces vary in length.
+        data_path: your own problems instead of ``tasks``: a ``.jsonl`` file, ``.parquet`` file(s) or a
+            ``save_to_disk`` folder (:func:`litzoo.data.tables.load_table`).
+        val_data_path: the held-out problems in the same formats; ``None``: ``num_val`` rows drawn from ``data_path``.
+        prompt_column, answer_column: the columns of the prompt text and of the reference answer.
+        response_column: SFT mode: a column with a worked response to train on; ``None``: the answer text itself.
+        verifier: how a response is checked against the answer: ``"exact_int"``, ``"exact_string"``,
+            ``"last_number"``, ``"boxed"`` or ``"package.module:function"`` (see :mod:`litzoo.reasoning.verifiers`).
+        data_split: the split of a saved ``DatasetDict``.
+        cache_dir: where ``datasets`` converts parquet files (``None``: its default cache).
     """
 
     def __init__(
@@ -165,6 +186,14 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         tokenizer_path: str | None = None,
         num_workers: int = 0,
         group_by_length: int = 0,
+        data_path: str | None = None,
+        val_data_path: str | None = None,
+        prompt_column: str = "prompt",
+        answer_column: str = "answer",
+        response_column: str | None = None,
+        verifier: str = "exact_string",
+        data_split: str = "train",
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(tasks, str):
@@ -203,7 +232,27 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
             for d in levels:
                 task.check_difficulty(d)
             self.levels += [(name, int(d)) for d in dict.fromkeys(levels)]
+        self._tables = None
+        if data_path is not None:
+            get_verifier(verifier)  # an unknown name or a bad import path fails here, not at the first reward
+            if curriculum:
+                raise ValueError("curriculum=True needs difficulty levels, which a data_path table has not; set "
+                                 "curriculum=False (prioritized=True still adapts to what the policy solves).")
+            columns = {"prompt_column": prompt_column, "answer_column": answer_column, "response_column": response_column}
+            self._tables = [load_table(data_path, data_split, cache_dir)]
+            check_columns(self._tables[0], columns, f"data_path={data_path!r}")
+            if val_data_path is not None:
+                self._tables.append(load_table(val_data_path, data_split, cache_dir))
+                check_columns(self._tables[1], columns, f"val_data_path={val_data_path!r}")
+            elif num_val >= len(self._tables[0]):
+                raise ValueError(f"num_val={num_val} leaves no training problems in data_path={data_path!r} "
+                                 f"({len(self._tables[0])} rows); lower num_val or give val_data_path.")
+            self.levels = [DATA_LEVEL]
+        elif val_data_path is not None:
+            raise ValueError("val_data_path is the held-out part of data_path; give data_path too.")
         self.save_hyperparameters()
+        if self._tables is not None:  # read the rows now, so a bad one fails at construction
+            self._tables = [self._table_problems(table) for table in self._tables]
         self.mode, self.trace, self.batch_size, self.seed = mode, trace, batch_size, seed
         self.tokenizer = None
         self.train_problems: list[Problem] = []
@@ -239,6 +288,9 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         if self.train_problems:
             return
         h = self.hparams
+        if self._tables is not None:
+            self._prepare_table_problems()
+            return
         val_counts = self._split(h.num_val, len(self.levels))
         train_counts = self._split(h.num_train, len(self.levels))
         val_prompts: set[str] = set()
@@ -259,6 +311,34 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         level_index = {lv: i for i, lv in enumerate(self.levels)}
         self._level_of = torch.tensor([level_index[(p.task, p.difficulty)] for p in self.train_problems])
         if h.prioritized:
+            self.sampler = PrioritizedSampler(len(self.train_problems), h.priority_decay, h.priority_min_weight)
+
+    def _table_problems(self, table) -> list[Problem]:
+        h = self.hparams
+        columns = [h.prompt_column, h.answer_column] + ([h.response_column] if h.response_column else [])
+        rows = table.select_columns(columns).to_list()
+        for i, row in enumerate(rows):
+            if not isinstance(row[h.prompt_column], str) or not row[h.prompt_column] or row[h.answer_column] is None:
+                raise ValueError(f"row {i} of the problems has prompt {row[h.prompt_column]!r} and answer "
+                                 f"{row[h.answer_column]!r}; every row needs a non-empty prompt text and an answer.")
+        return [Problem(*DATA_LEVEL, str(row[h.prompt_column]), str(row[h.answer_column]),
+                        {"verifier": h.verifier, "response": row.get(h.response_column) if h.response_column else None})
+                for row in rows]
+
+    def _prepare_table_problems(self) -> None:
+        """The pool and the held-out set from the tables: ``val_data_path``'s rows, or ``num_val`` rows of
+        ``data_path`` drawn with the seed (the pool keeps the file order of the rest)."""
+        problems = self._tables[0]
+        if len(self._tables) > 1:
+            self.val_problems, self.train_problems = self._tables[1], problems
+        else:
+            held = set(random.Random(_level_seed(self.seed, *DATA_LEVEL, "val")).sample(range(len(problems)),
+                                                                                      self.hparams.num_val))
+            self.val_problems = [p for i, p in enumerate(problems) if i in held]
+            self.train_problems = [p for i, p in enumerate(problems) if i not in held]
+        self._level_of = torch.zeros(len(self.train_problems), dtype=torch.long)
+        if self.hparams.prioritized:
+            h = self.hparams
             self.sampler = PrioritizedSampler(len(self.train_problems), h.priority_decay, h.priority_min_weight)
 
     def _resolve_tokenizer(self):
@@ -284,6 +364,9 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         return getattr(self, "trainer", None) is not None
 
     def response_text(self, problem: Problem, index: int) -> str:
+        if self._tables is not None:  # a table's worked response, else its answer
+            response = problem.data.get("response")
+            return problem.answer if response is None else str(response)
         task = self.tasks[problem.task]
         if self.trace == "direct":
             return task.write_direct(problem)
@@ -301,9 +384,9 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         train_texts = [(p, self.response_text(p, i)) for i, p in enumerate(self.train_problems)]
         val_texts = [(p, self.response_text(p, 1_000_000 + i)) for i, p in enumerate(self.val_problems)]
         check_tokenizer_covers(tokenizer, [p.prompt + r for p, r in train_texts + val_texts])
-        self._train_items = [(i, encode_prompt(tokenizer, p.prompt), encode_response(tokenizer, r))
+        self._train_items = [(i, encode_chat_prompt(tokenizer, p.prompt), encode_response(tokenizer, r))
                              for i, (p, r) in enumerate(train_texts)]
-        self._val_items = [(i, encode_prompt(tokenizer, p.prompt), encode_response(tokenizer, r))
+        self._val_items = [(i, encode_chat_prompt(tokenizer, p.prompt), encode_response(tokenizer, r))
                            for i, (p, r) in enumerate(val_texts)]
 
     # ------------------------------------------------------------------ distributed info

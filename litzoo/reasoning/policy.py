@@ -200,7 +200,8 @@ def save_policy(model, tokenizer, out_dir: str | os.PathLike, card: dict | None 
                 "tokenizer's ids; the export would not round-trip."
             )
     _match_prompt_encoding(tokenizer, out_dir)
-    write_model_card(out_dir, **causal_lm_card(out_dir, getattr(tokenizer, "bos_token", None), **(card or {})))
+    write_model_card(out_dir, **causal_lm_card(out_dir, getattr(tokenizer, "bos_token", None), **(card or {}),
+                                               chat_template=bool(getattr(tokenizer, "chat_template", None))))
     return out_dir
 
 
@@ -288,3 +289,14 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 def encode_response(tokenizer, response: str) -> list[int]:
     """``tokens(response) + [eos]``: a training target that teaches the policy to stop."""
     return list(tokenizer.encode(response, add_special_tokens=False)) + [tokenizer.eos_token_id]
+
+
+def encode_chat_prompt(tokenizer, prompt: str) -> list[int]:
+    """A prompt's ids as the policy sees them: with a tokenizer that has a chat template, the template's rendering of
+    one user turn plus the assistant header (``apply_chat_template(..., add_generation_prompt=True)``, the text
+    tokenized as it is, special tokens written by the template); without one, :func:`encode_prompt`."""
+    if not getattr(tokenizer, "chat_template", None):
+        return encode_prompt(tokenizer, prompt)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    return list(tokenizer.encode(text, add_special_tokens=False))

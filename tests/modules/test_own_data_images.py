@@ -1,0 +1,108 @@
+"""Your own captioned images: a text-conditioned RectifiedFlowDiT trains on an ImageCaptionDataModule end to end
+(the captions are the prompts its text encoder sees), and the README's YAML + command run as written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from PIL import Image
+
+from litzoo.datamodules import ImageCaptionDataModule
+from litzoo.modules.rectified_flow import RectifiedFlowDiT
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = dict(sample_size=8, patch_size=2, in_channels=1, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+            joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16, pos_embed_max_size=8)
+TEXT = dict(hidden_size=16, projection_dim=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=32)
+
+
+def captioned_folder(root: Path, n: int = 16) -> Path:
+    """Dark and bright 12x8 images ("a dark square 3" / "a bright square 4") in two folders, with metadata.jsonl."""
+    (root / "more").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        name = f"more/{i:04d}.png" if i % 3 == 0 else f"{i:04d}.png"
+        shade = ("dark", 30) if i % 2 else ("bright", 220)
+        Image.new("L", (12, 8), shade[1] + i).save(root / name)
+        lines.append(json.dumps({"file_name": name, "text": f"a {shade[0]} square {i}"}))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_rectified_flow_dit_trains_on_captioned_images_with_their_captions_as_prompts(tmp_path):
+    torch.manual_seed(0)
+    model = RectifiedFlowDiT(**TINY, text_encoder=TEXT, num_classes=None, class_dropout=0.0, lr=1e-2, warmup_steps=1)
+    dm = ImageCaptionDataModule(str(captioned_folder(tmp_path / "my_images")), resolution=8, grayscale=True,
+                                random_flip=True, batch_size=4, seed=0)
+    seen, losses = [], []
+    encode = model.conditioning.encode_prompts
+    model.conditioning.encode_prompts = lambda prompts: seen.append(list(prompts)) or encode(prompts)
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    before = {k: v.clone() for k, v in model.transformer.state_dict().items()}
+    trainer = L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Losses()],
+                        default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    # The prompts of each step are the captions of that step's images, in the loader's (seed, epoch) order.
+    loader = ImageCaptionDataModule(str(tmp_path / "my_images"), resolution=8, grayscale=True, random_flip=True,
+                                    batch_size=4, seed=0).train_dataloader()
+    want = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        want += [b["prompts"] for b in loader]
+    assert seen == want[:6]
+    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
+    assert any(not torch.equal(before[k], v) for k, v in model.transformer.state_dict().items())
+    images = model.sample(2, prompts=["a dark square 1", "a bright square 2"], steps=2,
+                          generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 1, 8, 8)
+
+
+def readme_blocks(heading: str) -> dict[str, list[str]]:
+    """The fenced code blocks of a README section (up to the next heading), by language."""
+    text = (REPO / "README.md").read_text()
+    start = text.index(heading + "\n")
+    end = min([i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i > 0] + [len(text)])
+    blocks: dict[str, list[str]] = {}
+    for lang, body in re.findall(r"```(\w+)\n(.*?)```", text[start:end], re.S):
+        blocks.setdefault(lang, []).append(body)
+    return blocks
+
+
+def test_readme_captioned_images_yaml_and_command_run_as_written(tmp_path, monkeypatch):
+    blocks = readme_blocks("### Your own captioned images")
+    (config,), (command,) = blocks["yaml"], blocks["bash"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    captioned_folder(tmp_path / "my_images", n=24)
+    (tmp_path / "my_captions.yaml").write_text(config)
+    args = shlex.split(command)
+    assert args[:2] == ["python", "train.py"]
+    sys.path.insert(0, str(REPO))
+    argv, sys.argv = sys.argv, ["train.py"]
+    try:
+        import train
+
+        # A 2-step run: the README's values are for a real one.
+        cli = train.main(args[2:] + ["--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false"])
+    finally:
+        sys.argv = argv
+        sys.path.remove(str(REPO))
+    dm, model = cli.datamodule, cli.model
+    assert isinstance(dm, ImageCaptionDataModule) and cli.trainer.global_step == 2
+    assert dict(dm.hparams) | yaml.safe_load(config)["data"]["init_args"] == dict(dm.hparams)  # as written
+    assert model.num_classes is None and model.hparams.class_prompts is None
+    assert len(dm.train_set) == 22 and len(dm.val_set) == 2
+    assert (tmp_path / "runs" / "rf_digits_text").is_dir()
