@@ -12,6 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from litzoo.datamodules.reasoning import ReasoningDataModule
+from litzoo.model_card import usage_code
 from litzoo.modules.cot_sft import CoTSFT
 from litzoo.modules.kimi_rl import KimiRL
 from litzoo.reasoning.generation import generate, token_log_probs
@@ -83,7 +84,10 @@ def test_sft_lora_trains_only_adapters_and_exports_reload_with_peft_and_merged(t
     for model in (reloaded, merged):
         assert generate(model, tok, [encode_prompt(tok, p) for p in prompts], greedy=True,
                         max_new_tokens=8).texts == answers
-    assert "PeftModel.from_pretrained" in (out / "README.md").read_text()
+    namespace: dict = {}
+    exec(usage_code((out / "README.md").read_text()), namespace)  # noqa: S102 (the card's own lines)
+    assert "PeftModel.from_pretrained" in usage_code((out / "README.md").read_text())
+    assert namespace["answer"] == module.answer([namespace["prompt"]], max_new_tokens=8)[0]  # the card's budget
 
 
 def test_sft_lora_resume_restores_the_adapters_and_repeats_the_run_exactly(tmp_path):
