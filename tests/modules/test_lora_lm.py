@@ -141,3 +141,52 @@ def test_kimi_rl_lora_trains_adapters_under_bf16_mixed(tmp_path):
     assert all(torch.isfinite(p).all() for p in rl.parameters())
     assert any(p.abs().sum() > 0 for n, p in rl.named_parameters() if "lora_B" in n)
     assert all(not p.requires_grad for n, p in rl.named_parameters() if "lora_" not in n)
+
+
+DDP_SCRIPT = """
+import json, os, sys
+import lightning as L
+import torch
+sys.path.insert(0, {repo!r})
+from litzoo.datamodules.reasoning import ReasoningDataModule
+from litzoo.modules.kimi_rl import KimiRL
+
+torch.set_num_threads(1)
+
+
+class Record(L.Callback):
+    def on_train_end(self, trainer, pl_module):
+        lora = {{n: p.detach().double().sum().item() for n, p in pl_module.named_parameters() if "lora_B" in n}}
+        with open(os.path.join({out!r}, f"rank{{trainer.global_rank}}.json"), "w") as f:
+            json.dump({{"lora_B": lora, "ref": pl_module._ref is None, "step": trainer.global_step}}, f)
+
+
+torch.manual_seed(0)
+rl = KimiRL(model_config={small!r}, k=2, max_new_tokens=6, eval_k=0, lr=1e-2, lora_rank=4, length_penalty_weight=1.0)
+dm = ReasoningDataModule(tasks=["arithmetic"], difficulties=[2], trace="direct", mode="rl", num_train=100,
+                         num_val=4, batch_size=3, rl_steps_per_epoch=10)
+trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=3, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Record()])
+trainer.fit(rl, dm)
+"""
+
+
+@pytest.mark.slow  # two fresh Python processes importing torch + transformers: ~20 s
+def test_two_process_ddp_keeps_the_adapters_in_sync(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = tmp_path / "ddp_lora.py"
+    repo = Path(__file__).resolve().parents[2]
+    script.write_text(textwrap.dedent(DDP_SCRIPT.format(repo=str(repo), out=str(tmp_path), small=TINY_TEST_QWEN2)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2))
+    assert r0["step"] == r1["step"] == 3 and r0["ref"] and r1["ref"]
+    assert r0["lora_B"] == r1["lora_B"] and any(v != 0 for v in r0["lora_B"].values())  # trained, in sync
