@@ -120,8 +120,8 @@ def flow_card(out_dir: str | Path, hparams: Mapping[str, Any], num_classes: Opti
     card = _flow_card(out_dir, hparams, num_classes, latent, text, metrics, data)
     if lora:
         pipe = "pipe.transformer" if num_classes else "transformer"
-        load = (f"{pipe}.load_lora_adapter(path, prefix=\"transformer\", weight_name=\"pytorch_lora_weights.safetensors\")"
-                "  # the LoRA adapters")
+        load = (f"{pipe}.load_lora_adapter(path, prefix=\"transformer\", "
+                "weight_name=\"pytorch_lora_weights.safetensors\")  # the LoRA adapters")
         lines = card["usage"].splitlines()
         at = next(i for i, line in enumerate(lines) if line.startswith(pipe.split(".")[0] + " = ")) + 1
         card["usage"] = "\n".join(lines[:at] + [load] + lines[at:])

@@ -99,7 +99,7 @@ class RectifiedFlowDiT(GenerativeModule):
             label count is ``len(class_prompts)``; ``num_classes`` must then be None or that number.
         train_text_encoder: train the text encoder with the flow loss (default frozen, as in SD3).
         lora_rank, lora_alpha, lora_dropout, lora_target_modules: LoRA on the transformer, only it trains (0 = off;
-            alpha None = rank; targets: diffusers' SD3 LoRA script's); :meth:`GenerativeModule.add_lora`, :meth:`export`.
+            alpha None = rank; targets: diffusers' SD3 LoRA script's); ``GenerativeModule.add_lora``, :meth:`export`.
         num_classes: class conditioning with learned context tokens; ``None`` = unconditional or prompt embeddings
             passed in the batch.
         num_context_tokens: context tokens per class.

@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
-from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+from diffusers import SD3Transformer2DModel
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors import safe_open
 
 from litzoo.datamodules import DigitsDataModule
 from litzoo.model_card import usage_code
-from litzoo.modules.rectified_flow import PIPELINE_ABSENT_COMPONENTS, RectifiedFlowDiT
+from litzoo.modules.rectified_flow import RectifiedFlowDiT
 from litzoo.nets.lora import DIT_LORA_TARGETS
 
 TINY = dict(num_layers=2, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,

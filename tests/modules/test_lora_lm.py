@@ -104,13 +104,14 @@ def test_sft_lora_resume_restores_the_adapters_and_repeats_the_run_exactly(tmp_p
         assert torch.equal(a, b), name
 
 
-def _fit_rl(tmp_path, steps, callbacks=(), **kwargs):
+def _fit_rl(tmp_path, steps, callbacks=(), ckpt_path=None, **kwargs):
     torch.manual_seed(0)
     rl = KimiRL(model_config=TINY_TEST_QWEN2, k=3, max_new_tokens=6, tau=0.5, iteration_steps=2, eval_k=0, lr=1e-2,
                 length_penalty_weight=1.0, **LORA)
     dm = ReasoningDataModule(**ADD, trace="direct", mode="rl", num_train=50, num_val=4, batch_size=2,
                              rl_steps_per_epoch=10, seed=0)
-    _trainer(tmp_path, steps, callbacks=list(callbacks), enable_checkpointing=bool(callbacks), **kwargs).fit(rl, dm)
+    trainer = _trainer(tmp_path, steps, callbacks=list(callbacks), enable_checkpointing=bool(callbacks), **kwargs)
+    trainer.fit(rl, dm, ckpt_path=ckpt_path)
     return rl
 
 
@@ -133,6 +134,16 @@ def test_kimi_rl_lora_reference_is_the_frozen_base_without_a_copy(tmp_path):
     for (name, a), b in zip(rl.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
     assert loaded._ref is None
+
+
+def test_kimi_rl_lora_resume_repeats_the_uninterrupted_run_exactly(tmp_path):
+    straight = _fit_rl(tmp_path / "a", 4)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True)
+    _fit_rl(tmp_path / "b", 2, callbacks=[checkpoint])
+    resumed = _fit_rl(tmp_path / "c", 4, ckpt_path=checkpoint.last_model_path)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed._ref is None
 
 
 def test_kimi_rl_lora_trains_adapters_under_bf16_mixed(tmp_path):
