@@ -86,6 +86,8 @@ def test_sft_lora_trains_only_adapters_and_exports_reload_with_peft_and_merged(t
                         max_new_tokens=8).texts == answers
     namespace: dict = {}
     exec(usage_code((out / "README.md").read_text()), namespace)  # noqa: S102 (the card's own lines)
+    continued = KimiRL(pretrained_path=str(out), lora_rank=2)  # a LoRA export continues with the adapters merged
+    torch.testing.assert_close(_logits(continued.policy.eval(), ids), ours, atol=1e-5, rtol=1e-5)
     assert "PeftModel.from_pretrained" in usage_code((out / "README.md").read_text())
     assert namespace["answer"] == module.answer([namespace["prompt"]], max_new_tokens=8)[0]  # the card's budget
 
