@@ -130,6 +130,10 @@ class CausalLMModule(LitzooModule):
         folder (absolute path) as ``base_model_name_or_path``, so ``AutoPeftModelForCausalLM`` finds it in place."""
         base_dir = save_policy(without_lora(self.policy.get_base_model(), merge=False), self.tokenizer,
                                out_dir / LORA_BASE, card=card)
+        bos = getattr(self.tokenizer, "bos_token", None)
+        write_model_card(base_dir, **causal_lm_card(base_dir, bos, **card), notes=(
+            "**This folder is the frozen base of the LoRA adapters in the parent folder**: alone it is the model "
+            "before fine-tuning. Load the adapters on it with `PeftModel.from_pretrained(base, parent_folder)`."))
         self.policy.save_pretrained(out_dir, safe_serialization=True)
         config_path = out_dir / "adapter_config.json"
         config = json.loads(config_path.read_text())
@@ -137,8 +141,7 @@ class CausalLMModule(LitzooModule):
         for file in base_dir.iterdir():  # the tokenizer, as save_policy wrote it (byte-level, left padding)
             if file.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template")):
                 shutil.copy(file, out_dir / file.name)
-        write_model_card(out_dir, **causal_lm_card(out_dir, getattr(self.tokenizer, "bos_token", None),
-                                                   lora_base=LORA_BASE, **card))
+        write_model_card(out_dir, **causal_lm_card(out_dir, bos, lora_base=LORA_BASE, **card))
         return out_dir
 
     @property
