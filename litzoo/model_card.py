@@ -113,8 +113,26 @@ def usage_code(text: str) -> str:
 
 
 def flow_card(out_dir: str | Path, hparams: Mapping[str, Any], num_classes: Optional[int], latent: bool,
-              text: bool, metrics: Optional[Mapping[str, float]] = None, data: Optional[str] = None) -> dict[str, Any]:
-    """The card of a ``RectifiedFlowDiT`` export (``write_model_card(out_dir, **flow_card(...))``)."""
+              text: bool, metrics: Optional[Mapping[str, float]] = None, data: Optional[str] = None,
+              lora: bool = False) -> dict[str, Any]:
+    """The card of a ``RectifiedFlowDiT`` export (``write_model_card(out_dir, **flow_card(...))``); ``lora``: the
+    folder holds the frozen base and LoRA adapters (``pytorch_lora_weights.safetensors``), loaded in the usage."""
+    card = _flow_card(out_dir, hparams, num_classes, latent, text, metrics, data)
+    if lora:
+        pipe = "pipe.transformer" if num_classes else "transformer"
+        load = (f"{pipe}.load_lora_adapter(path, prefix=\"transformer\", "
+                "weight_name=\"pytorch_lora_weights.safetensors\")  # the LoRA adapters")
+        lines = card["usage"].splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith(pipe.split(".")[0] + " = ")) + 1
+        card["usage"] = "\n".join(lines[:at] + [load] + lines[at:])
+        card["summary"] += (f" LoRA (rank {hparams['lora_rank']}): `transformer/` is the frozen base and "
+                            "`pytorch_lora_weights.safetensors` the adapters (diffusers' `save_lora_weights` format: "
+                            "`StableDiffusion3Pipeline.load_lora_weights(path)` or `load_lora_adapter`).")
+        card["tags"] = [*card["tags"], "lora"]
+    return card
+
+
+def _flow_card(out_dir, hparams, num_classes, latent, text, metrics, data) -> dict[str, Any]:
     h, path = hparams, str(out_dir)
     kind = "text-conditioned" if text else "class-conditional" if num_classes else "unconditional"
     common = {"title": f"Rectified-flow MMDiT ({kind}, litzoo)", "library_name": "diffusers", "recipe": dict(h),
@@ -164,15 +182,24 @@ def vae_card(out_dir: str | Path, hparams: Mapping[str, Any], metrics=None, data
 def causal_lm_card(out_dir: str | Path, bos_token: Optional[str], method: str = "a causal LM",
                    recipe: Optional[Mapping[str, Any]] = None, metrics=None, data=None,
                    base_model: Optional[str] = None, example_prompt: str = "47+38=",
-                   max_new_tokens: int = 256, chat_template: bool = False) -> dict[str, Any]:
+                   max_new_tokens: int = 256, chat_template: bool = False,
+                   lora_base: Optional[str] = None) -> dict[str, Any]:
     """The card of a transformers causal-LM export (``CoTSFT`` / ``KimiRL``, or ``save_policy`` alone);
-    ``chat_template``: the tokenizer has one, and prompts went through it (one user turn)."""
+    ``chat_template``: the tokenizer has one, and prompts went through it (one user turn); with ``lora_base`` (a
+    subfolder name) the export is a peft adapter folder on the base model in that subfolder."""
     path = str(out_dir)
+    load = ("model = AutoModelForCausalLM.from_pretrained(path)\n" if lora_base is None else
+            f"from peft import PeftModel\n\nbase = AutoModelForCausalLM.from_pretrained(path + {'/' + lora_base!r})\n"
+            "model = PeftModel.from_pretrained(base, path)  # the LoRA adapters on the frozen base\n")
+    lora_tags = ["lora", "peft"] if lora_base else []
+    lora_summary = (f" LoRA: this folder is a peft adapter (`adapter_config.json`, `adapter_model.safetensors`) on the "
+                    f"frozen base model in `{lora_base}/`." if lora_base else "")
     if chat_template:
-        return _chat_lm_card(path, method, recipe, metrics, data, base_model, example_prompt, max_new_tokens)
+        card = _chat_lm_card(path, method, recipe, metrics, data, base_model, example_prompt, max_new_tokens, load)
+        return {**card, "tags": card["tags"] + lora_tags, "summary": card["summary"] + lora_summary}
     bos = "[tok.bos_token_id] + " if bos_token is not None else ""
     usage = (f"import torch\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\npath = {path!r}\n"
-             "tok = AutoTokenizer.from_pretrained(path)\nmodel = AutoModelForCausalLM.from_pretrained(path)\n"
+             f"tok = AutoTokenizer.from_pretrained(path)\n{load}"
              f"prompt = {example_prompt!r}\n"
              f"ids = torch.tensor([{bos}tok.encode(prompt, add_special_tokens=False)])\n"
              f"out = model.generate(ids, max_new_tokens={max_new_tokens}, do_sample=False)\n"
@@ -184,16 +211,15 @@ def causal_lm_card(out_dir: str | Path, bos_token: Optional[str], method: str = 
     return {"title": f"{method} reasoning model (litzoo)", "library_name": "transformers",
             "pipeline_tag": "text-generation", "usage": usage, "prompt_format": prompt_format, "recipe": recipe,
             "metrics": metrics, "data": data, "base_model": base_model,
-            "tags": ["reasoning", "chain-of-thought", method.lower()],
+            "tags": ["reasoning", "chain-of-thought", method.lower(), *lora_tags],
             "summary": f"{method}: a causal language model fine-tuned by litzoo on verifiable reasoning tasks "
-                       "(character-level tokenizer). Greedy decoding is how it was evaluated."}
+                       "(character-level tokenizer). Greedy decoding is how it was evaluated." + lora_summary}
 
 
 def _chat_lm_card(path: str, method: str, recipe, metrics, data, base_model, example_prompt: str,
-                  max_new_tokens: int) -> dict[str, Any]:
+                  max_new_tokens: int, load: str) -> dict[str, Any]:
     usage = ("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-             f"path = {path!r}\ntok = AutoTokenizer.from_pretrained(path)\n"
-             "model = AutoModelForCausalLM.from_pretrained(path)\n"
+             f"path = {path!r}\ntok = AutoTokenizer.from_pretrained(path)\n{load}"
              f"chat = [{{\"role\": \"user\", \"content\": {example_prompt!r}}}]\n"
              "ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)\n"
              f"out = model.generate(**ids, max_new_tokens={max_new_tokens}, do_sample=False)\n"

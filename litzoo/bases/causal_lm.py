@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -11,7 +13,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from litzoo.base import CheckpointError, LitzooModule, checkpoint_being_restored, prepare_export_dir
-from litzoo.model_card import card_metadata
+from litzoo.model_card import card_metadata, causal_lm_card, write_model_card
+from litzoo.nets.lora import CAUSAL_LM_LORA_TARGETS, check_lora_args, lora_config, train_only_lora, without_lora
 from litzoo.optim import adamw_with_warmup_cosine
 from litzoo.reasoning.generation import generate
 from litzoo.reasoning.meters import LevelMeter, level_keys
@@ -28,6 +31,7 @@ from litzoo.reasoning.rewards import score
 # The checkpoint entry with the policy's config and tokenizer (litzoo.reasoning.policy.policy_spec): a checkpoint
 # rebuilds its policy without the folder its pretrained_path names, which may have moved or been overwritten.
 POLICY_KEY = "causal_lm_policy"
+LORA_BASE = "base"  # the subfolder of a LoRA export with the frozen base model (a transformers folder)
 
 
 def stored_policy_spec(checkpoint_path: str) -> Optional[dict[str, Any]]:
@@ -62,6 +66,8 @@ class CausalLMModule(LitzooModule):
         the checkpoint), so the folder may have moved or been overwritten since.
         """
         h = self.hparams
+        if "lora_rank" in h:
+            check_lora_args(h.lora_rank, h.lora_alpha, h.lora_dropout, h.lora_target_modules)
         restoring = checkpoint_being_restored()
         stored = stored_policy_spec(restoring) if restoring else None
         if stored is not None:
@@ -83,6 +89,7 @@ class CausalLMModule(LitzooModule):
                     f"{err} To resume or export a checkpoint of a run that started from a folder since moved: "
                     f"checkpoints carry the policy, so use {type(self).__name__}.load_from_checkpoint(ckpt) or "
                     "train.py fit --ckpt_path ckpt.") from None
+        self.add_lora()
         self.meter = LevelMeter(meter_metrics)
 
     def rebuild_policy(self, spec: dict[str, Any]) -> None:
@@ -90,7 +97,52 @@ class CausalLMModule(LitzooModule):
         weights, on the old policy's device); subclasses drop what they derived from the old policy."""
         device = next(self.policy.parameters()).device
         self.policy, self.tokenizer = build_policy_from_spec(spec)
+        self.add_lora()
         self.policy.to(device)
+
+    # ----------------------------------------------------------------- LoRA
+    @property
+    def lora_rank(self) -> int:
+        """The LoRA rank (hyperparameter ``lora_rank``; 0 = no adapters, the whole policy trains)."""
+        return int(self.hparams.get("lora_rank") or 0)
+
+    def add_lora(self) -> None:
+        """Wrap the policy in a peft ``PeftModelForCausalLM`` with LoRA adapters from the hyperparameters
+        ``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules`` (``None``:
+        :data:`~litzoo.nets.lora.CAUSAL_LM_LORA_TARGETS`), as TRL does; only the adapters train from then on (the
+        optimizer skips frozen weights). Nothing for ``lora_rank=0``.
+
+        Checkpoints keep the whole state dict (frozen base included), like the checkpoints without adapters: a
+        checkpoint rebuilds its policy without the folder ``pretrained_path`` names."""
+        if not self.lora_rank:
+            return
+        from peft import get_peft_model
+
+        h = self.hparams
+        config = lora_config(self.policy, h.lora_rank, h.lora_alpha, h.lora_dropout,
+                             h.lora_target_modules or CAUSAL_LM_LORA_TARGETS, task_type="CAUSAL_LM")
+        self.policy = get_peft_model(self.policy, config)
+        train_only_lora(self.policy)
+
+    def _export_lora(self, out_dir: Path, card: dict[str, Any]) -> Path:
+        """A peft adapter folder (``PeftModel.from_pretrained(base, out_dir)``) with the tokenizer, the frozen base
+        model in ``out_dir/base`` (``AutoModelForCausalLM.from_pretrained``); ``adapter_config.json`` names that
+        folder (absolute path) as ``base_model_name_or_path``, so ``AutoPeftModelForCausalLM`` finds it in place."""
+        base_dir = save_policy(without_lora(self.policy.get_base_model(), merge=False), self.tokenizer,
+                               out_dir / LORA_BASE, card=card)
+        bos, chat = getattr(self.tokenizer, "bos_token", None), bool(getattr(self.tokenizer, "chat_template", None))
+        write_model_card(base_dir, **causal_lm_card(base_dir, bos, chat_template=chat, **card), notes=(
+            "**This folder is the frozen base of the LoRA adapters in the parent folder**: alone it is the model "
+            "before fine-tuning. Load the adapters on it with `PeftModel.from_pretrained(base, parent_folder)`."))
+        self.policy.save_pretrained(out_dir, safe_serialization=True)
+        config_path = out_dir / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({**config, "base_model_name_or_path": str(base_dir.resolve())}, indent=2))
+        for file in base_dir.iterdir():  # the tokenizer, as save_policy wrote it (byte-level, left padding)
+            if file.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template")):
+                shutil.copy(file, out_dir / file.name)
+        write_model_card(out_dir, **causal_lm_card(out_dir, bos, lora_base=LORA_BASE, chat_template=chat, **card))
+        return out_dir
 
     @property
     def answer_max_new_tokens(self) -> int:
@@ -133,11 +185,17 @@ class CausalLMModule(LitzooModule):
         return generate(self.policy, self.tokenizer, ids, greedy=True,
                         max_new_tokens=max_new_tokens or self.answer_max_new_tokens).texts
 
-    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-        """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``."""
-        return save_policy(self.policy, self.tokenizer, prepare_export_dir(out_dir, overwrite), card={
-            "method": type(self).__name__, "recipe": dict(self.hparams), "max_new_tokens": self.answer_max_new_tokens,
-            **card_metadata(self)})
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False, merge_lora: bool = False) -> Path:
+        """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``. With LoRA a
+        peft adapter folder on the frozen base in ``out_dir/base`` (:meth:`_export_lora`), or with ``merge_lora`` the
+        transformers folder of the merged model."""
+        out_dir = prepare_export_dir(out_dir, overwrite)
+        card = {"method": type(self).__name__, "recipe": dict(self.hparams),
+                "max_new_tokens": self.answer_max_new_tokens, **card_metadata(self)}
+        if self.lora_rank and not merge_lora:
+            return self._export_lora(out_dir, card)
+        policy = without_lora(self.policy.get_base_model(), merge=True) if self.lora_rank else self.policy
+        return save_policy(policy, self.tokenizer, out_dir, card=card)
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from litzoo.base import LitzooModule
 from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
+from litzoo.nets.lora import lora_config, train_only_lora, without_lora
 from litzoo.seeding import step_generator
 
 #: first seed of the validation noise: batch i draws from ``VALIDATION_SEED + i`` (fixed across epochs)
@@ -96,6 +97,32 @@ class GenerativeModule(LitzooModule):
         h = self.hparams
         return adamw_with_warmup_cosine(self.optimized_module(), lr=h.lr, weight_decay=h.weight_decay, betas=h.adam_betas,
                                         warmup_steps=h.warmup_steps, total_steps=self.total_training_steps())
+
+    # ----------------------------------------------------------------- LoRA
+    @property
+    def lora_rank(self) -> int:
+        """The LoRA rank (hyperparameter ``lora_rank``; 0 = no adapters, the whole module trains)."""
+        return int(self.hparams.get("lora_rank") or 0)
+
+    def add_lora(self, model: torch.nn.Module, default_targets) -> None:
+        """LoRA adapters on ``model`` from the hyperparameters ``lora_rank``, ``lora_alpha``, ``lora_dropout``,
+        ``lora_target_modules`` (``None``: ``default_targets``) through diffusers' ``add_adapter``, as diffusers' LoRA
+        scripts do; from then on only the adapters train (the rest of the module, class tokens included, is frozen,
+        and :meth:`configure_optimizers` skips frozen parameters). Nothing for ``lora_rank=0``.
+
+        Checkpoints keep the whole state dict (frozen base included): a resume or ``load_from_checkpoint`` needs
+        nothing but the file, as without adapters."""
+        if not self.lora_rank:
+            return
+        h = self.hparams
+        model.add_adapter(lora_config(model, h.lora_rank, h.lora_alpha, h.lora_dropout,
+                                      h.lora_target_modules or default_targets))
+        train_only_lora(self)
+
+    def exported_network(self, model: torch.nn.Module, merge_lora: bool) -> torch.nn.Module:
+        """What an export saves of ``model``: itself without adapters, else a copy without the LoRA layers, the frozen
+        base (the adapters go to their own file) or, with ``merge_lora``, the base with the adapters merged in."""
+        return without_lora(model, merge=merge_lora) if self.lora_rank else model
 
     # ----------------------------------------------------------------- data checks
     def _datamodule(self) -> Any:

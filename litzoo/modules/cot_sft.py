@@ -39,6 +39,10 @@ class CoTSFT(CausalLMModule):
         lr, weight_decay, adam_betas, warmup_steps, total_steps, min_lr_ratio: AdamW with linear
             warm-up and cosine decay to ``min_lr_ratio * lr`` (``total_steps=0``: the trainer's estimate).
         eval_max_new_tokens: generation budget of the greedy validation answers.
+        lora_rank, lora_alpha, lora_dropout, lora_target_modules: LoRA adapters (peft) on the policy, only they
+            train (``lora_rank=0``: off, the whole policy trains; ``lora_alpha=None``: the rank; targets default
+            :data:`litzoo.nets.lora.CAUSAL_LM_LORA_TARGETS`, the attention and MLP projections). ``export`` then
+            writes a peft adapter folder (``export(..., merge_lora=True)``: the merged model).
     """
 
     def __init__(
@@ -53,6 +57,10 @@ class CoTSFT(CausalLMModule):
         total_steps: int = 0,
         min_lr_ratio: float = 0.1,
         eval_max_new_tokens: int = 128,
+        lora_rank: int = 0,
+        lora_alpha: Optional[float] = None,
+        lora_dropout: float = 0.0,
+        lora_target_modules: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         check_positive("lr", lr)

@@ -32,14 +32,16 @@ and problems, the same count); gradients are averaged by DDP as usual.
 
 Practical notes. Sampling at ``temperature < 1`` (0.5 in the configs) and ``lr ~ 1e-4`` suit
 small models: at ``T = 1`` most samples of a half-trained model are wrong and the gradient is
-mostly noise. ``pi_ref`` is a full frozen copy of the policy (skipped when ``tau = 0``). For
-models that do not fit one device, Lightning's FSDP strategy shards the policy, but ``generate``
+mostly noise. ``pi_ref`` is a full frozen copy of the policy (skipped when ``tau = 0``; with LoRA
+the base with the adapters off, no copy). For models that do not fit one device, Lightning's FSDP
+strategy shards the policy, but ``generate``
 then needs the full parameters gathered (``FullyShardedDataParallel.summon_full_params``) and
 ``pi_ref`` should be sharded too; that path is untested here (tiny models run with DDP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Optional
 
@@ -79,6 +81,12 @@ class KimiRL(CausalLMModule):
         eval_k, eval_temperature: pass@k at validation (``eval_k=0``: greedy pass@1 only).
         seed: rollout seeds derive from it, the rank and the rollout count (resumes repeat exactly). ``None`` (default): the global
             seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
+        lora_rank, lora_alpha, lora_dropout, lora_target_modules: LoRA adapters (peft) on the policy, only they
+            train (``lora_rank=0``: off, the whole policy trains; ``lora_alpha=None``: the rank; targets default
+            :data:`litzoo.nets.lora.CAUSAL_LM_LORA_TARGETS`, the attention and MLP projections). ``export`` then
+            writes a peft adapter folder (``export(..., merge_lora=True)``: the merged model).
+            With LoRA ``pi_ref`` is the frozen base: the policy with its adapters switched off (peft's
+            ``disable_adapter``, as TRL does), no second model copy and no refresh per iteration.
     """
 
     def __init__(
@@ -105,6 +113,10 @@ class KimiRL(CausalLMModule):
         eval_k: int = 8,
         eval_temperature: float = 1.0,
         seed: Optional[int] = None,
+        lora_rank: int = 0,
+        lora_alpha: Optional[float] = None,
+        lora_dropout: float = 0.0,
+        lora_target_modules: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         if k < 2:
@@ -161,12 +173,24 @@ class KimiRL(CausalLMModule):
             self._ref._apply(fn, recurse)
         return self
 
+    @contextlib.contextmanager
+    def reference(self):
+        """``pi_ref`` to compute log-probs with: the frozen copy, or with LoRA the policy with its adapters off."""
+        if self.lora_rank:
+            with self.policy.disable_adapter():
+                yield self.policy
+        else:
+            yield self.ref_policy
+
     def on_fit_start(self) -> None:
-        self.ref_policy.to(self.device)
+        if not self.lora_rank:
+            self.ref_policy.to(self.device)
 
     def start_iteration(self) -> None:
-        """``pi_ref <- pi_theta``; optionally clear the optimizer moments (paper, Sec. 2.3)."""
-        self.ref_policy.load_state_dict(self.policy.state_dict())
+        """``pi_ref <- pi_theta`` (not with LoRA: pi_ref is the base); optionally clear the optimizer moments
+        (paper, Sec. 2.3)."""
+        if not self.lora_rank:
+            self.ref_policy.load_state_dict(self.policy.state_dict())
         self._ref_step = self.global_step
         if self.hparams.reset_optimizer:
             self.optimizers().optimizer.state.clear()
@@ -215,9 +239,9 @@ class KimiRL(CausalLMModule):
                 packed["grad_mask"],
             ).view(len(groups), h.k)
             if h.tau > 0:
-                with torch.no_grad():
+                with torch.no_grad(), self.reference() as ref:
                     ref_log_probs = masked_sum(
-                        token_log_probs(self.ref_policy, packed["input_ids"], packed["attention_mask"], start, h.temperature),
+                        token_log_probs(ref, packed["input_ids"], packed["attention_mask"], start, h.temperature),
                         packed["grad_mask"],
                     ).view(len(groups), h.k)
             else:
@@ -308,7 +332,8 @@ class KimiRL(CausalLMModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["kimi_rl"] = {
-            "ref_state": {k: v.detach().cpu() for k, v in self.ref_policy.state_dict().items()},
+            "ref_state": None if self.lora_rank else {  # with LoRA pi_ref is the base, held in the state dict
+                k: v.detach().cpu() for k, v in self.ref_policy.state_dict().items()},
             "ref_step": self._ref_step,
             "rollouts": self._rollouts,
             "buffer": self.buffer.state_dict(),

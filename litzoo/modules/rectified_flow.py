@@ -50,16 +50,14 @@ from litzoo.bases.generative import GenerativeModule, check_optimizer_args
 from litzoo.checks import check_choice, check_positive, check_positive_int, check_range
 from litzoo.diffusion.flow import (FLOW_SAMPLERS, TIMESTEP_DENSITIES, check_mode_scale, interpolate, sample_flow,
                                    sample_timesteps, velocity_target)
-from litzoo.nets.sd3 import check_architecture, load_latent_vae, load_sd3_transformer
+from litzoo.nets.lora import DIT_LORA_TARGETS, check_lora_args, save_sd3_lora
+from litzoo.nets.sd3 import PIPELINE_ABSENT_COMPONENTS  # noqa: F401  (imported from here by users and tests)
+from litzoo.nets.sd3 import check_architecture, check_data_shape, load_latent_vae, load_sd3_transformer, sd3_model_index
 from litzoo.nets.sd3_conditioning import SD3Conditioning
 from litzoo.model_card import flow_card, trainer_metrics, training_data, write_model_card
 from litzoo.pipelines import write_class_embeddings
 
 NUM_TRAIN_TIMESTEPS = 1000  # diffusers' timestep scale: the transformer sees 1000 * t
-# What an exported folder lacks for ``StableDiffusion3Pipeline``: load it with these set to None and pass
-# ``prompt_embeds``/``pooled_prompt_embeds`` (e.g. the class tokens of litzoo.json) and ``output_type="latent"``.
-PIPELINE_ABSENT_COMPONENTS = ("vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3",
-                              "tokenizer_3", "image_encoder", "feature_extractor")
 ARCHITECTURE_ARGS = ("sample_size", "patch_size", "in_channels", "num_layers", "attention_head_dim",
                      "num_attention_heads", "joint_attention_dim", "caption_projection_dim",
                      "pooled_projection_dim", "pos_embed_max_size", "qk_norm")
@@ -100,6 +98,8 @@ class RectifiedFlowDiT(GenerativeModule):
             ``sample(y=...)``; ``None`` takes the datamodule's ``class_prompts`` at fit. With text conditioning the
             label count is ``len(class_prompts)``; ``num_classes`` must then be None or that number.
         train_text_encoder: train the text encoder with the flow loss (default frozen, as in SD3).
+        lora_rank, lora_alpha, lora_dropout, lora_target_modules: LoRA on the transformer, only it trains (0 = off;
+            alpha None = rank; targets: diffusers' SD3 LoRA script's); ``GenerativeModule.add_lora``, :meth:`export`.
         num_classes: class conditioning with learned context tokens; ``None`` = unconditional or prompt embeddings
             passed in the batch.
         num_context_tokens: context tokens per class.
@@ -140,6 +140,10 @@ class RectifiedFlowDiT(GenerativeModule):
         text_encoder_path: Optional[str] = None,
         class_prompts: Optional[list[str]] = None,
         train_text_encoder: bool = False,
+        lora_rank: int = 0,
+        lora_alpha: Optional[float] = None,
+        lora_dropout: float = 0.0,
+        lora_target_modules: Optional[list[str]] = None,
         timestep_sampling: str = "logit_normal",
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
@@ -172,6 +176,10 @@ class RectifiedFlowDiT(GenerativeModule):
             raise ValueError(f"num_classes must be >= 1 or None (no class conditioning), got {num_classes}.")
         check_range("class_dropout", class_dropout, 0.0, 1.0, high_open=True)
         check_optimizer_args(lr, weight_decay, warmup_steps, total_steps, adam_betas)
+        check_lora_args(lora_rank, lora_alpha, lora_dropout, lora_target_modules)
+        if lora_rank and train_text_encoder:
+            raise ValueError("train_text_encoder=True trains the whole text encoder, lora_rank>0 only adapters on the "
+                             "transformer; set one of them.")
         text = text_encoder is not None or text_encoder_path is not None
         if text_encoder is not None and text_encoder_path is not None:
             raise ValueError("Both text_encoder (a config) and text_encoder_path were given; set only one of them.")
@@ -193,6 +201,7 @@ class RectifiedFlowDiT(GenerativeModule):
         self.conditioning = SD3Conditioning(
             config.joint_attention_dim, config.pooled_projection_dim, num_classes, num_context_tokens,
             prompt_embeds_path, text_encoder, text_encoder_path, class_prompts, train_text_encoder)
+        self.add_lora(self.transformer, DIT_LORA_TARGETS)
         self._register_load_state_dict_pre_hook(self._nest_conditioning_keys)
 
     @staticmethod
@@ -317,16 +326,8 @@ class RectifiedFlowDiT(GenerativeModule):
         datamodule = self._datamodule()
         if datamodule is None:
             return
-        c = self.vae.config if self.vae is not None else self.transformer.config
-        for name, value in {"image_size": c.sample_size, "in_channels": c.in_channels}.items():
-            got = getattr(datamodule, name, None)
-            if got is not None and got != value:
-                arg = "sample_size" if name == "image_size" else name
-                if self.vae is not None:
-                    raise ValueError(f"{type(datamodule).__name__}.{name}={got} but the VAE at vae_path takes "
-                                     f"{name}={value}; use data with {name}={value} or another VAE.")
-                raise ValueError(f"{type(datamodule).__name__}.{name}={got} but RectifiedFlowDiT was built with "
-                                 f"{arg}={value}; set model.{arg}={got} (or change the datamodule).")
+        check_data_shape(datamodule, self.vae.config if self.vae is not None else self.transformer.config,
+                         self.vae is not None)
         data_prompts = getattr(datamodule, "class_prompts", None)
         if self.conditioning.text_encoder is not None and self.hparams.class_prompts is None and data_prompts:
             self.conditioning.set_class_prompts(list(data_prompts))
@@ -397,7 +398,7 @@ class RectifiedFlowDiT(GenerativeModule):
         return z if return_latents else (self.from_latents(z) / 2 + 0.5).clamp(0, 1)
 
     # ----------------------------------------------------------------- export
-    def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    def export(self, out_dir: str | os.PathLike, overwrite: bool = False, merge_lora: bool = False) -> Path:
         """A diffusers folder: ``transformer/`` (``SD3Transformer2DModel.from_pretrained(out_dir,
         subfolder="transformer")``), ``scheduler/`` (``FlowMatchEulerDiscreteScheduler``), safetensors only,
         ``README.md`` (model card), ``litzoo.json`` (hyperparameters, class conditioning). Class-conditional:
@@ -415,11 +416,14 @@ class RectifiedFlowDiT(GenerativeModule):
         pipeline's own prompt encoding (penultimate CLIP layer, two CLIPs + T5) is not this model's, so compute
         ``prompt_embeds, pooled = module.encode_prompts(prompts)`` (or by hand with the saved encoder: last hidden
         state and ``text_embeds``) and pass zeros as the negative embeddings (the null prompt).
-        """
-        import diffusers
 
+        LoRA: ``transformer/`` is the frozen base, ``pytorch_lora_weights.safetensors`` the adapters (diffusers'
+        ``load_lora_weights``/``load_lora_adapter``); ``merge_lora=True``: the merged transformer, no adapter file.
+        """
         out_dir = prepare_export_dir(out_dir, overwrite)
-        self.transformer.save_pretrained(out_dir / "transformer", safe_serialization=True)
+        self.exported_network(self.transformer, merge_lora).save_pretrained(out_dir / "transformer")
+        if self.lora_rank and not merge_lora:
+            save_sd3_lora(self.transformer, out_dir)
         self.scheduler().save_pretrained(out_dir / "scheduler")
         if self.vae is not None:
             self.vae.save_pretrained(out_dir / "vae", safe_serialization=True)
@@ -427,12 +431,7 @@ class RectifiedFlowDiT(GenerativeModule):
         if text_encoder is not None:
             text_encoder.save_pretrained(out_dir / "text_encoder")
             self.conditioning.tokenizer.save_pretrained(out_dir / "tokenizer")
-        model_index = {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": diffusers.__version__,
-                       "transformer": ["diffusers", "SD3Transformer2DModel"],
-                       "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-                       **{name: [None, None] for name in PIPELINE_ABSENT_COMPONENTS}}
-        if self.vae is not None:
-            model_index["vae"] = ["diffusers", "AutoencoderKL"]
+        model_index = sd3_model_index(vae=self.vae is not None)
         litzoo_config = {"class": "litzoo.modules.rectified_flow.RectifiedFlowDiT",
                          "hyperparameters": dict(self.hparams), "null_class_label": self.null_class,
                          "timestep_scale": NUM_TRAIN_TIMESTEPS}
@@ -446,5 +445,6 @@ class RectifiedFlowDiT(GenerativeModule):
         (out_dir / "model_index.json").write_text(json.dumps(model_index, indent=2))
         (out_dir / "litzoo.json").write_text(json.dumps(litzoo_config, indent=1, default=list))
         write_model_card(out_dir, **flow_card(out_dir, dict(self.hparams), self.num_classes, self.vae is not None,
-                                              text_encoder is not None, trainer_metrics(self), training_data(self)))
+                                              text_encoder is not None, trainer_metrics(self), training_data(self),
+                                              lora=self.lora_rank > 0 and not merge_lora))
         return out_dir

@@ -14,6 +14,24 @@ from diffusers import AutoencoderKL, SD3Transformer2DModel
 from litzoo.checks import check_choice, check_positive_int
 
 QK_NORMS = (None, "rms_norm", "layer_norm")
+# What an exported folder lacks for ``StableDiffusion3Pipeline``: load it with these set to None and pass
+# ``prompt_embeds``/``pooled_prompt_embeds`` (e.g. the class tokens of litzoo.json) and ``output_type="latent"``.
+PIPELINE_ABSENT_COMPONENTS = ("vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "text_encoder_3",
+                              "tokenizer_3", "image_encoder", "feature_extractor")
+
+
+def sd3_model_index(vae: bool) -> dict:
+    """The ``model_index.json`` of an exported ``StableDiffusion3Pipeline`` folder: transformer, scheduler and,
+    with ``vae``, the VAE; every other component absent (``None``)."""
+    import diffusers
+
+    model_index = {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": diffusers.__version__,
+                   "transformer": ["diffusers", "SD3Transformer2DModel"],
+                   "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+                   **{name: [None, None] for name in PIPELINE_ABSENT_COMPONENTS}}
+    if vae:
+        model_index["vae"] = ["diffusers", "AutoencoderKL"]
+    return model_index
 
 
 def check_architecture(sample_size: int, patch_size: int, in_channels: int, num_layers: int, attention_head_dim: int,
@@ -42,6 +60,20 @@ def check_architecture(sample_size: int, patch_size: int, in_channels: int, num_
             f"pos_embed_max_size={pos_embed_max_size} (the 2-D position table is cropped from a "
             f"pos_embed_max_size^2 grid). Set pos_embed_max_size>={grid} or a larger patch_size.")
     check_choice("qk_norm", qk_norm, QK_NORMS)
+
+
+def check_data_shape(datamodule, config, vae: bool) -> None:
+    """Raise a ``ValueError`` naming the fix when a datamodule's ``image_size``/``in_channels`` differ from those of
+    ``config`` (the VAE's with ``vae``, else the transformer's)."""
+    for name, value in {"image_size": config.sample_size, "in_channels": config.in_channels}.items():
+        got = getattr(datamodule, name, None)
+        if got is not None and got != value:
+            arg = "sample_size" if name == "image_size" else name
+            if vae:
+                raise ValueError(f"{type(datamodule).__name__}.{name}={got} but the VAE at vae_path takes "
+                                 f"{name}={value}; use data with {name}={value} or another VAE.")
+            raise ValueError(f"{type(datamodule).__name__}.{name}={got} but RectifiedFlowDiT was built with "
+                             f"{arg}={value}; set model.{arg}={got} (or change the datamodule).")
 
 
 def load_sd3_transformer(path: str) -> SD3Transformer2DModel:

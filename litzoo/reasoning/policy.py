@@ -41,7 +41,8 @@ def build_policy(
             architecture, default ``"qwen2"``); ``vocab_size`` and the special token ids are
             taken from the tokenizer. ``None`` = :data:`TINY_QWEN2`. Ignored with ``pretrained_path``.
         pretrained_path: a local folder with a causal LM and its tokenizer (``save_pretrained``
-            output, e.g. a litzoo export). Never a hub name: nothing is downloaded.
+            output, e.g. a litzoo export; a litzoo LoRA export loads with its adapters merged in). Never a
+            hub name: nothing is downloaded.
         extra_chars: characters added to the char tokenizer (fresh models only).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -60,6 +61,8 @@ def build_policy(
                 "fresh model built from model_config."
             )
         tokenizer = _checked_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True), repr(str(path)))
+        if (path / "adapter_config.json").is_file() and (path / "base" / "config.json").is_file():
+            return _merged_lora_export(path).train(), tokenizer
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).train()  # from_pretrained gives eval mode
         return model, tokenizer
 
@@ -81,6 +84,16 @@ def build_policy(
     except ValueError as err:
         raise ValueError(f"model_config model_type={model_type!r}: {err}") from None
     return AutoModelForCausalLM.from_config(config), tokenizer
+
+
+def _merged_lora_export(path: Path):
+    """A litzoo LoRA export (a peft adapter folder with its frozen base in ``base/``) as one plain model, the
+    adapters merged in: a run continuing from it (e.g. KimiRL after a LoRA CoTSFT) starts from what was trained."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(path / "base", local_files_only=True)
+    return PeftModel.from_pretrained(base, path).merge_and_unload()
 
 
 def _checked_tokenizer(tokenizer, where: str):
