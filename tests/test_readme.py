@@ -9,6 +9,9 @@
 * Inline commands in the prose (`` `python train.py ...` ``) run too, unless they show a syntax with upper-case
   placeholders (``CKPT``, ``DIR``).
 * The README's test command is CI's: ``.ci/run`` must contain it verbatim.
+* A recipe that needs the user's own files (an image folder, a jsonl of problems, a model folder) is run by the
+  test that builds them, named in a ``<!-- doc-test: tests/....py runs this block -->`` line above the block; that
+  test reads the block out of README.md.
 
 The fast test checks that each block is one of these kinds and each config has quick flags; the slow test runs
 them all (a few minutes)."""
@@ -35,17 +38,20 @@ SHORTER = [
 
 
 def code_blocks(text: str = README) -> list[tuple[int, str, str]]:
-    """(line number, language, body) of every fenced block."""
+    """(line number, language, body) of every fenced block; the language is ``run by <test file>`` for a block
+    under a ``<!-- doc-test: <test file> runs this block -->`` line (a recipe that needs the user's own files, which
+    that test builds)."""
     blocks, lines, i = [], text.splitlines(), 0
     while i < len(lines):
         match = re.match(r"^```(\w*)\s*$", lines[i])
         if match:
             start, lang, body = i + 1, match.group(1), []
+            runner = re.match(r"^<!-- doc-test: (\S+) runs this block -->$", lines[i - 1]) if i else None
             i += 1
             while not lines[i].startswith("```"):
                 body.append(lines[i])
                 i += 1
-            blocks.append((start, lang, "\n".join(body)))
+            blocks.append((start, f"run by {runner.group(1)}" if runner else lang, "\n".join(body)))
         i += 1
     return blocks
 
@@ -96,6 +102,10 @@ def classify(lang: str, body: str) -> str:
         return "python"
     if lang in ("", "text") and body.lstrip().startswith("litzoo/"):
         return "layout"
+    if lang.startswith("run by "):
+        test = ROOT / lang.removeprefix("run by ")
+        assert test.is_file() and "README.md" in test.read_text(), f"{test} does not exist or does not read README.md"
+        return "own test"
     raise AssertionError(f"README block ```{lang} is of no kind the doc-test runs:\n{body[:200]}")
 
 
@@ -108,6 +118,7 @@ def test_every_readme_block_is_run_by_the_doc_test_and_every_config_has_quick_fl
     for config in sorted((ROOT / "configs").glob("*.yaml")):
         quick_flags(f"configs/{config.name}")
     python = "\n".join(body for _, lang, body in code_blocks() if lang == "python")
+    assert kinds.count("own test") >= 1
     for old, _ in SHORTER:
         assert python.count(old) == 1, f"SHORTER's {old!r} is no longer in one README python block: update it"
     assert "python train.py --help" in inline_commands()
