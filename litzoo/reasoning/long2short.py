@@ -31,7 +31,7 @@ from litzoo.optim import build_adamw
 from litzoo.reasoning.base import Problem
 from litzoo.reasoning.losses import dpo_loss, masked_sum
 from litzoo.reasoning.generation import generate, left_pad, right_pad, token_log_probs
-from litzoo.reasoning.policy import encode_prompt
+from litzoo.reasoning.policy import encode_chat_prompt
 from litzoo.reasoning.rewards import score
 
 
@@ -88,7 +88,7 @@ def sample_responses(model, tokenizer, problems: Sequence[Problem], n: int = 8, 
     out = []
     for start in range(0, len(problems), batch_size):
         chunk = problems[start:start + batch_size]
-        prompts = [encode_prompt(tokenizer, p.prompt) for p in chunk]
+        prompts = [encode_chat_prompt(tokenizer, p.prompt) for p in chunk]  # as the module encoded them
         rollout = generate(model, tokenizer, prompts, num_samples=n, max_new_tokens=max_new_tokens,
                            temperature=temperature, seed=seed + start)
         rewards = score([p for p in chunk for _ in range(n)], rollout.texts).tolist()
