@@ -70,7 +70,7 @@ class GenerativeModule(LitzooModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x0, condition = self._unpack(batch)
         loss, _ = self.loss(x0, condition, self._step_generator())
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(x0))  # dict batches: no guessing (and no warning)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -179,12 +179,12 @@ class GenerativeModule(LitzooModule):
     def _log_validation_loss(self, per_sample: Tensor, t_fraction: Tensor) -> None:
         """``val/loss`` and the loss in 4 bins of ``t`` in [0, 1]: where along the noise path the model is weak
         (near noise: layout, near data: detail)."""
-        self.log("val/loss", per_sample.mean(), prog_bar=True, sync_dist=True)
+        self.log("val/loss", per_sample.mean(), prog_bar=True, sync_dist=True, batch_size=len(per_sample))
         bins = (t_fraction * 4).long().clamp(max=3)
         for k in range(4):
             mask = bins == k
             if mask.any():
-                self.log(f"val/loss_t{k}", per_sample[mask].mean(), sync_dist=True)
+                self.log(f"val/loss_t{k}", per_sample[mask].mean(), sync_dist=True, batch_size=int(mask.sum()))
 
     def _eval_due(self) -> bool:
         every = self.hparams.eval_every_n_epochs
