@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from litzoo.base import CheckpointError, LitzooModule, checkpoint_being_restored, prepare_export_dir
+from litzoo.base import CheckpointError, LitzooModule, checkpoint_being_restored, load_checkpoint, prepare_export_dir
 from litzoo.model_card import card_metadata
 from litzoo.optim import adamw_with_warmup_cosine
 from litzoo.reasoning.generation import generate
@@ -33,8 +33,8 @@ POLICY_KEY = "causal_lm_policy"
 def stored_policy_spec(checkpoint_path: str) -> Optional[dict[str, Any]]:
     """The policy spec a checkpoint file carries, else ``None`` (also for an unreadable file: its load fails later
     with the error that says why). Memory-mapped: the weights are not read."""
-    try:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+    try:  # a sharded checkpoint folder too (its meta.pt carries the spec)
+        checkpoint = load_checkpoint(checkpoint_path, mmap=True)
     except Exception:
         return None
     return checkpoint.get(POLICY_KEY) if isinstance(checkpoint, dict) else None

@@ -39,6 +39,8 @@ class CoTSFT(CausalLMModule):
         lr, weight_decay, adam_betas, warmup_steps, total_steps, min_lr_ratio: AdamW with linear
             warm-up and cosine decay to ``min_lr_ratio * lr`` (``total_steps=0``: the trainer's estimate).
         eval_max_new_tokens: generation budget of the greedy validation answers.
+        gradient_checkpointing, fsdp_blocks: recompute block activations in backward (same gradients, less memory);
+            the block classes FSDP shards one by one (default: the library's; see ``LitzooModule.configure_model``).
     """
 
     def __init__(
@@ -53,6 +55,8 @@ class CoTSFT(CausalLMModule):
         total_steps: int = 0,
         min_lr_ratio: float = 0.1,
         eval_max_new_tokens: int = 128,
+        gradient_checkpointing: bool = False,
+        fsdp_blocks: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         check_positive("lr", lr)

@@ -79,6 +79,8 @@ class KimiRL(CausalLMModule):
         eval_k, eval_temperature: pass@k at validation (``eval_k=0``: greedy pass@1 only).
         seed: rollout seeds derive from it, the rank and the rollout count (resumes repeat exactly). ``None`` (default): the global
             seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
+        gradient_checkpointing, fsdp_blocks: recompute block activations in backward (same gradients, less memory);
+            the block classes FSDP shards one by one (default: the library's; see ``LitzooModule.configure_model``).
     """
 
     def __init__(
@@ -105,6 +107,8 @@ class KimiRL(CausalLMModule):
         eval_k: int = 8,
         eval_temperature: float = 1.0,
         seed: Optional[int] = None,
+        gradient_checkpointing: bool = False,
+        fsdp_blocks: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         if k < 2:
