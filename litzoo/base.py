@@ -80,9 +80,11 @@ def load_sharded_checkpoint(path: Path, weights: bool = True, map_location: Any 
             "earlier checkpoint.")
     checkpoint = _load_meta(meta, map_location)
     if weights:
+        from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+
         try:
             checkpoint["state_dict"] = load_dcp_folder(path)["state_dict"]
-        except Exception as err:
+        except (Exception, CheckpointException) as err:
             raise CheckpointError(f"Sharded checkpoint {str(path)!r} cannot be read ({type(err).__name__}: "
                                   f"{str(err).splitlines()[0] if str(err) else ''}): a shard is missing or "
                                   "truncated. Use an earlier checkpoint.") from err
@@ -226,15 +228,16 @@ class LitzooModule(L.LightningModule):
             raise
 
     # ----------------------------------------------------------------- sharded training
-    #: methods of a sharded submodule that run it without its ``forward`` (e.g. a VAE's ``encode`` / ``decode``)
-    sharded_forward_methods: tuple[str, ...] = ()
-
     def sharded_roots(self) -> list[torch.nn.Module]:
         """The submodules FSDP shards, each with its blocks (:func:`litzoo.sharding.default_roots`: the trainable
         children, and the library models inside them, which run through their own ``forward``)."""
         from litzoo.sharding import default_roots
 
         return default_roots(self)
+
+    def extra_sharded_modules(self) -> list[torch.nn.Module]:
+        """Modules outside the module tree sharded too, with the same blocks (e.g. KimiRL's frozen ``pi_ref``)."""
+        return []
 
     def configure_model(self) -> None:
         """Lightning's hook before the optimizer is made: activation checkpointing (``gradient_checkpointing``),
@@ -252,16 +255,17 @@ class LitzooModule(L.LightningModule):
         if type(strategy).__name__ == "FSDPStrategy" and not strategy.kwargs.get("auto_wrap_policy"):
             from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-            classes = {c for root in self.sharded_roots() for c in sharding.block_classes(root, blocks)}
+            roots = self.sharded_roots()
+            classes = set(sharding.block_classes(torch.nn.ModuleList(roots), blocks) if blocks else
+                          [c for root in roots for c in sharding.block_classes(root)])
             strategy.kwargs["auto_wrap_policy"] = ModuleWrapPolicy(classes)
         if self.device_mesh is None or sharding.is_sharded(self):
             return
-        roots = self.sharded_roots()
+        roots = self.extra_sharded_modules() + self.sharded_roots()
         if not roots:
             raise ValueError(f"{type(self).__name__} cannot be trained sharded (ModelParallelStrategy / FSDP); use DDP.")
-        methods = [(r, m) for r in roots for m in self.sharded_forward_methods if hasattr(r, m)]
         sharding.shard(roots, sharding.data_parallel_mesh(self.device_mesh), blocks,
-                       sharding.mixed_precision_policy(self.trainer.precision), methods)
+                       sharding.mixed_precision_policy(self.trainer.precision))
         sharding.check_trainable_sharded(self)
 
     def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:

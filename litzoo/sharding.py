@@ -51,8 +51,9 @@ def default_roots(module: nn.Module) -> list[nn.Module]:
     for child in module.children():
         if not any(p.requires_grad for p in child.parameters()):
             continue
-        roots += [m for m in child.modules() if m is not child and _is_library_model(m)
-                  and not any(m in r.modules() for r in roots)]
+        if not _is_library_model(child):
+            nested = [m for m in child.modules() if m is not child and _is_library_model(m)]
+            roots += [m for m in nested if not any(m is not o and m in o.modules() for o in nested)]
         roots.append(child)
     return roots
 
@@ -85,22 +86,21 @@ def mixed_precision_policy(precision: Any) -> Optional[Any]:
 
 
 def shard(roots: Sequence[nn.Module], mesh: Any, block_names: Optional[Sequence[str]] = None,
-          mp_policy: Optional[Any] = None, forward_methods: Sequence[tuple[nn.Module, str]] = ()) -> None:
+          mp_policy: Optional[Any] = None) -> None:
     """``fully_shard`` every block of every root (:func:`block_classes`), then the roots themselves (innermost
-    first: a root inside another is its own unit). ``forward_methods``: ``(module, name)`` pairs of methods that
-    run a sharded module without its ``forward`` (``AutoencoderKL.encode``), which must gather it too."""
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+    first: a root inside another is its own unit). A root is gathered by its ``forward``: a model used through other
+    methods (``AutoencoderKL.encode``) is sharded by its parts instead (``VAE.sharded_roots``)."""
+    from torch.distributed.fsdp import fully_shard
 
     kwargs = {"mesh": mesh, **({"mp_policy": mp_policy} if mp_policy is not None else {})}
+    named = block_classes(nn.ModuleList(roots), block_names) if block_names is not None else None
     for root in roots:
-        classes = block_classes(root, block_names)
+        classes = named or block_classes(root)
         for module in list(root.modules()):
             if module is not root and isinstance(module, classes):
                 fully_shard(module, **kwargs)
     for root in roots:
         fully_shard(root, **kwargs)
-    for module, name in forward_methods:
-        register_fsdp_forward_method(module, name)
 
 
 def check_trainable_sharded(module: nn.Module) -> None:
@@ -122,7 +122,10 @@ def enable_gradient_checkpointing(models: Sequence[nn.Module]) -> None:
     for model in models:
         for m in model.modules():
             if hasattr(m, "gradient_checkpointing_enable") and getattr(m, "supports_gradient_checkpointing", False):
-                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                if hasattr(m, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                    m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
                 done = True
                 break
             if getattr(m, "_supports_gradient_checkpointing", False) and hasattr(m, "enable_gradient_checkpointing"):

@@ -24,6 +24,7 @@ from litzoo.reasoning.policy import (
     save_policy,
 )
 from litzoo.reasoning.rewards import score
+from litzoo.sharding import gathered
 
 # The checkpoint entry with the policy's config and tokenizer (litzoo.reasoning.policy.policy_spec): a checkpoint
 # rebuilds its policy without the folder its pretrained_path names, which may have moved or been overwritten.
@@ -99,8 +100,9 @@ class CausalLMModule(LitzooModule):
     # ----------------------------------------------------------------- validation
     def greedy_scores(self, problems) -> dict[str, Tensor]:
         """Greedy responses to a ``ProblemBatch`` (``problems``, ``prompt_ids``): verifier pass@1 and lengths."""
-        rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True,
-                           max_new_tokens=self.answer_max_new_tokens)
+        with gathered(self.policy):  # sharded: each rank stops at its own length (see litzoo.sharding.gathered)
+            rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True,
+                               max_new_tokens=self.answer_max_new_tokens)
         return {"pass@1": score(problems.problems, rollout.texts), "response_length": rollout.lengths}
 
     def on_validation_epoch_end(self) -> None:
@@ -130,8 +132,9 @@ class CausalLMModule(LitzooModule):
     def answer(self, prompts: list[str], max_new_tokens: Optional[int] = None) -> list[str]:
         """Greedy responses to prompt texts (e.g. ``"47+38="``)."""
         ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-        return generate(self.policy, self.tokenizer, ids, greedy=True,
-                        max_new_tokens=max_new_tokens or self.answer_max_new_tokens).texts
+        with gathered(self.policy):
+            return generate(self.policy, self.tokenizer, ids, greedy=True,
+                            max_new_tokens=max_new_tokens or self.answer_max_new_tokens).texts
 
     def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``."""

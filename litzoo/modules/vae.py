@@ -90,7 +90,10 @@ class VAE(LitzooModule):
         self.register_buffer("scaling_factor", torch.tensor(1.0))
         self.register_buffer("shift_factor", torch.tensor(0.0))
 
-    sharded_forward_methods = ("encode", "decode")  # AutoencoderKL runs through these, not its forward
+    def sharded_roots(self) -> list[torch.nn.Module]:
+        # AutoencoderKL runs through encode/decode, never its forward: shard the parts those call (encoder, decoder,
+        # quant convs), each gathered by its own forward.
+        return [m for m in self.vae.children() if any(p.requires_grad for p in m.parameters())]
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
