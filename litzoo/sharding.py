@@ -166,7 +166,7 @@ def gathered(module: nn.Module) -> Iterator[nn.Module]:
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """``module``'s whole state dict on the CPU (gathered from the shards: a collective, every rank calls it)."""
     if not is_sharded(module):
-        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}  # a copy, not the live weights
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -58,8 +58,9 @@ def make_module():
                       gradient_checkpointing=CHECKPOINTING)
     from litzoo.modules import KimiRL
 
-    return KimiRL(model_config=TINY_TEST_QWEN2, k=2, max_new_tokens=6, eval_k=0, lr=1e-3, seed=SEED,
-                  iteration_steps=2, gradient_checkpointing=CHECKPOINTING)
+    # a length reward: an untrained policy is never right, and equal rewards give no gradient
+    return KimiRL(model_config=TINY_TEST_QWEN2, k=2, max_new_tokens=32, eval_k=0, lr=1e-3, seed=SEED,
+                  iteration_steps=2, length_penalty_weight=1.0, gradient_checkpointing=CHECKPOINTING)
 
 
 class Images(L.LightningDataModule):
