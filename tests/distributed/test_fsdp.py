@@ -167,3 +167,28 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(method):
 def test_gradient_checkpointing_refused_for_a_network_without_it():
     with pytest.raises(ValueError, match="has activation checkpointing"):
         enable_gradient_checkpointing([torch.nn.Linear(2, 2)])
+
+
+@pytest.mark.slow  # a 2-process CLI run: ~30 s of CPU, minutes of wall time on a loaded machine
+def test_readme_fine_tuning_at_scale_commands_run(tmp_path):
+    """The README section's commands, as written (config path made absolute; a 4-step run, no validation)."""
+    from transformers import AutoModelForCausalLM
+
+    text = (REPO / "README.md").read_text().split("## Fine-tuning at scale", 1)[1]
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split() for line in block.strip().splitlines()]
+    assert [c[:3] for c in commands] == [["python", "train.py", "fit"], ["python", "train.py", "export"]]
+    quick = ["--trainer.max_steps", "4", "--trainer.check_val_every_n_epoch", "100", "--trainer.enable_progress_bar",
+             "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for i, command in enumerate(commands):
+        args = [str(REPO / a) if a.startswith("configs/") or a == "train.py" else a for a in command[1:]]
+        proc = subprocess.run([sys.executable, *args, *(quick if i == 0 else [])], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    ckpt = tmp_path / "runs/cot_sft_addition/lightning_logs/version_0/checkpoints/last.ckpt"
+    assert (ckpt / ".metadata").is_file() and (ckpt / "meta.pt").is_file()  # a sharded folder
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "runs/cot_sft_addition/sharded_export")
+    state = load_checkpoint(ckpt)["state_dict"]
+    for name, value in exported.state_dict().items():
+        assert torch.equal(value, state[f"policy.{name}"]), name
