@@ -214,6 +214,25 @@ class LitzooCLI(LightningCLI):
         # Lightning's hook that merges a checkpoint's hyperparameters into the config: check the file first.
         check_ckpt_path(self._subcommand_config())
         super()._parse_ckpt_path()
+        self._parse_sharded_ckpt_path()
+
+    def _parse_sharded_ckpt_path(self) -> None:
+        """Lightning's merge above reads checkpoint files only: do the same for a sharded checkpoint folder
+        (ModelParallelStrategy), whose hyperparameters are in its ``meta.pt``."""
+        from pathlib import Path
+
+        from litzoo.base import load_checkpoint
+
+        config = self._subcommand_config()
+        path = config.get("ckpt_path") if config is not None else None
+        if not path or not Path(path).is_dir():
+            return
+        hparams = dict(load_checkpoint(path, mmap=True).get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if hparams:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self._subcommand_config()
