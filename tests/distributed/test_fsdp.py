@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from litzoo.base import CheckpointError, load_checkpoint
+from litzoo.export import main as export_main
 from litzoo.sharding import block_classes, default_roots, enable_gradient_checkpointing
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
@@ -37,15 +38,14 @@ def max_difference(a: dict, b: dict) -> float:
 
 
 def check_generator(tmp_path: Path, method: str) -> dict:
-    result = run_worker(tmp_path, method, "fsdp", 6, "--save", "sharded.ckpt")
+    result = run_worker(tmp_path, method, "fsdp", 4, "--save", "sharded.ckpt")
     # one sharded step == one unsharded step on the same global batch (each rank's half, each rank's noise)
     assert max_difference(result["step1"], result["reference"]) < ATOL
-    assert result["loss_end"] < 0.95 * result["loss_start"]  # 6 steps on a fixed batch: the loss falls
-    # the sharded checkpoint exports the same files as the unsharded module with the same weights
+    assert result["loss_end"] < 0.95 * result["loss_start"]  # 4 steps on a fixed batch: the loss falls
+    # the sharded checkpoint exports the same files as the unsharded module with the same weights (`python -m
+    # litzoo.export`'s main, in this process: the README test runs `train.py export` on a folder as a command)
     export = tmp_path / "export_sharded"
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "export", "--ckpt", str(tmp_path / "sharded.ckpt"),
-                           "--out", str(export)], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    export_main([str(tmp_path / "sharded.ckpt"), str(export)])
     files = sorted(p.relative_to(tmp_path / "export_unsharded") for p in (tmp_path / "export_unsharded").rglob("*.safetensors"))
     assert files and files == sorted(p.relative_to(export) for p in export.rglob("*.safetensors"))
     for f in files:
@@ -154,7 +154,8 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(method):
             labels[:, :4] = -100
             loss = module.sft_loss({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
             net = module.policy
-        assert net.is_gradient_checkpointing == checkpointing if hasattr(net, "is_gradient_checkpointing") else True
+        flag = "is_activation_checkpointing" if hasattr(net, "is_activation_checkpointing") else "is_gradient_checkpointing"
+        assert getattr(net, flag) == checkpointing
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]))
     (loss0, grads0), (loss1, grads1) = results
