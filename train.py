@@ -3,6 +3,8 @@
     python train.py fit --config configs/ddpm_digits.yaml
     python train.py fit --config configs/ddpm_digits.yaml --trainer.precision bf16-mixed
     python train.py fit --config configs/ddpm_digits.yaml --trainer.devices 2 --trainer.strategy ddp
+    python train.py fit --config configs/cot_sft_addition.yaml --trainer.devices 2 --trainer.strategy ModelParallelStrategy \
+        --trainer.strategy.data_parallel_size 2 --trainer.strategy.tensor_parallel_size 1    # FSDP2 (README: at scale)
     python train.py fit --config configs/ddpm_digits.yaml --ckpt_path PATH       # resume a run exactly
     python train.py fit --config configs/ddpm_digits.yaml --init_from PATH      # fine-tune from its weights
     python train.py validate --config configs/ddpm_digits.yaml --ckpt_path PATH

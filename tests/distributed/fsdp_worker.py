@@ -1,6 +1,7 @@
 """Train one tiny litzoo module on 2 CPU processes (gloo), sharded (FSDP2 via ModelParallelStrategy) or DDP.
 
     python fsdp_worker.py METHOD OUT {fsdp,ddp} STEPS [--save NAME] [--resume CKPT] [--checkpointing]
+        [--precision P]
 
 Lightning's launcher runs this file once per rank. Writes into OUT (rank 0): ``result.pt`` with the weights
 after the first optimizer step (``step1``) and at the end (``final``, gathered from the shards), the evaluation
@@ -29,6 +30,7 @@ METHOD, OUT, STRATEGY, STEPS = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(
 SAVE = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
 RESUME = sys.argv[sys.argv.index("--resume") + 1] if "--resume" in sys.argv else None
 CHECKPOINTING = "--checkpointing" in sys.argv
+PRECISION = sys.argv[sys.argv.index("--precision") + 1] if "--precision" in sys.argv else "32-true"
 SEED = 3
 OPT = {"lr": 1e-3, "warmup_steps": 0, "total_steps": -1, "seed": SEED, "gradient_checkpointing": CHECKPOINTING}
 X = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
@@ -94,6 +96,18 @@ class Record(L.Callback):
     def __init__(self):
         self.out = {}
 
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == 0 and trainer.global_step == 0:  # the dtype a sharded block's weights have in its forward
+            from torch.distributed.fsdp import FSDPModule
+
+            blocks = [m for m in module.modules() if isinstance(m, FSDPModule)]
+
+            def record(m, args):  # runs after FSDP's own pre-forward hook: the gathered weights
+                self.out.setdefault("compute_dtype", str(next(m.parameters()).dtype))
+
+            for block in blocks[:1]:
+                block.register_forward_pre_hook(record)
+
     def _eval(self, trainer, module):
         if METHOD in ("ddpm", "vae", "rectified_flow"):
             with torch.no_grad():  # every rank runs it: the sharded forward is a collective
@@ -118,7 +132,7 @@ def main():
     initial = copy.deepcopy(module) if METHOD in ("ddpm", "vae", "rectified_flow") else None
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if STRATEGY == "fsdp" else "ddp"
     record = Record()
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=STEPS, logger=False,
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=STEPS, logger=False, precision=PRECISION,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=METHOD not in ("ddpm", "vae", "rectified_flow"),
                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[record])
