@@ -132,10 +132,15 @@ def main():
     initial = copy.deepcopy(module) if METHOD in ("ddpm", "vae", "rectified_flow") else None
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if STRATEGY == "fsdp" else "ddp"
     record = Record()
+    callbacks = [record]
+    if METHOD in ("ddpm", "rectified_flow"):  # a sampling grid: every rank samples with the gathered weights
+        from litzoo.callbacks import SampleGrid
+
+        callbacks.append(SampleGrid(every_n_steps=1000, n=4, steps=2))
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=STEPS, logger=False, precision=PRECISION,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=METHOD not in ("ddpm", "vae", "rectified_flow"),
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[record])
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=OUT)
     trainer.fit(module, datamodule=make_data(), ckpt_path=RESUME)
     if SAVE:
         trainer.save_checkpoint(OUT / SAVE)

@@ -42,6 +42,8 @@ def check_generator(tmp_path: Path, method: str) -> dict:
     # one sharded step == one unsharded step on the same global batch (each rank's half, each rank's noise)
     assert max_difference(result["step1"], result["reference"]) < ATOL
     assert result["compute_dtype"] == "torch.float32"  # full precision: no mixed-precision policy
+    if method != "vae":  # SampleGrid's final grid: all ranks sampled (collectives), rank 0 wrote it
+        assert (tmp_path / "samples" / "final.png").is_file()
     assert result["loss_end"] < 0.95 * result["loss_start"]  # 4 steps on a fixed batch: the loss falls
     # the sharded checkpoint exports the same files as the unsharded module with the same weights (`python -m
     # litzoo.export`'s main, in this process: the README test runs `train.py export` on a folder as a command)
@@ -82,7 +84,8 @@ def test_bf16_mixed_gathers_and_computes_in_bf16_and_keeps_fp32_weights(tmp_path
 def test_causal_lm_sharded_steps_equal_ddp(tmp_path, method):
     """The same ranks' batches (and KimiRL's rollouts, sampled with the gathered sharded policy, and its sharded
     pi_ref) give the same weights as DDP, the unsharded data-parallel run, after 1 and 3 steps."""
-    sharded = run_worker(tmp_path / "fsdp", method, "fsdp", 3)
+    # CoTSFT's sharded run also recomputes activations (gradient_checkpointing): the same gradients
+    sharded = run_worker(tmp_path / "fsdp", method, "fsdp", 3, *(["--checkpointing"] if method == "cot_sft" else []))
     ddp = run_worker(tmp_path / "ddp", method, "ddp", 3)
     assert max_difference(sharded["step1"], ddp["step1"]) < ATOL
     assert max_difference(sharded["final"], ddp["final"]) < 1e-5
@@ -176,6 +179,17 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(method):
     assert len(grads0) == len(grads1) > 0
     for a, b in zip(grads0, grads1):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_ema_refuses_sharded_strategies_at_setup():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    from litzoo.callbacks import EMA
+
+    with pytest.raises(ValueError, match="EMA does not support sharded training"):
+        EMA().setup(SimpleNamespace(strategy=ModelParallelStrategy()), torch.nn.Linear(1, 1), "fit")
 
 
 def test_gradient_checkpointing_refused_for_a_network_without_it():
