@@ -121,6 +121,10 @@ class Record(L.Callback):
         if trainer.global_step == 1 and "step1" not in self.out:
             self.out["step1"] = full_state_dict(module)
 
+    def on_validation_end(self, trainer, module):
+        if not trainer.sanity_checking:  # greedy answers generated with the gathered sharded policy
+            self.out["val_pass@1"] = float(trainer.callback_metrics["val/pass@1"])
+
     def on_train_end(self, trainer, module):
         self.out["loss_end"] = self._eval(trainer, module)
 
@@ -140,7 +144,10 @@ def main():
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=STEPS, logger=False, precision=PRECISION,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=METHOD not in ("ddpm", "vae", "rectified_flow"),
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=OUT)
+                        num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=OUT,
+                        # causal LMs validate once (greedy answers: each rank stops at its own length)
+                        **({"limit_val_batches": 0} if METHOD in ("ddpm", "vae", "rectified_flow") else
+                           {"limit_val_batches": 1, "val_check_interval": 2, "check_val_every_n_epoch": None}))
     trainer.fit(module, datamodule=make_data(), ckpt_path=RESUME)
     if SAVE:
         trainer.save_checkpoint(OUT / SAVE)

@@ -90,6 +90,7 @@ def test_causal_lm_sharded_steps_equal_ddp(tmp_path, method):
     assert max_difference(sharded["step1"], ddp["step1"]) < ATOL
     assert max_difference(sharded["final"], ddp["final"]) < 1e-5
     assert max_difference(sharded["final"], sharded["step1"]) > 1e-4  # it trained
+    assert sharded["val_pass@1"] == ddp["val_pass@1"]  # validation's greedy answers, generated gathered
 
 
 @pytest.mark.slow
