@@ -97,8 +97,8 @@ def _load_meta(meta: Path, map_location: Any) -> dict[str, Any]:
     try:
         checkpoint = torch.load(meta, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{str(meta)!r} of a sharded checkpoint cannot be read safely ({type(err).__name__}); "
-                              "the save was interrupted or the file is not Lightning's. Use an earlier checkpoint.") from err
+        raise CheckpointError(f"{str(meta)!r} of a sharded checkpoint cannot be read safely ({type(err).__name__}); the "
+                              "save was interrupted or the file is not Lightning's. Use an earlier checkpoint.") from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{str(meta)!r} is not Lightning's checkpoint metadata.")
     return checkpoint
@@ -263,7 +263,7 @@ class LitzooModule(L.LightningModule):
             return
         roots = self.extra_sharded_modules() + self.sharded_roots()
         if not roots:
-            raise ValueError(f"{type(self).__name__} cannot be trained sharded (ModelParallelStrategy / FSDP); use DDP.")
+            raise ValueError(f"{type(self).__name__} has no trainable submodule to shard (ModelParallelStrategy / FSDP).")
         sharding.shard(roots, sharding.data_parallel_mesh(self.device_mesh), blocks,
                        sharding.mixed_precision_policy(self.trainer.precision))
         sharding.check_trainable_sharded(self)

@@ -25,7 +25,8 @@ DCP_METADATA = ".metadata"
 
 def block_classes(model: nn.Module, names: Optional[Sequence[str]] = None) -> tuple[type, ...]:
     """The classes of ``model``'s submodules sharded as one unit each: ``names`` (class names) when given, else
-    ``model._no_split_modules``, else the classes of the entries of its own ``ModuleList`` s (a UNet's down and up blocks)."""
+    ``model._no_split_modules``, else the classes of the entries of its own ``ModuleList`` s (a UNet's down and up
+    blocks)."""
     present = {type(m).__name__: type(m) for m in model.modules() if m is not model}
     if names is not None:
         missing = [n for n in names if n not in present]

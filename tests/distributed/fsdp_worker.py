@@ -141,7 +141,7 @@ def main():
         from litzoo.callbacks import SampleGrid
 
         callbacks.append(SampleGrid(every_n_steps=1000, n=4, steps=2))
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=STEPS, logger=False, precision=PRECISION,
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=STEPS, precision=PRECISION, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=METHOD not in ("ddpm", "vae", "rectified_flow"),
                         num_sanity_val_steps=0, callbacks=callbacks, default_root_dir=OUT,

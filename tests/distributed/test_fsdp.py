@@ -49,10 +49,11 @@ def check_generator(tmp_path: Path, method: str) -> dict:
     # litzoo.export`'s main, in this process: the README test runs `train.py export` on a folder as a command)
     export = tmp_path / "export_sharded"
     export_main([str(tmp_path / "sharded.ckpt"), str(export)])
-    files = sorted(p.relative_to(tmp_path / "export_unsharded") for p in (tmp_path / "export_unsharded").rglob("*.safetensors"))
+    unsharded = tmp_path / "export_unsharded"
+    files = sorted(p.relative_to(unsharded) for p in unsharded.rglob("*.safetensors"))
     assert files and files == sorted(p.relative_to(export) for p in export.rglob("*.safetensors"))
     for f in files:
-        a, b = load_file(tmp_path / "export_unsharded" / f), load_file(export / f)
+        a, b = load_file(unsharded / f), load_file(export / f)
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), f
     return result
 
@@ -171,7 +172,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(method):
             labels[:, :4] = -100
             loss = module.sft_loss({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
             net = module.policy
-        flag = "is_activation_checkpointing" if hasattr(net, "is_activation_checkpointing") else "is_gradient_checkpointing"
+        flag = next(f for f in ("is_activation_checkpointing", "is_gradient_checkpointing") if hasattr(net, f))
         assert getattr(net, flag) == checkpointing
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]))
