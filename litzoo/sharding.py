@@ -147,21 +147,33 @@ def gathered(module: nn.Module) -> Iterator[nn.Module]:
 
     fsdp2 = [m for m in module.modules() if isinstance(m, FSDPModule)]
     if fsdp2:
+        before = [_reshards_after_forward(m) for m in fsdp2]
         for m in fsdp2:  # the same order on every rank: the all-gathers pair up
             m.unshard()
             m.set_reshard_after_forward(False, recurse=False)
         try:
             yield module
         finally:
-            for m in fsdp2:
+            for m, reshard in zip(fsdp2, before):
                 m.reshard()
-                m.set_reshard_after_forward(m is not fsdp2[0], recurse=False)  # FSDP2's defaults: the root keeps
+                m.set_reshard_after_forward(reshard, recurse=False)
         return
     if any(isinstance(m, FullyShardedDataParallel) for m in module.modules()):
         with FullyShardedDataParallel.summon_full_params(module, writeback=False):
             yield module
         return
     yield module
+
+
+def _reshards_after_forward(module: nn.Module) -> bool:
+    """Whether an FSDP2 module frees its gathered weights after forward (a root keeps them: FSDP2 sets that at its
+    first forward); read from FSDP2's state (no public getter), ``True`` (its default) if that moved."""
+    try:
+        state = module._get_fsdp_state()
+        groups = getattr(state, "_fsdp_param_groups", None) or [state._fsdp_param_group]
+        return any(g._reshard_after_forward for g in groups if g is not None)
+    except AttributeError:
+        return True
 
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
