@@ -3,6 +3,8 @@
     python train.py fit --config configs/ddpm_digits.yaml
     python train.py fit --config configs/ddpm_digits.yaml --trainer.precision bf16-mixed
     python train.py fit --config configs/ddpm_digits.yaml --trainer.devices 2 --trainer.strategy ddp
+    python train.py fit --config configs/cot_sft_addition.yaml --trainer.devices 2 --trainer.strategy ModelParallelStrategy \
+        --trainer.strategy.data_parallel_size 2 --trainer.strategy.tensor_parallel_size 1    # FSDP2 (README: at scale)
     python train.py fit --config configs/ddpm_digits.yaml --ckpt_path PATH       # resume a run exactly
     python train.py fit --config configs/ddpm_digits.yaml --init_from PATH      # fine-tune from its weights
     python train.py validate --config configs/ddpm_digits.yaml --ckpt_path PATH
@@ -237,6 +239,25 @@ class LitzooCLI(LightningCLI):
         except ValueError as err:  # CheckpointError: the file, what is wrong with it and what to do
             raise ConfigError(root_cause_message(err)) from err
         super()._parse_ckpt_path()
+        self._parse_sharded_ckpt_path()
+
+    def _parse_sharded_ckpt_path(self) -> None:
+        """Lightning's merge above reads checkpoint files only: do the same for a sharded checkpoint folder
+        (ModelParallelStrategy), whose hyperparameters are in its ``meta.pt``."""
+        from pathlib import Path
+
+        from litzoo.base import load_checkpoint
+
+        config = self._subcommand_config()
+        path = config.get("ckpt_path") if config is not None else None
+        if not path or not Path(path).is_dir():
+            return
+        hparams = dict(load_checkpoint(path, mmap=True).get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if hparams:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self._subcommand_config()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import io
 import math
 import os
 import shutil
@@ -26,8 +27,14 @@ class CheckpointError(ValueError):
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     mmap: bool = False) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with errors that say what is wrong and what to do. ``mmap=True``
-    maps the tensors instead of reading them (a check of a large checkpoint's entries costs no memory)."""
+    maps the tensors instead of reading them (a check of a large checkpoint's entries costs no memory).
+
+    A folder is a sharded checkpoint (FSDP2 / ``ModelParallelStrategy``: a distributed-checkpoint folder with its
+    ``.metadata`` and Lightning's ``meta.pt``): its shards are consolidated into one state dict (``mmap=True``: only
+    ``meta.pt`` is read, ``state_dict`` is then empty)."""
     path = Path(path)
+    if path.is_dir():
+        return load_sharded_checkpoint(path, weights=not mmap, map_location=map_location)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist (or is not a file). Check the path.")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load would try a legacy pickle
@@ -52,6 +59,48 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict' entry).")
+    return checkpoint
+
+
+def load_sharded_checkpoint(path: Path, weights: bool = True, map_location: Any = "cpu") -> dict[str, Any]:
+    """A sharded checkpoint folder as one Lightning checkpoint dict (see :func:`load_checkpoint`); the optimizer
+    states are left out (a resume reads them through the strategy, an export needs none)."""
+    from litzoo.sharding import DCP_METADATA, load_dcp_folder
+
+    meta = path / "meta.pt"
+    if not (path / DCP_METADATA).is_file():
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is a folder but not a sharded (distributed) checkpoint: it has no "
+            f"{DCP_METADATA!r} file ({', '.join(sorted(e.name for e in path.iterdir())[:5]) or 'it is empty'}). "
+            "Give a checkpoint file, or the folder a ModelParallelStrategy run saved (e.g. checkpoints/last.ckpt).")
+    if not meta.is_file():
+        raise CheckpointError(
+            f"Sharded checkpoint {str(path)!r} has no 'meta.pt' (Lightning's hyperparameters and loop state, "
+            "written by rank 0 after the shards): the save was interrupted or the folder copied partly. Use an "
+            "earlier checkpoint.")
+    checkpoint = _load_meta(meta, map_location)
+    if weights:
+        from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+
+        try:
+            checkpoint["state_dict"] = load_dcp_folder(path)["state_dict"]
+        except (Exception, CheckpointException) as err:
+            raise CheckpointError(f"Sharded checkpoint {str(path)!r} cannot be read ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''}): a shard is missing or "
+                                  "truncated. Use an earlier checkpoint.") from err
+    else:
+        checkpoint["state_dict"] = {}
+    return checkpoint
+
+
+def _load_meta(meta: Path, map_location: Any) -> dict[str, Any]:
+    try:
+        checkpoint = torch.load(meta, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{str(meta)!r} of a sharded checkpoint cannot be read safely ({type(err).__name__}); the "
+                              "save was interrupted or the file is not Lightning's. Use an earlier checkpoint.") from err
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{str(meta)!r} is not Lightning's checkpoint metadata.")
     return checkpoint
 
 
@@ -101,7 +150,7 @@ def restoring_from(checkpoint_path: Any) -> Iterator[None]:
     :func:`checkpoint_being_restored`: e.g. a causal LM takes its policy's config and tokenizer from it, as the folder
     its ``pretrained_path`` names may be gone. Used by :meth:`LitzooModule.load_from_checkpoint` and by ``train.py``
     for ``--ckpt_path``."""
-    is_file = isinstance(checkpoint_path, (str, os.PathLike)) and Path(checkpoint_path).is_file()
+    is_file = isinstance(checkpoint_path, (str, os.PathLike)) and Path(checkpoint_path).exists()  # a file or a folder
     token = _RESTORING.set(str(checkpoint_path) if is_file else None)
     try:
         yield
@@ -164,6 +213,12 @@ class LitzooModule(L.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):  # type: ignore[override]
         try:
             with restoring_from(checkpoint_path):
+                if isinstance(checkpoint_path, (str, os.PathLike)) and Path(checkpoint_path).is_dir():
+                    # a sharded checkpoint folder: its shards consolidated, handed to Lightning as one file
+                    buffer = io.BytesIO()
+                    torch.save(load_checkpoint(checkpoint_path), buffer)
+                    buffer.seek(0)
+                    return super().load_from_checkpoint(buffer, *args, **kwargs)
                 return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except Exception:
             # If the file itself is unreadable, say so clearly; otherwise the original error stands.
@@ -171,6 +226,47 @@ class LitzooModule(L.LightningModule):
                 # another class's hyperparameters fail in __init__ before on_load_checkpoint could say why
                 check_checkpoint_class(load_checkpoint(checkpoint_path), cls)
             raise
+
+    # ----------------------------------------------------------------- sharded training
+    def sharded_roots(self) -> list[torch.nn.Module]:
+        """The submodules FSDP shards, each with its blocks (:func:`litzoo.sharding.default_roots`: the trainable
+        children, and the library models inside them, which run through their own ``forward``)."""
+        from litzoo.sharding import default_roots
+
+        return default_roots(self)
+
+    def extra_sharded_modules(self) -> list[torch.nn.Module]:
+        """Modules outside the module tree sharded too, with the same blocks (e.g. KimiRL's frozen ``pi_ref``)."""
+        return []
+
+    def configure_model(self) -> None:
+        """Lightning's hook before the optimizer is made: activation checkpointing (``gradient_checkpointing``),
+        then sharding. FSDP2 (``fully_shard`` of every block, then of every root; bf16 compute for
+        ``precision="bf16-mixed"``) when the strategy gives a device mesh (``ModelParallelStrategy``); with
+        Lightning's ``FSDPStrategy`` (FSDP1, GPUs) the block classes become its auto-wrap policy unless one was given.
+        ``fsdp_blocks`` (class names) overrides the blocks. A no-op otherwise, and once sharded (fit, then test)."""
+        from litzoo import sharding
+
+        if self.hparams.get("gradient_checkpointing") and not getattr(self, "_checkpointing", False):
+            sharding.enable_gradient_checkpointing(self.sharded_roots())
+            self._checkpointing = True
+        strategy = getattr(self._trainer, "strategy", None) if self._trainer is not None else None
+        blocks = self.hparams.get("fsdp_blocks")
+        if type(strategy).__name__ == "FSDPStrategy" and not strategy.kwargs.get("auto_wrap_policy"):
+            from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+            roots = self.sharded_roots()
+            classes = set(sharding.block_classes(torch.nn.ModuleList(roots), blocks) if blocks else
+                          [c for root in roots for c in sharding.block_classes(root)])
+            strategy.kwargs["auto_wrap_policy"] = ModuleWrapPolicy(classes)
+        if self.device_mesh is None or sharding.is_sharded(self):
+            return
+        roots = self.extra_sharded_modules() + self.sharded_roots()
+        if not roots:
+            raise ValueError(f"{type(self).__name__} has no trainable submodule to shard (ModelParallelStrategy / FSDP).")
+        sharding.shard(roots, sharding.data_parallel_mesh(self.device_mesh), blocks,
+                       sharding.mixed_precision_policy(self.trainer.precision))
+        sharding.check_trainable_sharded(self)
 
     def export(self, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the method's ecosystem format (diffusers / transformers / safetensors folder) into ``out_dir``, which

@@ -6,7 +6,9 @@ that copy leaves a truncated ``last.ckpt``. :class:`AtomicCheckpointIO` writes a
 fsyncs it and ``os.replace``-s it over the target (atomic within one filesystem), then fsyncs the folder: at any
 instant the path holds either the previous checkpoint or the new one, complete.
 
-``train.py`` installs it by default; with your own Trainer: ``L.Trainer(plugins=[AtomicCheckpointIO()])``.
+``train.py`` installs it by default; with your own Trainer: ``L.Trainer(plugins=[AtomicCheckpointIO()])``. A sharded
+run (``ModelParallelStrategy``) writes its distributed-checkpoint folder itself, without the CheckpointIO (Lightning
+leaves the plugin unused there; ``train.py`` runs with it unchanged), and ``meta.pt`` last, by rank 0.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@
 
 The checkpoint records which litzoo class wrote it; that class rebuilds itself with
 ``load_from_checkpoint`` (``weights_only=True``) and writes its format through ``export``:
-a diffusers folder for DDPM, etc.
+a diffusers folder for DDPM, etc. A sharded checkpoint (the folder a ``ModelParallelStrategy`` / FSDP2 run saves)
+is consolidated in this one process first (no process group, no GPUs): its export equals that of an unsharded
+checkpoint of the same weights.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def module_class_from_checkpoint(checkpoint: dict[str, Any]) -> type:
 def export_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Load the module stored in ``ckpt_path`` and write its ecosystem format to ``out_dir`` (new or empty, unless
     ``overwrite=True``: then its contents are deleted first)."""
-    cls = module_class_from_checkpoint(load_checkpoint(ckpt_path))
+    cls = module_class_from_checkpoint(load_checkpoint(ckpt_path, mmap=True))  # its entries: the weights are read next
     module = cls.load_from_checkpoint(ckpt_path, map_location="cpu")
     module.eval()
     return module.export(out_dir, overwrite=overwrite)

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from litzoo.base import CheckpointError, LitzooModule, checkpoint_being_restored, prepare_export_dir
+from litzoo.base import CheckpointError, LitzooModule, checkpoint_being_restored, load_checkpoint, prepare_export_dir
 from litzoo.model_card import card_metadata, causal_lm_card, write_model_card
 from litzoo.nets.lora import CAUSAL_LM_LORA_TARGETS, check_lora_args, lora_config, train_only_lora, without_lora
 from litzoo.optim import adamw_with_warmup_cosine
@@ -27,6 +27,7 @@ from litzoo.reasoning.policy import (
     save_policy,
 )
 from litzoo.reasoning.rewards import score
+from litzoo.sharding import gathered
 
 # The checkpoint entry with the policy's config and tokenizer (litzoo.reasoning.policy.policy_spec): a checkpoint
 # rebuilds its policy without the folder its pretrained_path names, which may have moved or been overwritten.
@@ -37,8 +38,8 @@ LORA_BASE = "base"  # the subfolder of a LoRA export with the frozen base model 
 def stored_policy_spec(checkpoint_path: str) -> Optional[dict[str, Any]]:
     """The policy spec a checkpoint file carries, else ``None`` (also for an unreadable file: its load fails later
     with the error that says why). Memory-mapped: the weights are not read."""
-    try:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+    try:  # a sharded checkpoint folder too (its meta.pt carries the spec)
+        checkpoint = load_checkpoint(checkpoint_path, mmap=True)
     except Exception:
         return None
     return checkpoint.get(POLICY_KEY) if isinstance(checkpoint, dict) else None
@@ -151,8 +152,9 @@ class CausalLMModule(LitzooModule):
     # ----------------------------------------------------------------- validation
     def greedy_scores(self, problems) -> dict[str, Tensor]:
         """Greedy responses to a ``ProblemBatch`` (``problems``, ``prompt_ids``): verifier pass@1 and lengths."""
-        rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True,
-                           max_new_tokens=self.answer_max_new_tokens)
+        with gathered(self.policy):  # sharded: each rank stops at its own length (see litzoo.sharding.gathered)
+            rollout = generate(self.policy, self.tokenizer, problems.prompt_ids, greedy=True,
+                               max_new_tokens=self.answer_max_new_tokens)
         return {"pass@1": score(problems.problems, rollout.texts), "response_length": rollout.lengths}
 
     def on_validation_epoch_end(self) -> None:
@@ -182,8 +184,9 @@ class CausalLMModule(LitzooModule):
     def answer(self, prompts: list[str], max_new_tokens: Optional[int] = None) -> list[str]:
         """Greedy responses to prompt texts (e.g. ``"47+38="``; through the tokenizer's chat template if it has one)."""
         ids = [encode_chat_prompt(self.tokenizer, p) for p in prompts]
-        return generate(self.policy, self.tokenizer, ids, greedy=True,
-                        max_new_tokens=max_new_tokens or self.answer_max_new_tokens).texts
+        with gathered(self.policy):
+            return generate(self.policy, self.tokenizer, ids, greedy=True,
+                            max_new_tokens=max_new_tokens or self.answer_max_new_tokens).texts
 
     def export(self, out_dir: str | os.PathLike, overwrite: bool = False, merge_lora: bool = False) -> Path:
         """A transformers folder: ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained(out_dir)``. With LoRA a

@@ -12,6 +12,7 @@ from litzoo.base import LitzooModule
 from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
 from litzoo.nets.lora import lora_config, train_only_lora, without_lora
 from litzoo.seeding import step_generator
+from litzoo.sharding import gathered
 
 #: first seed of the validation noise: batch i draws from ``VALIDATION_SEED + i`` (fixed across epochs)
 VALIDATION_SEED = 10_000
@@ -198,6 +199,7 @@ class GenerativeModule(LitzooModule):
         h = self.hparams
         y = torch.arange(h.eval_samples_per_class * self.num_classes, device=self.device) % self.num_classes
         generator = torch.Generator(device=self.device).manual_seed(self.seed + self.global_rank)
-        images = self.sample(len(y), steps=h.eval_steps, y=y, generator=generator, **self.eval_sample_kwargs())
+        with gathered(self):  # sharded: the weights gathered once, not at every sampling step
+            images = self.sample(len(y), steps=h.eval_steps, y=y, generator=generator, **self.eval_sample_kwargs())
         self.log("val/class_accuracy", class_accuracy(images.cpu(), y.cpu()), sync_dist=True)
         return images

@@ -52,6 +52,14 @@ class EMA(WeightAveraging):
         super().__init__(device=device, use_buffers=True, multi_avg_fn=multi_avg_fn)
         self.decay, self.warmup, self.every_n_steps, self.start_step = decay, warmup, every_n_steps, start_step
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # The average is a deep copy updated from the live weights: sharded (FSDP), every rank holds a slice, and
+        # Lightning's WeightAveraging copies and swaps whole modules: refuse rather than average slices silently.
+        if type(trainer.strategy).__name__ in ("ModelParallelStrategy", "FSDPStrategy", "DeepSpeedStrategy"):
+            raise ValueError(f"EMA does not support sharded training ({type(trainer.strategy).__name__}): drop the EMA "
+                             "callback, or train with DDP (--trainer.strategy ddp) when the model fits one device.")
+        super().setup(trainer, pl_module, stage)
+
     def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
         return step_idx is not None and step_idx >= self.start_step and step_idx % self.every_n_steps == 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 #: a file every litzoo export writes at its top (diffusers pipeline, transformers model or VAE, RL policy folder)
@@ -24,6 +24,12 @@ class ExportOnFitEnd(Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         log_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank must ask
+        from litzoo.sharding import is_sharded
+
+        if is_sharded(pl_module):  # rank 0 holds a slice of every weight: export the saved checkpoint folder instead
+            rank_zero_warn("ExportOnFitEnd skipped: the model is sharded (FSDP). Export the run's checkpoint folder: "
+                           "python train.py export --ckpt <checkpoints/last.ckpt> --out DIR.", category=UserWarning)
+            return
         if not trainer.is_global_zero or trainer.interrupted:
             return
         out_dir = Path(self.out_dir or os.path.join(log_dir, "export"))

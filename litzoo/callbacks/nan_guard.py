@@ -15,6 +15,8 @@ class NonFiniteLossError(FloatingPointError):
 def _floating(tensors: Any) -> list[torch.Tensor]:
     """The floating-point tensors in a (nested) dict/list of tensors."""
     if torch.is_tensor(tensors):
+        if hasattr(tensors, "to_local"):  # a sharded (FSDP2 DTensor) weight: this rank checks its own slice
+            tensors = tensors.to_local()
         return [tensors] if tensors.is_floating_point() else []
     if isinstance(tensors, dict):
         return [t for v in tensors.values() for t in _floating(v)]

@@ -102,8 +102,16 @@ class SampleGrid(Callback):
     @torch.no_grad()
     def _write(self, trainer, pl_module, model=None, name: Optional[str] = None) -> None:
         log_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank must ask
+        from litzoo.sharding import gathered, is_sharded
+
+        if is_sharded(pl_module):  # every rank gathers the weights and samples (collectives); rank 0 writes
+            with gathered(pl_module):
+                return self._sample_and_write(trainer, pl_module, log_dir, model, name)
         if not trainer.is_global_zero:
             return
+        self._sample_and_write(trainer, pl_module, log_dir, model, name)
+
+    def _sample_and_write(self, trainer, pl_module, log_dir, model=None, name: Optional[str] = None) -> None:
         model = model or find_ema_module(trainer) or pl_module
         num_classes = getattr(pl_module, "num_classes", None)
         y = torch.arange(self.n, device=pl_module.device) % num_classes if num_classes else None
@@ -116,6 +124,8 @@ class SampleGrid(Callback):
             )
         finally:
             model.train(was_training)
+        if not trainer.is_global_zero:
+            return
         out_dir = Path(log_dir) / "samples"
         path = out_dir / f"{name or f'step_{trainer.global_step:06d}'}.png"
         if samples.ndim == 4:

@@ -43,6 +43,8 @@ class CoTSFT(CausalLMModule):
             train (``lora_rank=0``: off, the whole policy trains; ``lora_alpha=None``: the rank; targets default
             :data:`litzoo.nets.lora.CAUSAL_LM_LORA_TARGETS`, the attention and MLP projections). ``export`` then
             writes a peft adapter folder (``export(..., merge_lora=True)``: the merged model).
+        gradient_checkpointing, fsdp_blocks: recompute block activations in backward (same gradients, less memory);
+            the block classes FSDP shards one by one (default: the library's; see ``LitzooModule.configure_model``).
     """
 
     def __init__(
@@ -61,6 +63,8 @@ class CoTSFT(CausalLMModule):
         lora_alpha: Optional[float] = None,
         lora_dropout: float = 0.0,
         lora_target_modules: Optional[list[str]] = None,
+        gradient_checkpointing: bool = False,
+        fsdp_blocks: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         check_positive("lr", lr)

@@ -75,6 +75,8 @@ class DDPM(GenerativeModule):
             of samples logged at validation every N epochs (0 = never; image data with classes only).
         seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly. ``None`` (default): the global
             seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
+        gradient_checkpointing, fsdp_blocks: recompute block activations in backward (same gradients, less memory);
+            the block classes FSDP shards one by one (default: the library's; see ``LitzooModule.configure_model``).
     """
 
     def __init__(
@@ -106,6 +108,8 @@ class DDPM(GenerativeModule):
         eval_sampler: str = "ddim",
         eval_steps: int = 25,
         seed: Optional[int] = None,
+        gradient_checkpointing: bool = False,
+        fsdp_blocks: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)

@@ -33,10 +33,10 @@ and problems, the same count); gradients are averaged by DDP as usual.
 Practical notes. Sampling at ``temperature < 1`` (0.5 in the configs) and ``lr ~ 1e-4`` suit
 small models: at ``T = 1`` most samples of a half-trained model are wrong and the gradient is
 mostly noise. ``pi_ref`` is a full frozen copy of the policy (skipped when ``tau = 0``; with LoRA
-the base with the adapters off, no copy). For models that do not fit one device, Lightning's FSDP
-strategy shards the policy, but ``generate``
-then needs the full parameters gathered (``FullyShardedDataParallel.summon_full_params``) and
-``pi_ref`` should be sharded too; that path is untested here (tiny models run with DDP).
+the base with the adapters off, no copy). For models that do not fit one device,
+``ModelParallelStrategy`` (FSDP2) shards the policy and ``pi_ref`` alike (``configure_model``);
+rollouts and validation answers run with the policy's parameters gathered
+(:func:`litzoo.sharding.gathered`: each rank stops generating at its own length).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from litzoo.reasoning.meters import level_key
 from litzoo.reasoning.partial_rollout import PartialResponse, PartialRolloutBuffer, RolloutGroup, pack_groups
 from litzoo.reasoning.rewards import score
 from litzoo.seeding import step_seed
+from litzoo.sharding import full_state_dict, gathered, is_sharded, load_full_state_dict
 
 
 class KimiRL(CausalLMModule):
@@ -87,6 +88,8 @@ class KimiRL(CausalLMModule):
             writes a peft adapter folder (``export(..., merge_lora=True)``: the merged model).
             With LoRA ``pi_ref`` is the frozen base: the policy with its adapters switched off (peft's
             ``disable_adapter``, as TRL does), no second model copy and no refresh per iteration.
+        gradient_checkpointing, fsdp_blocks: recompute block activations in backward (same gradients, less memory);
+            the block classes FSDP shards one by one (default: the library's; see ``LitzooModule.configure_model``).
     """
 
     def __init__(
@@ -117,6 +120,8 @@ class KimiRL(CausalLMModule):
         lora_alpha: Optional[float] = None,
         lora_dropout: float = 0.0,
         lora_target_modules: Optional[list[str]] = None,
+        gradient_checkpointing: bool = False,
+        fsdp_blocks: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         if k < 2:
@@ -160,6 +165,10 @@ class KimiRL(CausalLMModule):
                 self._pending_ref = None
             object.__setattr__(self, "_ref", ref)  # keep it out of state_dict, DDP and the optimizer
         return self._ref
+
+    def extra_sharded_modules(self) -> list[torch.nn.Module]:
+        # pi_ref copied whole, then sharded like the policy (none with LoRA: the base is pi_ref)
+        return [self.ref_policy] if self.hparams.tau > 0 and not self.lora_rank else []
 
     def rebuild_policy(self, spec: dict[str, Any]) -> None:
         super().rebuild_policy(spec)
@@ -216,10 +225,11 @@ class KimiRL(CausalLMModule):
             RolloutGroup(p, int(i), [PartialResponse(list(ids)) for _ in range(h.k)])
             for p, i, ids in zip(problems.problems, batch["problem_ids"].tolist(), problems.prompt_ids)
         )
-        rollout = self.buffer.step(
-            self.policy, self.tokenizer, segment_tokens=h.segment_tokens or h.max_new_tokens,
-            max_response_tokens=h.max_new_tokens, temperature=h.temperature, seed=self._rollout_seed(),
-        )
+        with gathered(self.policy):  # sharded: each rank stops at its own length (see litzoo.sharding.gathered)
+            rollout = self.buffer.step(
+                self.policy, self.tokenizer, segment_tokens=h.segment_tokens or h.max_new_tokens,
+                max_response_tokens=h.max_new_tokens, temperature=h.temperature, seed=self._rollout_seed(),
+            )
         groups = self.last_groups = self.buffer.pop_finished()
 
         # 2. Rewards of the finished groups: verifier (+ length reward after its warm-up).
@@ -320,10 +330,12 @@ class KimiRL(CausalLMModule):
         problems = batch["problems"]
         values = self.greedy_scores(problems)
         if h.eval_k > 0:
-            sampled = generate(
-                self.policy, self.tokenizer, problems.prompt_ids, num_samples=h.eval_k, temperature=h.eval_temperature,
-                max_new_tokens=h.max_new_tokens, seed=(self.seed + 7919 * batch_idx) * 1024 + self.global_rank,
-            )
+            with gathered(self.policy):
+                sampled = generate(
+                    self.policy, self.tokenizer, problems.prompt_ids, num_samples=h.eval_k,
+                    temperature=h.eval_temperature, max_new_tokens=h.max_new_tokens,
+                    seed=(self.seed + 7919 * batch_idx) * 1024 + self.global_rank,
+                )
             flat = [p for p in problems.problems for _ in range(h.eval_k)]
             values[f"pass@{h.eval_k}"] = score(flat, sampled.texts).view(len(problems), h.eval_k).max(-1).values
         self.meter.add([level_key(p) for p in problems.problems], **values)
@@ -332,8 +344,8 @@ class KimiRL(CausalLMModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["kimi_rl"] = {
-            "ref_state": None if self.lora_rank else {  # with LoRA pi_ref is the base, held in the state dict
-                k: v.detach().cpu() for k, v in self.ref_policy.state_dict().items()},
+            "ref_state": None if self.lora_rank else  # with LoRA pi_ref is the base, held in the state dict
+            full_state_dict(self.ref_policy),  # sharded: gathered (a collective; rank 0 writes it)
             "ref_step": self._ref_step,
             "rollouts": self._rollouts,
             "buffer": self.buffer.state_dict(),
@@ -346,7 +358,9 @@ class KimiRL(CausalLMModule):
             return
         self._rollouts = int(state["rollouts"])
         self.buffer.load_state_dict(state["buffer"])
-        # pi_ref is made from the policy once its weights are loaded (after this hook), then gets the saved weights.
-        object.__setattr__(self, "_ref", None)
-        self._pending_ref = state["ref_state"]
+        if self._ref is not None and is_sharded(self._ref):  # sharded already (configure_model): load into the shards
+            load_full_state_dict(self._ref, state["ref_state"])
+        else:  # pi_ref is made from the policy once its weights are loaded (after this hook), then gets the saved ones
+            object.__setattr__(self, "_ref", None)
+            self._pending_ref = state["ref_state"]
         self._ref_step = int(state["ref_step"])

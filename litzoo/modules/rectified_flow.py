@@ -114,6 +114,7 @@ class RectifiedFlowDiT(GenerativeModule):
             validation every N epochs (0 = never; 1-channel class-conditional images only).
         seed: seeds the per-step noise so a resumed run repeats the uninterrupted one exactly. ``None`` (default): the global
             seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
+        gradient_checkpointing, fsdp_blocks: sharded training (``LitzooModule.configure_model``).
     """
 
     def __init__(
@@ -161,6 +162,7 @@ class RectifiedFlowDiT(GenerativeModule):
         eval_samples_per_class: int = 20,
         eval_steps: int = 10,
         seed: Optional[int] = None,
+        gradient_checkpointing: bool = False, fsdp_blocks: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         check_choice("timestep_sampling", timestep_sampling, TIMESTEP_DENSITIES)
@@ -411,13 +413,11 @@ class RectifiedFlowDiT(GenerativeModule):
                  negative_pooled_prompt_embeds=pooled[null], guidance_scale=w, output_type="latent")
         reproduces ``sample(..., y=y, cfg_scale=w, return_latents=True)`` for the same generator (w > 1).
 
-        A text-conditioned model also writes ``text_encoder/`` and ``tokenizer/`` (``CLIPTextModelWithProjection``
-        and ``AutoTokenizer.from_pretrained(out_dir, subfolder=...)``). They stay out of ``model_index.json``: the
+        A text-conditioned model also writes ``text_encoder/`` and ``tokenizer/`` (``CLIPTextModelWithProjection`` and
+        ``AutoTokenizer.from_pretrained(out_dir, subfolder=...)``). They stay out of ``model_index.json``: the
         pipeline's own prompt encoding (penultimate CLIP layer, two CLIPs + T5) is not this model's, so compute
         ``prompt_embeds, pooled = module.encode_prompts(prompts)`` (or by hand with the saved encoder: last hidden
-        state and ``text_embeds``) and pass zeros as the negative embeddings (the null prompt).
-
-        LoRA: ``transformer/`` is the frozen base, ``pytorch_lora_weights.safetensors`` the adapters (diffusers'
+        state and ``text_embeds``) and pass zeros as the negative embeddings (the null prompt). LoRA: ``transformer/`` is the frozen base, ``pytorch_lora_weights.safetensors`` the adapters (diffusers'
         ``load_lora_weights``/``load_lora_adapter``); ``merge_lora=True``: the merged transformer, no adapter file.
         """
         out_dir = prepare_export_dir(out_dir, overwrite)
@@ -436,8 +436,7 @@ class RectifiedFlowDiT(GenerativeModule):
                          "hyperparameters": dict(self.hparams), "null_class_label": self.null_class,
                          "timestep_scale": NUM_TRAIN_TIMESTEPS}
         if text_encoder is None or self.conditioning.class_prompts:  # per-label tables exist
-            with torch.no_grad():
-                tokens, pooled = self.conditioning.condition_tables()
+            tokens, pooled = (t.detach() for t in self.conditioning.condition_tables())
             litzoo_config["context_tokens"] = tokens.detach().float().cpu().tolist()
             litzoo_config["pooled_class_embeddings"] = pooled.detach().float().cpu().tolist()
             if self.num_classes:  # SD3's pipeline takes only embeddings: ship the tables and a pipeline for labels

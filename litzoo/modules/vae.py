@@ -50,6 +50,8 @@ class VAE(LitzooModule):
         lr, weight_decay, warmup_steps, total_steps: AdamW + warmup/cosine.
         seed: seeds the per-step posterior sample so a resumed run repeats the uninterrupted one. ``None`` (default): the global
             seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
+        gradient_checkpointing, fsdp_blocks: recompute block activations in backward (same gradients, less memory);
+            the block classes FSDP shards one by one (default: the library's; see ``LitzooModule.configure_model``).
     """
 
     def __init__(
@@ -66,6 +68,8 @@ class VAE(LitzooModule):
         warmup_steps: int = 50,
         total_steps: int = 0,
         seed: Optional[int] = None,
+        gradient_checkpointing: bool = False,
+        fsdp_blocks: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         for name, value in [("image_size", image_size), ("in_channels", in_channels),
@@ -85,6 +89,11 @@ class VAE(LitzooModule):
         # Persistent buffers: the factors travel in checkpoints and are written to the diffusers config on export.
         self.register_buffer("scaling_factor", torch.tensor(1.0))
         self.register_buffer("shift_factor", torch.tensor(0.0))
+
+    def sharded_roots(self) -> list[torch.nn.Module]:
+        # AutoencoderKL runs through encode/decode, never its forward: shard the parts those call (encoder, decoder,
+        # quant convs), each gathered by its own forward.
+        return [m for m in self.vae.children() if any(p.requires_grad for p in m.parameters())]
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
