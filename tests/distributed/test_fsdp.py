@@ -216,9 +216,9 @@ def test_readme_fine_tuning_at_scale_commands_run(tmp_path):
         proc = subprocess.run([sys.executable, *args, *(quick if i == 0 else [])], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
-    ckpt = tmp_path / "runs/cot_sft_addition/lightning_logs/version_0/checkpoints/last.ckpt"
+    ckpt = tmp_path / "runs/cot_sft_sharded/lightning_logs/version_0/checkpoints/last.ckpt"
     assert (ckpt / ".metadata").is_file() and (ckpt / "meta.pt").is_file()  # a sharded folder
-    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "runs/cot_sft_addition/sharded_export")
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "runs/cot_sft_sharded/export")
     state = load_checkpoint(ckpt)["state_dict"]
     for name, value in exported.state_dict().items():
         assert torch.equal(value, state[f"policy.{name}"]), name
