@@ -1,16 +1,11 @@
 """PPO: bad input; the clipped surrogate, its gradient and the clipped value loss on hand-computed cases; the
 minibatch/epoch schedule (which indices, how many AdamW steps, one trainer step per rollout); the target_kl early
 stop; the lr/clip schedules; learning a contextual bandit and a continuous identity; resume,
-load_from_checkpoint(weights_only=True), export, bf16-mixed, 2-process CPU DDP, the configs with train.py;
-slow: CartPole-v1 solved, Pendulum-v1 improved."""
+load_from_checkpoint(weights_only=True), export, bf16-mixed, the configs with train.py (2-process CPU DDP: in
+test_sac.py); slow: CartPole-v1 solved, Pendulum-v1 improved."""
 
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import gymnasium as gym
 import lightning as L
@@ -34,7 +29,6 @@ from rl_helpers import (
     run_train_py,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -225,53 +219,7 @@ def test_config_trains_with_train_py_and_exports_a_loadable_policy(tmp_path, mon
     assert checkpoint["litzoo_rl"]["env_steps"] == 2 * rollout
 
 
-DDP_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import lightning as L
-    import torch
-    from litzoo.datamodules.gym import GymDataModule
-    from litzoo.modules.ppo import PPO
-
-    torch.set_num_threads(1)
-    out = sys.argv[1]
-
-    class Record(L.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            if batch_idx == 0:
-                self.first_obs = batch.obs[0].tolist()
-        def on_train_end(self, trainer, module):
-            flat = torch.cat([p.detach().flatten() for p in module.parameters()])
-            record = {"first_obs": self.first_obs, "env_steps": module.env_steps, "updates": module.num_updates,
-                      "params": flat.tolist(), "steps": module.last_minibatch_steps,
-                      "adam": int(trainer.optimizers[0].state[module.critic[0].weight]["step"])}
-            with open(f"{out}/rank{trainer.global_rank}.json", "w") as f:
-                json.dump(record, f)
-
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp", logger=False,
-                        callbacks=[Record()], enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.fit(PPO(hidden_sizes=(16, 16), n_steps=32, batch_size=16, n_epochs=4, lr=1e-2, target_kl=0.02,
-                    normalize_observations=True, log_every_n_env_steps=64),
-                GymDataModule("CartPole-v1", num_envs=2, batches_per_epoch=3))
-    """
-)
-
-
-def test_two_process_cpu_ddp_ranks_see_different_episodes_and_take_the_same_steps(tmp_path):
-    script = tmp_path / "ddp_ppo.py"
-    script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=REPO, env=env, timeout=300,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert rank0["first_obs"] != rank1["first_obs"]  # different episodes and minibatches ...
-    assert rank0["env_steps"] == rank1["env_steps"] == 3 * 32 * 2 and rank0["updates"] == rank1["updates"] == 3
-    # ... yet the same weights and the same number of AdamW steps: averaged gradients, and the early stop
-    # decided on the KL averaged over ranks
-    np.testing.assert_array_equal(rank0["params"], rank1["params"])
-    assert rank0["adam"] == rank1["adam"] and rank0["steps"] == rank1["steps"]
+# 2-process CPU DDP: tests/modules/test_sac.py runs PPO and SAC in one launch (one process start for both).
 
 
 # ------------------------------------------------------------------------------------------ slow
