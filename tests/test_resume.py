@@ -136,7 +136,8 @@ def test_sigkilled_mid_epoch_run_resumes_with_the_uninterrupted_losses(tmp_path)
 def _rl_module(name: str):
     import torch
 
-    from litzoo.modules import PPO, SAC
+    from litzoo.modules.ppo import PPO
+    from litzoo.modules.sac import SAC
 
     torch.manual_seed(0)  # the initial weights: the same in every run of a test
     if name == "PPO":  # 4 rollouts of 8 steps x 2 envs per epoch; episodes of 4 steps end at every rollout's end
