@@ -142,6 +142,16 @@ def test_an_update_moves_each_network_by_its_own_loss_only():
     assert seen["alpha_grad"].item() != 0.0  # the temperature is learned in the same step
 
 
+def test_a_fixed_temperature_is_a_constant_outside_the_optimizer():
+    module = SAC(observation_space=spaces.Box(-1, 1, (3,)), action_space=spaces.Box(-2, 2, (2,)), ent_coef=0.2)
+    assert module.temperature().item() == pytest.approx(0.2) and not module.temperature.log_alpha.requires_grad
+    optimized = {id(p) for group in module.configure_optimizers().param_groups for p in group["params"]}
+    assert id(module.temperature.log_alpha) not in optimized
+    assert optimized == {id(p) for p in (*module.policy.actor.parameters(), *module.critic.parameters())}
+    learned = SAC(observation_space=spaces.Box(-1, 1, (3,)), action_space=spaces.Box(-2, 2, (2,)))
+    assert learned.target_entropy == -2.0 and learned.temperature().item() == 1.0  # -dim(A), alpha_0 = 1
+
+
 # ------------------------------------------------------------------------------------------ learning
 def test_learns_the_continuous_identity_and_holds_the_entropy_at_its_target():
     module = small(ent_coef_init=0.1, alpha_lr=1e-2)  # alpha falls to ~0.04 within the run
