@@ -310,7 +310,7 @@ class RLModule(LitzooModule):
 
 
 class OnPolicyModule(RLModule):
-    """What the on-policy modules share (ActorCritic, TRPO): a stochastic policy and one rollout per batch.
+    """What the on-policy modules share (ActorCritic, TRPO, PPO): a stochastic policy and one rollout per batch.
 
     * ``_build_policy`` makes ``self.policy`` with :func:`litzoo.rl.policy.make_stochastic_policy` from the
       hyperparameters ``hidden_sizes``, ``activation``, ``orthogonal_init``, ``log_std_init``,
@@ -319,6 +319,8 @@ class OnPolicyModule(RLModule):
       (:func:`litzoo.rl.collect.collect_rollout`), computes returns and GAE advantages with ``gamma`` and
       ``gae_lambda``, and yields the whole rollout. Subclasses give the bootstrap value ``_value(obs)`` and may
       change the stored rewards or step values through :meth:`_rollout_hooks`.
+    * ``normalize_rewards``: :meth:`_make_return_normalizer` (in ``_build``) and :meth:`_reward_scaling` (the
+      rollout's ``reward_transform``) scale rewards by the running std of the discounted return.
     """
 
     def _build_policy(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> int:
