@@ -176,15 +176,8 @@ def test_gaussian_policy_learns_the_continuous_identity():
 
 
 # ------------------------------------------------------------------------------------------ Lightning
-def test_bf16_mixed_precision_still_learns_the_bandit():
-    module = PPO(n_steps=8, batch_size=32, n_epochs=4, lr=3e-3, log_every_n_env_steps=10**9)
-    fit(module, GymDataModule(ContextBandit, num_envs=16, batches_per_epoch=40), precision="bf16-mixed")
-    pi, _ = bandit_policy_and_features(module)
-    np.testing.assert_array_equal(pi.argmax(1), ContextBandit.R.argmax(1))
-    assert pi.max(1).min() > 0.8, pi
-
-
 def test_bf16_mixed_precision_gaussian_policy_learns_the_continuous_identity():
+    # The Gaussian path (bf16 means under autocast, float32 log-std and losses); the categorical one is A2C's/TRPO's.
     module = PPO(n_steps=8, batch_size=32, n_epochs=4, lr=3e-3, log_every_n_env_steps=10**6)
     fit(module, GymDataModule(ContinuousIdentity, num_envs=16, batches_per_epoch=60), precision="bf16-mixed")
     s = np.linspace(-1, 1, 21, dtype=np.float32)[:, None]
