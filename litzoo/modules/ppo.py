@@ -181,19 +181,21 @@ class PPO(OnPolicyModule):
         """All-reduce mean over DDP ranks (identity on one process)."""
         return x if self._world_size <= 1 else self.trainer.strategy.reduce(x, reduce_op="mean")
 
-    def minibatch_loss(self, batch: RolloutBatch, clip_range: float) -> tuple[Tensor, dict[str, Tensor]]:
-        """The PPO loss of one minibatch and its diagnostics (``approx_kl`` decides the early stop)."""
+    def minibatch_loss(self, batch: RolloutBatch, clip_range: float,
+                       features: Optional[Tensor] = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The PPO loss of one minibatch and its diagnostics (``approx_kl`` decides the early stop); ``features``:
+        the encoded ``batch.obs`` if already at hand."""
         h, actor = self.hparams, self.policy.actor
-        features = self.policy.encoder(batch.obs)
-        dist = actor.distribution(features)
-        log_probs = actor.log_prob(dist, batch.actions).float()
+        features = self.policy.encoder(batch.obs) if features is None else features
+        # closed forms, no distribution object per minibatch (it cost more than the 64-64 networks)
+        log_probs, entropy = actor.log_prob_and_entropy(features, batch.actions)
         advantages = batch.advantages
         if h.normalize_advantage and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         surrogate = ppo_clipped_surrogate(log_probs, batch.log_probs.float(), advantages, clip_range)
         values = self.critic(features).squeeze(-1).float()
         value_loss = ppo_value_loss(values, batch.values, batch.returns, h.clip_range_vf)
-        entropy = actor.entropy(dist).float().mean()
+        entropy = entropy.mean()
         loss = surrogate.loss + h.vf_coef * value_loss - h.ent_coef * entropy
         return loss, {"policy_loss": surrogate.loss.detach(), "value_loss": value_loss.detach(),
                       "entropy": entropy.detach(), "clip_fraction": surrogate.clip_fraction,
@@ -205,9 +207,11 @@ class PPO(OnPolicyModule):
         self._apply_lr_schedule(optimizer)
         clip_range = self.current_clip_range()
         total = batch.returns.numel()
+        with torch.no_grad():  # the encoder has no parameters and its statistics do not move during the update
+            features = self.policy.encoder(batch.obs)
         steps, stats = 0, None
         for epoch, idx in shuffled_minibatch_indices(total, h.batch_size, h.n_epochs, self._generator, self.device):
-            loss, info = self.minibatch_loss(RolloutBatch(*(x[idx] for x in batch)), clip_range)
+            loss, info = self.minibatch_loss(RolloutBatch(*(x[idx] for x in batch)), clip_range, features[idx])
             if h.target_kl is not None and float(self._mean(info["approx_kl"])) > 1.5 * h.target_kl:
                 stats = {**(stats or info), "stopped_at_epoch": torch.tensor(float(epoch))}
                 break  # before this minibatch's step (SB3's rule); every rank sees the same mean KL

@@ -143,6 +143,15 @@ class GaussianActor(nn.Module):
         log_probs = (-0.5 * noise.float().pow(2) - self.log_std.float() - 0.5 * math.log(2 * math.pi)).sum(-1)
         return actions, log_probs
 
+    def log_prob_and_entropy(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`\log\pi(a|s)` per row and the entropy :math:`\sum_i (\tfrac12 + \tfrac12\log 2\pi + \log\sigma_i)` (the
+        same for every state: the log-std is state-independent), in float32, without a ``Normal`` object (the
+        update path of PPO's minibatches; the same numbers as :meth:`distribution` + :meth:`log_prob`)."""
+        log_std = self.log_std.float()
+        z = (actions.float() - self.mean(features).float()) * torch.exp(-log_std)
+        log_probs = (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * self.act_dim
+        return log_probs, (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum()
+
     @staticmethod
     def log_prob(dist: torch.distributions.Normal, actions: Tensor) -> Tensor:
         return dist.log_prob(actions).sum(-1)  # independent dims: log-densities add
@@ -264,6 +273,12 @@ class CategoricalActor(nn.Module):
         u = torch.rand(log_pi.shape, device=log_pi.device, generator=generator)
         actions = (log_pi - torch.log(-torch.log(u))).argmax(-1, keepdim=True)
         return actions.squeeze(-1), log_pi.gather(-1, actions).squeeze(-1)
+
+    def log_prob_and_entropy(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`\log\pi(a|s)` and :math:`\mathcal H[\pi(\cdot|s)]` per row from one log-softmax (float32; no
+        ``Categorical`` object; log-probabilities clamped like ``Categorical.entropy``, so no ``0 * -inf``)."""
+        log_pi = torch.log_softmax(self.logits(features).float(), dim=-1).clamp(min=torch.finfo(torch.float32).min)
+        return log_pi.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), -(log_pi.exp() * log_pi).sum(-1)
 
     @staticmethod
     def log_prob(dist: torch.distributions.Categorical, actions: Tensor) -> Tensor:

@@ -78,6 +78,19 @@ def test_value_loss_clips_pessimistically_around_the_rollout_values():
     assert ppo_value_loss(values, old, returns).item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_closed_form_log_probs_and_entropy_equal_torch_distributions(kind):
+    from litzoo.nets.actors_critics import CategoricalActor, GaussianActor
+
+    actor = GaussianActor(3, 2, log_std_init=-0.4) if kind == "gaussian" else CategoricalActor(3, 4)
+    features = torch.randn(16, 3)
+    actions = torch.randn(16, 2) if kind == "gaussian" else torch.randint(4, (16,))
+    dist = actor.distribution(features)
+    log_probs, entropy = actor.log_prob_and_entropy(features, actions)
+    torch.testing.assert_close(log_probs, actor.log_prob(dist, actions))
+    torch.testing.assert_close(entropy.expand(16), actor.entropy(dist))
+
+
 def test_minibatch_indices_are_one_fresh_permutation_per_epoch_cut_in_order():
     got = list(shuffled_minibatch_indices(10, 4, n_epochs=2, generator=torch.Generator().manual_seed(5)))
     assert [e for e, _ in got] == [0, 0, 0, 1, 1, 1] and [len(i) for _, i in got] == [4, 4, 2] * 2
@@ -98,8 +111,8 @@ def record_minibatches(monkeypatch, module):
             seen["indices"].append((epoch, idx.clone()))
             yield epoch, idx
 
-    def loss(batch, clip_range):
-        out = original_loss(batch, clip_range)
+    def loss(batch, clip_range, features=None):
+        out = original_loss(batch, clip_range, features)
         seen["kl"].append(float(out[1]["approx_kl"]))
         return out
 
