@@ -37,6 +37,12 @@ Hyperparameters (rl-baselines3-zoo ``hyperparams/*.yml``):
   orthogonal init); litzoo with ``optimizer="rmsprop"`` (the same recipe), and a ``litzoo-adamw`` row
   (litzoo's default optimizer, lr 1e-3). n_timesteps 500k (default budget here 100k).
 * bf16-mixed rows (TD3, DDPG): the same litzoo run with ``Trainer(precision="bf16-mixed")``.
+* PPO, CartPole-v1 (ppo.yml: 8 envs, n_steps 32, batch 256, 20 epochs, gamma 0.98, gae_lambda 0.8, lr and clip
+  range linear to 0 from 1e-3 / 0.2) and Pendulum-v1 (4 envs, VecNormalize of observations and rewards,
+  n_steps 1024, batch 64, 10 epochs, gamma 0.9, lr 1e-3; the zoo's gSDE off in SB3 too, as for TRPO). SB3's
+  Pendulum policy is scored through its VecNormalize statistics (litzoo's normaliser is in the policy).
+* SAC, Pendulum-v1 (sac.yml: lr 1e-3; SB3 defaults otherwise: 256-256, batch 256, learning_starts 100,
+  tau 0.005, gamma 0.99, ent_coef auto); budget 10 k env steps here (zoo 20 k); bf16-mixed row too.
 * TRPO, CartPole-v1 / Pendulum-v1 (sb3-contrib trpo.yml) and DQN, CartPole-v1 (dqn.yml): rows ready,
   not in the default ``--algos`` (budget). TRPO Pendulum: the zoo's gSDE (``use_sde``) is switched off in
   SB3 too, since litzoo's TRPO has a state-independent Gaussian.
@@ -209,8 +215,46 @@ def litzoo_dqn(seed: int, steps: int, rec: Recorder) -> None:
     _fit_litzoo(module, GymDataModule("CartPole-v1", num_envs=1, batches_per_epoch=1000, seed=seed), steps, rec)
 
 
+def litzoo_ppo(seed: int, steps: int, rec: Recorder, env_id: str = "CartPole-v1", precision: str = "32-true") -> None:
+    from litzoo.datamodules.gym import GymDataModule
+    from litzoo.modules.ppo import PPO
+
+    torch.manual_seed(seed)
+    if env_id == "CartPole-v1":  # ppo.yml: 8 envs, lin_1e-3 / lin_0.2 over the run
+        num_envs, kwargs = 8, dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8, lr=1e-3,
+                                   lr_final=0.0, clip_range=0.2, clip_range_final=0.0)
+    else:  # Pendulum-v1: 4 envs, normalize (obs and rewards); gSDE off (see the module docstring)
+        num_envs, kwargs = 4, dict(n_steps=1024, batch_size=64, n_epochs=10, gamma=0.9, gae_lambda=0.95, lr=1e-3,
+                                   clip_range=0.2, normalize_observations=True, normalize_rewards=True)
+    rollout = kwargs["n_steps"] * num_envs
+    module = PPO(hidden_sizes=(64, 64), activation="tanh", ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
+                 total_steps=math.ceil(steps / rollout), log_every_n_env_steps=10_000, seed=seed, **kwargs)
+    _fit_litzoo(module, GymDataModule(env_id, num_envs=num_envs, batches_per_epoch=1000, seed=seed), steps, rec,
+                precision)
+
+
+def litzoo_ppo_pendulum(seed: int, steps: int, rec: Recorder) -> None:
+    litzoo_ppo(seed, steps, rec, env_id="Pendulum-v1")
+
+
+def litzoo_sac(seed: int, steps: int, rec: Recorder, precision: str = "32-true") -> None:
+    from litzoo.datamodules.gym import GymDataModule
+    from litzoo.modules.sac import SAC
+
+    torch.manual_seed(seed)
+    module = SAC(actor_hidden_sizes=(256, 256), critic_hidden_sizes=(256, 256), gamma=0.99, tau=0.005, actor_lr=1e-3,
+                 critic_lr=1e-3, batch_size=256, buffer_size=1_000_000, learning_starts=100,
+                 log_every_n_env_steps=1000, seed=seed)
+    _fit_litzoo(module, GymDataModule("Pendulum-v1", num_envs=1, batches_per_epoch=1000, seed=seed), steps, rec,
+                precision)
+
+
+def litzoo_sac_bf16(seed: int, steps: int, rec: Recorder) -> None:
+    litzoo_sac(seed, steps, rec, precision="bf16-mixed")
+
+
 # ----------------------------------------------------------------------------------- SB3 runners
-def _learn_sb3(model: Any, steps: int, rec: Recorder) -> None:
+def _learn_sb3(model: Any, steps: int, rec: Recorder, predictor: type = SB3Predictor) -> None:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class Evaluate(BaseCallback):
@@ -219,14 +263,14 @@ def _learn_sb3(model: Any, steps: int, rec: Recorder) -> None:
         # update older than litzoo's does at the same env-step count).
         def _on_rollout_start(self) -> None:
             if rec.due(self.num_timesteps):
-                rec.evaluate(self.num_timesteps, SB3Predictor(self.model))
+                rec.evaluate(self.num_timesteps, predictor(self.model))
 
         def _on_step(self) -> bool:
             return True
 
     rec.start()
     model.learn(total_timesteps=steps, callback=Evaluate())
-    rec.evaluate(model.num_timesteps, SB3Predictor(model))
+    rec.evaluate(model.num_timesteps, predictor(model))
 
 
 def sb3_td3(seed: int, steps: int, rec: Recorder, twin: bool = True) -> None:
@@ -279,6 +323,44 @@ def sb3_dqn(seed: int, steps: int, rec: Recorder) -> None:
                 learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
                 exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
                 seed=seed, device="cpu", verbose=0)
+    _learn_sb3(model, steps, rec)
+
+
+class VecNormalizePredictor(SB3Predictor):
+    """SB3's ``VecNormalize`` whitens observations in the env wrapper, not in the policy: apply its statistics."""
+
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return self.model.predict(self.model.get_vec_normalize_env().normalize_obs(obs), deterministic=deterministic)[0]
+
+
+def sb3_ppo(seed: int, steps: int, rec: Recorder, env_id: str = "CartPole-v1") -> None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    def linear(start: float) -> Callable[[float], float]:
+        return lambda progress_remaining: progress_remaining * start
+
+    if env_id == "CartPole-v1":
+        env = make_vec_env(env_id, n_envs=8, seed=seed)
+        kwargs = dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
+                      learning_rate=linear(1e-3), clip_range=linear(0.2), ent_coef=0.0)
+    else:
+        env = VecNormalize(make_vec_env(env_id, n_envs=4, seed=seed), gamma=0.9)
+        kwargs = dict(n_steps=1024, batch_size=64, n_epochs=10, gamma=0.9, gae_lambda=0.95, learning_rate=1e-3,
+                      clip_range=0.2, ent_coef=0.0, use_sde=False)
+    model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    _learn_sb3(model, steps, rec, VecNormalizePredictor if env_id != "CartPole-v1" else SB3Predictor)
+
+
+def sb3_ppo_pendulum(seed: int, steps: int, rec: Recorder) -> None:
+    sb3_ppo(seed, steps, rec, env_id="Pendulum-v1")
+
+
+def sb3_sac(seed: int, steps: int, rec: Recorder) -> None:
+    from stable_baselines3 import SAC
+
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=seed, device="cpu", verbose=0)
     _learn_sb3(model, steps, rec)
 
 
@@ -369,6 +451,13 @@ ALGORITHMS: dict[str, Benchmark] = {
     "trpo_pendulum": Benchmark("Pendulum-v1", -200.0, 100_000, 10_240, 0,
                                {"litzoo": litzoo_trpo_pendulum, "sb3": sb3_trpo_pendulum}),
     "dqn": Benchmark("CartPole-v1", 475.0, 50_000, 2500, 1000, {"litzoo": litzoo_dqn, "sb3": sb3_dqn}),
+    # PPO (zoo budgets 1e5 env steps) and SAC (zoo: 2e4; 10 k here for the shared machine): not in the default
+    # --algos (budget).
+    "ppo": Benchmark("CartPole-v1", 475.0, 100_000, 10_240, 0, {"litzoo": litzoo_ppo, "sb3": sb3_ppo}),
+    "ppo_pendulum": Benchmark("Pendulum-v1", -200.0, 100_000, 8192, 0,
+                              {"litzoo": litzoo_ppo_pendulum, "sb3": sb3_ppo_pendulum}),
+    "sac": Benchmark("Pendulum-v1", -200.0, 10_000, 1000, 100,
+                     {"litzoo": litzoo_sac, "litzoo-bf16": litzoo_sac_bf16, "sb3": sb3_sac}),
     # Lightning-free reference loop on TD3's networks (--algos td3_plain).
     "td3_plain": Benchmark("Pendulum-v1", -200.0, 15_000, 1000, 10_000, {"plain": plain_td3, "litzoo": litzoo_td3}),
 }
@@ -377,7 +466,8 @@ DEFAULT_ALGOS = ("td3", "ddpg", "a2c")
 
 def available(name: str) -> Optional[str]:
     """``None`` if the row's litzoo module imports, else why not (TRPO/DQN are written separately)."""
-    module = {"trpo": "litzoo.modules.trpo", "trpo_pendulum": "litzoo.modules.trpo", "dqn": "litzoo.modules.dqn"}
+    module = {"trpo": "litzoo.modules.trpo", "trpo_pendulum": "litzoo.modules.trpo", "dqn": "litzoo.modules.dqn",
+              "ppo": "litzoo.modules.ppo", "ppo_pendulum": "litzoo.modules.ppo", "sac": "litzoo.modules.sac"}
     try:
         if name in module:
             __import__(module[name])
@@ -582,8 +672,8 @@ def main() -> None:
         import litzoo.rl.policy  # noqa: F401
 
         for algo in args.algos:
-            if available(algo) is None and algo in ("trpo", "trpo_pendulum", "dqn"):
-                __import__("litzoo.modules." + ("dqn" if algo == "dqn" else "trpo"))
+            if available(algo) is None and algo in ("trpo", "trpo_pendulum", "dqn", "ppo", "ppo_pendulum", "sac"):
+                __import__("litzoo.modules." + algo.split("_")[0])
         runs = []
 
         def save() -> None:

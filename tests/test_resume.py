@@ -1,6 +1,7 @@
 """A run stopped at a mid-epoch step (in-process; and killed with SIGKILL in a subprocess, slow) and resumed from
 ``last.ckpt`` repeats the uninterrupted run's per-step losses bit for bit (DDPM on digits: 12 batches per epoch,
-a checkpoint after every step)."""
+a checkpoint after every step). PPO and SAC runs crashed mid-epoch and resumed end with the uninterrupted run's
+weights, normalisers, temperature and random stream bit for bit."""
 
 from __future__ import annotations
 
@@ -124,3 +125,74 @@ def test_sigkilled_mid_epoch_run_resumes_with_the_uninterrupted_losses(tmp_path)
     assert list(got) == list(expected)  # every step exactly once: none skipped, none repeated
     differ = [s for s in expected if got[s] != expected[s]]
     assert not differ, f"killed after step {kill_at}: losses differ at steps {differ}"
+
+
+# ------------------------------------------------------------------------------------------ RL modules (PPO, SAC)
+# An RL run's data is its own experience: a resumed run repeats the uninterrupted one bit for bit only if it
+# continues the same random stream (actions, minibatches, replay samples: saved per rank), the same normalisers,
+# optimizer and replay buffer, *and* the same episodes. Gymnasium's classic envs cannot hand back their state, so
+# these runs use rl_helpers.Counter (a deterministic reset) with every episode ending exactly where the crash
+# comes: there the uninterrupted run autoresets and the resumed run resets, into the same observation.
+def _rl_module(name: str):
+    import torch
+
+    from litzoo.modules.ppo import PPO
+    from litzoo.modules.sac import SAC
+
+    torch.manual_seed(0)  # the initial weights: the same in every run of a test
+    if name == "PPO":  # 4 rollouts of 8 steps x 2 envs per epoch; episodes of 4 steps end at every rollout's end
+        return PPO(hidden_sizes=(16, 16), n_steps=8, batch_size=4, n_epochs=2, lr_final=1e-4, clip_range_final=0.1,
+                   normalize_observations=True, normalize_rewards=True, log_every_n_env_steps=10**9, seed=3)
+    # SAC: update k follows env step 7 + k (learning_starts 8); episodes of 4 steps end after update 1, 5, 9, ...
+    return SAC(actor_hidden_sizes=(16, 16), critic_hidden_sizes=(16, 16), learning_starts=8, batch_size=8,
+               buffer_size=64, normalize_observations=True, save_replay_buffer=True, log_every_n_env_steps=10**9, seed=3)
+
+
+def _rl_fit(name: str, crash_after: int = -1, ckpt_out=None, ckpt_path=None):
+    import functools
+
+    import lightning as L
+
+    from litzoo.datamodules.gym import GymDataModule
+    from rl_helpers import Counter, fit
+
+    class CrashAfter(L.Callback):  # a job killed right after its periodic checkpoint
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == crash_after:
+                trainer.save_checkpoint(ckpt_out)
+                raise _Crash
+
+    module = _rl_module(name)
+    num_envs, batches = (2, 4) if name == "PPO" else (1, 8)
+    datamodule = GymDataModule(functools.partial(Counter, terminate_at=4), num_envs=num_envs, batches_per_epoch=batches)
+    try:
+        fit(module, datamodule, max_epochs=2, callbacks=[CrashAfter()], ckpt_path=ckpt_path)
+    except _Crash:
+        pass
+    return module
+
+
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.parametrize("name, crash_after", [("PPO", 6), ("SAC", 9)])  # mid-epoch 2, at an episode boundary
+def test_rl_run_resumed_after_a_crash_is_bit_identical_to_the_uninterrupted_run(tmp_path, name, crash_after):
+    import torch
+
+    whole = _rl_fit(name)
+    ckpt = tmp_path / "crash.ckpt"
+    crashed = _rl_fit(name, crash_after, ckpt_out=ckpt)
+    assert crashed.num_updates == crash_after
+    resumed = _rl_fit(name, ckpt_path=ckpt)
+    assert resumed.num_updates == whole.num_updates and resumed.env_steps == whole.env_steps
+    state, expected = resumed.state_dict(), whole.state_dict()  # networks, targets, normalisers, temperature
+    assert list(state) == list(expected)
+    assert [k for k in expected if not torch.equal(state[k], expected[k])] == []
+    assert torch.equal(resumed._generator.get_state(), whole._generator.get_state())
+
+    # Control: the same checkpoint without the saved random stream (a fresh per-rank stream) diverges, so the
+    # comparison above can fail.
+    checkpoint = torch.load(ckpt, weights_only=True)
+    del checkpoint["litzoo_rl"]["generator"]
+    torch.save(checkpoint, tmp_path / "without_stream.ckpt")
+    restarted = _rl_fit(name, ckpt_path=tmp_path / "without_stream.ckpt")
+    assert restarted.num_updates == whole.num_updates
+    assert any(not torch.equal(restarted.state_dict()[k], expected[k]) for k in expected)

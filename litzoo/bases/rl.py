@@ -310,7 +310,7 @@ class RLModule(LitzooModule):
 
 
 class OnPolicyModule(RLModule):
-    """What the on-policy modules share (ActorCritic, TRPO): a stochastic policy and one rollout per batch.
+    """What the on-policy modules share (ActorCritic, TRPO, PPO): a stochastic policy and one rollout per batch.
 
     * ``_build_policy`` makes ``self.policy`` with :func:`litzoo.rl.policy.make_stochastic_policy` from the
       hyperparameters ``hidden_sizes``, ``activation``, ``orthogonal_init``, ``log_std_init``,
@@ -319,6 +319,8 @@ class OnPolicyModule(RLModule):
       (:func:`litzoo.rl.collect.collect_rollout`), computes returns and GAE advantages with ``gamma`` and
       ``gae_lambda``, and yields the whole rollout. Subclasses give the bootstrap value ``_value(obs)`` and may
       change the stored rewards or step values through :meth:`_rollout_hooks`.
+    * ``normalize_rewards``: :meth:`_make_return_normalizer` (in ``_build``) and :meth:`_reward_scaling` (the
+      rollout's ``reward_transform``) scale rewards by the running std of the discounted return.
     """
 
     def _build_policy(self, obs_spec: dict[str, Any], act_spec: dict[str, Any]) -> int:
@@ -338,6 +340,31 @@ class OnPolicyModule(RLModule):
     def _value(self, obs: torch.Tensor) -> torch.Tensor:
         """The bootstrap value of observations (at the rollout's end and where an episode was truncated)."""
         raise NotImplementedError
+
+    def _make_return_normalizer(self) -> Any:
+        """A :class:`~litzoo.rl.normalization.ReturnNormalizer` when the ``normalize_rewards`` hyperparameter is set
+        (call in ``_build``: its statistics are then part of the state dict and the checkpoint), else ``None``."""
+        from litzoo.rl.normalization import ReturnNormalizer
+
+        return ReturnNormalizer(1, self.hparams.gamma) if self.hparams.get("normalize_rewards") else None
+
+    def _reward_scaling(self, num_envs: int) -> Callable | None:
+        """The ``reward_transform`` of :func:`~litzoo.rl.collect.collect_rollout` for ``self.return_normalizer``
+        (rewards divided by the running std of the discounted return), or ``None`` without one."""
+        from litzoo.rl.normalization import ReturnNormalizer
+
+        if getattr(self, "return_normalizer", None) is None:
+            return None
+        if self.return_normalizer.num_envs != num_envs:  # the running returns are per env; the statistics carry over
+            fresh = ReturnNormalizer(num_envs, self.hparams.gamma).to(self.device)
+            fresh.rms.load_state_dict(self.return_normalizer.rms.state_dict())
+            self.return_normalizer = fresh
+
+        def scale(rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+            self.return_normalizer.update(rewards, dones)
+            return self.return_normalizer(rewards)
+
+        return scale
 
     def _rollout_hooks(self, num_envs: int) -> tuple[Callable | None, Callable | None]:
         """``(reward_transform, step_values)`` for :func:`~litzoo.rl.collect.collect_rollout`; none by default."""

@@ -9,6 +9,8 @@ depends on torch only.
   the caller maps ``[-1, 1]`` to the Box bounds).
 * :class:`GaussianActor` :math:`\pi_\theta(a|s) = \mathcal N(m_\theta(s), \mathrm{diag}\,e^{2\log\sigma})`
   with a state-independent ``log_std`` (A2C/PPO, SB3's ``DiagGaussianDistribution``).
+* :class:`SquashedGaussianActor` :math:`a = \tanh(u),\ u \sim \mathcal N(m_\theta(s), \sigma_\theta(s)^2)` with the
+  log-det correction of the squash (SAC), and :class:`Temperature` (SAC's learned :math:`\alpha`).
 * :class:`CategoricalActor` :math:`\pi_\theta(a|s) = \mathrm{softmax}(\ell_\theta(s))_a`.
 * :class:`QCritic` :math:`Q_{\phi_e}(s, a)` for continuous actions, ``num_critics`` independent
   members evaluated as one batched matmul per layer (TD3's twin critics cost one kernel, not two).
@@ -141,6 +143,15 @@ class GaussianActor(nn.Module):
         log_probs = (-0.5 * noise.float().pow(2) - self.log_std.float() - 0.5 * math.log(2 * math.pi)).sum(-1)
         return actions, log_probs
 
+    def log_prob_and_entropy(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`\log\pi(a|s)` per row and the entropy :math:`\sum_i (\tfrac12 + \tfrac12\log 2\pi + \log\sigma_i)` (the
+        same for every state: the log-std is state-independent), in float32, without a ``Normal`` object (the
+        update path of PPO's minibatches; the same numbers as :meth:`distribution` + :meth:`log_prob`)."""
+        log_std = self.log_std.float()
+        z = (actions.float() - self.mean(features).float()) * torch.exp(-log_std)
+        log_probs = (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * self.act_dim
+        return log_probs, (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum()
+
     @staticmethod
     def log_prob(dist: torch.distributions.Normal, actions: Tensor) -> Tensor:
         return dist.log_prob(actions).sum(-1)  # independent dims: log-densities add
@@ -148,6 +159,78 @@ class GaussianActor(nn.Module):
     @staticmethod
     def entropy(dist: torch.distributions.Normal) -> Tensor:
         return dist.entropy().sum(-1)
+
+
+class SquashedGaussianActor(nn.Module):
+    r"""SAC's actor: :math:`a = \tanh(u)`, :math:`u \sim \mathcal N(m_\theta(s), \mathrm{diag}\,\sigma_\theta(s)^2)`, actions in
+    ``[-1, 1]^act_dim`` (mapped onto the Box bounds by the caller, as :class:`DeterministicActor`'s).
+
+    Mean and log-std are state-dependent (one shared trunk, one head of ``2 * act_dim``); the log-std is clamped
+    to ``[-20, 2]`` (the authors' and SB3's bounds). By the change of variables :math:`a = \tanh(u)` (Haarnoja et
+    al. 2018, App. C),
+
+    .. math::  \log\pi(a|s) = \log\mathcal N(u; m, \sigma^2) - \sum_i \log\big(1 - \tanh^2 u_i\big),
+               \qquad \log(1 - \tanh^2 u) = 2\big(\log 2 - u - \mathrm{softplus}(-2u)\big),
+
+    the right-hand form exact and finite for large :math:`|u|` (SB3 adds ``1e-6`` inside the log instead).
+    ``forward`` is the deterministic action :math:`\tanh(m_\theta(s))`.
+    """
+
+    LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (256, 256), activation: str = "relu") -> None:
+        super().__init__()
+        _check_activation(activation)
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.hidden_sizes, self.activation = _check_hidden(hidden_sizes), activation
+        layers: list[nn.Module] = []
+        for a, b in zip((self.obs_dim, *self.hidden_sizes[:-1]), self.hidden_sizes):
+            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(self.hidden_sizes[-1] if self.hidden_sizes else self.obs_dim, 2 * self.act_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden_sizes": list(self.hidden_sizes),
+                "activation": self.activation}
+
+    def mean_log_std(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`m_\theta(s)` and the clamped :math:`\log\sigma_\theta(s)` in float32 (the squash needs it under bf16)."""
+        out = self.head(self.trunk(features))
+        mean, log_std = out.to(torch.promote_types(out.dtype, torch.float32)).chunk(2, dim=-1)  # float64 stays
+        return mean, log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.tanh(self.mean_log_std(features)[0])
+
+    @staticmethod
+    def log_det_tanh(u: Tensor) -> Tensor:
+        """:math:`\sum_i \log(1 - \tanh^2 u_i)`, the log-Jacobian of the squash, summed over action dims."""
+        return (2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
+
+    def sample_with_log_prob(self, features: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """A reparameterised sample :math:`a = \tanh(m + \sigma\epsilon)` and :math:`\log\pi(a|s)` (class docstring)."""
+        mean, log_std = self.mean_log_std(features)
+        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        u = mean + log_std.exp() * eps
+        log_normal = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return torch.tanh(u), log_normal - self.log_det_tanh(u)
+
+    def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample_with_log_prob(features, generator)[0]
+
+
+class Temperature(nn.Module):
+    r"""SAC's entropy temperature :math:`\alpha = e^{\log\alpha}`, learned in log space (always positive, and
+    multiplicative steps) when ``learn``, else a constant."""
+
+    def __init__(self, init: float = 1.0, learn: bool = True) -> None:
+        super().__init__()
+        if not init > 0:
+            raise ValueError(f"the initial temperature must be > 0, got {init!r}.")
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(init)), requires_grad=bool(learn))
+
+    def forward(self) -> Tensor:
+        return self.log_alpha.exp()
 
 
 class CategoricalActor(nn.Module):
@@ -190,6 +273,12 @@ class CategoricalActor(nn.Module):
         u = torch.rand(log_pi.shape, device=log_pi.device, generator=generator)
         actions = (log_pi - torch.log(-torch.log(u))).argmax(-1, keepdim=True)
         return actions.squeeze(-1), log_pi.gather(-1, actions).squeeze(-1)
+
+    def log_prob_and_entropy(self, features: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`\log\pi(a|s)` and :math:`\mathcal H[\pi(\cdot|s)]` per row from one log-softmax (float32; no
+        ``Categorical`` object; log-probabilities clamped like ``Categorical.entropy``, so no ``0 * -inf``)."""
+        log_pi = torch.log_softmax(self.logits(features).float(), dim=-1).clamp(min=torch.finfo(torch.float32).min)
+        return log_pi.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), -(log_pi.exp() * log_pi).sum(-1)
 
     @staticmethod
     def log_prob(dist: torch.distributions.Categorical, actions: Tensor) -> Tensor:
@@ -305,5 +394,6 @@ class QNetwork(nn.Module):
 ACTORS: dict[str, type[nn.Module]] = {
     "deterministic": DeterministicActor,
     "gaussian": GaussianActor,
+    "squashed_gaussian": SquashedGaussianActor,
     "categorical": CategoricalActor,
 }

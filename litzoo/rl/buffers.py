@@ -371,11 +371,25 @@ class RolloutBuffer:
             return
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer or None (one full batch).")
-        gen_device = generator.device if generator is not None else "cpu"
-        order = torch.randperm(total, generator=generator, device=gen_device).to(self.device)
-        for start in range(0, total, int(batch_size)):
-            idx = order[start : start + int(batch_size)]
+        for _, idx in shuffled_minibatch_indices(total, int(batch_size), 1, generator, self.device):
             yield RolloutBatch(*(x[idx] for x in flat))
+
+
+def shuffled_minibatch_indices(
+    total: int, batch_size: int, n_epochs: int = 1, generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[int, Tensor]]:
+    """``(epoch, indices)`` of ``n_epochs`` passes over ``total`` samples: each pass one fresh ``randperm`` cut
+    into minibatches of ``batch_size`` in order (the last one smaller when ``batch_size`` does not divide
+    ``total``), so every sample is used once per epoch. The permutation is drawn on ``generator``'s device
+    and moved to ``device`` (the same stream on CPU and GPU). PPO's epochs, ``RolloutBuffer.get``'s shuffle."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
+    gen_device = generator.device if generator is not None else "cpu"
+    for epoch in range(int(n_epochs)):
+        order = torch.randperm(int(total), generator=generator, device=gen_device).to(device)
+        for start in range(0, int(total), int(batch_size)):
+            yield epoch, order[start : start + int(batch_size)]
 
 
 def _as_batch(

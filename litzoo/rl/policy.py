@@ -10,6 +10,8 @@ space, by ``kind``:
 
 * ``"deterministic"`` (DDPG/TD3): :math:`f_\theta(s) \in [-1, 1]^k` is mapped affinely onto the Box
   bounds, :math:`a = \mathrm{low} + (f + 1)(\mathrm{high} - \mathrm{low})/2`.
+* ``"squashed_gaussian"`` (SAC): :math:`f_\theta = \tanh(m_\theta)` (``deterministic=True``) or a sample
+  :math:`\tanh(u)`, mapped onto the Box bounds like ``"deterministic"``.
 * ``"gaussian"``: the mean (``deterministic=True``) or a sample of :math:`\mathcal N(m_\theta, \sigma^2)`,
   clipped to the Box bounds (the log-probabilities used in training are of the unclipped sample).
 * ``"categorical"``: :math:`\arg\max_a \ell_\theta(s)_a` or a sample of the softmax, plus the space's ``start``.
@@ -59,6 +61,7 @@ CONFIG_NAME = "policy.json"
 POLICY_NETWORKS: dict[str, type[nn.Module]] = {**ACTORS, "greedy_q": QNetwork}
 KINDS = tuple(POLICY_NETWORKS)
 DISCRETE_KINDS = ("categorical", "greedy_q")
+SQUASHED_KINDS = ("deterministic", "squashed_gaussian")  # actors acting in [-1, 1], mapped onto the bounds
 
 
 # ----------------------------------------------------------------------------------------- encoder
@@ -231,7 +234,7 @@ class Policy(nn.Module):
         if expected_action == "Box":
             low = torch.as_tensor(np.broadcast_to(np.asarray(self.action_spec["low"], np.float32), self.action_shape).reshape(flat).copy())
             high = torch.as_tensor(np.broadcast_to(np.asarray(self.action_spec["high"], np.float32), self.action_shape).reshape(flat).copy())
-            if kind == "deterministic" and not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+            if kind in SQUASHED_KINDS and not (torch.isfinite(low).all() and torch.isfinite(high).all()):
                 raise ValueError(
                     f"a deterministic (tanh) policy needs finite action bounds, got {describe_spec(self.action_spec)}; "
                     "rescale the actions with gymnasium.wrappers.RescaleAction or ClipAction first."
@@ -253,7 +256,7 @@ class Policy(nn.Module):
         """The actor's raw action (tanh output / Gaussian sample / class index) as the env expects it."""
         if self.kind in DISCRETE_KINDS:
             return action + self.action_start if self.action_start else action
-        if self.kind == "deterministic":
+        if self.kind in SQUASHED_KINDS:
             action = self.scale_action(action)
         else:  # clip the Gaussian sample to the bounds (inf bounds leave it unchanged)
             action = torch.maximum(torch.minimum(action, self.high), self.low)
@@ -267,7 +270,7 @@ class Policy(nn.Module):
         if self.kind == "deterministic":
             raw = self.actor(features)
         elif deterministic:
-            raw = self.actor(features) if self.kind == "gaussian" else self.actor(features).argmax(-1)
+            raw = self.actor(features) if self.kind != "categorical" else self.actor(features).argmax(-1)
         else:
             raw = self.actor.sample(features, generator)
         return self.to_env_action(raw.float() if self.kind != "categorical" else raw)
