@@ -52,6 +52,12 @@ def check_non_negative(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r} must be a finite number >= 0.")
 
 
+def check_positive_or_none(name: str, value: Any, meaning: str) -> None:
+    """``value`` must be ``None`` (``meaning``: what ``None`` does, e.g. "no clipping") or a number > 0."""
+    if value is not None and not value > 0:
+        raise ValueError(f"{name}={value!r} must be > 0 or None ({meaning}).")
+
+
 def check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
                 high_open: bool = False) -> None:
     """``value`` must lie in the interval from ``low`` to ``high`` (closed ends unless ``*_open``)."""

@@ -11,6 +11,7 @@ from litzoo.checks import (
     check_non_negative_int,
     check_positive,
     check_positive_int,
+    check_positive_or_none,
     check_range,
 )
 
@@ -59,3 +60,11 @@ def test_check_range_open_and_closed_ends():
         check_range("tau", 0, 0, 1, low_open=True)
     with pytest.raises(ValueError, match=r"must be in"):
         check_range("gamma", float("nan"), 0.0, 1.0)
+
+
+def test_check_positive_or_none_says_what_none_means():
+    check_positive_or_none("max_grad_norm", None, "no clipping")
+    check_positive_or_none("max_grad_norm", np.float32(0.5), "no clipping")
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"max_grad_norm=.* must be > 0 or None \(no clipping\)\."):
+            check_positive_or_none("max_grad_norm", bad, "no clipping")

@@ -42,7 +42,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from litzoo.bases.rl import OnPolicyModule, all_reduce_gradients
-from litzoo.checks import check_choice, check_non_negative, check_positive, check_positive_int, check_range
+from litzoo.checks import (
+    check_choice, check_non_negative, check_positive, check_positive_or_none, check_positive_int, check_range,
+)
 from litzoo.nets.actors_critics import QCritic, mlp
 from litzoo.optim import adamw_for_networks, rmsprop_for_networks
 from litzoo.rl.buffers import RolloutBatch
@@ -128,8 +130,7 @@ class ActorCritic(OnPolicyModule):
             check_positive(name, value)
         for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef), ("weight_decay", weight_decay)):
             check_non_negative(name, value)
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
+        check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
         check_choice("optimizer", optimizer, OPTIMIZERS)
         check_range("rmsprop_alpha", rmsprop_alpha, 0, 1, low_open=True, high_open=True)
         if normalize_advantage and critic == "q":

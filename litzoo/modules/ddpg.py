@@ -40,7 +40,10 @@ from typing import Any, Optional
 import torch
 
 from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
-from litzoo.checks import check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
+from litzoo.checks import (
+    check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_or_none,
+    check_positive_int, check_range,
+)
 from litzoo.nets.actors_critics import DeterministicActor, QCritic
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import ReplayBatch
@@ -128,8 +131,7 @@ class DDPG(RLModule):
                             ("target_noise_clip", target_noise_clip), ("ou_theta", ou_theta), ("ou_dt", ou_dt),
                             ("weight_decay", weight_decay)):
             check_non_negative(name, value)
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
+        check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
         self.save_hyperparameters()
         self._init_rl_state(observation_space, action_space)
 

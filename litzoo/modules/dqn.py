@@ -58,7 +58,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
-from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int, check_range
+from litzoo.checks import (
+    check_non_negative, check_non_negative_int, check_positive, check_positive_or_none, check_positive_int,
+    check_range,
+)
 from litzoo.nets.actors_critics import QNetwork
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import ReplayBatch
@@ -153,8 +156,7 @@ class DQN(RLModule):
         check_non_negative("weight_decay", weight_decay)
         if total_env_steps is not None and (int(total_env_steps) != total_env_steps or total_env_steps < 1):
             raise ValueError(f"total_env_steps={total_env_steps!r} must be a positive integer or None (from the trainer).")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
+        check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
         self.save_hyperparameters()
         self.epsilon = float(exploration_initial_eps)
         self._total_env_steps: int | None = None if total_env_steps is None else int(total_env_steps)

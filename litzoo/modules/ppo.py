@@ -41,17 +41,12 @@ import torch
 from torch import Tensor
 
 from litzoo.bases.rl import OnPolicyModule, all_reduce_gradients
-from litzoo.checks import check_non_negative, check_positive, check_positive_int, check_range
+from litzoo.checks import check_non_negative, check_positive, check_positive_or_none, check_positive_int, check_range
 from litzoo.nets.actors_critics import mlp
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import RolloutBatch, shuffled_minibatch_indices
 from litzoo.rl.losses import ppo_clipped_surrogate, ppo_value_loss
 from litzoo.rl.utils import explained_variance
-
-
-def _optional_positive(name: str, value: Optional[float], meaning: str) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{name}={value!r} must be > 0 or None ({meaning}).")
 
 
 class PPO(OnPolicyModule):
@@ -128,9 +123,9 @@ class PPO(OnPolicyModule):
             check_range("clip_range_final", clip_range_final, 0, clip_range)
         if lr_final is not None:
             check_range("lr_final", lr_final, 0, lr)
-        _optional_positive("clip_range_vf", clip_range_vf, "no value clipping")
-        _optional_positive("max_grad_norm", max_grad_norm, "no clipping")
-        _optional_positive("target_kl", target_kl, "no early stop; typical values 0.01-0.05")
+        check_positive_or_none("clip_range_vf", clip_range_vf, "no value clipping")
+        check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
+        check_positive_or_none("target_kl", target_kl, "no early stop; typical values 0.01-0.05")
         self.save_hyperparameters()
         self._init_rl_state(observation_space, action_space)
 

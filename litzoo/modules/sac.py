@@ -43,7 +43,9 @@ from typing import Any, Optional
 import torch
 
 from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
-from litzoo.checks import check_non_negative_int, check_positive, check_positive_int, check_range
+from litzoo.checks import (
+    check_non_negative_int, check_positive, check_positive_or_none, check_positive_int, check_range,
+)
 from litzoo.nets.actors_critics import QCritic, SquashedGaussianActor, Temperature
 from litzoo.optim import adamw_for_networks
 from litzoo.rl.buffers import ReplayBatch
@@ -127,8 +129,7 @@ class SAC(RLModule):
         check_replay_sizes(batch_size, buffer_size, learning_starts)
         if target_entropy is not None and not math.isfinite(target_entropy):
             raise ValueError(f"target_entropy={target_entropy!r} must be a finite number or None (-dim(A)).")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0 or None (no clipping).")
+        check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
         self.save_hyperparameters()
         self._init_rl_state(observation_space, action_space)
 
