@@ -123,6 +123,24 @@ class Rollout:
         return [row[: int(n)].tolist() for row, n in zip(self.response_ids, self.lengths)]
 
 
+def _check_generation_args(prompt_ids, num_samples: int, max_new_tokens: int, temperature: float, greedy: bool):
+    if num_samples < 1 or max_new_tokens < 1:
+        raise ValueError(f"num_samples={num_samples} and max_new_tokens={max_new_tokens} must be >= 1.")
+    if not greedy and temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0 for sampling (use greedy=True for arg-max).")
+    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token (encode_prompt adds bos).")
+
+
+def _check_positions(model, prompt_width: int, max_new_tokens: int) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and prompt_width + max_new_tokens > limit:
+        raise ValueError(
+            f"prompt length {prompt_width} + max_new_tokens {max_new_tokens} exceeds the model's "
+            f"max_position_embeddings={limit}; lower max_new_tokens or use a model with longer positions."
+        )
+
+
 def _unwrap(model):
     # DDP / FSDP wrappers hide .generate; the HF model is their .module.
     return getattr(model, "module", model) if not hasattr(model, "generate") else model
@@ -139,31 +157,28 @@ def generate(
     temperature: float = 1.0,
     greedy: bool = False,
     seed: int | None = None,
+    sampler: str = "transformers",
 ) -> Rollout:
     """Sample ``num_samples`` responses per prompt with ``model.generate`` (KV cache).
 
     ``greedy`` takes the arg-max token (``temperature`` is then ignored for the log-probs too);
     otherwise tokens are drawn from ``softmax(logits / temperature)`` without top-k/top-p
     truncation. ``seed`` makes the draw reproducible without touching the caller's RNG state.
+    ``sampler="litzoo"`` hands the call to :func:`sample` (same contract, own decoding loop).
     """
     from transformers import GenerationConfig
 
-    if num_samples < 1 or max_new_tokens < 1:
-        raise ValueError(f"num_samples={num_samples} and max_new_tokens={max_new_tokens} must be >= 1.")
-    if not greedy and temperature <= 0:
-        raise ValueError(f"temperature={temperature} must be > 0 for sampling (use greedy=True for arg-max).")
-    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
-        raise ValueError("every prompt needs at least one token (encode_prompt adds bos).")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} must be one of {SAMPLERS}.")
+    if sampler == "litzoo":
+        return sample(model, tokenizer, prompt_ids, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                      temperature=temperature, greedy=greedy, seed=seed)
+    _check_generation_args(prompt_ids, num_samples, max_new_tokens, temperature, greedy)
     model = _unwrap(model)
     device = next(model.parameters()).device
     expanded = [p for p in prompt_ids for _ in range(num_samples)]
     ids, mask = left_pad(expanded, tokenizer.pad_token_id, device)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and ids.shape[1] + max_new_tokens > limit:
-        raise ValueError(
-            f"prompt length {ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the model's "
-            f"max_position_embeddings={limit}; lower max_new_tokens or use a model with longer positions."
-        )
+    _check_positions(model, ids.shape[1], max_new_tokens)
     config = GenerationConfig(
         do_sample=not greedy, temperature=None if greedy else temperature, top_k=None if greedy else 0,
         top_p=None, max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=tokenizer.eos_token_id,
@@ -192,3 +207,103 @@ def generate(
     texts = tokenizer.batch_decode(response, skip_special_tokens=True)
     return Rollout(ids, mask, response, response_mask.long(), log_probs, is_eos.any(-1), texts, seconds,
                    cpu_seconds)
+
+
+# ----------------------------------------------------------------------------------- litzoo's sampler
+SAMPLERS = ("litzoo", "transformers")
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    seed: int | None = None,
+    early_removal: bool = True,
+) -> Rollout:
+    """:func:`generate`'s contract with litzoo's own decoding loop (faster on RL rollout shapes).
+
+    Why not ``model.generate``: for small policies the time goes into per-token Python (logits
+    processors, stopping criteria, cache bookkeeping), the ``k`` copies of each prompt are prefilled
+    ``k`` times, and finished rows keep being decoded until the longest one ends. Here
+
+    * every distinct input is prefilled **once** and its KV cache expanded to its copies
+      (``k`` samples of a prompt, or the identical fresh rows of a partial-rollout step);
+    * with ``early_removal`` a row leaves the batch (and the KV cache) once it emits ``eos``;
+    * a token is drawn by inverting the CDF of ``softmax(logits / T)`` at a uniform ``u`` (exactly a
+      categorical draw), with one ``u`` per *original* row and step from a private generator: the
+      samples do not depend on which rows are still running, so early removal and prompt sharing
+      change nothing (a test checks it) and the caller's RNG is untouched.
+
+    Greedy decoding is ``argmax`` as in ``generate`` (token for token equal; a test checks it);
+    sampled tokens follow the same distribution as ``generate``'s but with another random stream.
+    """
+    _check_generation_args(prompt_ids, num_samples, max_new_tokens, temperature, greedy)
+    model = _unwrap(model)
+    device = next(model.parameters()).device
+    expanded = [tuple(p) for p in prompt_ids for _ in range(num_samples)]
+    unique: dict[tuple[int, ...], int] = {}
+    source = torch.tensor([unique.setdefault(p, len(unique)) for p in expanded], dtype=torch.long, device=device)
+    ids, mask = left_pad(expanded, tokenizer.pad_token_id, device)
+    _check_positions(model, ids.shape[1], max_new_tokens)
+    n, width = ids.shape
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    scale = 1.0 if greedy else temperature
+    generator = None
+    if not greedy:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(torch.randint(2**62, ()).item()) if seed is None else seed)
+    response = torch.full((n, max_new_tokens), pad, dtype=torch.long, device=device)
+    log_probs = torch.zeros((n, max_new_tokens), device=device)
+    full_mask = torch.cat([mask, mask.new_ones(n, max_new_tokens)], 1)  # a running row attends to all it generated
+    prompt_len = mask.sum(-1)
+
+    was_training = model.training
+    model.eval()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    try:
+        u_ids, u_mask = left_pad(list(unique), pad, device)
+        out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=position_ids_from_mask(u_mask),
+                    use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
+        cache.batch_select_indices(source)  # prompt-shared prefill: copy each distinct prompt's cache to its rows
+        logits = out.logits[source, -1]
+        rows = torch.arange(n, device=device)  # original indices of the rows still in the batch
+        for t in range(max_new_tokens):
+            step_log_probs = F.log_softmax(logits.float() / scale, dim=-1)
+            if greedy:
+                token = step_log_probs.argmax(-1)
+            else:  # inverse CDF; one uniform per original row, so a row's draw does not depend on the others
+                cdf = step_log_probs.exp().cumsum(-1)
+                u = torch.rand((n, 1), device=device, generator=generator)[rows] * cdf[:, -1:]
+                token = (cdf <= u).sum(-1).clamp(max=cdf.shape[-1] - 1)
+            response[rows, t] = token
+            log_probs[rows, t] = step_log_probs.gather(-1, token[:, None]).squeeze(-1)
+            done = token == eos
+            if t + 1 == max_new_tokens:
+                break
+            if early_removal and bool(done.any()):
+                keep = (~done).nonzero().squeeze(-1)
+                if keep.numel() == 0:
+                    break
+                rows, token = rows[keep], token[keep]
+                cache.batch_select_indices(keep)
+            step_mask = full_mask[rows, : width + t + 1]
+            out = model(input_ids=token[:, None], attention_mask=step_mask, position_ids=(prompt_len[rows] + t)[:, None],
+                        cache=cache, use_cache=True)
+            logits = out.logits[:, -1]
+    finally:
+        model.train(was_training)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    # A row without early removal may have run past its eos: the response ends at the first one.
+    is_eos = response == eos
+    response_mask = (is_eos.long().cumsum(-1) - is_eos.long()) == 0
+    response = response.masked_fill(~response_mask, pad)
+    log_probs = log_probs * response_mask
+    texts = tokenizer.batch_decode(response, skip_special_tokens=True)
+    return Rollout(ids, mask, response, response_mask.long(), log_probs, is_eos.any(-1), texts, seconds, cpu_seconds)
