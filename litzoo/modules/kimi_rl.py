@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from litzoo.bases.causal_lm import CausalLMModule
 from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int
-from litzoo.reasoning.generation import generate, token_log_probs
+from litzoo.reasoning.generation import SAMPLERS, generate, token_log_probs
 from litzoo.reasoning.losses import kimi_policy_loss, length_penalty, masked_sum
 from litzoo.reasoning.meters import level_key
 from litzoo.reasoning.partial_rollout import PartialResponse, PartialRolloutBuffer, RolloutGroup, pack_groups
@@ -87,6 +87,10 @@ class KimiRL(CausalLMModule):
             writes a peft adapter folder (``export(..., merge_lora=True)``: the merged model).
             With LoRA ``pi_ref`` is the frozen base: the policy with its adapters switched off (peft's
             ``disable_adapter``, as TRL does), no second model copy and no refresh per iteration.
+        sampler: how rollouts are drawn: ``"litzoo"`` (default; :func:`litzoo.reasoning.generation.sample`: each
+            prompt prefilled once for its ``k`` samples, finished rows leave the batch; ~1.7-2.5x the tokens per
+            CPU-second, BENCHMARKS.md) or ``"transformers"`` (``model.generate``). Same distribution, other
+            random stream: a seed gives different samples under the two.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class KimiRL(CausalLMModule):
         lora_alpha: Optional[float] = None,
         lora_dropout: float = 0.0,
         lora_target_modules: Optional[list[str]] = None,
+        sampler: str = "litzoo",
     ) -> None:
         super().__init__()
         if k < 2:
@@ -135,6 +140,8 @@ class KimiRL(CausalLMModule):
         for name, value in [("length_penalty_warmup_steps", length_penalty_warmup_steps), ("eval_k", eval_k),
                             ("warmup_steps", warmup_steps), ("total_steps", total_steps)]:
             check_non_negative_int(name, value)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r} must be one of {SAMPLERS} (litzoo's decoding loop or transformers' generate).")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.init_policy(("pass@1", f"pass@{eval_k}", "response_length") if eval_k else ("pass@1", "response_length"))
@@ -219,6 +226,7 @@ class KimiRL(CausalLMModule):
         rollout = self.buffer.step(
             self.policy, self.tokenizer, segment_tokens=h.segment_tokens or h.max_new_tokens,
             max_response_tokens=h.max_new_tokens, temperature=h.temperature, seed=self._rollout_seed(),
+            sampler=h.sampler,
         )
         groups = self.last_groups = self.buffer.pop_finished()
 
@@ -323,6 +331,7 @@ class KimiRL(CausalLMModule):
             sampled = generate(
                 self.policy, self.tokenizer, problems.prompt_ids, num_samples=h.eval_k, temperature=h.eval_temperature,
                 max_new_tokens=h.max_new_tokens, seed=(self.seed + 7919 * batch_idx) * 1024 + self.global_rank,
+                sampler=h.sampler,
             )
             flat = [p for p in problems.problems for _ in range(h.eval_k)]
             values[f"pass@{h.eval_k}"] = score(flat, sampled.texts).view(len(problems), h.eval_k).max(-1).values

@@ -303,7 +303,9 @@ def sample(
     # A row without early removal may have run past its eos: the response ends at the first one.
     is_eos = response == eos
     response_mask = (is_eos.long().cumsum(-1) - is_eos.long()) == 0
-    response = response.masked_fill(~response_mask, pad)
-    log_probs = log_probs * response_mask
+    # As generate's: as wide as the longest response (it stops when every row has finished).
+    used = int(response_mask.sum(-1).max())
+    response_mask, log_probs = response_mask[:, :used], log_probs[:, :used] * response_mask[:, :used]
+    response = response[:, :used].masked_fill(~response_mask, pad)
     texts = tokenizer.batch_decode(response, skip_special_tokens=True)
     return Rollout(ids, mask, response, response_mask.long(), log_probs, is_eos.any(-1), texts, seconds, cpu_seconds)
