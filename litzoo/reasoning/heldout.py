@@ -20,7 +20,7 @@ The difficulty is not part of the key: the same inputs drawn at two levels are o
 from __future__ import annotations
 
 import random
-from typing import Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 from litzoo.reasoning.base import Problem, ReasoningTask
 
@@ -47,8 +47,9 @@ def without_keys(problems: Sequence[Problem], keys: set) -> list[Problem]:
 
 
 def draw_held_out(task: ReasoningTask, difficulty: int, n: int, rng: random.Random | int | None,
-                  exclude: set, max_tries: int = 50) -> list[Problem]:
-    """``n`` problems of ``task`` at ``difficulty`` with distinct keys, none in ``exclude``.
+                  exclude: set, max_tries: int = 50, accept: Callable[[Problem], bool] | None = None) -> list[Problem]:
+    """``n`` problems of ``task`` at ``difficulty`` with distinct keys, none in ``exclude`` (and, with
+    ``accept``, only those it accepts, e.g. whose clean trace fits the response budget).
 
     Draws at most ``max_tries * n`` problems; raises if the level has fewer than ``n`` classes left
     (a small level can be exhausted by a large pool: then hold the classes out of the pool instead,
@@ -61,7 +62,7 @@ def draw_held_out(task: ReasoningTask, difficulty: int, n: int, rng: random.Rand
             break
         p = task.generate(difficulty, rng)
         key = canonical_key(p)
-        if key not in seen:
+        if key not in seen and (accept is None or accept(p)):
             seen.add(key)
             out.append(p)
     if len(out) < n:
