@@ -62,8 +62,9 @@ Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combinati
    harder, never-trained level per task (3-digit addition; maximum gap level 3, 5-8 integers;
    combination sum level 3, 3-5 candidates in 2-12, targets 6-16), whose classes the pools also leave out.
 
-TRL sees plain prompts (no chat template): ``"<bos>" + prompt`` as a string column, which the char
-tokenizer encodes to exactly litzoo's ``encode_prompt`` ids (checked at start); the tokenizer has a
+TRL sees plain prompts (no chat template): the prompt text as a string column (``"<bos>" + prompt``
+for a tokenizer that does not add ``<bos>`` itself), which the char tokenizer encodes to exactly
+litzoo's ``encode_prompt`` ids (checked at start); the tokenizer has a
 pad token (``<pad>``). TRL's completions are decoded with special tokens skipped, as litzoo's are.
 """
 
@@ -303,9 +304,11 @@ def run_trl(sft: Path, spec: TaskSpec, problems, args, root: Path) -> tuple[Any,
     tokenizer = AutoTokenizer.from_pretrained(sft, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(sft, local_files_only=True)
     task = get_task(spec.task, **spec.options)
-    bos = tokenizer.bos_token
-    # Plain string prompts (no chat template). "<bos>" is a special token of the char tokenizer, so
-    # the string encodes to exactly litzoo's encode_prompt ids -- checked, not assumed.
+    # Plain string prompts (no chat template). litzoo's exported tokenizer adds "<bos>" itself; one that does
+    # not gets it in the string ("<bos>" is a special token of the char tokenizer). Either way the prompt
+    # encodes to exactly litzoo's encode_prompt ids -- checked, not assumed.
+    adds_bos = tokenizer("1")["input_ids"][:1] == [tokenizer.bos_token_id]
+    bos = "" if adds_bos else tokenizer.bos_token
     for p in problems[:50]:
         got = tokenizer(bos + p.prompt)["input_ids"]
         if got != encode_prompt(tokenizer, p.prompt):
