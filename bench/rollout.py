@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python bench/rollout.py                       # 3 tasks, 5 alternating repeats
     OMP_NUM_THREADS=1 python bench/rollout.py --tasks addition --repeats 3 --untrained
+    OMP_NUM_THREADS=1 python bench/rollout.py --compile            # + litzoo's sampler on a torch.compile'd forward
 
 The policy per task is bench/kimi.py's SFT warm-up (``--sft-steps``, cached in ``--cache-dir`` and
 shared with bench/kimi.py), so response lengths look like RL's (most responses end with ``eos``
@@ -18,6 +19,7 @@ the median and the min-max spread over the repeats.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -45,6 +47,9 @@ def main(argv=None) -> None:
     parser.add_argument("--sft-steps", type=int, default=300, help="SFT warm-up steps of the policy (bench/kimi.py's)")
     parser.add_argument("--untrained", action="store_true", help="a fresh TINY_QWEN2: every response runs to the budget")
     parser.add_argument("--cache-dir", default="runs/bench_kimi")
+    parser.add_argument("--compile", action="store_true",
+                        help="also litzoo's sampler on a copy of the policy whose forward is torch.compile(dynamic=True) "
+                             "(its compile CPU time is reported apart, not in the rate)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -70,29 +75,40 @@ def main(argv=None) -> None:
         data = datamodule(spec, "rl", kimi_args, batch_size=args.prompts)
         data.setup("fit")
         prompts = [encode_prompt(tok, p.prompt) for p in data.val_problems]
-        rates: dict[str, list[float]] = {"transformers": [], "litzoo": []}
-        lengths: dict[str, list[float]] = {"transformers": [], "litzoo": []}
-        generate(model, tok, prompts[:2], num_samples=2, max_new_tokens=4, seed=0, sampler="litzoo")  # warm-up
-        generate(model, tok, prompts[:2], num_samples=2, max_new_tokens=4, seed=0, sampler="transformers")
+        variants = {"transformers": (model, "transformers"), "litzoo": (model, "litzoo")}
+        if args.compile:
+            compiled = copy.deepcopy(model)
+            compiled.forward = torch.compile(compiled.forward, dynamic=True)
+            variants["litzoo + torch.compile"] = (compiled, "litzoo")
+        rates: dict[str, list[float]] = {v: [] for v in variants}
+        lengths: dict[str, list[float]] = {v: [] for v in variants}
+        for variant, (policy, sampler) in variants.items():  # warm-up (and the compilation)
+            start = time.process_time()
+            generate(policy, tok, prompts[:args.prompts], num_samples=args.k, max_new_tokens=spec.max_new_tokens,
+                     temperature=args.temperature, seed=0, sampler=sampler)
+            if policy is not model:
+                print(f"[{name}] {variant}: first call (compiling) {time.process_time() - start:.1f} CPU-s", flush=True)
         for r in range(args.repeats):
             batch = prompts[r * args.prompts:(r + 1) * args.prompts]
-            order = ("transformers", "litzoo") if r % 2 == 0 else ("litzoo", "transformers")
-            for sampler in order:
-                rollout = generate(model, tok, batch, num_samples=args.k, max_new_tokens=spec.max_new_tokens,
+            order = list(variants) if r % 2 == 0 else list(reversed(variants))
+            for variant in order:
+                policy, sampler = variants[variant]
+                rollout = generate(policy, tok, batch, num_samples=args.k, max_new_tokens=spec.max_new_tokens,
                                    temperature=args.temperature, seed=1000 + r, sampler=sampler)
-                rates[sampler].append(rollout.num_tokens / rollout.cpu_seconds)
-                lengths[sampler].append(rollout.lengths.float().mean().item())
+                rates[variant].append(rollout.num_tokens / rollout.cpu_seconds)
+                lengths[variant].append(rollout.lengths.float().mean().item())
         rows.append((name, spec.max_new_tokens, rates, lengths))
         print(f"[{name}] " + ", ".join(f"{s}: {statistics.median(v):.0f}" for s, v in rates.items()), flush=True)
-    print("\n| task | max new tokens | mean response length (transformers / litzoo) | transformers `generate` tok/CPU-s "
-          "median [min-max] | litzoo sampler tok/CPU-s median [min-max] | speed-up (ratio of medians) |")
+    print("\n| task | max new tokens | sampler | mean response length | tokens per CPU-s, median [min-max] | "
+          "speed-up over `generate` (ratio of medians) |")
     print("|---|---|---|---|---|---|")
     for name, budget, rates, lengths in rows:
-        t, z = rates["transformers"], rates["litzoo"]
-        print(f"| {name} | {budget} | {statistics.mean(lengths['transformers']):.1f} / "
-              f"{statistics.mean(lengths['litzoo']):.1f} | {statistics.median(t):.0f} [{min(t):.0f}-{max(t):.0f}] | "
-              f"{statistics.median(z):.0f} [{min(z):.0f}-{max(z):.0f}] | {statistics.median(z) / statistics.median(t):.2f}x |")
-
+        base = statistics.median(rates["transformers"])
+        for variant, values in rates.items():
+            label = "transformers `generate`" if variant == "transformers" else variant
+            print(f"| {name} | {budget} | {label} | {statistics.mean(lengths[variant]):.1f} | "
+                  f"{statistics.median(values):.0f} [{min(values):.0f}-{max(values):.0f}] | "
+                  f"{statistics.median(values) / base:.2f}x |")
 
 if __name__ == "__main__":
     main()
