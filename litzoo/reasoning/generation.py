@@ -18,6 +18,7 @@ No Lightning here: everything works on a bare ``transformers`` model.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -213,6 +214,66 @@ def generate(
 SAMPLERS = ("litzoo", "transformers")
 
 
+class _StaticDecoder:
+    """One decoding step of a Qwen2 / Llama model written out over its own modules, with a preallocated KV cache.
+
+    Why: per token, transformers' forward spends more time in Python (mask building, output records, cache
+    objects, ``torch.cat`` growing the cache) than in arithmetic on a model this small. The step calls the
+    model's modules (norms, projections -- LoRA layers included --, rotary table, MLP, head) in the order of
+    ``Qwen2DecoderLayer.forward`` and writes each new key/value into a buffer sized for the whole response.
+    Greedy tokens equal ``generate``'s (tested); other architectures use the model's forward (``build`` -> None).
+    """
+
+    ARCHITECTURES = ("qwen2", "llama")
+
+    def __init__(self, lm, n: int, length: int) -> None:
+        self.lm, self.base = lm, lm.model
+        layers = self.base.layers
+        self.rope = sys.modules[type(layers[0].self_attn).__module__].apply_rotary_pos_emb
+        heads, dim = lm.config.num_key_value_heads, layers[0].self_attn.head_dim
+        p = next(lm.parameters())
+        self.k = [p.new_zeros(n, heads, length, dim) for _ in layers]
+        self.v = [p.new_zeros(n, heads, length, dim) for _ in layers]
+
+    @classmethod
+    def build(cls, model, n: int, length: int) -> "_StaticDecoder | None":
+        lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the model with LoRA layers
+        config = getattr(lm, "config", None)
+        if (getattr(config, "model_type", None) not in cls.ARCHITECTURES or getattr(config, "use_sliding_window", False)
+                or any(t != "full_attention" for t in (getattr(config, "layer_types", None) or []))
+                or not hasattr(getattr(lm, "model", None), "layers")):
+            return None
+        return cls(lm, n, length)
+
+    def load(self, cache, source: Tensor) -> None:
+        for i, layer in enumerate(cache.layers):
+            width = layer.keys.shape[2]
+            self.k[i][:, :, :width] = layer.keys[source]
+            self.v[i][:, :, :width] = layer.values[source]
+
+    def select(self, keep: Tensor) -> None:
+        self.k, self.v = [x[keep] for x in self.k], [x[keep] for x in self.v]
+
+    def step(self, token: Tensor, position: Tensor, column: int, mask: Tensor) -> Tensor:
+        """Logits after ``token`` (N,) at ``position`` (N,), its key/value stored in cache ``column``."""
+        h = self.base.embed_tokens(token[:, None])
+        cos, sin = self.base.rotary_emb(h, position[:, None])
+        attend = mask[:, None, None, : column + 1]
+        n = h.shape[0]
+        for layer, keys, values in zip(self.base.layers, self.k, self.v):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            q, k, v = (proj(x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
+                       for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+            q, k = self.rope(q, k, cos, sin)
+            keys[:, :, column], values[:, :, column] = k[:, :, 0], v[:, :, 0]
+            o = F.scaled_dot_product_attention(q, keys[:, :, : column + 1], values[:, :, : column + 1],
+                                               attn_mask=attend, scale=attn.scaling, enable_gqa=True)
+            h = h + attn.o_proj(o.transpose(1, 2).reshape(n, 1, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return self.lm.lm_head(self.base.norm(h))[:, -1]
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -225,6 +286,7 @@ def sample(
     greedy: bool = False,
     seed: int | None = None,
     early_removal: bool = True,
+    static_decoder: bool = True,
 ) -> Rollout:
     """:func:`generate`'s contract with litzoo's own decoding loop (faster on RL rollout shapes).
 
@@ -235,6 +297,8 @@ def sample(
     * every distinct input is prefilled **once** and its KV cache expanded to its copies
       (``k`` samples of a prompt, or the identical fresh rows of a partial-rollout step);
     * with ``early_removal`` a row leaves the batch (and the KV cache) once it emits ``eos``;
+    * with ``static_decoder`` (Qwen2 / Llama models) a token costs one pass through the model's modules and a
+      preallocated KV cache (:class:`_StaticDecoder`), not a call of transformers' forward;
     * a token is drawn by inverting the CDF of ``softmax(logits / T)`` at a uniform ``u`` (exactly a
       categorical draw), with one ``u`` per *original* row and step from a private generator: the
       samples do not depend on which rows are still running, so early removal and prompt sharing
@@ -260,7 +324,7 @@ def sample(
         generator.manual_seed(int(torch.randint(2**62, ()).item()) if seed is None else seed)
     response = torch.full((n, max_new_tokens), pad, dtype=torch.long, device=device)
     log_probs = torch.zeros((n, max_new_tokens), device=device)
-    full_mask = torch.cat([mask, mask.new_ones(n, max_new_tokens)], 1)  # a running row attends to all it generated
+    full_mask = torch.cat([mask, mask.new_ones(n, max_new_tokens)], 1).bool()  # a running row attends to all it made
     prompt_len = mask.sum(-1)
 
     was_training = model.training
@@ -271,7 +335,9 @@ def sample(
         out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=position_ids_from_mask(u_mask),
                     use_cache=True, logits_to_keep=1)
         cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
-        cache.batch_select_indices(source)  # prompt-shared prefill: copy each distinct prompt's cache to its rows
+        decoder = _StaticDecoder.build(model, n, width + max_new_tokens) if static_decoder else None
+        # prompt-shared prefill: copy each distinct prompt's cache to its rows
+        decoder.load(cache, source) if decoder else cache.batch_select_indices(source)
         logits = out.logits[source, -1]
         rows = torch.arange(n, device=device)  # original indices of the rows still in the batch
         for t in range(max_new_tokens):
@@ -292,11 +358,13 @@ def sample(
                 if keep.numel() == 0:
                     break
                 rows, token = rows[keep], token[keep]
-                cache.batch_select_indices(keep)
-            step_mask = full_mask[rows, : width + t + 1]
-            out = model(input_ids=token[:, None], attention_mask=step_mask, position_ids=(prompt_len[rows] + t)[:, None],
-                        cache=cache, use_cache=True)
-            logits = out.logits[:, -1]
+                decoder.select(keep) if decoder else cache.batch_select_indices(keep)
+            if decoder:
+                logits = decoder.step(token, prompt_len[rows] + t, width + t, full_mask[rows])
+            else:
+                out = model(input_ids=token[:, None], attention_mask=full_mask[rows, : width + t + 1],
+                            position_ids=(prompt_len[rows] + t)[:, None], cache=cache, use_cache=True)
+                logits = out.logits[:, -1]
     finally:
         model.train(was_training)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

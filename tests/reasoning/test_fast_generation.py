@@ -19,31 +19,48 @@ TEXTS = ["12+34=", "maxgap 3 9 1 7=", "5+5=", "combsum 2 3 5 target 8="]
 @pytest.fixture
 def stop_hook(policy):
     """Make the policy emit ``eos`` right after any token whose id is divisible by 7 (deterministic, so greedy
-    rows end at different lengths); removed after the test."""
+    rows end at different lengths): the embedding records each row's newest input token, the head raises
+    ``eos`` after the chosen ones (module hooks, so litzoo's own decoding step sees them too); removed after."""
     model, tok = policy
+    last = {}
 
-    def hook(module, args, kwargs, out):
-        out.logits[:, -1, tok.eos_token_id] += 50.0 * (kwargs["input_ids"][:, -1] % 7 == 0)
+    def remember(module, args, out):
+        last["ids"] = args[0][:, -1]
+
+    def stop(module, args, out):
+        out = out.clone()
+        out[:, -1, tok.eos_token_id] += 50.0 * (last["ids"] % 7 == 0)
         return out
 
-    handle = model.register_forward_hook(hook, with_kwargs=True)
+    handles = [model.get_input_embeddings().register_forward_hook(remember), model.lm_head.register_forward_hook(stop)]
     yield
-    handle.remove()
+    for h in handles:
+        h.remove()
 
 
 def _prompts(tok):
     return [encode_prompt(tok, t) for t in TEXTS]
 
 
-def test_greedy_equals_transformers_generate_token_for_token(policy, stop_hook):
+@pytest.mark.parametrize("static_decoder", [True, False])
+def test_greedy_equals_transformers_generate_token_for_token(policy, stop_hook, static_decoder):
     model, tok = policy
-    ours = sample(model, tok, _prompts(tok), num_samples=2, max_new_tokens=30, greedy=True)
+    ours = sample(model, tok, _prompts(tok), num_samples=2, max_new_tokens=30, greedy=True, static_decoder=static_decoder)
     theirs = generate(model, tok, _prompts(tok), num_samples=2, max_new_tokens=30, greedy=True, sampler="transformers")
     assert sorted(set(ours.lengths.tolist())) == [3, 9]  # rows stop at different steps, so removal happens
     assert torch.equal(ours.response_ids, theirs.response_ids)
     assert torch.equal(ours.response_mask, theirs.response_mask) and torch.equal(ours.finished, theirs.finished)
     assert ours.texts == theirs.texts
     torch.testing.assert_close(ours.log_probs, theirs.log_probs, atol=2e-5, rtol=1e-4)
+    # the hand-written decoding step runs peft's LoRA layers too (adapters with non-zero B, so they matter)
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                           init_lora_weights=False))
+    ours = sample(lora, tok, _prompts(tok), max_new_tokens=12, greedy=True, static_decoder=static_decoder)
+    theirs = generate(lora, tok, _prompts(tok), max_new_tokens=12, greedy=True)
+    assert torch.equal(ours.response_ids, theirs.response_ids)
+    assert not torch.equal(ours.response_ids, sample(model, tok, _prompts(tok), max_new_tokens=12, greedy=True).response_ids)
     # without the hook nothing stops: every row runs to the budget, still equal
     unhooked = generate(model, tok, _prompts(tok), max_new_tokens=12, greedy=True, sampler="litzoo")
     assert torch.equal(unhooked.response_ids, generate(model, tok, _prompts(tok), max_new_tokens=12, greedy=True).response_ids)
@@ -79,6 +96,8 @@ def test_early_removal_and_batch_company_change_no_sample(policy):
         prompts = _prompts(tok)
         kept = sample(model, tok, prompts, num_samples=4, max_new_tokens=24, temperature=1.0, seed=7)
         full = sample(model, tok, prompts, num_samples=4, max_new_tokens=24, temperature=1.0, seed=7, early_removal=False)
+        forward = sample(model, tok, prompts, num_samples=4, max_new_tokens=24, temperature=1.0, seed=7,
+                         static_decoder=False)
         other = sample(model, tok, prompts[:1] + [encode_prompt(tok, "9+9=")] * 3, num_samples=4, max_new_tokens=24,
                        temperature=1.0, seed=7)
         different = sample(model, tok, prompts, num_samples=4, max_new_tokens=24, temperature=1.0, seed=8)
@@ -87,6 +106,8 @@ def test_early_removal_and_batch_company_change_no_sample(policy):
     assert 1 < len(set(kept.lengths.tolist())) and kept.finished.any() and not kept.finished.all()
     assert torch.equal(kept.response_ids, full.response_ids) and torch.equal(kept.response_mask, full.response_mask)
     torch.testing.assert_close(kept.log_probs, full.log_probs, atol=2e-5, rtol=1e-4)
+    assert torch.equal(kept.response_ids, forward.response_ids)  # the model's own forward per token: the same draws
+    torch.testing.assert_close(kept.log_probs, forward.log_probs, atol=2e-5, rtol=1e-4)
     # prompt 0's samples do not depend on what else is in the batch; another seed gives other samples
     n0 = int(kept.lengths[:4].max())
     assert torch.equal(kept.response_ids[:4, :n0], other.response_ids[:4, :n0])
