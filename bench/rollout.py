@@ -10,7 +10,9 @@ well before the budget; ``--untrained`` uses a fresh TINY_QWEN2 instead, whose r
 budget: the worst case for early removal). One rollout = ``--prompts`` held-out prompts x ``k``
 samples at temperature T with the task's ``max_new_tokens`` (bench/kimi.py's settings), drawn by
 ``litzoo.reasoning.generation.generate(sampler=...)``: ``"transformers"`` (``model.generate``) and
-``"litzoo"`` (``sample``: prompt-shared prefill, early removal). The two alternate, each repeat on fresh
+``"litzoo"`` (``sample``: prompt-shared prefill, early removal, the hand-written decoding step with a
+preallocated KV cache); ``--compile`` adds ``sample`` with the model's forward per token, eager and
+``torch.compile``'d. The two alternate, each repeat on fresh
 prompts and seed; throughput = response tokens (up to and including ``eos``) per CPU-second of this
 process (the machine is shared: wall time measures the neighbours). Prints a markdown table with
 the median and the min-max spread over the repeats.
@@ -33,8 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kimi import TASK_SPECS, datamodule, sft_checkpoint  # noqa: E402  (bench/kimi.py: same tasks and warm-ups)
 
-from litzoo.reasoning.generation import generate  # noqa: E402
+from litzoo.reasoning.generation import generate, sample  # noqa: E402
 from litzoo.reasoning.policy import build_policy, encode_prompt  # noqa: E402
+
+
+def run(policy, tok, prompts, **kwargs):
+    """``generate(sampler=...)``, or litzoo's ``sample`` with its options."""
+    return generate(policy, tok, prompts, **kwargs) if "sampler" in kwargs else sample(policy, tok, prompts, **kwargs)
 
 
 def main(argv=None) -> None:
@@ -75,26 +82,28 @@ def main(argv=None) -> None:
         data = datamodule(spec, "rl", kimi_args, batch_size=args.prompts)
         data.setup("fit")
         prompts = [encode_prompt(tok, p.prompt) for p in data.val_problems]
-        variants = {"transformers": (model, "transformers"), "litzoo": (model, "litzoo")}
-        if args.compile:
+        # name -> (policy, keyword arguments of sample / generate)
+        variants = {"transformers": (model, {"sampler": "transformers"}), "litzoo": (model, {"sampler": "litzoo"})}
+        if args.compile:  # the model's forward per token (not the static decoder), compiled
             compiled = copy.deepcopy(model)
             compiled.forward = torch.compile(compiled.forward, dynamic=True)
-            variants["litzoo + torch.compile"] = (compiled, "litzoo")
+            variants["litzoo, model forward per token"] = (model, {"static_decoder": False})
+            variants["litzoo, torch.compile'd model forward per token"] = (compiled, {"static_decoder": False})
         rates: dict[str, list[float]] = {v: [] for v in variants}
         lengths: dict[str, list[float]] = {v: [] for v in variants}
-        for variant, (policy, sampler) in variants.items():  # warm-up (and the compilation)
+        for variant, (policy, kwargs) in variants.items():  # warm-up (and the compilation)
             start = time.process_time()
-            generate(policy, tok, prompts[:args.prompts], num_samples=args.k, max_new_tokens=spec.max_new_tokens,
-                     temperature=args.temperature, seed=0, sampler=sampler)
+            run(policy, tok, prompts[:args.prompts], num_samples=args.k, max_new_tokens=spec.max_new_tokens,
+                temperature=args.temperature, seed=0, **kwargs)
             if policy is not model:
                 print(f"[{name}] {variant}: first call (compiling) {time.process_time() - start:.1f} CPU-s", flush=True)
         for r in range(args.repeats):
             batch = prompts[r * args.prompts:(r + 1) * args.prompts]
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for variant in order:
-                policy, sampler = variants[variant]
-                rollout = generate(policy, tok, batch, num_samples=args.k, max_new_tokens=spec.max_new_tokens,
-                                   temperature=args.temperature, seed=1000 + r, sampler=sampler)
+                policy, kwargs = variants[variant]
+                rollout = run(policy, tok, batch, num_samples=args.k, max_new_tokens=spec.max_new_tokens,
+                              temperature=args.temperature, seed=1000 + r, **kwargs)
                 rates[variant].append(rollout.num_tokens / rollout.cpu_seconds)
                 lengths[variant].append(rollout.lengths.float().mean().item())
         rows.append((name, spec.max_new_tokens, rates, lengths))
