@@ -77,7 +77,10 @@ def main(argv=None) -> None:
             torch.manual_seed(0)
             model, tok = build_policy(dict(spec.model))
         else:
-            path, _ = sft_checkpoint(name, spec, args.sft_steps, kimi_args)
+            # Any cached warm-up of that many steps will do (throughput only needs realistic responses, not the
+            # exact pool); else bench/kimi.py trains one.
+            cached = sorted(Path(args.cache_dir).glob(f"sft_{name}_*_steps{args.sft_steps}_*/bench_sft.json"))
+            path = cached[0].parent if cached else sft_checkpoint(name, spec, args.sft_steps, kimi_args)[0]
             model, tok = build_policy(pretrained_path=str(path))
         data = datamodule(spec, "rl", kimi_args, batch_size=args.prompts)
         data.setup("fit")
