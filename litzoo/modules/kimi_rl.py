@@ -141,7 +141,8 @@ class KimiRL(CausalLMModule):
                             ("warmup_steps", warmup_steps), ("total_steps", total_steps)]:
             check_non_negative_int(name, value)
         if sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r} must be one of {SAMPLERS} (litzoo's decoding loop or transformers' generate).")
+            raise ValueError(f"sampler={sampler!r} must be one of {SAMPLERS} (litzoo's decoding loop or "
+                             "transformers' generate).")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.init_policy(("pass@1", f"pass@{eval_k}", "response_length") if eval_k else ("pass@1", "response_length"))
