@@ -88,8 +88,8 @@ class KimiRL(CausalLMModule):
             With LoRA ``pi_ref`` is the frozen base: the policy with its adapters switched off (peft's
             ``disable_adapter``, as TRL does), no second model copy and no refresh per iteration.
         sampler: how rollouts are drawn: ``"litzoo"`` (default; :func:`litzoo.reasoning.generation.sample`: each
-            prompt prefilled once for its ``k`` samples, finished rows leave the batch; ~1.7-2.5x the tokens per
-            CPU-second, BENCHMARKS.md) or ``"transformers"`` (``model.generate``). Same distribution, other
+            prompt prefilled once for its ``k`` samples, finished rows leave the batch; 2.0-5.3x the tokens per
+            CPU-second on the benchmark tasks, BENCHMARKS.md) or ``"transformers"`` (``model.generate``). Same distribution, other
             random stream: a seed gives different samples under the two.
     """
 
