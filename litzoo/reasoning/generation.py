@@ -230,10 +230,9 @@ class _StaticDecoder:
         self.lm, self.base = lm, lm.model
         layers = self.base.layers
         self.rope = sys.modules[type(layers[0].self_attn).__module__].apply_rotary_pos_emb
-        heads, dim = lm.config.num_key_value_heads, layers[0].self_attn.head_dim
-        p = next(lm.parameters())
-        self.k = [p.new_zeros(n, heads, length, dim) for _ in layers]
-        self.v = [p.new_zeros(n, heads, length, dim) for _ in layers]
+        self.n, self.length = n, length
+        self.k: list[Tensor] = []
+        self.v: list[Tensor] = []
 
     @classmethod
     def build(cls, model, n: int, length: int) -> "_StaticDecoder | None":
@@ -246,10 +245,15 @@ class _StaticDecoder:
         return cls(lm, n, length)
 
     def load(self, cache, source: Tensor) -> None:
-        for i, layer in enumerate(cache.layers):
+        """The buffers, in the prefill cache's dtype (under autocast, the one the projections return), filled with
+        each row's prompt keys and values."""
+        for layer in cache.layers:
+            shape = (self.n, layer.keys.shape[1], self.length, layer.keys.shape[3])
             width = layer.keys.shape[2]
-            self.k[i][:, :, :width] = layer.keys[source]
-            self.v[i][:, :, :width] = layer.values[source]
+            self.k.append(layer.keys.new_zeros(shape))
+            self.v.append(layer.values.new_zeros(shape))
+            self.k[-1][:, :, :width] = layer.keys[source]
+            self.v[-1][:, :, :width] = layer.values[source]
 
     def select(self, keep: Tensor) -> None:
         self.k, self.v = [x[keep] for x in self.k], [x[keep] for x in self.v]
