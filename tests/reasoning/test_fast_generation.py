@@ -66,6 +66,20 @@ def test_greedy_equals_transformers_generate_token_for_token(policy, stop_hook, 
     assert torch.equal(unhooked.response_ids, generate(model, tok, _prompts(tok), max_new_tokens=12, greedy=True).response_ids)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "mistral"])
+def test_other_architectures_greedy_equal_generate(model_type):
+    # llama: the hand-written decoding step; mistral (sliding-window config): the model's forward per token
+    from lm_helpers import tiny_policy
+
+    from litzoo.reasoning.generation import _StaticDecoder
+
+    model, tok = tiny_policy(model_type=model_type)
+    assert (_StaticDecoder.build(model, 1, 1) is not None) == (model_type == "llama")
+    ours = sample(model, tok, _prompts(tok), num_samples=2, max_new_tokens=16, greedy=True)
+    assert torch.equal(ours.response_ids, generate(model, tok, _prompts(tok), num_samples=2, max_new_tokens=16,
+                                                   greedy=True).response_ids)
+
+
 def test_sampled_log_probs_are_those_of_one_forward_pass(policy):
     model, tok = policy
     prompts = _prompts(tok)
