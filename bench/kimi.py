@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python bench/kimi.py                                # all three tasks, prints markdown tables
     OMP_NUM_THREADS=1 python bench/kimi.py --quick                        # smoke run (minutes)
+    OMP_NUM_THREADS=1 python bench/kimi.py --quick --harder --tasks addition   # + the harder level's columns
     OMP_NUM_THREADS=1 python bench/kimi.py --tasks addition --budget-cpu-s 300 --sft-steps 400
 
 The BENCHMARKS.md numbers: one process per task (each measures its own CPU time; they may run in
@@ -48,14 +49,22 @@ Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combinati
    so a run overshoots by at most one step; the table shows the CPU time actually used).
    Budgets are in **process CPU time**, not wall time: the machine is shared by several jobs, so wall
    time mostly measures the neighbours. Run with ``OMP_NUM_THREADS=1``.
-3. **Evaluation**: greedy accuracy on the same 200 held-out problems (disjoint from the SFT/RL pool)
-   for the SFT start, after KimiRL and after GRPO, with litzoo's ``generate`` + verifier for all three,
-   mean greedy response length (tokens, incl. ``eos``), and the rollout throughput during RL:
-   response tokens generated per CPU-second spent inside ``model.generate`` (both trainers call the
-   same transformers ``generate`` with KV cache; the wrapper counts tokens up to the first ``eos``).
+3. **Evaluation**: greedy accuracy on the same 200 held-out problems for the SFT start, after KimiRL
+   and after GRPO, with litzoo's ``generate`` + verifier for all three, mean greedy response length
+   (tokens, incl. ``eos``), and the rollout throughput during RL: response tokens (up to the first
+   ``eos``) per CPU-second spent sampling (TRL: inside ``model.generate``; KimiRL: its sampler,
+   ``--kimi-sampler``, default litzoo's own loop, see bench/rollout.py; ``transformers`` = the same
+   ``model.generate`` as TRL). The held-out problems are disjoint from the SFT and RL pools **up to
+   the task's symmetries** (``litzoo.reasoning.heldout.canonical_key``: candidate order for combination
+   sum, input order for maximum gap; addition keeps operand order): their classes are left out of the
+   pools (``HeldOutDisjointData``; ``check_disjoint`` verifies it on every run), since the 20000-problem
+   SFT pool covers nearly every combination-sum class. ``--harder`` adds ``--num-eval`` problems of a
+   harder, never-trained level per task (3-digit addition; maximum gap level 3, 5-8 integers;
+   combination sum level 3, 3-5 candidates in 2-12, targets 6-16), whose classes the pools also leave out.
 
-TRL sees plain prompts (no chat template): ``"<bos>" + prompt`` as a string column, which the char
-tokenizer encodes to exactly litzoo's ``encode_prompt`` ids (checked at start); the tokenizer has a
+TRL sees plain prompts (no chat template): the prompt text as a string column (``"<bos>" + prompt``
+for a tokenizer that does not add ``<bos>`` itself), which the char tokenizer encodes to exactly
+litzoo's ``encode_prompt`` ids (checked at start); the tokenizer has a
 pad token (``<pad>``). TRL's completions are decoded with special tokens skipped, as litzoo's are.
 """
 
@@ -82,7 +91,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from litzoo.datamodules.reasoning import ReasoningDataModule
 from litzoo.modules.cot_sft import CoTSFT
 from litzoo.modules.kimi_rl import KimiRL
-from litzoo.reasoning.generation import generate
+from litzoo.reasoning import Problem, get_task, partial_rollout
+from litzoo.reasoning.generation import SAMPLERS, generate
+from litzoo.reasoning.heldout import check_disjoint, draw_held_out, problem_keys, without_keys
 from litzoo.reasoning.policy import TINY_QWEN2, build_policy, encode_prompt
 from litzoo.reasoning.rewards import score
 
@@ -94,15 +105,20 @@ class TaskSpec:
     difficulty: int
     max_new_tokens: int  # RL and evaluation response budget (>= the clean traces' ~99.5th percentile)
     model: dict[str, Any]  # the policy's config (SFT builds it; KimiRL and TRL both load the SFT folder)
+    harder: int  # the never-trained harder level of --harder (the same task and options)
+    harder_max_new_tokens: int  # its budget (>= its longest clean trace; combination sum: what fits the positions)
 
 
 # The tiny model for every task (the long-CoT traces are designed so that each step is a local
 # lookup a 2-layer model can learn); combination sum needs longer position tables than the 512 of
 # TINY_QWEN2: its longest level-2 trace is 912 tokens (99.5 % are under 640).
+# Harder levels (--harder): 3-digit addition (clean traces <= 81 tokens), maximum gap level 3 (5-8 integers,
+# <= 208), combination sum level 3 (3-5 candidates in 2-12, targets 6-16; 2.5 % of its clean traces are longer
+# than the 960 tokens that fit the 1024 positions, so its held-out problems are drawn among those that fit).
 TASK_SPECS = {
-    "addition": TaskSpec("arithmetic", {"ops": "+"}, 2, 128, dict(TINY_QWEN2)),
-    "max_gap": TaskSpec("max_gap", {}, 2, 192, dict(TINY_QWEN2)),
-    "combination_sum": TaskSpec("combination_sum", {}, 2, 640, {**TINY_QWEN2, "max_position_embeddings": 1024}),
+    "addition": TaskSpec("arithmetic", {"ops": "+"}, 2, 128, dict(TINY_QWEN2), 3, 128),
+    "max_gap": TaskSpec("max_gap", {}, 2, 192, dict(TINY_QWEN2), 3, 256),
+    "combination_sum": TaskSpec("combination_sum", {}, 2, 640, {**TINY_QWEN2, "max_position_embeddings": 1024}, 3, 960),
 }
 # Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
 SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000}
@@ -111,14 +127,46 @@ SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000}
 GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50}
 
 
+class HeldOutDisjointData(ReasoningDataModule):
+    """The datamodule whose training pool leaves out every symmetry class (``canonical_key``: candidate order
+    for combination sum, input order for maximum gap) of the held-out sets: its own ``val_problems`` (drawn
+    first, as before) and ``reserved`` (the harder level's). The pool is the same seeded stream of distinct
+    prompts with those classes removed, so the RL pool is still the first problems of the SFT pool. Holding
+    classes out of the pool (rather than drawing held-out problems outside the pool) is needed because the
+    20000-problem SFT pool covers nearly every class of combination sum level 2 (~1400 classes)."""
+
+    reserved: frozenset = frozenset()
+
+    def _draw(self, task, difficulty, n, split, exclude):
+        if split != "train":
+            return super()._draw(task, difficulty, n, split, exclude)
+        held = problem_keys(self.val_problems) | self.reserved
+        return without_keys(super()._draw(task, difficulty, n + n // 4 + 200, split, exclude), held)[:n]
+
+    def prepare_problems(self) -> None:
+        super().prepare_problems()
+        check_disjoint(self.val_problems, self.train_problems, "training pool")  # the promise, checked
+
+
+def harder_problems(spec: TaskSpec, args) -> list[Problem]:
+    """``--num-eval`` held-out problems of the task's harder level (seeded; independent of the pools, which
+    leave out their classes), each with a clean trace that fits ``harder_max_new_tokens``."""
+    task = get_task(spec.task, **spec.options)
+    fits = lambda p: len(task.write_trace(p)) + 1 <= spec.harder_max_new_tokens  # noqa: E731 (+1: eos)
+    return draw_held_out(task, spec.harder, args.num_eval, zlib.crc32(f"harder/{spec.task}/{args.seed}".encode()),
+                         exclude=set(), accept=fits)
+
+
 def datamodule(spec: TaskSpec, mode: str, args, num_train: int | None = None, **kwargs) -> ReasoningDataModule:
     # The same seed and held-out size in both modes: the same 200 held-out problems (drawn before the
     # pool, so they do not depend on its size); the RL pool is the first problems of the SFT pool's level seed.
-    return ReasoningDataModule(
+    data = HeldOutDisjointData(
         tasks=[spec.task], task_options={spec.task: spec.options} if spec.options else None,
         difficulties=[spec.difficulty], num_train=num_train or args.num_train, num_val=args.num_eval, mode=mode,
         trace="cot", seed=args.seed, **kwargs,
     )
+    data.reserved = frozenset(problem_keys(harder_problems(spec, args)))
+    return data
 
 
 def quiet_trainer(max_steps: int, root: Path, callbacks=(), **kwargs) -> L.Trainer:
@@ -134,12 +182,13 @@ def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args) -> tuple[Path, d
                       batch_size=args.sft_batch_size, group_by_length=group)
     # The folder name pins the model config and the trace format (a checksum of the model config and
     # the first traces), so a changed trace writer never reuses a stale warm-up.
-    data.prepare_problems()
+    data.prepare_problems()  # checks the held-out set is disjoint from the pool up to symmetries; the harder one:
+    check_disjoint(harder_problems(spec, args), data.train_problems, "SFT pool")
     traces = "".join(data.response_text(p, i) for i, p in enumerate(data.train_problems[:50]))
     check = zlib.crc32((json.dumps(spec.model, sort_keys=True) + traces).encode())
     tag = "x".join(str(spec.model[k]) for k in ("num_hidden_layers", "hidden_size"))
     out = Path(args.cache_dir) / (f"sft_{name}_{tag}_steps{steps}_n{args.sft_num_train}_lr{args.sft_lr}_g{group}"
-                                  f"_pm{args.p_mistake}_seed{args.seed}"
+                                  f"_pm{args.p_mistake}_seed{args.seed}_sym"
                                   f"_{check:08x}")
     info_path = out / "bench_sft.json"
     if info_path.exists():
@@ -220,12 +269,25 @@ def run_kimi(sft: Path, spec: TaskSpec, args, root: Path) -> tuple[Any, Any, dic
     torch.manual_seed(args.seed)
     module = KimiRL(pretrained_path=str(sft), k=args.k, temperature=args.temperature,
                     max_new_tokens=spec.max_new_tokens, tau=args.tau, iteration_steps=8, lr=args.lr,
-                    adam_betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=args.seed)
+                    adam_betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=args.seed,
+                    sampler=args.kimi_sampler)
     meter = GenMeter(module.tokenizer.eos_token_id)
-    meter.wrap(module.policy)
     budget = CPUBudget(args.budget_cpu_s)
     data = datamodule(spec, "rl", args, batch_size=args.prompts_per_step)
-    quiet_trainer(10**6, root, [budget]).fit(module, data)
+    # KimiRL's rollouts go through partial_rollout.generate (either sampler): count its Rollouts' tokens and the
+    # CPU time each spent sampling (for sampler="transformers", the time inside model.generate).
+    original = partial_rollout.generate
+
+    def timed_generate(*a, **kw):
+        rollout = original(*a, **kw)
+        meter.cpu_s, meter.tokens, meter.calls = meter.cpu_s + rollout.cpu_seconds, meter.tokens + rollout.num_tokens, meter.calls + 1
+        return rollout
+
+    partial_rollout.generate = timed_generate
+    try:
+        quiet_trainer(10**6, root, [budget]).fit(module, data)
+    finally:
+        partial_rollout.generate = original
     return module.policy, module.tokenizer, {
         "steps": budget.steps, "cpu_s": budget.used, "gen_tok_per_cpu_s": meter.tokens_per_cpu_s,
         "gen_share": meter.cpu_s / budget.used if budget.used else float("nan"),
@@ -239,14 +301,14 @@ def run_trl(sft: Path, spec: TaskSpec, problems, args, root: Path) -> tuple[Any,
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from litzoo.reasoning import get_task
-
     tokenizer = AutoTokenizer.from_pretrained(sft, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(sft, local_files_only=True)
     task = get_task(spec.task, **spec.options)
-    bos = tokenizer.bos_token
-    # Plain string prompts (no chat template). "<bos>" is a special token of the char tokenizer, so
-    # the string encodes to exactly litzoo's encode_prompt ids -- checked, not assumed.
+    # Plain string prompts (no chat template). litzoo's exported tokenizer adds "<bos>" itself; one that does
+    # not gets it in the string ("<bos>" is a special token of the char tokenizer). Either way the prompt
+    # encodes to exactly litzoo's encode_prompt ids -- checked, not assumed.
+    adds_bos = tokenizer("1")["input_ids"][:1] == [tokenizer.bos_token_id]
+    bos = "" if adds_bos else tokenizer.bos_token
     for p in problems[:50]:
         got = tokenizer(bos + p.prompt)["input_ids"]
         if got != encode_prompt(tokenizer, p.prompt):
@@ -323,6 +385,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="runs/bench_kimi")
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 SFT steps, 20 CPU-s RL, 40 eval problems")
+    parser.add_argument("--kimi-sampler", default="litzoo", choices=SAMPLERS,
+                        help="KimiRL's rollout sampler (transformers: model.generate, as TRL uses)")
+    parser.add_argument("--harder", action="store_true",
+                        help="also evaluate on --num-eval problems of a harder, never-trained level per task (3-digit "
+                             "addition, maximum gap level 3, combination sum level 3), reported as extra columns")
     parser.add_argument("--tables-only", action="store_true",
                         help="print the tables of --tasks from the results saved in --cache-dir (e.g. after running "
                              "one process per task in parallel) without training")
@@ -366,8 +433,17 @@ def main(argv: list[str] | None = None) -> None:
         sft, sft_info = sft_checkpoint(name, spec, sft_steps[name], args)
         data = datamodule(spec, "rl", args, batch_size=args.prompts_per_step)
         data.setup("fit")
+        hard = harder_problems(spec, args) if args.harder else []
+        check_disjoint(hard, data.train_problems, "RL pool")
+
+        def evaluate_all(model, tok) -> dict[str, float]:
+            result = evaluate(model, tok, data.val_problems, spec.max_new_tokens)
+            if hard:
+                result.update({f"harder_{k}": v for k, v in evaluate(model, tok, hard, spec.harder_max_new_tokens).items()})
+            return result
+
         policy, tokenizer = build_policy(pretrained_path=str(sft))
-        start = evaluate(policy, tokenizer, data.val_problems, spec.max_new_tokens)
+        start = evaluate_all(policy, tokenizer)
         sft_rows.append((name, sft_info, start))
         rows.append((name, "SFT start (litzoo CoTSFT)", start, None))
         print(f"[{name}] SFT {sft_info} -> {start}  ({time.time() - t0:.0f} s wall)", flush=True)
@@ -376,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
                                   ("TRL GRPOTrainer", lambda: run_trl(sft, spec, data.train_problems, args, Path(tmp)))]:
                 t1 = time.time()
                 model, tok, info = runner()
-                result = evaluate(model, tok, data.val_problems, spec.max_new_tokens)
+                result = evaluate_all(model, tok)
                 rows.append((name, label, result, info))
                 print(f"[{name}] {label}: {info} -> {result}  ({time.time() - t1:.0f} s wall)", flush=True)
                 del model
@@ -396,16 +472,22 @@ def print_tables(args, sft_rows, rows) -> None:
               f"{ev['accuracy']:.3f} | {ev['length']:.1f} | {ev['truncated']:.3f} |")
     print(f"\n### RL from the SFT start, {args.budget_cpu_s:.0f} CPU-s each (k = {args.k}, "
           f"{args.prompts_per_step} prompts/step, T = {args.temperature}, lr = {args.lr})\n")
+    harder = any("harder_accuracy" in ev for _, _, ev, _ in rows)
     print("| task | policy | greedy accuracy | mean length (tokens) | RL steps | RL CPU-s | sample reward (last 10 steps) "
-          "| rollout tokens per CPU-s | generate share of CPU |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| rollout tokens per CPU-s | generate share of CPU |"
+          + (" harder level: greedy accuracy | harder level: mean length |" if harder else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if harder else ""))
     for name, label, ev, info in rows:
+        extra = ""
+        if harder:
+            extra = (f" {ev['harder_accuracy']:.3f} (level {TASK_SPECS[name].harder}) | {ev['harder_length']:.1f} |"
+                     if "harder_accuracy" in ev else " - | - |")
         if info is None:
-            print(f"| {name} | {label} | {ev['accuracy']:.3f} | {ev['length']:.1f} | - | - | - | - | - |")
+            print(f"| {name} | {label} | {ev['accuracy']:.3f} | {ev['length']:.1f} | - | - | - | - | - |" + extra)
         else:
             print(f"| {name} | {label} | {ev['accuracy']:.3f} | {ev['length']:.1f} | {info['steps']} | "
                   f"{info['cpu_s']:.0f} | {info['train_reward_last']:.3f} | {info['gen_tok_per_cpu_s']:.0f} | "
-                  f"{100 * info['gen_share']:.0f} % |")
+                  f"{100 * info['gen_share']:.0f} % |" + extra)
     sys.stdout.flush()
 
 

@@ -64,11 +64,13 @@ def continue_responses(
     temperature: float = 1.0,
     greedy: bool = False,
     seed: int | None = None,
+    sampler: str = "transformers",
 ) -> Rollout | None:
     """Generate the next segment (at most ``segment_tokens``) of every unfinished item, in place.
 
     The input is ``prompt + response so far``; a response is finished when it emits ``eos`` or
-    reaches ``max_response_tokens``. Returns the :class:`Rollout` of the new segments (``None``
+    reaches ``max_response_tokens``. ``sampler`` as in :func:`~litzoo.reasoning.generation.generate`
+    (``"litzoo"`` prefills the identical fresh rows of a group once). Returns the :class:`Rollout` of the new segments (``None``
     if nothing was left to generate).
     """
     todo = [it for it in items if not it.finished]
@@ -77,7 +79,7 @@ def continue_responses(
     budget = min(segment_tokens, max(max_response_tokens - min(len(it.response_ids) for it in todo), 1))
     rollout = generate(
         model, tokenizer, [it.prompt_ids + it.response_ids for it in todo], max_new_tokens=budget,
-        temperature=temperature, greedy=greedy, seed=seed,
+        temperature=temperature, greedy=greedy, seed=seed, sampler=sampler,
     )
     for it, new, done in zip(todo, rollout.response_token_lists(), rollout.finished.tolist()):
         room = max_response_tokens - len(it.response_ids)
