@@ -83,7 +83,7 @@ def readme_blocks(heading: str) -> dict[str, list[str]]:
 
 def test_readme_captioned_images_yaml_and_command_run_as_written(tmp_path, monkeypatch):
     blocks = readme_blocks("### Your own captioned images")
-    (config,), (command,) = blocks["yaml"], blocks["bash"]
+    (config,), (command,), (usage,) = blocks["yaml"], blocks["bash"], blocks["python"]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(REPO / "configs")
     captioned_folder(tmp_path / "my_images", n=24)
@@ -105,4 +105,17 @@ def test_readme_captioned_images_yaml_and_command_run_as_written(tmp_path, monke
     assert dict(dm.hparams) | yaml.safe_load(config)["data"]["init_args"] == dict(dm.hparams)  # as written
     assert model.num_classes is None and model.hparams.class_prompts is None
     assert len(dm.train_set) == 22 and len(dm.val_set) == 2
-    assert (tmp_path / "runs" / "rf_digits_text").is_dir()
+    assert (tmp_path / "runs" / "rf_digits_text").is_dir() and model.hparams.lora_rank == 8
+    # The README's reload lines: the frozen base + the adapters give the trained transformer's outputs exactly.
+    namespace: dict = {}
+    exec(usage, namespace)  # noqa: S102 (the README's own lines)
+    c = model.transformer.config
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(hidden_states=torch.randn(2, c.in_channels, c.sample_size, c.sample_size, generator=g),
+                  encoder_hidden_states=torch.randn(2, 3, c.joint_attention_dim, generator=g),
+                  pooled_projections=torch.randn(2, c.pooled_projection_dim, generator=g),
+                  timestep=torch.tensor([100.0, 700.0]))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(namespace["transformer"](**inputs).sample, model.transformer(**inputs).sample,
+                                   rtol=0, atol=0)

@@ -252,10 +252,12 @@ def test_readme_own_problems_recipe_runs_as_written_and_the_export_answers_like_
     write_jsonl(tmp_path / "problems.jsonl", addition_rows(40, seed=3))
     assert sft_line[:2] == rl_line[:2] == ["python", "train.py"]
     sft_cli = run_train_py(sft_line[2:] + QUICK)
-    assert sft_cli.trainer.global_step == 2 and (tmp_path / "runs/cot_sft_addition/export/config.json").is_file()
+    assert sft_cli.trainer.global_step == 2 and sft_cli.model.hparams.lora_rank == 8
+    assert (tmp_path / "runs/cot_sft_addition/export/adapter_config.json").is_file()  # a peft adapter folder
     rl_cli = run_train_py(rl_line[2:] + QUICK + QUICK_RL)
     module, dm = rl_cli.model, rl_cli.datamodule
     assert module.trainer.global_step == 2 and dm.hparams.verifier == "boxed" and len(dm.val_problems) == 20
+    assert module.hparams.lora_rank == 8
     assert module.hparams.pretrained_path == "runs/cot_sft_addition/export"
     capsys.readouterr()
     exec(usage, {})  # noqa: S102 (the README's own lines)
