@@ -1,7 +1,7 @@
 """Train one tiny litzoo module on 2 CPU processes (gloo), sharded (FSDP2 via ModelParallelStrategy) or DDP.
 
     python fsdp_worker.py METHOD OUT {fsdp,ddp} STEPS [--save NAME] [--resume CKPT] [--checkpointing]
-        [--precision P]
+        [--precision P] [--lora]
 
 Lightning's launcher runs this file once per rank. Writes into OUT (rank 0): ``result.pt`` with the weights
 after the first optimizer step (``step1``) and at the end (``final``, gathered from the shards), the evaluation
@@ -30,6 +30,7 @@ METHOD, OUT, STRATEGY, STEPS = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(
 SAVE = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
 RESUME = sys.argv[sys.argv.index("--resume") + 1] if "--resume" in sys.argv else None
 CHECKPOINTING = "--checkpointing" in sys.argv
+LORA = {"lora_rank": 4} if "--lora" in sys.argv else {}  # the causal LMs: adapters only (pi_ref: adapters off)
 PRECISION = sys.argv[sys.argv.index("--precision") + 1] if "--precision" in sys.argv else "32-true"
 SEED = 3
 OPT = {"lr": 1e-3, "warmup_steps": 0, "total_steps": -1, "seed": SEED, "gradient_checkpointing": CHECKPOINTING}
@@ -57,12 +58,12 @@ def make_module():
         from litzoo.modules import CoTSFT
 
         return CoTSFT(model_config=TINY_TEST_QWEN2, lr=1e-3, warmup_steps=0, total_steps=100, min_lr_ratio=1.0,
-                      gradient_checkpointing=CHECKPOINTING)
+                      gradient_checkpointing=CHECKPOINTING, **LORA)
     from litzoo.modules import KimiRL
 
     # a length reward: an untrained policy is never right, and equal rewards give no gradient
     return KimiRL(model_config=TINY_TEST_QWEN2, k=2, max_new_tokens=32, eval_k=0, lr=1e-3, seed=SEED,
-                  iteration_steps=2, length_penalty_weight=1.0, gradient_checkpointing=CHECKPOINTING)
+                  iteration_steps=2, length_penalty_weight=1.0, gradient_checkpointing=CHECKPOINTING, **LORA)
 
 
 class Images(L.LightningDataModule):

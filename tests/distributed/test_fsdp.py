@@ -95,6 +95,18 @@ def test_causal_lm_sharded_steps_equal_ddp(tmp_path, method):
 
 
 @pytest.mark.slow
+def test_kimi_rl_with_lora_adapters_sharded_equals_ddp(tmp_path):
+    """LoRA under FSDP2: only the adapters train, pi_ref is the sharded base with its adapters off (no copy), and
+    the sharded steps give DDP's weights."""
+    sharded = run_worker(tmp_path / "fsdp", "kimi_rl", "fsdp", 3, "--lora")
+    ddp = run_worker(tmp_path / "ddp", "kimi_rl", "ddp", 3, "--lora")
+    assert max_difference(sharded["step1"], ddp["step1"]) < ATOL
+    assert max_difference(sharded["final"], ddp["final"]) < 1e-5
+    moved = {k for k in sharded["final"] if not torch.equal(sharded["final"][k], sharded["step1"][k])}
+    assert moved and all("lora_" in k for k in moved)  # the adapters trained, the base did not
+
+
+@pytest.mark.slow
 def test_resume_from_sharded_checkpoint_equals_uninterrupted_run(tmp_path):
     whole = run_worker(tmp_path / "whole", "ddpm", "fsdp", 4)
     run_worker(tmp_path / "first", "ddpm", "fsdp", 2, "--save", "half.ckpt")
