@@ -135,6 +135,16 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def resident(module) -> None:
+    """Read every weight once: ``from_pretrained`` maps safetensors lazily, so the RSS after the build would not
+    count weights not yet touched."""
+    import torch
+
+    with torch.no_grad():
+        for p in module.parameters():
+            p.sum()
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -187,6 +197,7 @@ def run_litzoo(model: str, mode: str, s: dict, batches: list[dict], lm_folder: s
 
     torch.manual_seed(SEED)
     module = litzoo_module(model, mode, s, lm_folder)
+    resident(module)
     built = rss_mib()
     stamps, losses = Stamps(args.device), []
 
@@ -257,6 +268,7 @@ def run_plain(model: str, mode: str, s: dict, batches: list[dict], lm_folder: st
     device = args.device
     torch.manual_seed(SEED)
     net = plain_dit(mode, s, device) if model == "dit" else plain_lm(mode, lm_folder, device)
+    resident(net)
     built = rss_mib()
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
@@ -354,8 +366,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 def markdown(summary: list[dict]) -> str:
     by = {(e["model"], e["mode"], e["trainer"]): e for e in summary}
     lines = ["| model | mode | trainer | trainable params | CPU-s/step median (range) | wall-s/step median (range) "
-             "| peak RSS MiB median (range) | RSS after build MiB | vs plain: memory, speed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| peak RSS MiB median (range) | RSS after build MiB | loss at step 1 | vs plain: peak memory, speed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         plain = by.get((e["model"], e["mode"], "plain"))
         ratio = "" if e["trainer"] == "plain" or plain is None else (
@@ -365,7 +377,7 @@ def markdown(summary: list[dict]) -> str:
         lines.append(f"| {e['model']} | {e['mode']} | {e['trainer']} | {e['trainable'] / 1e6:.1f} M "
                      f"| {e['cpu_s_per_step']:.3g} ({c[0]:.3g}–{c[1]:.3g}) | {e['wall_s_per_step']:.3g} "
                      f"({w[0]:.3g}–{w[1]:.3g}) | {e['peak_rss_mib']:.0f} ({p[0]:.0f}–{p[1]:.0f}) "
-                     f"| {e['built_rss_mib']:.0f} | {ratio} |")
+                     f"| {e['built_rss_mib']:.0f} | {e['loss_step1']:.6f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -385,7 +397,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (Lightning bf16-mixed; implied on the GPU)")
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test of the code path)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, 1 repeat, 2+2 steps: a smoke run")
-    p.add_argument("--json", help="also write the raw rows and the summary to this file")
+    p.add_argument("--json", help="also write the raw rows (after every run) and the summary to this file")
+    p.add_argument("--table-from", help="print the table of the rows in this --json file and exit")
     # one configuration (internal: the parent starts one process per configuration)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", choices=["dit", "lm"], help=argparse.SUPPRESS)
@@ -400,8 +413,11 @@ def main(argv=None) -> list[dict]:
     if args.quick:
         args.tiny, args.repeats, args.warmup, args.steps = True, 1, 2, 2
     if args.worker:
-        print(json.dumps(worker(args)), flush=True)
-        return []
+        row = worker(args)
+        print(json.dumps(row), flush=True)
+        return [row]
+    if args.table_from:  # the table of an earlier (maybe cut-short) run's --json file
+        return report(args, json.loads(Path(args.table_from).read_text())["rows"])
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -412,18 +428,24 @@ def main(argv=None) -> list[dict]:
                     for trainer in (TRAINERS if r % 2 == 0 else TRAINERS[::-1]):
                         row = run_configuration(args, model, mode, trainer, lm_folder if model == "lm" else None)
                         rows.append(row)
+                        if args.json:  # after every run: a cut-short benchmark keeps what it measured
+                            Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
                         print(f"{model} {mode} {trainer}: {row['cpu_s_per_step']:.3f} CPU-s/step, "
                               f"{row['wall_s_per_step']:.3f} wall-s/step, peak RSS {row['peak_rss_mib']:.0f} MiB "
                               f"(after build {row['built_rss_mib']:.0f}), loss[0] {row['losses'][0]:.6f}",
                               file=sys.stderr, flush=True)
+    return report(args, rows)
+
+
+def report(args, rows: list[dict]) -> list[dict]:
     summary = summarize(rows)
     s = shapes(args)
     print(f"\n### {args.device}, {'bf16 autocast' if args.bf16 else 'float32'}, {rows[0]['threads']} thread(s); "
           f"DiT {s['dit_layers']} joint blocks, batch {s['batch']} x {s['latent']}x{s['latent']} latents + "
           f"{s['context']} context tokens; LM {s['lm_layers']} layers, batch {s['lm_batch']} x {s['seq']} tokens; "
-          f"{args.warmup} warm-up + {args.steps} timed steps, median of {args.repeats} runs\n")
+          f"{args.warmup} warm-up + {args.steps} timed steps, median of {max(e['runs'] for e in summary)} runs\n")
     print(markdown(summary))
-    if args.json:
+    if args.json and not args.table_from:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     return summary
 
