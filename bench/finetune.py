@@ -126,11 +126,11 @@ def save_lm_folder(s: dict, folder: str) -> str:
 
 
 # ----------------------------------------------------------------------------- memory and time
-def rss_mib() -> float:
-    """Current resident set size of this process."""
+def rss_mib(field: str = "VmRSS") -> float:
+    """Resident set size of this process now (``VmHWM``: its peak so far)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -146,7 +146,8 @@ def resident(module) -> None:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # ru_maxrss (KiB on Linux) is the process's peak; VmHWM is the same number, updated without delay
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_mib("VmHWM"))
 
 
 class Stamps:
@@ -302,7 +303,7 @@ def run_plain(model: str, mode: str, s: dict, batches: list[dict], lm_folder: st
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     stamps.stamp()
     trainable = sum(p.numel() for p in params)
     return {"built_rss_mib": built, "stamps": stamps, "losses": losses, "trainable": trainable,
