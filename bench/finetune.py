@@ -356,7 +356,9 @@ def summarize(rows: list[dict]) -> list[dict]:
     for (model, mode, trainer), rs in groups.items():
         entry = {"model": model, "mode": mode, "trainer": trainer, "runs": len(rs), "trainable": rs[0]["trainable"],
                  "params": rs[0]["params"], "loss_step1": rs[0]["losses"][0]}
-        for key in ("cpu_s_per_step", "wall_s_per_step", "peak_rss_mib", "built_rss_mib"):
+        for r in rs:  # what training added to the built model (the imports and the weights are in both RSS)
+            r["train_rss_mib"] = r["peak_rss_mib"] - r["built_rss_mib"]
+        for key in ("cpu_s_per_step", "wall_s_per_step", "peak_rss_mib", "built_rss_mib", "train_rss_mib"):
             values = [r[key] for r in rs]
             entry[key] = statistics.median(values)
             entry[key + "_range"] = (min(values), max(values))
@@ -367,18 +369,20 @@ def summarize(rows: list[dict]) -> list[dict]:
 def markdown(summary: list[dict]) -> str:
     by = {(e["model"], e["mode"], e["trainer"]): e for e in summary}
     lines = ["| model | mode | trainer | trainable params | CPU-s/step median (range) | wall-s/step median (range) "
-             "| peak RSS MiB median (range) | RSS after build MiB | loss at step 1 | vs plain: peak memory, speed |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| peak RSS MiB median (range) | RSS after build MiB | peak − after build MiB | loss at step 1 "
+             "| vs plain: peak RSS, training RSS (peak − build), speed (CPU) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         plain = by.get((e["model"], e["mode"], "plain"))
         ratio = "" if e["trainer"] == "plain" or plain is None else (
             f"{e['peak_rss_mib'] - plain['peak_rss_mib']:+.0f} MiB, "
+            f"{e['train_rss_mib'] - plain['train_rss_mib']:+.0f} MiB, "
             f"{plain['cpu_s_per_step'] / e['cpu_s_per_step']:.3f}x")
         c, w, p = e["cpu_s_per_step_range"], e["wall_s_per_step_range"], e["peak_rss_mib_range"]
         lines.append(f"| {e['model']} | {e['mode']} | {e['trainer']} | {e['trainable'] / 1e6:.1f} M "
                      f"| {e['cpu_s_per_step']:.3g} ({c[0]:.3g}–{c[1]:.3g}) | {e['wall_s_per_step']:.3g} "
                      f"({w[0]:.3g}–{w[1]:.3g}) | {e['peak_rss_mib']:.0f} ({p[0]:.0f}–{p[1]:.0f}) "
-                     f"| {e['built_rss_mib']:.0f} | {e['loss_step1']:.6f} | {ratio} |")
+                     f"| {e['built_rss_mib']:.0f} | {e['train_rss_mib']:.0f} | {e['loss_step1']:.6f} | {ratio} |")
     return "\n".join(lines)
 
 

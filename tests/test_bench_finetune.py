@@ -69,10 +69,10 @@ def check_table(stdout_or_markdown: str, model: str, mode: str) -> None:
     cells = {row.split(" | ")[2]: [c.strip() for c in row.strip("|").split("|")] for row in rows}
     assert set(cells) == {"litzoo", "plain"}
     for trainer, c in cells.items():
-        assert c[:3] == [model, mode, trainer] and len(c) == 10
+        assert c[:3] == [model, mode, trainer] and len(c) == 11
         assert float(c[4].split()[0]) > 0 and float(c[6].split()[0]) > 0  # CPU-s/step, peak RSS
-    assert float(cells["litzoo"][8]) == pytest.approx(float(cells["plain"][8]), rel=1e-5)  # loss at step 1
-    assert "MiB" in cells["litzoo"][9] and cells["plain"][9] == ""
+    assert float(cells["litzoo"][9]) == pytest.approx(float(cells["plain"][9]), rel=1e-5)  # loss at step 1
+    assert "MiB" in cells["litzoo"][10] and cells["plain"][10] == ""
 
 
 def test_table_rows_have_their_fields(finetune, lm_folder):
