@@ -358,7 +358,8 @@ def summarize(rows: list[dict]) -> list[dict]:
                  "params": rs[0]["params"], "loss_step1": rs[0]["losses"][0]}
         for r in rs:  # what training added to the built model (the imports and the weights are in both RSS)
             r["train_rss_mib"] = r["peak_rss_mib"] - r["built_rss_mib"]
-        for key in ("cpu_s_per_step", "wall_s_per_step", "peak_rss_mib", "built_rss_mib", "train_rss_mib"):
+        gpu_keys = ("images_per_s", "peak_cuda_mib") if "peak_cuda_mib" in rs[0] else ()
+        for key in ("cpu_s_per_step", "wall_s_per_step", "peak_rss_mib", "built_rss_mib", "train_rss_mib", *gpu_keys):
             values = [r[key] for r in rs]
             entry[key] = statistics.median(values)
             entry[key + "_range"] = (min(values), max(values))
@@ -383,6 +384,16 @@ def markdown(summary: list[dict]) -> str:
                      f"| {e['cpu_s_per_step']:.3g} ({c[0]:.3g}–{c[1]:.3g}) | {e['wall_s_per_step']:.3g} "
                      f"({w[0]:.3g}–{w[1]:.3g}) | {e['peak_rss_mib']:.0f} ({p[0]:.0f}–{p[1]:.0f}) "
                      f"| {e['built_rss_mib']:.0f} | {e['train_rss_mib']:.0f} | {e['loss_step1']:.6f} | {ratio} |")
+    if any("peak_cuda_mib" in e for e in summary):  # the GPU numbers of the issue: images/s and peak memory
+        lines += ["", "| model | mode | trainer | images/s median (range) | peak GPU memory MiB | vs plain: memory, "
+                  "speed |", "|---|---|---|---|---|---|"]
+        for e in summary:
+            plain = by.get((e["model"], e["mode"], "plain"))
+            ratio = "" if e["trainer"] == "plain" or plain is None or not e.get("images_per_s") else (
+                f"{e['peak_cuda_mib'] - plain['peak_cuda_mib']:+.0f} MiB, {e['images_per_s'] / plain['images_per_s']:.3f}x")
+            ips, rng = e.get("images_per_s"), e.get("images_per_s_range")
+            rate = f"{ips:.3g} ({rng[0]:.3g}–{rng[1]:.3g})" if ips else "–"
+            lines.append(f"| {e['model']} | {e['mode']} | {e['trainer']} | {rate} | {e['peak_cuda_mib']:.0f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -431,7 +442,11 @@ def main(argv=None) -> list[dict]:
             for mode in args.modes:
                 for r in range(args.repeats):
                     for trainer in (TRAINERS if r % 2 == 0 else TRAINERS[::-1]):
-                        row = run_configuration(args, model, mode, trainer, lm_folder if model == "lm" else None)
+                        try:
+                            row = run_configuration(args, model, mode, trainer, lm_folder if model == "lm" else None)
+                        except RuntimeError as err:  # e.g. out of memory on the GPU: the other rows still count
+                            print(err, file=sys.stderr, flush=True)
+                            continue
                         rows.append(row)
                         if args.json:  # after every run: a cut-short benchmark keeps what it measured
                             Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
@@ -443,6 +458,8 @@ def main(argv=None) -> list[dict]:
 
 
 def report(args, rows: list[dict]) -> list[dict]:
+    if not rows:
+        raise SystemExit("No configuration ran (see the errors above).")
     summary = summarize(rows)
     s = shapes(args)
     print(f"\n### {args.device}, {'bf16 autocast' if args.bf16 else 'float32'}, {rows[0]['threads']} thread(s); "
