@@ -1,6 +1,6 @@
 """Fine-tuning at real width: peak memory and step time of litzoo vs a plain PyTorch loop (issue 17 §3, 18 §4).
 
-    OMP_NUM_THREADS=1 python bench/finetune.py                     # the BENCHMARKS.md table (CPU, ~40 min)
+    OMP_NUM_THREADS=1 python bench/finetune.py                     # the BENCHMARKS.md table (CPU, ~30 min)
     OMP_NUM_THREADS=1 python bench/finetune.py --quick             # smoke run on tiny shapes (seconds)
     python bench/finetune.py --device cuda                          # GPU: full-size SD3-medium DiT, 128x128, bf16
 
