@@ -226,7 +226,6 @@ def run_litzoo(model: str, mode: str, s: dict, batches: list[dict], lm_folder: s
 # ----------------------------------------------------------------------------- plain loops
 def plain_dit(mode: str, s: dict, device: str):
     """The network as diffusers' SD3 scripts build and adapt it."""
-    import torch
     from diffusers import SD3Transformer2DModel
     from peft import LoraConfig
 
@@ -390,10 +389,12 @@ def markdown(summary: list[dict]) -> str:
         for e in summary:
             plain = by.get((e["model"], e["mode"], "plain"))
             ratio = "" if e["trainer"] == "plain" or plain is None or not e.get("images_per_s") else (
-                f"{e['peak_cuda_mib'] - plain['peak_cuda_mib']:+.0f} MiB, {e['images_per_s'] / plain['images_per_s']:.3f}x")
+                f"{e['peak_cuda_mib'] - plain['peak_cuda_mib']:+.0f} MiB, "
+                f"{e['images_per_s'] / plain['images_per_s']:.3f}x")
             ips, rng = e.get("images_per_s"), e.get("images_per_s_range")
             rate = f"{ips:.3g} ({rng[0]:.3g}–{rng[1]:.3g})" if ips else "–"
-            lines.append(f"| {e['model']} | {e['mode']} | {e['trainer']} | {rate} | {e['peak_cuda_mib']:.0f} | {ratio} |")
+            lines.append(f"| {e['model']} | {e['mode']} | {e['trainer']} | {rate} | {e['peak_cuda_mib']:.0f} "
+                         f"| {ratio} |")
     return "\n".join(lines)
 
 
