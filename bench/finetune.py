@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python bench/finetune.py                     # the BENCHMARKS.md table (CPU, ~30 min)
     OMP_NUM_THREADS=1 python bench/finetune.py --quick             # smoke run on tiny shapes (seconds)
     python bench/finetune.py --device cuda                          # GPU: full-size SD3-medium DiT, 128x128, bf16
+    OMP_NUM_THREADS=1 python bench/finetune.py --rl                # KimiRL + LoRA vs TRL GRPOTrainer + peft_config
 
 Two models, random weights built from configs (no hub):
 
@@ -28,6 +29,13 @@ Both trainers: the same batches, AdamW (fused kernel in both, lr 1e-4, betas (0.
 constant lr for the DiT / cosine without warm-up for the LM), float32, and the same noise draws (the plain loop
 seeds its per-step generator as litzoo does) so that their losses agree step by step: they train the same thing.
 litzoo runs in a Lightning ``Trainer`` without logger, progress bar or checkpointing (the training loop only).
+
+``--rl``: the same LM with LoRA (rank 16, same targets) in litzoo's ``KimiRL`` (Lightning) and TRL's ``GRPOTrainer``
+with ``peft_config`` (fused AdamW, lr 1e-4, grad clipping 1.0, ``beta=0``), 2 prompts x 4 samples of 16 new tokens
+(2-digit addition prompts), temperature 1. A step holds generation, so every ``generate`` call's CPU time is also
+measured (bench/kimi.py's ``GenMeter``) and "update" = step - generation (scoring, loss forward/backward, optimizer).
+The two algorithms differ (k1.5 loss with the base policy as reference vs GRPO's clipped ratio), so the update times
+compare the trainers' whole non-generation work, not one identical computation.
 
 Method: every (model, mode, trainer) runs in its **own process** (``--worker``): peak RSS is that process's
 ``ru_maxrss`` (nothing subtracted), and the RSS after the model is built is reported beside it. ``--warmup`` steps,
@@ -114,14 +122,16 @@ def save_lm_folder(s: dict, folder: str) -> str:
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
+    from litzoo.reasoning.policy import save_policy
     from litzoo.text.tokenizer import build_char_tokenizer
 
     tok = build_char_tokenizer()
     config = Qwen2Config(**s["lm"], num_hidden_layers=s["lm_layers"], pad_token_id=tok.pad_token_id,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(SEED)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    # litzoo's save_policy writes the char tokenizer so that AutoTokenizer keeps spaces and newlines (the RL rows'
+    # task text has them); the weights are save_pretrained's
+    save_policy(AutoModelForCausalLM.from_config(config), tok, folder)
     return folder
 
 
@@ -309,6 +319,108 @@ def run_plain(model: str, mode: str, s: dict, batches: list[dict], lm_folder: st
             "params": sum(p.numel() for p in net.parameters())}
 
 
+# ----------------------------------------------------------------------------- RL: KimiRL + LoRA vs TRL GRPO + peft_config
+GRPO_PROMPTS, GRPO_K, GRPO_NEW_TOKENS = 2, 4, 16
+
+
+def run_rl(trainer_name: str, lm_folder: str, args) -> dict:
+    """One RL run on the LM with LoRA: litzoo ``KimiRL(lora_rank=16)`` in a Lightning Trainer, or TRL ``GRPOTrainer``
+    with ``peft_config`` (same LoRA); 2 prompts x 4 samples, 16 new tokens. Steps include generation, so the
+    generation CPU time (every ``generate`` call, timed by bench/kimi.py's ``GenMeter``) is also reported and
+    subtracted: the rest is the update (scoring, loss forward/backward, optimizer)."""
+    import lightning as L
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kimi import GenMeter
+
+    from litzoo.datamodules import ReasoningDataModule
+    from litzoo.nets.lora import CAUSAL_LM_LORA_TARGETS
+
+    n = args.warmup + args.steps
+    data = ReasoningDataModule(tasks=["arithmetic"], task_options={"arithmetic": {"ops": "+"}}, difficulties=[2],
+                               num_train=64, num_val=8, mode="rl", trace="cot", seed=SEED, batch_size=GRPO_PROMPTS)
+    stamps, gen_at = Stamps("cpu"), []
+    torch.manual_seed(SEED)
+    if trainer_name == "litzoo":
+        from litzoo.modules import KimiRL
+
+        module = KimiRL(pretrained_path=lm_folder, k=GRPO_K, max_new_tokens=GRPO_NEW_TOKENS, lr=LR,
+                        adam_betas=(0.9, 0.999), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=SEED,
+                        lora_rank=LORA_RANK)
+        meter = GenMeter(module.tokenizer.eos_token_id)
+        meter.wrap(module.policy)
+        resident(module)
+        built = rss_mib()
+
+        class Timer(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                stamps.stamp()
+                gen_at.append(meter.cpu_s)
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if batch_idx == n - 1:
+                    stamps.stamp()
+                    gen_at.append(meter.cpu_s)
+
+        L.Trainer(max_steps=n, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                  callbacks=[Timer()]).fit(module, data)
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    else:
+        from datasets import Dataset
+        from peft import LoraConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+        from trl import GRPOConfig, GRPOTrainer
+
+        tokenizer = AutoTokenizer.from_pretrained(lm_folder)
+        model = AutoModelForCausalLM.from_pretrained(lm_folder)
+        data.setup("fit")
+        problems = data.train_problems
+        dataset = Dataset.from_dict({"prompt": [tokenizer.bos_token + p.prompt for p in problems],
+                                     "problem_index": list(range(len(problems)))})
+        from litzoo.reasoning import get_task
+
+        task = get_task("arithmetic", ops="+")
+
+        def verifier(prompts, completions, problem_index, **kwargs):
+            return [task.verify(problems[i], c) for i, c in zip(problem_index, completions)]
+
+        class Timer(TrainerCallback):
+            def on_step_begin(self, targs, state, control, **kw):
+                stamps.stamp()
+                gen_at.append(meter.cpu_s)
+
+            def on_train_end(self, targs, state, control, **kw):
+                stamps.stamp()
+                gen_at.append(meter.cpu_s)
+
+        config = GRPOConfig(
+            output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, fp16=False, report_to=[], disable_tqdm=True,
+            save_strategy="no", logging_steps=1, seed=SEED, max_steps=n, per_device_train_batch_size=GRPO_PROMPTS
+            * GRPO_K, gradient_accumulation_steps=1, num_generations=GRPO_K, max_completion_length=GRPO_NEW_TOKENS,
+            temperature=1.0, top_k=0, top_p=1.0, beta=0.0, num_iterations=1, learning_rate=LR,
+            lr_scheduler_type="constant", warmup_steps=0, adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
+            max_grad_norm=1.0, gradient_checkpointing=False, dataloader_num_workers=0, remove_unused_columns=False,
+            optim="adamw_torch_fused")
+        peft_config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, init_lora_weights="gaussian",
+                                 target_modules=list(CAUSAL_LM_LORA_TARGETS), task_type="CAUSAL_LM")
+        trainer = GRPOTrainer(model=model, reward_funcs=verifier, args=config, train_dataset=dataset,
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=[Timer()])
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        meter = GenMeter(tokenizer.eos_token_id)
+        meter.wrap(trainer.model)
+        resident(trainer.model)
+        built = rss_mib()
+        trainer.train()
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    cpu, wall = stamps.medians(args.warmup)
+    gaps = [b - a for a, b in zip(gen_at[args.warmup:], gen_at[args.warmup + 1:])]
+    return {"built_rss_mib": built, "gen_cpu_s_per_step": statistics.median(gaps), "losses": [float("nan")],
+            "trainable": trainable, "params": trainable, "cpu_s_per_step": cpu, "wall_s_per_step": wall}
+
 # ----------------------------------------------------------------------------- one configuration, one process
 def worker(args) -> dict:
     import torch
@@ -317,9 +429,13 @@ def worker(args) -> dict:
     s = shapes(args)
     n = args.warmup + args.steps
     batches = dit_batches(s, n) if args.model == "dit" else lm_batches(s, n)
-    run = run_litzoo if args.trainer == "litzoo" else run_plain
-    result = run(args.model, args.mode, s, batches, args.lm_folder, args)
-    cpu, wall = result.pop("stamps").medians(args.warmup)
+    if args.mode == "grpo":
+        result = run_rl(args.trainer, args.lm_folder, args)
+        cpu, wall = result.pop("cpu_s_per_step"), result.pop("wall_s_per_step")
+    else:
+        run = run_litzoo if args.trainer == "litzoo" else run_plain
+        result = run(args.model, args.mode, s, batches, args.lm_folder, args)
+        cpu, wall = result.pop("stamps").medians(args.warmup)
     row = {"model": args.model, "mode": args.mode, "trainer": args.trainer, "cpu_s_per_step": cpu,
            "wall_s_per_step": wall, "peak_rss_mib": peak_rss_mib(), **result,
            "threads": torch.get_num_threads(), "device": args.device}
@@ -358,6 +474,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         for r in rs:  # what training added to the built model (the imports and the weights are in both RSS)
             r["train_rss_mib"] = r["peak_rss_mib"] - r["built_rss_mib"]
         gpu_keys = ("images_per_s", "peak_cuda_mib") if "peak_cuda_mib" in rs[0] else ()
+        gpu_keys += ("gen_cpu_s_per_step",) if "gen_cpu_s_per_step" in rs[0] else ()
         for key in ("cpu_s_per_step", "wall_s_per_step", "peak_rss_mib", "built_rss_mib", "train_rss_mib", *gpu_keys):
             values = [r[key] for r in rs]
             entry[key] = statistics.median(values)
@@ -373,8 +490,8 @@ def markdown(summary: list[dict]) -> str:
              "| vs plain: peak RSS, training RSS (peak − build), speed (CPU) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
-        plain = by.get((e["model"], e["mode"], "plain"))
-        ratio = "" if e["trainer"] == "plain" or plain is None else (
+        plain = by.get((e["model"], e["mode"], "plain")) or by.get((e["model"], e["mode"], "trl"))
+        ratio = "" if e["trainer"] != "litzoo" or plain is None else (
             f"{e['peak_rss_mib'] - plain['peak_rss_mib']:+.0f} MiB, "
             f"{e['train_rss_mib'] - plain['train_rss_mib']:+.0f} MiB, "
             f"{plain['cpu_s_per_step'] / e['cpu_s_per_step']:.3f}x")
@@ -383,6 +500,12 @@ def markdown(summary: list[dict]) -> str:
                      f"| {e['cpu_s_per_step']:.3g} ({c[0]:.3g}–{c[1]:.3g}) | {e['wall_s_per_step']:.3g} "
                      f"({w[0]:.3g}–{w[1]:.3g}) | {e['peak_rss_mib']:.0f} ({p[0]:.0f}–{p[1]:.0f}) "
                      f"| {e['built_rss_mib']:.0f} | {e['train_rss_mib']:.0f} | {e['loss_step1']:.6f} | {ratio} |")
+    if any("gen_cpu_s_per_step" in e for e in summary):  # RL: the update without the rollouts
+        lines += ["", "| trainer | CPU-s/step | of which generation | update (step − generation) |", "|---|---|---|---|"]
+        for e in summary:
+            if "gen_cpu_s_per_step" in e:
+                g = e["gen_cpu_s_per_step"]
+                lines.append(f"| {e['trainer']} | {e['cpu_s_per_step']:.3g} | {g:.3g} | {e['cpu_s_per_step'] - g:.3g} |")
     if any("peak_cuda_mib" in e for e in summary):  # the GPU numbers of the issue: images/s and peak memory
         lines += ["", "| model | mode | trainer | images/s median (range) | peak GPU memory MiB | vs plain: memory, "
                   "speed |", "|---|---|---|---|---|---|"]
@@ -419,8 +542,9 @@ def main(argv=None) -> list[dict]:
     # one configuration (internal: the parent starts one process per configuration)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", choices=["dit", "lm"], help=argparse.SUPPRESS)
-    p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
-    p.add_argument("--trainer", choices=TRAINERS, help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=(*MODES, "grpo"), help=argparse.SUPPRESS)
+    p.add_argument("--rl", action="store_true", help="instead: KimiRL + LoRA vs TRL GRPOTrainer + peft_config on the LM")
+    p.add_argument("--trainer", choices=(*TRAINERS, "trl"), help=argparse.SUPPRESS)
     p.add_argument("--lm-folder", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.device == "cuda" or args.gpu_preset:
@@ -438,11 +562,14 @@ def main(argv=None) -> list[dict]:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.rl:
+            args.models, args.modes = ["lm"], ["grpo"]
         lm_folder = save_lm_folder(shapes(args), tmp) if "lm" in args.models else None
+        trainers = ("litzoo", "trl") if args.rl else TRAINERS
         for model in args.models:
             for mode in args.modes:
                 for r in range(args.repeats):
-                    for trainer in (TRAINERS if r % 2 == 0 else TRAINERS[::-1]):
+                    for trainer in (trainers if r % 2 == 0 else trainers[::-1]):
                         try:
                             row = run_configuration(args, model, mode, trainer, lm_folder if model == "lm" else None)
                         except RuntimeError as err:  # e.g. out of memory on the GPU: the other rows still count

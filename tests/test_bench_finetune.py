@@ -63,6 +63,15 @@ def test_gpu_code_path_runs_on_cpu_in_bf16(finetune):
     assert ours["losses"][0] == pytest.approx(plain["losses"][0], rel=1e-2)  # bf16 forward: same to bf16 rounding
 
 
+
+def test_rl_rows_kimi_lora_vs_trl_grpo_peft(finetune, lm_folder):
+    """--rl: KimiRL(lora_rank=16) and TRL's GRPOTrainer(peft_config=...) adapt the same layers with the same rank, and
+    the generation CPU time is a measured part of each step."""
+    ours, trl = (run(finetune, "lm", "grpo", t, lm_folder=lm_folder) for t in ("litzoo", "trl"))
+    assert ours["trainable"] == trl["trainable"] > 0
+    for row in (ours, trl):
+        assert 0 < row["gen_cpu_s_per_step"] < row["cpu_s_per_step"]
+
 def check_table(stdout_or_markdown: str, model: str, mode: str) -> None:
     rows = [line for line in stdout_or_markdown.splitlines() if line.startswith(f"| {model} |")]
     assert len(rows) == 2
