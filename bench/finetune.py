@@ -319,7 +319,7 @@ def run_plain(model: str, mode: str, s: dict, batches: list[dict], lm_folder: st
             "params": sum(p.numel() for p in net.parameters())}
 
 
-# ----------------------------------------------------------------------------- RL: KimiRL + LoRA vs TRL GRPO + peft_config
+# ----------------------------------------------------------------------------- RL: KimiRL + LoRA vs GRPO + peft
 GRPO_PROMPTS, GRPO_K, GRPO_NEW_TOKENS = 2, 4, 16
 
 
@@ -501,11 +501,13 @@ def markdown(summary: list[dict]) -> str:
                      f"({w[0]:.3g}–{w[1]:.3g}) | {e['peak_rss_mib']:.0f} ({p[0]:.0f}–{p[1]:.0f}) "
                      f"| {e['built_rss_mib']:.0f} | {e['train_rss_mib']:.0f} | {e['loss_step1']:.6f} | {ratio} |")
     if any("gen_cpu_s_per_step" in e for e in summary):  # RL: the update without the rollouts
-        lines += ["", "| trainer | CPU-s/step | of which generation | update (step − generation) |", "|---|---|---|---|"]
+        lines += ["", "| trainer | CPU-s/step | of which generation | update (step − generation) |",
+                  "|---|---|---|---|"]
         for e in summary:
             if "gen_cpu_s_per_step" in e:
                 g = e["gen_cpu_s_per_step"]
-                lines.append(f"| {e['trainer']} | {e['cpu_s_per_step']:.3g} | {g:.3g} | {e['cpu_s_per_step'] - g:.3g} |")
+                lines.append(f"| {e['trainer']} | {e['cpu_s_per_step']:.3g} | {g:.3g} "
+                             f"| {e['cpu_s_per_step'] - g:.3g} |")
     if any("peak_cuda_mib" in e for e in summary):  # the GPU numbers of the issue: images/s and peak memory
         lines += ["", "| model | mode | trainer | images/s median (range) | peak GPU memory MiB | vs plain: memory, "
                   "speed |", "|---|---|---|---|---|---|"]
@@ -543,7 +545,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", choices=["dit", "lm"], help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=(*MODES, "grpo"), help=argparse.SUPPRESS)
-    p.add_argument("--rl", action="store_true", help="instead: KimiRL + LoRA vs TRL GRPOTrainer + peft_config on the LM")
+    p.add_argument("--rl", action="store_true",
+                   help="instead: KimiRL + LoRA vs TRL GRPOTrainer + peft_config on the LM")
     p.add_argument("--trainer", choices=(*TRAINERS, "trl"), help=argparse.SUPPRESS)
     p.add_argument("--lm-folder", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
