@@ -400,7 +400,7 @@ def run_rl(trainer_name: str, lm_folder: str, args) -> dict:
             output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, fp16=False, report_to=[], disable_tqdm=True,
             save_strategy="no", logging_steps=1, seed=SEED, max_steps=n, per_device_train_batch_size=GRPO_PROMPTS
             * GRPO_K, gradient_accumulation_steps=1, num_generations=GRPO_K, max_completion_length=GRPO_NEW_TOKENS,
-            temperature=1.0, top_k=0, top_p=1.0, beta=0.0, num_iterations=1, learning_rate=LR,
+            temperature=1.0, top_k=0, top_p=1.0, beta=args.grpo_beta, num_iterations=1, learning_rate=LR,
             lr_scheduler_type="constant", warmup_steps=0, adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.0,
             max_grad_norm=1.0, gradient_checkpointing=False, dataloader_num_workers=0, remove_unused_columns=False,
             optim="adamw_torch_fused")
@@ -450,7 +450,7 @@ def run_configuration(args, model: str, mode: str, trainer: str, lm_folder: str 
     cmd = [sys.executable, __file__, "--worker", "--model", model, "--mode", mode, "--trainer", trainer,
            "--warmup", str(args.warmup), "--steps", str(args.steps), "--device", args.device,
            "--dit-layers", str(args.dit_layers), "--lm-layers", str(args.lm_layers),
-           "--dit-batch", str(args.dit_batch), "--gpu-batch", str(args.gpu_batch)]
+           "--dit-batch", str(args.dit_batch), "--gpu-batch", str(args.gpu_batch), "--grpo-beta", str(args.grpo_beta)]
     cmd += ["--tiny"] * args.tiny + ["--bf16"] * args.bf16 + ["--gpu-preset"] * args.gpu_preset
     cmd += ["--lm-folder", lm_folder] if lm_folder else []
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
@@ -545,6 +545,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", choices=["dit", "lm"], help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=(*MODES, "grpo"), help=argparse.SUPPRESS)
+    p.add_argument("--grpo-beta", type=float, default=0.0,
+                   help="TRL's KL coefficient (> 0: a reference forward per step, the adapters off, as KimiRL does)")
     p.add_argument("--rl", action="store_true",
                    help="instead: KimiRL + LoRA vs TRL GRPOTrainer + peft_config on the LM")
     p.add_argument("--trainer", choices=(*TRAINERS, "trl"), help=argparse.SUPPRESS)
