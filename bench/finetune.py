@@ -347,7 +347,7 @@ def run_rl(trainer_name: str, lm_folder: str, args) -> dict:
 
         module = KimiRL(pretrained_path=lm_folder, k=GRPO_K, max_new_tokens=GRPO_NEW_TOKENS, lr=LR,
                         adam_betas=(0.9, 0.999), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=SEED,
-                        lora_rank=LORA_RANK)
+                        lora_rank=LORA_RANK, sampler="transformers")  # TRL's generate: the rows compare updates
         meter = GenMeter(module.tokenizer.eos_token_id)
         meter.wrap(module.policy)
         resident(module)

@@ -72,9 +72,11 @@ def token_log_probs(model, input_ids: Tensor, attention_mask: Tensor, start: int
     logits = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
         logits_to_keep=keep, use_cache=False,
-    ).logits[:, -keep:-1]
-    log_probs = F.log_softmax(logits.float() / temperature, dim=-1)
-    return log_probs.gather(-1, input_ids[:, start:].unsqueeze(-1)).squeeze(-1)
+    ).logits[:, -keep:-1].float()  # (N, T - start, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    # log softmax at the taken token only: no (N, T, V) log-prob tensor (nor its gradient buffer) is made
+    return logits.gather(-1, input_ids[:, start:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 # ----------------------------------------------------------------------------------- generation
