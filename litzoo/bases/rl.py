@@ -252,6 +252,14 @@ class RLModule(LitzooModule):
                 self._buffer.load_state_dict(state)
         return self._buffer
 
+    def _learning_started(self, env_steps: int) -> bool:
+        """Updates start after ``learning_starts`` env steps (this rank's) *and* once the replay buffer holds as many
+        transitions (at least one). The two agree in a fresh run; a run resumed without its buffer
+        (``save_replay_buffer=False``: the step count comes back, the buffer does not) refills ``learning_starts``
+        transitions first instead of training on the first few."""
+        starts = self.hparams.learning_starts
+        return env_steps >= starts and len(self._buffer) >= max(starts, 1)
+
     def _parameters_list(self) -> list[torch.nn.Parameter]:
         if not hasattr(self, "_params_cache"):
             self._params_cache = [p for p in self.parameters() if p.requires_grad]

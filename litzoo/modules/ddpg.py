@@ -179,7 +179,7 @@ class DDPG(RLModule):
             if h.exploration_noise == "ou":  # a new episode starts its noise process from 0
                 ou_state[step.terminated | step.truncated] = 0.0
             self.env_steps += env.num_envs
-            if self.env_steps >= h.learning_starts:
+            if self._learning_started(self.env_steps):
                 for _ in range(h.gradient_steps):
                     yield buffer.sample(h.batch_size, generator=self._generator)
 

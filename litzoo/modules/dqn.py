@@ -252,7 +252,7 @@ class DQN(RLModule):
             if env_steps // h.target_update_interval > before // h.target_update_interval:
                 polyak_update(*polyak_lists, tau=h.tau)  # tau = 1: theta^- <- theta
             blocks = env_steps // h.train_freq - before // h.train_freq  # 1 per train_freq env steps
-            if blocks and env_steps >= h.learning_starts:
+            if blocks and self._learning_started(env_steps):
                 self.env_steps, self.epsilon = env_steps, epsilon
                 n = blocks * h.gradient_steps
                 sample = buffer.sample(n * h.batch_size, generator=generator)  # one draw for the whole block

@@ -170,7 +170,7 @@ class SAC(RLModule):
                     actions = actor.sample(encoder(env.obs), self._generator)
                 step_into_replay(env, buffer, actions, self.policy.to_env_action(actions))
                 self.env_steps += env.num_envs
-            if self.env_steps >= h.learning_starts:
+            if self._learning_started(self.env_steps):
                 for _ in range(h.gradient_steps):
                     yield buffer.sample(h.batch_size, generator=self._generator)
 

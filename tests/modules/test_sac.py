@@ -284,3 +284,36 @@ def test_solves_pendulum():
     fit(module, datamodule)
     returns = evaluate_policy(module.policy, lambda: gym.make("Pendulum-v1"), n_episodes=10, seed=10_000)["returns"]
     assert returns.mean() >= -200, returns
+
+
+@pytest.mark.parametrize("method", ["sac", "td3", "dqn"])
+def test_a_resume_without_the_replay_buffer_refills_learning_starts_transitions_before_updating(tmp_path, method):
+    # The env-step count comes back from the checkpoint, the buffer (save_replay_buffer=False) does not: the first
+    # updates of the resumed run must not sample a buffer of 1, 2, 3 ... transitions.
+    import lightning as L
+
+    from litzoo.modules import DQN, TD3
+    from rl_helpers import Counter
+
+    sizes: list[int] = []
+
+    class BufferSize(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            sizes.append(len(module._buffer))
+
+    def module():
+        kw = dict(learning_starts=32, batch_size=16, buffer_size=64, log_every_n_env_steps=10**9, seed=3)
+        if method == "dqn":
+            return DQN(hidden_sizes=[8], train_freq=1, gradient_steps=1, **kw)
+        cls = SAC if method == "sac" else TD3
+        return cls(actor_hidden_sizes=(8,), critic_hidden_sizes=(8,), **kw)
+
+    env = functools.partial(Counter, terminate_at=4) if method != "dqn" else "CartPole-v1"
+    data = lambda: GymDataModule(env, num_envs=1, batches_per_epoch=8)  # noqa: E731
+    fit(module(), data(), callbacks=[BufferSize()])
+    assert sizes[0] == 32  # a fresh run: the first update after learning_starts env steps, as before
+    trainer = fit(module(), data())
+    trainer.save_checkpoint(tmp_path / "no_buffer.ckpt")
+    sizes.clear()
+    fit(module(), data(), max_epochs=2, callbacks=[BufferSize()], ckpt_path=tmp_path / "no_buffer.ckpt")
+    assert sizes and sizes[0] == 32  # refilled first
