@@ -145,10 +145,18 @@ class RLModule(LitzooModule):
         """The name written into exported policy folders."""
         return type(self).__name__
 
+    #: the module calls its optimizer's step itself (several steps per batch: PPO, TRPO), past Lightning's fp16
+    #: gradient scaler, which would then neither unscale, clip nor skip those steps
+    steps_optimizer_itself: bool = False
+
     def setup(self, stage: str) -> None:
         from litzoo.rl.policy import check_space
 
         super().setup(stage)
+        if self.steps_optimizer_itself and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            raise ValueError(f"{type(self).__name__} steps its optimizer itself, which fp16 loss scaling cannot follow "
+                             f"(precision={self.trainer.precision!r}): use --trainer.precision bf16-mixed (same "
+                             "speed-up, no scaling needed) or 32-true.")
         datamodule = getattr(self.trainer, "datamodule", None)
         specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
         if self.policy is None:

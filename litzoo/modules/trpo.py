@@ -81,6 +81,8 @@ class TRPO(OnPolicyModule):
             seed (``seed_everything`` / ``--seed_everything``, else 0), saved once taken.
     """
 
+    steps_optimizer_itself = True  # AdamW steps per minibatch / the trust-region step: no fp16 scaler
+
     def __init__(
         self,
         observation_space: Optional[dict] = None,

@@ -263,3 +263,19 @@ def test_improves_pendulum():
     after = evaluate_policy(module.policy, lambda: gym.make("Pendulum-v1"), n_episodes=10, seed=10_000)["returns"].mean()
     # measured (seed 0): -214 after 25 rollouts of 4 x 1024 steps (~40 CPU-s)
     assert after >= -400, (before, after)
+
+
+@pytest.mark.parametrize("name", ["PPO", "TRPO"])
+def test_fp16_loss_scaling_is_refused_at_setup_since_the_module_steps_its_optimizer_itself(name):
+    # On a GPU, precision="16-mixed" brings a GradScaler that never sees PPO's minibatch steps or TRPO's step:
+    # scaled gradients would reach AdamW unscaled, and inf steps would not be skipped.
+    import lightning as L
+    from lightning.pytorch.plugins import MixedPrecision
+
+    import litzoo.modules
+
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer = L.Trainer(max_steps=1, plugins=[plugin], logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match=f"{name} steps its optimizer itself.*use --trainer.precision bf16-mixed"):
+        trainer.fit(getattr(litzoo.modules, name)(n_steps=8), GymDataModule("CartPole-v1", num_envs=1))
