@@ -171,6 +171,11 @@ class NaNGuard(Callback):
         for i, state in enumerate(checkpoint.get("optimizer_states", [])):
             named.update({f"optimizer_states[{i}].param {k}": v for k, v in state.get("state", {}).items()})
         bad = _non_finite_keys(named)
+        if trainer.world_size > 1 and any(hasattr(v, "to_local") for v in named.values()):
+            # Sharded: each rank checked its own slice. Every rank must raise together, or the clean ranks enter the
+            # distributed checkpoint save (a collective) and wait forever for the one that raised.
+            if trainer.strategy.reduce_boolean_decision(bool(bad), all=False) and not bad:
+                bad = ["(the shards of another rank)"]
         if bad:
             shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
             raise NonFiniteLossError(

@@ -1,7 +1,7 @@
 """Train one tiny litzoo module on 2 CPU processes (gloo), sharded (FSDP2 via ModelParallelStrategy) or DDP.
 
     python fsdp_worker.py METHOD OUT {fsdp,ddp} STEPS [--save NAME] [--resume CKPT] [--checkpointing]
-        [--precision P] [--lora]
+        [--precision P] [--lora] [--nan-save]
 
 Lightning's launcher runs this file once per rank. Writes into OUT (rank 0): ``result.pt`` with the weights
 after the first optimizer step (``step1``) and at the end (``final``, gathered from the shards), the evaluation
@@ -30,7 +30,8 @@ METHOD, OUT, STRATEGY, STEPS = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(
 SAVE = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
 RESUME = sys.argv[sys.argv.index("--resume") + 1] if "--resume" in sys.argv else None
 CHECKPOINTING = "--checkpointing" in sys.argv
-LORA = {"lora_rank": 4} if "--lora" in sys.argv else {}  # the causal LMs: adapters only (pi_ref: adapters off)
+LORA = {"lora_rank": 4} if "--lora" in sys.argv else {}
+NAN_SAVE = "--nan-save" in sys.argv  # after fit: a NaN in rank 1's shard only, then a checkpoint save  # the causal LMs: adapters only (pi_ref: adapters off)
 PRECISION = sys.argv[sys.argv.index("--precision") + 1] if "--precision" in sys.argv else "32-true"
 SEED = 3
 OPT = {"lr": 1e-3, "warmup_steps": 0, "total_steps": -1, "seed": SEED, "gradient_checkpointing": CHECKPOINTING}
@@ -142,6 +143,10 @@ def main():
         from litzoo.callbacks import SampleGrid
 
         callbacks.append(SampleGrid(every_n_steps=1000, n=4, steps=2))
+    if NAN_SAVE:
+        from litzoo.callbacks import NaNGuard
+
+        callbacks.append(NaNGuard())
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=STEPS, precision=PRECISION, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=METHOD not in ("ddpm", "vae", "rectified_flow"),
@@ -150,6 +155,17 @@ def main():
                         **({"limit_val_batches": 0} if METHOD in ("ddpm", "vae", "rectified_flow") else
                            {"limit_val_batches": 1, "val_check_interval": 2, "check_val_every_n_epoch": None}))
     trainer.fit(module, datamodule=make_data(), ckpt_path=RESUME)
+    if NAN_SAVE:  # every rank must refuse the save (a rank that went on into the collective save would hang)
+        from litzoo.callbacks import NonFiniteLossError
+
+        if trainer.global_rank == 1:
+            with torch.no_grad():
+                next(module.parameters()).to_local().fill_(float("nan"))
+        try:
+            trainer.save_checkpoint(OUT / "nan.ckpt")
+        except NonFiniteLossError as err:
+            (OUT / f"refused_rank{trainer.global_rank}.txt").write_text(str(err))
+        return
     if SAVE:
         trainer.save_checkpoint(OUT / SAVE)
     final = full_state_dict(module)

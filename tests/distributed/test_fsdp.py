@@ -107,6 +107,20 @@ def test_kimi_rl_with_lora_adapters_sharded_equals_ddp(tmp_path):
 
 
 @pytest.mark.slow
+def test_nan_guard_refuses_a_sharded_save_on_every_rank_when_one_rank_s_shard_is_not_finite(tmp_path):
+    out = tmp_path / "nan"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(WORKER), "ddpm", str(out), "fsdp", "1", "--nan-save"], cwd=out,
+                          env=env, capture_output=True, text=True, timeout=300)  # a hang would be the bug
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rank0, rank1 = ((out / f"refused_rank{r}.txt").read_text() for r in (0, 1))
+    assert "(the shards of another rank)" in rank0 and "Refusing to write a checkpoint" in rank0
+    assert "(the shards of another rank)" not in rank1 and "Refusing to write a checkpoint" in rank1
+    assert not (out / "nan.ckpt").exists()
+
+
+@pytest.mark.slow
 def test_resume_from_sharded_checkpoint_equals_uninterrupted_run(tmp_path):
     whole = run_worker(tmp_path / "whole", "ddpm", "fsdp", 4)
     run_worker(tmp_path / "first", "ddpm", "fsdp", 2, "--save", "half.ckpt")
