@@ -177,6 +177,11 @@ class LitzooModule(L.LightningModule):
 
     # ----------------------------------------------------------------- seed
     @property
+    def lora_rank(self) -> int:
+        """The LoRA rank (hyperparameter ``lora_rank`` of the modules that take it; 0 = no adapters, all trains)."""
+        return int(self.hparams.get("lora_rank") or 0)
+
+    @property
     def seed(self) -> int:
         """The module's seed: the ``seed`` hyperparameter, or, when it was not given (``None``), the global seed
         (``seed_everything`` / ``--seed_everything``, else 0), taken once (at ``setup`` or first use) and written

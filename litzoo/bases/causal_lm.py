@@ -102,11 +102,6 @@ class CausalLMModule(LitzooModule):
         self.policy.to(device)
 
     # ----------------------------------------------------------------- LoRA
-    @property
-    def lora_rank(self) -> int:
-        """The LoRA rank (hyperparameter ``lora_rank``; 0 = no adapters, the whole policy trains)."""
-        return int(self.hparams.get("lora_rank") or 0)
-
     def add_lora(self) -> None:
         """Wrap the policy in a peft ``PeftModelForCausalLM`` with LoRA adapters from the hyperparameters
         ``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules`` (``None``:
@@ -182,7 +177,8 @@ class CausalLMModule(LitzooModule):
     # ----------------------------------------------------------------- use
     @torch.no_grad()
     def answer(self, prompts: list[str], max_new_tokens: Optional[int] = None) -> list[str]:
-        """Greedy responses to prompt texts (e.g. ``"47+38="``; through the tokenizer's chat template if it has one)."""
+        """Greedy responses to prompt texts (e.g. ``"47+38="``; through the tokenizer's chat template if it has one).
+        Sharded (FSDP2): a collective, so every rank must call it (with its own prompts)."""
         ids = [encode_chat_prompt(self.tokenizer, p) for p in prompts]
         with gathered(self.policy):
             return generate(self.policy, self.tokenizer, ids, greedy=True,

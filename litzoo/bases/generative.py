@@ -100,11 +100,6 @@ class GenerativeModule(LitzooModule):
                                         warmup_steps=h.warmup_steps, total_steps=self.total_training_steps())
 
     # ----------------------------------------------------------------- LoRA
-    @property
-    def lora_rank(self) -> int:
-        """The LoRA rank (hyperparameter ``lora_rank``; 0 = no adapters, the whole module trains)."""
-        return int(self.hparams.get("lora_rank") or 0)
-
     def add_lora(self, model: torch.nn.Module, default_targets) -> None:
         """LoRA adapters on ``model`` from the hyperparameters ``lora_rank``, ``lora_alpha``, ``lora_dropout``,
         ``lora_target_modules`` (``None``: ``default_targets``) through diffusers' ``add_adapter``, as diffusers' LoRA

@@ -331,6 +331,11 @@ class ReasoningDataModule(DataSeed, L.LightningDataModule):
         problems = self._tables[0]
         if len(self._tables) > 1:
             self.val_problems, self.train_problems = self._tables[1], problems
+            shared = {p.prompt for p in self.val_problems} & {p.prompt for p in problems}
+            if shared:  # validation would score memorised answers
+                rank_zero_warn(f"{len(shared)} of the {len(self.val_problems)} problems of val_data_path="
+                               f"{self.hparams.val_data_path!r} are also in data_path (e.g. {min(shared)!r}): the "
+                               "held-out scores then include training problems. Remove them from one of the files.")
         else:
             held = set(random.Random(_level_seed(self.seed, *DATA_LEVEL, "val")).sample(range(len(problems)),
                                                                                       self.hparams.num_val))

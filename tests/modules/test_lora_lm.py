@@ -97,11 +97,13 @@ def test_sft_lora_resume_restores_the_adapters_and_repeats_the_run_exactly(tmp_p
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True)
     first, _ = _fit_sft(tmp_path / "b", 2, callbacks=[checkpoint])  # mid-epoch: 4 batches of 8
     loaded = CoTSFT.load_from_checkpoint(checkpoint.last_model_path)  # weights_only
+    assert list(first.state_dict()) == list(loaded.state_dict())  # no key missing
     for (name, a), b in zip(first.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
     assert [n for n, p in loaded.named_parameters() if p.requires_grad] == \
         [n for n, p in first.named_parameters() if p.requires_grad]
     resumed, _ = _fit_sft(tmp_path / "c", 4, ckpt_path=checkpoint.last_model_path)
+    assert list(straight.state_dict()) == list(resumed.state_dict())  # no key missing
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -133,6 +135,7 @@ def test_kimi_rl_lora_reference_is_the_frozen_base_without_a_copy(tmp_path):
     saved = torch.load(checkpoint.last_model_path, weights_only=True)
     assert saved["kimi_rl"]["ref_state"] is None
     loaded = KimiRL.load_from_checkpoint(checkpoint.last_model_path)
+    assert list(rl.state_dict()) == list(loaded.state_dict())  # no key missing
     for (name, a), b in zip(rl.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
     assert loaded._ref is None
@@ -143,6 +146,7 @@ def test_kimi_rl_lora_resume_repeats_the_uninterrupted_run_exactly(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True)
     _fit_rl(tmp_path / "b", 2, callbacks=[checkpoint])
     resumed = _fit_rl(tmp_path / "c", 4, ckpt_path=checkpoint.last_model_path)
+    assert list(straight.state_dict()) == list(resumed.state_dict())  # no key missing
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert resumed._ref is None

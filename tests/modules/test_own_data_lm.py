@@ -129,6 +129,11 @@ def test_table_rewards_of_known_responses_and_a_held_out_file(own, tmp_path):
     batch = next(iter(dm.train_dataloader()))  # RL batches: the chat-rendered prompt ids of the drawn problems
     tok = dm.tokenizer
     assert batch["problems"].prompt_ids == [encode_chat_prompt(tok, q.prompt) for q in batch["problems"]]
+    # a held-out file that repeats training problems is said
+    first = dm.train_problems[0]
+    leaky = write_jsonl(tmp_path / "leaky.jsonl", [{"question": first.prompt, "solution": first.answer}])
+    with pytest.warns(UserWarning, match=r"1 of the 1 problems of val_data_path=.* are also in data_path"):
+        _dm(own, mode="rl", verifier="last_number", val_data_path=str(leaky))
 
 
 def test_table_errors_at_construction_name_the_problem(own, tmp_path):
