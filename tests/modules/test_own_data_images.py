@@ -117,5 +117,6 @@ def test_readme_captioned_images_yaml_and_command_run_as_written(tmp_path, monke
                   timestep=torch.tensor([100.0, 700.0]))
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(namespace["transformer"](**inputs).sample, model.transformer(**inputs).sample,
-                                   rtol=0, atol=0)
+        expected = model.transformer(**inputs).sample
+        torch.testing.assert_close(namespace["transformer"](**inputs).sample, expected, rtol=0, atol=0)
+        torch.testing.assert_close(namespace["pipe"].transformer(**inputs).sample, expected, rtol=0, atol=0)
