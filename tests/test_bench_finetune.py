@@ -67,6 +67,7 @@ def test_gpu_code_path_runs_on_cpu_in_bf16(finetune):
 def test_rl_rows_kimi_lora_vs_trl_grpo_peft(finetune, lm_folder):
     """--rl: KimiRL(lora_rank=16) and TRL's GRPOTrainer(peft_config=...) adapt the same layers with the same rank, and
     the generation CPU time is a measured part of each step."""
+    pytest.importorskip("trl")  # the benchmark peer: in the bench extra, not the test extra
     ours, trl = (run(finetune, "lm", "grpo", t, lm_folder=lm_folder) for t in ("litzoo", "trl"))
     assert ours["trainable"] == trl["trainable"] > 0
     for row in (ours, trl):
