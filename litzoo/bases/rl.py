@@ -260,6 +260,19 @@ class RLModule(LitzooModule):
                 self._buffer.load_state_dict(state)
         return self._buffer
 
+    def _backward_and_step(self, optimizer: Any, loss: torch.Tensor, params: Any = None, raw: bool = False) -> None:
+        """One manual-optimisation update: zero the gradients, backward, average them across ranks
+        (:func:`all_reduce_gradients`; ``params`` default: the trainable ones), clip their norm to the
+        ``max_grad_norm`` hyperparameter when it is set, step. ``raw``: step the wrapped optimizer, which Lightning
+        does not count as a trainer step (several updates per batch)."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        all_reduce_gradients(self.trainer, self._parameters_list() if params is None else params)
+        max_grad_norm = self.hparams.get("max_grad_norm")
+        if max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
+        (optimizer.optimizer.step if raw else optimizer.step)()
+
     def _learning_started(self, env_steps: int) -> bool:
         """Updates start after ``learning_starts`` env steps (this rank's) *and* once the replay buffer holds as many
         transitions (at least one). The two agree in a fresh run; a run resumed without its buffer

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.bases.rl import OnPolicyModule, all_reduce_gradients
+from litzoo.bases.rl import OnPolicyModule
 from litzoo.checks import (
     check_choice, check_non_negative, check_positive, check_positive_or_none, check_positive_int, check_range,
 )
@@ -232,12 +232,7 @@ class ActorCritic(OnPolicyModule):
             entropy = mean_entropy()
             loss = loss - h.ent_coef * entropy
 
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        all_reduce_gradients(self.trainer, self._parameters_list())
-        if h.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
+        self._backward_and_step(optimizer, loss)
         self.num_updates += 1
 
         def metrics() -> dict[str, Any]:

@@ -39,7 +39,7 @@ from typing import Any, Optional
 
 import torch
 
-from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
+from litzoo.bases.rl import RLModule, check_replay_sizes
 from litzoo.checks import (
     check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_or_none,
     check_positive_int, check_range,
@@ -207,12 +207,7 @@ class DDPG(RLModule):
             self.critic.requires_grad_(True)
             loss = loss + actor_loss
             self._last_actor_loss = actor_loss.detach()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        all_reduce_gradients(self.trainer, self._parameters_list())
-        if h.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
+        self._backward_and_step(optimizer, loss)
         if update_actor:  # TD3 also delays the target updates
             polyak_update(*self._polyak_lists(), tau=h.tau)
         self.num_updates += 1

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
+from litzoo.bases.rl import RLModule, check_replay_sizes
 from litzoo.checks import (
     check_non_negative, check_non_negative_int, check_positive, check_positive_or_none, check_positive_int,
     check_range,
@@ -311,12 +311,7 @@ class DQN(RLModule):
             else:
                 y = targets[i]
             loss, q, _ = self._td_loss(features[i], actions[i], y)
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            all_reduce_gradients(trainer, params)
-            if h.max_grad_norm is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
-            optimizer.step()
+            self._backward_and_step(optimizer, loss, params)
         self.num_updates += steps
 
         if steps:  # (a block cut to 0 steps at max_steps has no loss to log)

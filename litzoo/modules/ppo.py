@@ -40,7 +40,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from litzoo.bases.rl import OnPolicyModule, all_reduce_gradients
+from litzoo.bases.rl import OnPolicyModule
 from litzoo.checks import check_non_negative, check_positive, check_positive_or_none, check_positive_int, check_range
 from litzoo.nets.actors_critics import mlp
 from litzoo.optim import adamw_for_networks
@@ -212,14 +212,9 @@ class PPO(OnPolicyModule):
             if h.target_kl is not None and float(self._mean(info["approx_kl"])) > 1.5 * h.target_kl:
                 stats = {**(stats or info), "stopped_at_epoch": torch.tensor(float(epoch))}
                 break  # before this minibatch's step (SB3's rule); every rank sees the same mean KL
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            all_reduce_gradients(self.trainer, self._parameters_list())
-            if h.max_grad_norm is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
             # Lightning counts every LightningOptimizer.step as a trainer step: step the raw AdamW here and tick
             # the trainer once per rollout below, so that max_steps counts rollouts whatever the early stop.
-            optimizer.optimizer.step()
+            self._backward_and_step(optimizer, loss, raw=True)
             steps, stats = steps + 1, info
         optimizer.zero_grad(set_to_none=True)
         optimizer.step()  # no parameter has a gradient: AdamW changes nothing, the trainer counts one step

@@ -42,7 +42,7 @@ from typing import Any, Optional
 
 import torch
 
-from litzoo.bases.rl import RLModule, all_reduce_gradients, check_replay_sizes
+from litzoo.bases.rl import RLModule, check_replay_sizes
 from litzoo.checks import (
     check_non_negative_int, check_positive, check_positive_or_none, check_positive_int, check_range,
 )
@@ -197,12 +197,7 @@ class SAC(RLModule):
         if log_alpha.requires_grad:
             alpha_loss = sac_temperature_loss(log_alpha, log_probs, self.target_entropy)
             loss = loss + alpha_loss
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        all_reduce_gradients(self.trainer, self._parameters_list())
-        if h.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
+        self._backward_and_step(optimizer, loss)
         self.num_updates += 1
         if self.num_updates % h.target_update_interval == 0:
             polyak_update(*self._polyak_lists(), tau=h.tau)

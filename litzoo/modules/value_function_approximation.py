@@ -66,7 +66,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from litzoo.bases.rl import RLModule, all_reduce_gradients
+from litzoo.bases.rl import RLModule
 from litzoo.checks import check_choice, check_positive, check_positive_int, check_range
 from litzoo.envs.bellman import greedy_errors, greedy_policy, policy_evaluation, value_errors, value_iteration
 from litzoo.envs.grid_world import GridWorld
@@ -371,10 +371,7 @@ class ValueFunctionApproximation(RLModule):
         td_error = y - q
         loss = 0.5 * td_error.pow(2).mean()  # grad = -mean(delta * grad q): SGD step = the book's update
 
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        all_reduce_gradients(self.trainer, self.net.parameters())
-        optimizer.step()
+        self._backward_and_step(optimizer, loss, self.net.parameters())
         self.num_updates += 1
 
         def metrics() -> dict[str, Any]:
