@@ -6,8 +6,8 @@
   with a shorter budget. ``pip install`` is not rerun (the test environment is that install).
 * ```python blocks run in a fresh interpreter in the same workspace after the commands, with the few literal
   budget changes listed in ``SHORTER`` (each must occur in its block: a README edit cannot silently skip it).
-* Inline commands in the prose (`` `python train.py ...` ``) run too, unless they show a syntax with upper-case
-  placeholders (``CKPT``, ``DIR``).
+* Inline commands in the prose (`` `python train.py ...` ``) run too, unless they show a syntax with placeholders
+  (``CKPT``, ``OUT``, ``DIR``, ``PATH``, ``CLASS``, ...).
 * The README's test command is CI's: ``.ci/run`` must contain it verbatim.
 * A recipe that needs the user's own files (an image folder, a jsonl of problems, a model folder) is run by the
   test that builds them, named in a ``<!-- doc-test: tests/....py runs this block -->`` line above the block; that
@@ -61,7 +61,7 @@ def inline_commands(text: str = README) -> list[str]:
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
     spans = re.findall(r"`([^`\n]+)`", prose)
     return [s for s in spans if s.startswith("python ") and not s.startswith("python -m pytest")
-            and not re.search(r"\b[A-Z]{2,}\b", s)]
+            and not re.search(r"\b(CKPT|OUT|OUT_DIR|DIR|PATH|CLASS|NAME|VALUE|FOLDER|N)\b", s)]
 
 
 def quick_flags(config: str) -> list[str]:
@@ -121,7 +121,10 @@ def test_every_readme_block_is_run_by_the_doc_test_and_every_config_has_quick_fl
     assert kinds.count("own test") >= 1
     for old, _ in SHORTER:
         assert python.count(old) == 1, f"SHORTER's {old!r} is no longer in one README python block: update it"
-    assert "python train.py --help" in inline_commands()
+    commands = inline_commands()
+    assert "python train.py --help" in commands and "python -m litzoo.export CKPT OUT" not in commands
+    for command in commands:  # each must be a whole command: a bare program name only prints its usage
+        assert len(command.split()) > 3 or command.endswith("--help"), f"README's `{command}` is not a whole command"
 
 
 def test_the_layout_names_files_that_exist():
