@@ -104,7 +104,8 @@ def classify(lang: str, body: str) -> str:
         return "layout"
     if lang.startswith("run by "):
         test = ROOT / lang.removeprefix("run by ")
-        assert test.is_file() and "README.md" in test.read_text(), f"{test} does not exist or does not read README.md"
+        assert test.is_file() and any(k in test.read_text() for k in ("README.md", "readme_blocks")), \
+            f"{test} does not exist or does not read README.md"
         return "own test"
     raise AssertionError(f"README block ```{lang} is of no kind the doc-test runs:\n{body[:200]}")
 

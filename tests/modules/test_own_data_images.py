@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from PIL import Image
 
 from litzoo.datamodules import ImageCaptionDataModule
 from litzoo.modules.rectified_flow import RectifiedFlowDiT
+from readme_helpers import readme_blocks
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(sample_size=8, patch_size=2, in_channels=1, num_layers=1, attention_head_dim=8, num_attention_heads=2,
@@ -69,16 +69,6 @@ def test_rectified_flow_dit_trains_on_captioned_images_with_their_captions_as_pr
                           generator=torch.Generator().manual_seed(0))
     assert images.shape == (2, 1, 8, 8)
 
-
-def readme_blocks(heading: str) -> dict[str, list[str]]:
-    """The fenced code blocks of a README section (up to the next heading), by language."""
-    text = (REPO / "README.md").read_text()
-    start = text.index(heading + "\n")
-    end = min([i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i > 0] + [len(text)])
-    blocks: dict[str, list[str]] = {}
-    for lang, body in re.findall(r"```(\w+)\n(.*?)```", text[start:end], re.S):
-        blocks.setdefault(lang, []).append(body)
-    return blocks
 
 
 def test_readme_captioned_images_yaml_and_command_run_as_written(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from litzoo.modules.kimi_rl import KimiRL
 from litzoo.reasoning.generation import generate
 from litzoo.reasoning.policy import encode_chat_prompt
 from litzoo.reasoning.rewards import score
+from readme_helpers import readme_blocks
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -203,18 +204,6 @@ def test_own_model_sft_then_kimi_rl_then_export_reproduces_the_modules_greedy_an
 # --------------------------------------------------------------------------- the README recipe, as written
 REPO = Path(__file__).resolve().parents[2]
 
-
-def readme_blocks(heading: str) -> dict[str, list[str]]:
-    """The fenced code blocks of a README section (up to the next heading), by language."""
-    import re
-
-    text = (REPO / "README.md").read_text()
-    start = text.index(heading + "\n")
-    end = min([i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i > 0] + [len(text)])
-    blocks: dict[str, list[str]] = {}
-    for lang, body in re.findall(r"```(\w+)\n(.*?)```", text[start:end], re.S):
-        blocks.setdefault(lang, []).append(body)
-    return blocks
 
 
 def bash_commands(block: str) -> list[list[str]]:
