@@ -422,6 +422,43 @@ def test_trpo_discrete_and_continuous_train_on_device_and_export_for_cpu(tmp_pat
     _assert_checkpoint_loads_on_cpu(TRPO, tmp_path / "rl.ckpt", module)
 
 
+# ------------------------------------------------------------------------------------------ PPO / SAC
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_ppo_discrete_and_continuous_train_on_device_and_export_for_cpu(tmp_path, env_id, precision):
+    from litzoo.datamodules import GymDataModule
+    from litzoo.modules import PPO
+
+    module = PPO(n_steps=16, batch_size=16, n_epochs=2, hidden_sizes=(32, 32), normalize_observations=True,
+                 log_every_n_env_steps=32)
+    trainer, probe = _rl_fit(module, GymDataModule(env_id, num_envs=2, batches_per_epoch=4), precision,
+                             tmp_path / "rl.ckpt")
+    assert module.env_steps == 4 * 16 * 2 and module.num_updates == 4
+    _finite_metrics(trainer)
+    dim = gym.make(env_id).observation_space.shape[0]
+    obs = np.random.default_rng(0).normal(size=(16, dim)).astype(np.float32)
+    _assert_policy_export_matches(module, tmp_path, obs, env=gym.make(env_id))
+    _assert_checkpoint_loads_on_cpu(PPO, tmp_path / "rl.ckpt", module)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_sac_on_pendulum_keeps_replay_buffer_on_device_and_exports_for_cpu(tmp_path, precision):
+    from litzoo.datamodules import GymDataModule
+    from litzoo.modules import SAC
+
+    module = SAC(actor_hidden_sizes=(32, 32), critic_hidden_sizes=(32, 32), learning_starts=64, batch_size=32,
+                 log_every_n_env_steps=50)
+    trainer, probe = _rl_fit(module, GymDataModule("Pendulum-v1", num_envs=2, batches_per_epoch=30), precision,
+                             tmp_path / "rl.ckpt")
+    assert probe.buffer_devices == {DEVICE}
+    assert module.env_steps == 64 + 2 * 29 and len(module._buffer) == module.env_steps
+    _finite_metrics(trainer)
+    obs = np.random.default_rng(0).uniform(-1, 1, (16, 3)).astype(np.float32)
+    _assert_policy_export_matches(module, tmp_path, obs, env=gym.make("Pendulum-v1"))
+    loaded = _assert_checkpoint_loads_on_cpu(SAC, tmp_path / "rl.ckpt", module)
+    assert loaded.env_steps == module.env_steps
+
+
 # ------------------------------------------------------------------------------------------ DQN
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_dqn_on_cartpole_keeps_replay_buffer_on_device_and_exports_for_cpu(tmp_path, precision):

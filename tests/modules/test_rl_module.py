@@ -14,6 +14,7 @@ from litzoo.bases.rl import RLModule
 from litzoo.datamodules.gym import GymDataModule
 from litzoo.modules.actor_critic import ActorCritic
 from litzoo.modules.ddpg import DDPG
+from litzoo.modules.ppo import PPO
 from litzoo.modules.trpo import TRPO
 from litzoo.seeding import rank_seed
 
@@ -150,7 +151,7 @@ def test_log_if_due_logs_at_the_first_batch_at_least_n_env_steps_after_the_last_
     assert module._logged_at == 36
 
 
-@pytest.mark.parametrize("cls", [ActorCritic, TRPO])
+@pytest.mark.parametrize("cls", [ActorCritic, TRPO, PPO])
 def test_unsupported_action_space_raises_value_error_naming_it(cls):
     with pytest.raises(ValueError, match=r"MultiDiscrete.*Box or Discrete"):
         cls(observation_space=gym.spaces.Box(-1, 1, (2,)), action_space=gym.spaces.MultiDiscrete([2, 3]))
