@@ -2,17 +2,26 @@
 
     OMP_NUM_THREADS=1 python bench/kimi.py                                # all three tasks, prints markdown tables
     OMP_NUM_THREADS=1 python bench/kimi.py --quick                        # smoke run (minutes)
-    OMP_NUM_THREADS=1 python bench/kimi.py --quick --harder --tasks addition   # + the harder level's columns
+    OMP_NUM_THREADS=1 python bench/kimi.py --quick --harder --tasks addition --seeds 0 1   # 2 seeds, harder level
     OMP_NUM_THREADS=1 python bench/kimi.py --tasks addition --budget-cpu-s 300 --sft-steps 400
 
-The BENCHMARKS.md numbers: one process per task (each measures its own CPU time; they may run in
-parallel on a machine with free cores), then the merged tables from the saved results::
+The issue-19 protocol, one command per task (3 RL seeds from the one cached SFT start; KimiRL, TRL with its
+defaults and TRL with DAPO's settings; the training level and the harder, never-trained one; each process
+measures its own CPU time, so the three may run in parallel on a machine with free cores), then the merged
+tables and the curves' PNG from the saved results::
 
     export OMP_NUM_THREADS=1
-    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 60
-    python bench/kimi.py --tasks max_gap --sft-steps 4000 --budget-cpu-s 120
-    python bench/kimi.py --tasks combination_sum --sft-steps 6000 --budget-cpu-s 120
-    python bench/kimi.py --tasks max_gap combination_sum --budget-cpu-s 120 --tables-only
+    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 60 --seeds 0 1 2 --harder
+    python bench/kimi.py --tasks max_gap --sft-steps 4000 --budget-cpu-s 120 --seeds 0 1 2 --harder
+    python bench/kimi.py --tasks combination_sum --sft-steps 6000 --budget-cpu-s 120 --seeds 0 1 2 --harder
+    python bench/kimi.py --budget-cpu-s 120 --seeds 0 1 2 --harder --tables-only --tasks max_gap combination_sum \
+        --curve docs/kimi_curves.png      # (addition's 60 CPU-s results: the same with --budget-cpu-s 60)
+
+Add ``--kimi-overlong`` (KimiRL with DAPO's overlong punishment) and/or ``--kimi-sampling prioritized``
+for KimiRL's own levers (their results are saved under their own names, so they add rows beside plain
+KimiRL's; the test row takes the first KimiRL configuration of the merge). Results are one JSON per
+(task, trainer configuration, RL seed) under ``--cache-dir/results_...``: an interrupted run resumes, a
+finished one is not repeated, and ``--tables-only`` merges whatever ``--tasks/--trainers/--seeds`` name.
 
 Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combination sum, LC 39,
 2-4 distinct candidates in 2-9, target 4-12):
@@ -38,20 +47,31 @@ Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combinati
    copy 0.965 after 4000. One warm-up per task rather than one mixed warm-up: the comparison is
    per task anyway, each task gets its own response budget, and an 80 k-parameter model spends its
    capacity on one trace format instead of three.
-2. **RL from that folder, same CPU budget for both.** litzoo's ``KimiRL`` in a Lightning
-   ``Trainer`` and TRL's ``GRPOTrainer`` (TRL defaults otherwise: DAPO token-level loss, rewards
-   scaled by the group's std, clipped ratio, ``beta = 0``) get the same start, the same reward
+2. **RL from that folder, same CPU budget for every trainer and seed** (``--seeds``: the RL seed sets
+   the torch seed, KimiRL's rollout seeds and its own stream of batches from the pool, TRL's ``seed`` and
+   ``data_seed``; ``--seed`` is the data seed: held-out problems, pools, SFT). ``--trainers``: ``kimi``,
+   litzoo's ``KimiRL`` in a Lightning ``Trainer``; ``grpo``, TRL's ``GRPOTrainer`` with its defaults
+   (DAPO token-level loss, rewards scaled by the group's std, clipped ratio, ``beta = 0``); ``grpo_dapo``,
+   TRL with DAPO's recipe as TRL spells it: ``loss_type="dapo"``, ``scale_rewards="none"`` and TRL's
+   ``get_soft_overlong_punishment`` (DAPO eq. 13, ``L_cache = --overlong-cache``, default a quarter of
+   the max new tokens) added to the verifier's reward (with one policy update per batch, as here, the
+   ratio is 1 and DAPO's clip-higher changes nothing). All get the same start, the same reward
    (litzoo's verifier: 1 if the answer after the last ``#`` is right), the same ``k`` samples per
    prompt and prompts per step, temperature, max new tokens, learning rate, AdamW betas, weight decay,
-   grad clipping and the same problem pool (uniform sampling for both). Training stops when the
+   grad clipping and the same problem pool (uniform sampling; KimiRL: unless ``--kimi-sampling``). Training stops when the
    process has spent ``--budget-cpu-s`` CPU-seconds in the training loop (a Lightning ``Callback``
    / a transformers ``TrainerCallback`` checks ``time.process_time()`` after every optimizer step,
    so a run overshoots by at most one step; the table shows the CPU time actually used).
    Budgets are in **process CPU time**, not wall time: the machine is shared by several jobs, so wall
    time mostly measures the neighbours. Run with ``OMP_NUM_THREADS=1``.
-3. **Evaluation**: greedy accuracy on the same 200 held-out problems for the SFT start, after KimiRL
-   and after GRPO, with litzoo's ``generate`` + verifier for all three, mean greedy response length
-   (tokens, incl. ``eos``), and the rollout throughput during RL: response tokens (up to the first
+3. **Evaluation**, after training (not in the budget), with litzoo's ``generate`` + verifier for the SFT
+   start and every run: greedy pass@1 on the same 200 held-out problems, pass@k
+   (``--pass-k``, the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` from ``--pass-n`` samples per problem
+   at the RL temperature, the same sampling seeds for every policy), mean greedy response length
+   (tokens, incl. ``eos``); an accuracy-per-CPU-second curve: the policy's weights are copied in memory
+   when the RL CPU time crosses each ``--curve-fractions`` of the budget and evaluated greedily on the
+   first ``--curve-eval`` held-out problems after training (``--curve PATH``: a PNG of seed mean ± SE);
+   and the rollout throughput during RL: response tokens (up to the first
    ``eos``) per CPU-second spent sampling (TRL: inside ``model.generate``; KimiRL: its sampler,
    ``--kimi-sampler``, default litzoo's own loop, see bench/rollout.py; ``transformers`` = the same
    ``model.generate`` as TRL). The held-out problems are disjoint from the SFT and RL pools **up to
@@ -61,6 +81,11 @@ Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combinati
    SFT pool covers nearly every combination-sum class. ``--harder`` adds ``--num-eval`` problems of a
    harder, never-trained level per task (3-digit addition; maximum gap level 3, 5-8 integers;
    combination sum level 3, 3-5 candidates in 2-12, targets 6-16), whose classes the pools also leave out.
+
+4. **Tables**: per task, each configuration's mean ± standard error (sd / sqrt(seeds)) of every metric
+   on both levels, beside the SFT start; KimiRL against the best TRL configuration (by mean greedy pass@1
+   on the training level): the difference, the difference in units of its standard error, and Welch's
+   t-test (``scipy.stats.ttest_ind(equal_var=False)``); and the curve's points.
 
 TRL sees plain prompts (no chat template): the prompt text as a string column (``"<bos>" + prompt``
 for a tokenizer that does not add ``<bos>`` itself), which the char tokenizer encodes to exactly
@@ -505,7 +530,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="data seed: held-out problems, pools and the SFT warm-up")
     parser.add_argument("--cache-dir", default="runs/bench_kimi")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 60 SFT steps, 20 CPU-s RL, 40 eval problems, pass@4, 20-problem curves")
+                        help="smoke run: 60 SFT steps (unless --sft-steps), 20 CPU-s RL, 40 eval problems, pass@4, "
+                             "20-problem curves")
     parser.add_argument("--kimi-sampler", default="litzoo", choices=SAMPLERS,
                         help="KimiRL's rollout sampler (transformers: model.generate, as TRL uses)")
     parser.add_argument("--kimi-overlong", action="store_true",
@@ -531,7 +557,8 @@ def main(argv: list[str] | None = None) -> None:
                              "--cache-dir (e.g. after one process per task) without training")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sft_steps, args.budget_cpu_s, args.num_eval, args.num_train, args.sft_num_train = [60], 20.0, 40, 400, 400
+        args.sft_steps = args.sft_steps or [60]
+        args.budget_cpu_s, args.num_eval, args.num_train, args.sft_num_train = 20.0, 40, 400, 400
         args.pass_k, args.curve_eval = min(args.pass_k, 4), min(args.curve_eval, 20)
     args.pass_n = args.pass_n or args.pass_k
     if args.pass_k and args.pass_n < args.pass_k:
