@@ -262,7 +262,8 @@ class KimiRL(CausalLMModule):
         if h.length_penalty_weight > 0 and self.global_step >= h.length_penalty_warmup_steps and groups:
             rewards = rewards + h.length_penalty_weight * length_penalty(lengths, correct)
         if h.overlong_buffer is not None:
-            rewards = rewards + h.overlong_penalty * soft_overlong_punishment(lengths, h.max_new_tokens, h.overlong_buffer)
+            overlong = soft_overlong_punishment(lengths, h.max_new_tokens, h.overlong_buffer)
+            rewards = rewards + h.overlong_penalty * overlong
 
         # 3. The k1.5 loss on the newest segment of every finished response.
         if groups:

@@ -83,7 +83,8 @@ def soft_overlong_punishment(lengths: Tensor, max_len: int, cache: int) -> Tenso
     free = max_len - cache  # L_max - L_cache
     lengths = lengths.double()
     ramp = (free - lengths) / cache
-    return torch.where(lengths <= free, torch.zeros_like(ramp), torch.where(lengths <= max_len, ramp, -torch.ones_like(ramp))).float()
+    beyond = torch.where(lengths <= max_len, ramp, -torch.ones_like(ramp))
+    return torch.where(lengths <= free, torch.zeros_like(ramp), beyond).float()
 
 
 def kimi_policy_loss(log_probs: Tensor, ref_log_probs: Tensor, rewards: Tensor, tau: float) -> tuple[Tensor, dict[str, Tensor]]:
