@@ -18,8 +18,10 @@ tables and the curves' PNG from the saved results::
         --curve docs/kimi_curves.png      # (addition's 60 CPU-s results: the same with --budget-cpu-s 60)
 
 Add ``--kimi-overlong`` (KimiRL with DAPO's overlong punishment) and/or ``--kimi-sampling prioritized``
-for KimiRL's own levers (their results are saved under their own names, so they add rows beside plain
-KimiRL's; the test row takes the first KimiRL configuration of the merge). Results are one JSON per
+for KimiRL's own levers: a run with them is another KimiRL configuration, saved under its own name
+(``kimi_overlong32_prioritized``...) beside plain KimiRL's results, so ``--trainers kimi --seeds 0 1 2
+--kimi-overlong`` adds it to a finished protocol run without repeating TRL's, and ``--tables-only`` with
+the same flags shows it (with TRL's runs) in the tables and the test. Results are one JSON per
 (task, trainer configuration, RL seed) under ``--cache-dir/results_...``: an interrupted run resumes, a
 finished one is not repeated, and ``--tables-only`` merges whatever ``--tasks/--trainers/--seeds`` name.
 
