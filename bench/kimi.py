@@ -565,8 +565,10 @@ def main(argv: list[str] | None = None) -> None:
     args.pass_n = args.pass_n or args.pass_k
     if args.pass_k and args.pass_n < args.pass_k:
         parser.error(f"--pass-n {args.pass_n} must be >= --pass-k {args.pass_k}")
-    if args.overlong_cache is not None and args.overlong_cache < 1:
-        parser.error("--overlong-cache must be >= 1 token")
+    for name in args.tasks:
+        if args.overlong_cache is not None and not 1 <= args.overlong_cache <= TASK_SPECS[name].max_new_tokens:
+            parser.error(f"--overlong-cache {args.overlong_cache} must be in [1, {TASK_SPECS[name].max_new_tokens}] "
+                         f"({name}'s max new tokens)")
     if args.sft_steps is None:
         sft_steps = dict(SFT_STEPS)
     elif len(args.sft_steps) in (1, len(args.tasks)):
