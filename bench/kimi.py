@@ -2,17 +2,28 @@
 
     OMP_NUM_THREADS=1 python bench/kimi.py                                # all three tasks, prints markdown tables
     OMP_NUM_THREADS=1 python bench/kimi.py --quick                        # smoke run (minutes)
-    OMP_NUM_THREADS=1 python bench/kimi.py --quick --harder --tasks addition   # + the harder level's columns
+    OMP_NUM_THREADS=1 python bench/kimi.py --quick --harder --tasks addition --seeds 0 1   # 2 seeds, harder level
     OMP_NUM_THREADS=1 python bench/kimi.py --tasks addition --budget-cpu-s 300 --sft-steps 400
 
-The BENCHMARKS.md numbers: one process per task (each measures its own CPU time; they may run in
-parallel on a machine with free cores), then the merged tables from the saved results::
+The issue-19 protocol, one command per task (3 RL seeds from the one cached SFT start; KimiRL, TRL with its
+defaults and TRL with DAPO's settings; the training level and the harder, never-trained one; each process
+measures its own CPU time, so the three may run in parallel on a machine with free cores), then the merged
+tables and the curves' PNG from the saved results::
 
     export OMP_NUM_THREADS=1
-    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 60
-    python bench/kimi.py --tasks max_gap --sft-steps 4000 --budget-cpu-s 120
-    python bench/kimi.py --tasks combination_sum --sft-steps 6000 --budget-cpu-s 120
-    python bench/kimi.py --tasks max_gap combination_sum --budget-cpu-s 120 --tables-only
+    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 60 --seeds 0 1 2 --harder
+    python bench/kimi.py --tasks max_gap --sft-steps 4000 --budget-cpu-s 120 --seeds 0 1 2 --harder
+    python bench/kimi.py --tasks combination_sum --sft-steps 6000 --budget-cpu-s 120 --seeds 0 1 2 --harder
+    python bench/kimi.py --budget-cpu-s 120 --seeds 0 1 2 --harder --tables-only --tasks max_gap combination_sum \
+        --curve docs/kimi_curves.png      # (addition's 60 CPU-s results: the same with --budget-cpu-s 60)
+
+Add ``--kimi-overlong`` (KimiRL with DAPO's overlong punishment) and/or ``--kimi-sampling prioritized``
+for KimiRL's own levers: a run with them is another KimiRL configuration, saved under its own name
+(``kimi_overlong32_prioritized``...) beside plain KimiRL's results, so ``--trainers kimi --seeds 0 1 2
+--kimi-overlong`` adds it to a finished protocol run without repeating TRL's, and ``--tables-only`` with
+the same flags shows it (with TRL's runs) in the tables and the test. Results are one JSON per
+(task, trainer configuration, RL seed) under ``--cache-dir/results_...``: an interrupted run resumes, a
+finished one is not repeated, and ``--tables-only`` merges whatever ``--tasks/--trainers/--seeds`` name.
 
 Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combination sum, LC 39,
 2-4 distinct candidates in 2-9, target 4-12):
@@ -38,20 +49,31 @@ Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combinati
    copy 0.965 after 4000. One warm-up per task rather than one mixed warm-up: the comparison is
    per task anyway, each task gets its own response budget, and an 80 k-parameter model spends its
    capacity on one trace format instead of three.
-2. **RL from that folder, same CPU budget for both.** litzoo's ``KimiRL`` in a Lightning
-   ``Trainer`` and TRL's ``GRPOTrainer`` (TRL defaults otherwise: DAPO token-level loss, rewards
-   scaled by the group's std, clipped ratio, ``beta = 0``) get the same start, the same reward
+2. **RL from that folder, same CPU budget for every trainer and seed** (``--seeds``: the RL seed sets
+   the torch seed, KimiRL's rollout seeds and its own stream of batches from the pool, TRL's ``seed`` and
+   ``data_seed``; ``--seed`` is the data seed: held-out problems, pools, SFT). ``--trainers``: ``kimi``,
+   litzoo's ``KimiRL`` in a Lightning ``Trainer``; ``grpo``, TRL's ``GRPOTrainer`` with its defaults
+   (DAPO token-level loss, rewards scaled by the group's std, clipped ratio, ``beta = 0``); ``grpo_dapo``,
+   TRL with DAPO's recipe as TRL spells it: ``loss_type="dapo"``, ``scale_rewards="none"`` and TRL's
+   ``get_soft_overlong_punishment`` (DAPO eq. 13, ``L_cache = --overlong-cache``, default a quarter of
+   the max new tokens) added to the verifier's reward (with one policy update per batch, as here, the
+   ratio is 1 and DAPO's clip-higher changes nothing). All get the same start, the same reward
    (litzoo's verifier: 1 if the answer after the last ``#`` is right), the same ``k`` samples per
    prompt and prompts per step, temperature, max new tokens, learning rate, AdamW betas, weight decay,
-   grad clipping and the same problem pool (uniform sampling for both). Training stops when the
+   grad clipping and the same problem pool (uniform sampling; KimiRL: unless ``--kimi-sampling``). Training stops when the
    process has spent ``--budget-cpu-s`` CPU-seconds in the training loop (a Lightning ``Callback``
    / a transformers ``TrainerCallback`` checks ``time.process_time()`` after every optimizer step,
    so a run overshoots by at most one step; the table shows the CPU time actually used).
    Budgets are in **process CPU time**, not wall time: the machine is shared by several jobs, so wall
    time mostly measures the neighbours. Run with ``OMP_NUM_THREADS=1``.
-3. **Evaluation**: greedy accuracy on the same 200 held-out problems for the SFT start, after KimiRL
-   and after GRPO, with litzoo's ``generate`` + verifier for all three, mean greedy response length
-   (tokens, incl. ``eos``), and the rollout throughput during RL: response tokens (up to the first
+3. **Evaluation**, after training (not in the budget), with litzoo's ``generate`` + verifier for the SFT
+   start and every run: greedy pass@1 on the same 200 held-out problems, pass@k
+   (``--pass-k``, the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` from ``--pass-n`` samples per problem
+   at the RL temperature, the same sampling seeds for every policy), mean greedy response length
+   (tokens, incl. ``eos``); an accuracy-per-CPU-second curve: the policy's weights are copied in memory
+   when the RL CPU time crosses each ``--curve-fractions`` of the budget and evaluated greedily on the
+   first ``--curve-eval`` held-out problems after training (``--curve PATH``: a PNG of seed mean ± SE);
+   and the rollout throughput during RL: response tokens (up to the first
    ``eos``) per CPU-second spent sampling (TRL: inside ``model.generate``; KimiRL: its sampler,
    ``--kimi-sampler``, default litzoo's own loop, see bench/rollout.py; ``transformers`` = the same
    ``model.generate`` as TRL). The held-out problems are disjoint from the SFT and RL pools **up to
@@ -61,6 +83,11 @@ Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combinati
    SFT pool covers nearly every combination-sum class. ``--harder`` adds ``--num-eval`` problems of a
    harder, never-trained level per task (3-digit addition; maximum gap level 3, 5-8 integers;
    combination sum level 3, 3-5 candidates in 2-12, targets 6-16), whose classes the pools also leave out.
+
+4. **Tables**: per task, each configuration's mean ± standard error (sd / sqrt(seeds)) of every metric
+   on both levels, beside the SFT start; KimiRL against the best TRL configuration (by mean greedy pass@1
+   on the training level): the difference, the difference in units of its standard error, and Welch's
+   t-test (``scipy.stats.ttest_ind(equal_var=False)``); and the curve's points.
 
 TRL sees plain prompts (no chat template): the prompt text as a string column (``"<bos>" + prompt``
 for a tokenizer that does not add ``<bos>`` itself), which the char tokenizer encodes to exactly
@@ -72,6 +99,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -136,6 +164,17 @@ class HeldOutDisjointData(ReasoningDataModule):
     20000-problem SFT pool covers nearly every class of combination sum level 2 (~1400 classes)."""
 
     reserved: frozenset = frozenset()
+    rl_seed: int = 0  # the RL run's seed: its own stream of RL batches from the same pool (0: the data seed's)
+
+    def draw_rl_batch(self):
+        if self.tokenizer is None:
+            self.setup("fit")  # the pools with the data seed, before it is swapped below
+        data_seed = self.seed
+        self.seed = data_seed + 1_000_003 * self.rl_seed  # the batch generator's seed string only
+        try:
+            return super().draw_rl_batch()
+        finally:
+            self.seed = data_seed
 
     def _draw(self, task, difficulty, n, split, exclude):
         if split != "train":
@@ -246,12 +285,80 @@ def evaluate(model, tokenizer, problems, max_new_tokens: int) -> dict[str, float
             "truncated": 1.0 - rollout.finished.float().mean().item()}
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct (Chen et al. 2021, "Evaluating Large Language
+    Models Trained on Code", eq. 1): ``1 - C(n - c, k) / C(n, k)``."""
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 1 <= k={k} <= n={n} and 0 <= c={c} <= n.")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def sampled_pass_at_k(model, tokenizer, problems, max_new_tokens: int, n: int, k: int, temperature: float,
+                      seed: int, chunk: int = 25) -> float:
+    """Mean unbiased pass@k over ``problems``: ``n`` samples each at ``temperature`` (litzoo's sampler; the same
+    seeds for every policy), in chunks of ``chunk`` problems to bound the KV cache."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(problems), chunk):
+        part = problems[start:start + chunk]
+        rollout = generate(model, tokenizer, [encode_prompt(tokenizer, p.prompt) for p in part], num_samples=n,
+                           temperature=temperature, max_new_tokens=max_new_tokens, seed=seed + start, sampler="litzoo")
+        correct = score([p for p in part for _ in range(n)], rollout.texts).view(len(part), n).sum(-1)
+        total += sum(pass_at_k(n, int(c), k) for c in correct)
+    return total / len(problems)
+
+
+# --------------------------------------------------------------------------- statistics over seeds
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error ``sd / sqrt(n)`` (sample sd; ``nan`` for one value)."""
+    if not values:
+        return float("nan"), float("nan")
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
+
+
+def compare(a: list[float], b: list[float]) -> dict[str, float]:
+    """``a`` vs ``b`` (per-seed values): difference of means, that difference in units of its standard error
+    ``sqrt(se_a^2 + se_b^2)``, and Welch's unequal-variance t-test (``t``, two-sided ``p``)."""
+    from scipy.stats import ttest_ind
+
+    (ma, sa), (mb, sb) = mean_se(a), mean_se(b)
+    se = math.sqrt(sa**2 + sb**2)
+    z = (ma - mb) / se if se > 0 else float("nan")
+    if len(a) > 1 and len(b) > 1 and se > 0:
+        test = ttest_ind(a, b, equal_var=False)
+        t, p = float(test.statistic), float(test.pvalue)
+    else:
+        t = p = float("nan")
+    return {"diff": ma - mb, "diff_se_units": z, "t": t, "p": p}
+
+
+class BudgetSnapshots:
+    """In-memory copies of the policy's weights the first time the CPU time spent crosses each fraction of the
+    budget (a step can cross several: each gets that step's weights and CPU time), evaluated after training."""
+
+    def __init__(self, budget_s: float, fractions) -> None:
+        self.budget_s, self.fractions = budget_s, sorted(fractions)
+        self.taken: list[tuple[float, float, dict[str, torch.Tensor]]] = []  # (fraction, CPU-s used, state_dict)
+
+    def due(self, used: float) -> list[float]:
+        done = {f for f, _, _ in self.taken}
+        return [f for f in self.fractions if f not in done and used >= f * self.budget_s]
+
+    def take(self, used: float, model) -> None:
+        due = self.due(used)
+        if due:
+            state = {name: t.detach().clone() for name, t in model.state_dict().items()}
+            self.taken += [(f, used, state) for f in due]
+
+
 # --------------------------------------------------------------------------- litzoo KimiRL
 class CPUBudget(L.Callback):
     """Stop fitting once this process has spent ``budget_s`` CPU-seconds since training started."""
 
-    def __init__(self, budget_s: float) -> None:
+    def __init__(self, budget_s: float, snapshots: BudgetSnapshots) -> None:
         self.budget_s, self.start, self.used, self.steps, self.rewards = budget_s, 0.0, 0.0, 0, []
+        self.snapshots = snapshots
 
     def on_train_start(self, trainer, pl_module):
         self.start = time.process_time()
@@ -261,19 +368,25 @@ class CPUBudget(L.Callback):
         self.used = time.process_time() - self.start
         if "train/reward" in trainer.callback_metrics and pl_module.last_groups:
             self.rewards.append(float(trainer.callback_metrics["train/reward"]))
+        self.snapshots.take(self.used, pl_module.policy)
         if self.used >= self.budget_s:
             trainer.should_stop = True
 
 
-def run_kimi(sft: Path, spec: TaskSpec, args, root: Path) -> tuple[Any, Any, dict[str, Any]]:
-    torch.manual_seed(args.seed)
+def overlong_cache(spec: TaskSpec, args) -> int:
+    return args.overlong_cache or spec.max_new_tokens // 4
+
+
+def run_kimi(sft: Path, spec: TaskSpec, args, root: Path, seed: int, snapshots: BudgetSnapshots):
+    torch.manual_seed(seed)
     module = KimiRL(pretrained_path=str(sft), k=args.k, temperature=args.temperature,
                     max_new_tokens=spec.max_new_tokens, tau=args.tau, iteration_steps=8, lr=args.lr,
-                    adam_betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=args.seed,
-                    sampler=args.kimi_sampler)
+                    adam_betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=seed,
+                    sampler=args.kimi_sampler, overlong_buffer=overlong_cache(spec, args) if args.kimi_overlong else None)
     meter = GenMeter(module.tokenizer.eos_token_id)
-    budget = CPUBudget(args.budget_cpu_s)
-    data = datamodule(spec, "rl", args, batch_size=args.prompts_per_step)
+    budget = CPUBudget(args.budget_cpu_s, snapshots)
+    data = datamodule(spec, "rl", args, batch_size=args.prompts_per_step, prioritized=args.kimi_sampling == "prioritized")
+    data.rl_seed = seed
     # KimiRL's rollouts go through partial_rollout.generate (either sampler): count its Rollouts' tokens and the
     # CPU time each spent sampling (for sampler="transformers", the time inside model.generate).
     original = partial_rollout.generate
@@ -296,10 +409,15 @@ def run_kimi(sft: Path, spec: TaskSpec, args, root: Path) -> tuple[Any, Any, dic
 
 
 # --------------------------------------------------------------------------- TRL GRPOTrainer
-def run_trl(sft: Path, spec: TaskSpec, problems, args, root: Path) -> tuple[Any, Any, dict[str, Any]]:
+def run_trl(sft: Path, spec: TaskSpec, problems, args, root: Path, seed: int, snapshots: BudgetSnapshots,
+            dapo: bool = False):
+    """TRL's GRPOTrainer; ``dapo``: DAPO's recipe as TRL spells it -- token-level loss (``loss_type="dapo"``,
+    TRL's default too), no std scaling of the rewards (``scale_rewards="none"``) and the soft overlong punishment
+    (``trl.rewards.get_soft_overlong_punishment``, eq. 13, ``L_cache = --overlong-cache``) added to the reward."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
+    from trl.rewards import get_soft_overlong_punishment
 
     tokenizer = AutoTokenizer.from_pretrained(sft, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(sft, local_files_only=True)
@@ -325,28 +443,32 @@ def run_trl(sft: Path, spec: TaskSpec, problems, args, root: Path) -> tuple[Any,
         def on_train_begin(self, targs, state, control, **kw):
             self.start = time.process_time()
 
-        def on_step_end(self, targs, state, control, **kw):
+        def on_step_end(self, targs, state, control, model=None, **kw):
             self.steps, self.used = state.global_step, time.process_time() - self.start
+            snapshots.take(self.used, model)
             if self.used >= self.budget_s:
                 control.should_training_stop = True
 
         def on_log(self, targs, state, control, logs=None, **kw):
-            if logs and "reward" in logs:
-                self.rewards.append(float(logs["reward"]))
+            if logs and "rewards/verifier/mean" in logs:  # the verifier's reward (without the overlong term)
+                self.rewards.append(float(logs["rewards/verifier/mean"]))
 
+    variant = dict(loss_type="dapo", scale_rewards="none") if dapo else {}
     config = GRPOConfig(
         output_dir=str(root / "trl"), use_cpu=True, bf16=False, fp16=False, report_to=[], disable_tqdm=True,
-        save_strategy="no", logging_steps=1, seed=args.seed, data_seed=args.seed, max_steps=10**6,
+        save_strategy="no", logging_steps=1, seed=seed, data_seed=seed, max_steps=10**6,
         per_device_train_batch_size=args.prompts_per_step * args.k, gradient_accumulation_steps=1,
         num_generations=args.k, max_completion_length=spec.max_new_tokens, temperature=args.temperature,
         top_k=0, top_p=1.0, beta=0.0, num_iterations=1, learning_rate=args.lr, lr_scheduler_type="constant",
         warmup_steps=0, adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0,
-        gradient_checkpointing=False, dataloader_num_workers=0, remove_unused_columns=False,
+        gradient_checkpointing=False, dataloader_num_workers=0, remove_unused_columns=False, **variant,
     )
+    rewards = [verifier] + ([get_soft_overlong_punishment(spec.max_new_tokens, overlong_cache(spec, args))] if dapo else [])
     meter = GenMeter(tokenizer.eos_token_id)
     meter.wrap(model)
     budget = TRLCPUBudget(args.budget_cpu_s)
-    trainer = GRPOTrainer(model=model, reward_funcs=verifier, args=config, train_dataset=dataset,
+    torch.manual_seed(seed)
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=config, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[budget])
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -360,11 +482,36 @@ def run_trl(sft: Path, spec: TaskSpec, problems, args, root: Path) -> tuple[Any,
     }
 
 
+TRAINERS = ("kimi", "grpo", "grpo_dapo")
+
+
+def trainer_key(trainer: str, spec: TaskSpec, args) -> str:
+    """The results file name of a trainer configuration (its options that change the run, spelled out)."""
+    if trainer == "kimi":
+        return "kimi" + (f"_overlong{overlong_cache(spec, args)}" if args.kimi_overlong else "") + (
+            f"_{args.kimi_sampling}" if args.kimi_sampling != "uniform" else "") + (
+            f"_{args.kimi_sampler}" if args.kimi_sampler != "litzoo" else "")
+    return trainer + (f"_overlong{overlong_cache(spec, args)}" if trainer == "grpo_dapo" else "")
+
+
+def trainer_label(key: str) -> str:
+    if key.startswith("kimi"):
+        return "litzoo KimiRL" + (f" ({key[5:].replace('_', ', ')})" if key != "kimi" else "")
+    if key.startswith("grpo_dapo"):
+        return f"TRL GRPO, DAPO (no std scaling, overlong L_cache={key.rsplit('overlong', 1)[1]})"
+    return "TRL GRPOTrainer (defaults)"
+
+
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASK_SPECS), choices=list(TASK_SPECS))
-    parser.add_argument("--budget-cpu-s", type=float, default=300.0, help="RL CPU-seconds per trainer and task")
+    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS,
+                        help="kimi: litzoo KimiRL; grpo: TRL GRPOTrainer with its defaults; grpo_dapo: TRL with "
+                             "loss_type='dapo', scale_rewards='none' and the soft overlong punishment")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="RL seeds (each trainer runs once per seed, all from the same cached SFT start)")
+    parser.add_argument("--budget-cpu-s", type=float, default=300.0, help="RL CPU-seconds per trainer, task and seed")
     parser.add_argument("--sft-steps", type=int, nargs="+", default=None,
                         help=f"SFT steps: one value for every task or one per --tasks entry (default {SFT_STEPS})")
     parser.add_argument("--sft-batch-size", type=int, default=64)
@@ -382,31 +529,60 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sft-num-train", type=int, default=20000,
                         help="SFT problem pool (thousands of SFT steps would repeat a 4000-problem pool ~80 times)")
     parser.add_argument("--num-eval", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data seed: held-out problems, pools and the SFT warm-up")
     parser.add_argument("--cache-dir", default="runs/bench_kimi")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 60 SFT steps, 20 CPU-s RL, 40 eval problems")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 60 SFT steps (unless --sft-steps), 20 CPU-s RL, 40 eval problems, pass@4, "
+                             "20-problem curves")
     parser.add_argument("--kimi-sampler", default="litzoo", choices=SAMPLERS,
                         help="KimiRL's rollout sampler (transformers: model.generate, as TRL uses)")
+    parser.add_argument("--kimi-overlong", action="store_true",
+                        help="KimiRL with DAPO's soft overlong punishment (overlong_buffer = --overlong-cache)")
+    parser.add_argument("--kimi-sampling", default="uniform", choices=("uniform", "prioritized"),
+                        help="KimiRL's problem sampling (prioritized: by 1 - success rate, k1.5 Sec. 2.3.4; TRL "
+                             "samples uniformly)")
+    parser.add_argument("--overlong-cache", type=int, default=None,
+                        help="DAPO's L_cache in tokens (grpo_dapo, --kimi-overlong); default: a quarter of the "
+                             "task's max new tokens")
+    parser.add_argument("--pass-k", type=int, default=8, help="pass@k at the RL temperature (0: off)")
+    parser.add_argument("--pass-n", type=int, default=None, help="samples per problem for pass@k (default: k)")
+    parser.add_argument("--curve-eval", type=int, default=50,
+                        help="held-out problems for the accuracy-per-CPU-second curve (greedy, first N)")
+    parser.add_argument("--curve-fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
+                        help="budget fractions at which the policy is snapshotted for the curve")
+    parser.add_argument("--curve", default=None, help="write the curves as a PNG here (e.g. docs/kimi_curves.png)")
     parser.add_argument("--harder", action="store_true",
                         help="also evaluate on --num-eval problems of a harder, never-trained level per task (3-digit "
                              "addition, maximum gap level 3, combination sum level 3), reported as extra columns")
     parser.add_argument("--tables-only", action="store_true",
-                        help="print the tables of --tasks from the results saved in --cache-dir (e.g. after running "
-                             "one process per task in parallel) without training")
+                        help="print the tables of --tasks / --trainers / --seeds from the results saved in "
+                             "--cache-dir (e.g. after one process per task) without training")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sft_steps, args.budget_cpu_s, args.num_eval, args.num_train, args.sft_num_train = [60], 20.0, 40, 400, 400
+        args.sft_steps = args.sft_steps or [60]
+        args.budget_cpu_s, args.num_eval, args.num_train, args.sft_num_train = 20.0, 40, 400, 400
+        args.pass_k, args.curve_eval = min(args.pass_k, 4), min(args.curve_eval, 20)
+    args.pass_n = args.pass_n or args.pass_k
+    if args.pass_k and args.pass_n < args.pass_k:
+        parser.error(f"--pass-n {args.pass_n} must be >= --pass-k {args.pass_k}")
+    for name in args.tasks:
+        if args.overlong_cache is not None and not 1 <= args.overlong_cache <= TASK_SPECS[name].max_new_tokens:
+            parser.error(f"--overlong-cache {args.overlong_cache} must be in [1, {TASK_SPECS[name].max_new_tokens}] "
+                         f"({name}'s max new tokens)")
     if args.sft_steps is None:
         sft_steps = dict(SFT_STEPS)
     elif len(args.sft_steps) in (1, len(args.tasks)):
         sft_steps = dict(zip(args.tasks, args.sft_steps * (len(args.tasks) // len(args.sft_steps))))
     else:
         parser.error(f"--sft-steps takes 1 or {len(args.tasks)} values (one per task), got {len(args.sft_steps)}")
-    results = Path(args.cache_dir) / f"results_budget{args.budget_cpu_s:.0f}_eval{args.num_eval}_seed{args.seed}"
+    # One JSON per (task, trainer, seed) and one per task's SFT start: an interrupted run resumes where it stopped.
+    results = Path(args.cache_dir) / (f"results_budget{args.budget_cpu_s:.0f}_eval{args.num_eval}_seed{args.seed}"
+                                      f"_pass{args.pass_k}of{args.pass_n}_curve{args.curve_eval}"
+                                      + ("_harder" if args.harder else ""))
+    settings = {k: getattr(args, k) for k in ("k", "prompts_per_step", "temperature", "lr", "tau", "num_train",
+                                              "curve_fractions")}
     if args.tables_only:
-        saved = [json.loads((results / f"{name}.json").read_text()) for name in args.tasks
-                 if (results / f"{name}.json").exists()]
-        print_tables(args, [tuple(r) for s in saved for r in s["sft_rows"]], [tuple(r) for s in saved for r in s["rows"]])
+        report(args, results, settings)
         return
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -423,10 +599,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"torch {torch.__version__}, lightning {L.__version__}, transformers {transformers.__version__}, "
           f"trl {trl.__version__}; threads {torch.get_num_threads()}; k={args.k}, {args.prompts_per_step} prompts/step, "
-          f"T={args.temperature}, lr={args.lr}, tau={args.tau}, RL budget {args.budget_cpu_s:.0f} CPU-s per trainer and task, "
-          f"SFT {sft_steps} steps x {args.sft_batch_size}, p_mistake {args.p_mistake}, {args.num_eval} held-out problems",
-          flush=True)
-    rows, sft_rows = [], []
+          f"T={args.temperature}, lr={args.lr}, tau={args.tau}, RL budget {args.budget_cpu_s:.0f} CPU-s per trainer, task "
+          f"and seed, RL seeds {args.seeds}, SFT {sft_steps} steps x {args.sft_batch_size}, p_mistake {args.p_mistake}, "
+          f"{args.num_eval} held-out problems", flush=True)
+    results.mkdir(parents=True, exist_ok=True)
     for name in args.tasks:
         spec = TASK_SPECS[name]
         t0 = time.time()
@@ -435,60 +611,195 @@ def main(argv: list[str] | None = None) -> None:
         data.setup("fit")
         hard = harder_problems(spec, args) if args.harder else []
         check_disjoint(hard, data.train_problems, "RL pool")
+        curve_problems = data.val_problems[:args.curve_eval]
 
         def evaluate_all(model, tok) -> dict[str, float]:
-            result = evaluate(model, tok, data.val_problems, spec.max_new_tokens)
-            if hard:
-                result.update({f"harder_{k}": v for k, v in evaluate(model, tok, hard, spec.harder_max_new_tokens).items()})
+            levels = [("", data.val_problems, spec.max_new_tokens)] + ([("harder_", hard, spec.harder_max_new_tokens)] if hard else [])
+            result = {}
+            for prefix, problems, max_new in levels:
+                result.update({prefix + k: v for k, v in evaluate(model, tok, problems, max_new).items()})
+                if args.pass_k:
+                    result[f"{prefix}pass@k"] = sampled_pass_at_k(model, tok, problems, max_new, args.pass_n, args.pass_k,
+                                                                  args.temperature, seed=args.seed * 1_000_003 + 17)
             return result
 
-        policy, tokenizer = build_policy(pretrained_path=str(sft))
-        start = evaluate_all(policy, tokenizer)
-        sft_rows.append((name, sft_info, start))
-        rows.append((name, "SFT start (litzoo CoTSFT)", start, None))
-        print(f"[{name}] SFT {sft_info} -> {start}  ({time.time() - t0:.0f} s wall)", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            for label, runner in [("litzoo KimiRL", lambda: run_kimi(sft, spec, args, Path(tmp))),
-                                  ("TRL GRPOTrainer", lambda: run_trl(sft, spec, data.train_problems, args, Path(tmp)))]:
+        def load(path: Path):  # a saved result of this SFT start and these settings, else None
+            if not path.exists():
+                return None
+            saved = json.loads(path.read_text())
+            return saved if saved.get("sft") == str(sft) and saved.get("settings") == settings else None
+
+        sft_path = results / f"{name}__sft.json"
+        start = load(sft_path)
+        if start is None:
+            policy, tokenizer = build_policy(pretrained_path=str(sft))
+            start = {"sft": str(sft), "settings": settings, "sft_info": sft_info, "eval": evaluate_all(policy, tokenizer),
+                     "curve0": evaluate(policy, tokenizer, curve_problems, spec.max_new_tokens)["accuracy"]}
+            sft_path.write_text(json.dumps(start))
+        print(f"[{name}] SFT {sft_info} -> {start['eval']}  ({time.time() - t0:.0f} s wall)", flush=True)
+        for trainer in args.trainers:
+            key = trainer_key(trainer, spec, args)
+            for seed in args.seeds:
+                path = results / f"{name}__{key}__rl{seed}.json"
+                if load(path) is not None:
+                    print(f"[{name}] {key} seed {seed}: saved in {path}", flush=True)
+                    continue
                 t1 = time.time()
-                model, tok, info = runner()
+                snapshots = BudgetSnapshots(args.budget_cpu_s, args.curve_fractions)
+                with tempfile.TemporaryDirectory() as tmp:
+                    if trainer == "kimi":
+                        model, tok, info = run_kimi(sft, spec, args, Path(tmp), seed, snapshots)
+                    else:
+                        model, tok, info = run_trl(sft, spec, data.train_problems, args, Path(tmp), seed, snapshots,
+                                                   dapo=trainer == "grpo_dapo")
                 result = evaluate_all(model, tok)
-                rows.append((name, label, result, info))
-                print(f"[{name}] {label}: {info} -> {result}  ({time.time() - t1:.0f} s wall)", flush=True)
+                curve = []  # after training (not in the budget): the snapshots' greedy accuracy on the curve subset
+                for fraction, used, state in snapshots.taken:
+                    model.load_state_dict(state)
+                    curve.append((fraction, used, evaluate(model, tok, curve_problems, spec.max_new_tokens)["accuracy"]))
+                path.write_text(json.dumps({"sft": str(sft), "settings": settings, "task": name, "trainer": key,
+                                            "seed": seed, "info": info, "eval": result, "curve": curve}))
+                print(f"[{name}] {key} seed {seed}: {info} -> {result}, curve {[(round(u), a) for _, u, a in curve]}  "
+                      f"({time.time() - t1:.0f} s wall)", flush=True)
                 del model
-        results.mkdir(parents=True, exist_ok=True)
-        (results / f"{name}.json").write_text(json.dumps(
-            {"sft_rows": [r for r in sft_rows if r[0] == name], "rows": [r for r in rows if r[0] == name]}))
-    print_tables(args, sft_rows, rows)
+    report(args, results, settings)
 
 
-def print_tables(args, sft_rows, rows) -> None:
+# --------------------------------------------------------------------------- tables and curves
+def collect(args, results: Path, settings) -> dict[str, Any]:
+    """The saved results of --tasks x --trainers x --seeds (settings as now): per task its SFT start and
+    ``runs[key] = [per-seed results]``."""
+    out = {}
+    for name in args.tasks:
+        spec = TASK_SPECS[name]
+        sft_path = results / f"{name}__sft.json"
+        if not sft_path.exists():
+            continue
+        start = json.loads(sft_path.read_text())
+        runs = {}
+        for trainer in args.trainers:
+            key = trainer_key(trainer, spec, args)
+            rows = [json.loads((results / f"{name}__{key}__rl{s}.json").read_text()) for s in args.seeds
+                    if (results / f"{name}__{key}__rl{s}.json").exists()]
+            rows = [r for r in rows if r["sft"] == start["sft"] and r["settings"] == settings]
+            if rows:
+                runs[key] = rows
+        out[name] = {"start": start, "runs": runs}
+    return out
+
+
+def fmt(values: list[float], digits: int = 3) -> str:
+    mean, se = mean_se(values)
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f}" + (f" ± {se:.{digits}f}" if not math.isnan(se) else "")
+
+
+def report(args, results: Path, settings) -> None:
+    data = collect(args, results, settings)
     print("\n### SFT warm-ups (litzoo CoTSFT, long-CoT traces)\n")
-    print("| task | max new tokens | SFT steps x batch | SFT CPU-s | params | greedy accuracy | mean length | truncated |")
+    print("| task | max new tokens | SFT steps x batch | SFT CPU-s | params | greedy pass@1 | mean length | truncated |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, info, ev in sft_rows:
+    for name, d in data.items():
+        info, ev = d["start"]["sft_info"], d["start"]["eval"]
         print(f"| {name} | {TASK_SPECS[name].max_new_tokens} | {info['steps']} x {args.sft_batch_size} | "
               f"{info['cpu_s']:.0f}{' (cached)' if info.get('cached') else ''} | {info['params'] / 1e3:.0f} k | "
               f"{ev['accuracy']:.3f} | {ev['length']:.1f} | {ev['truncated']:.3f} |")
-    print(f"\n### RL from the SFT start, {args.budget_cpu_s:.0f} CPU-s each (k = {args.k}, "
-          f"{args.prompts_per_step} prompts/step, T = {args.temperature}, lr = {args.lr})\n")
-    harder = any("harder_accuracy" in ev for _, _, ev, _ in rows)
-    print("| task | policy | greedy accuracy | mean length (tokens) | RL steps | RL CPU-s | sample reward (last 10 steps) "
-          "| rollout tokens per CPU-s | generate share of CPU |"
-          + (" harder level: greedy accuracy | harder level: mean length |" if harder else ""))
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if harder else ""))
-    for name, label, ev, info in rows:
-        extra = ""
-        if harder:
-            extra = (f" {ev['harder_accuracy']:.3f} (level {TASK_SPECS[name].harder}) | {ev['harder_length']:.1f} |"
-                     if "harder_accuracy" in ev else " - | - |")
-        if info is None:
-            print(f"| {name} | {label} | {ev['accuracy']:.3f} | {ev['length']:.1f} | - | - | - | - | - |" + extra)
-        else:
-            print(f"| {name} | {label} | {ev['accuracy']:.3f} | {ev['length']:.1f} | {info['steps']} | "
-                  f"{info['cpu_s']:.0f} | {info['train_reward_last']:.3f} | {info['gen_tok_per_cpu_s']:.0f} | "
-                  f"{100 * info['gen_share']:.0f} % |" + extra)
+    harder = args.harder
+    pk = f"pass@{args.pass_k} (n = {args.pass_n}, T = {args.temperature})" if args.pass_k else None
+    print(f"\n### RL from the SFT start, {args.budget_cpu_s:.0f} CPU-s per run (k = {args.k}, {args.prompts_per_step} "
+          f"prompts/step, T = {args.temperature}, lr = {args.lr}); mean ± standard error over seeds {args.seeds}\n")
+    cols = ["greedy pass@1"] + ([pk] if pk else []) + ["mean length (tokens)"]
+    head = cols + ([f"harder level: {c}" for c in cols] if harder else [])
+    print("| task | policy | seeds | " + " | ".join(head) + " | RL steps | RL CPU-s | sample reward (last 10 steps) | "
+          "rollout tokens per CPU-s |")
+    print("|---|---|---|" + "---|" * (len(head) + 4))
+    for name, d in data.items():
+        def cells(evs):
+            out = []
+            for prefix in [""] + (["harder_"] if harder else []):
+                out += [fmt([e[prefix + "accuracy"] for e in evs])]
+                out += [fmt([e[prefix + "pass@k"] for e in evs])] if pk else []
+                out += [fmt([e[prefix + "length"] for e in evs], 1)]
+            return out
+
+        print(f"| {name} | SFT start | - | " + " | ".join(cells([d["start"]["eval"]])) + " | - | - | - | - |")
+        for key, rows in d["runs"].items():
+            infos = [r["info"] for r in rows]
+            print(f"| {name} | {trainer_label(key)} | {len(rows)} | " + " | ".join(cells([r["eval"] for r in rows]))
+                  + f" | {fmt([i['steps'] for i in infos], 0)} | {fmt([i['cpu_s'] for i in infos], 0)} | "
+                  f"{fmt([i['train_reward_last'] for i in infos])} | {fmt([i['gen_tok_per_cpu_s'] for i in infos], 0)} |")
+    # KimiRL vs the best TRL configuration (by mean greedy pass@1 on the training level) per task and metric
+    print("\n### KimiRL vs the best TRL configuration (difference of seed means; Welch's t-test)\n")
+    print("| task | metric | KimiRL | best TRL | difference | difference / SE | Welch t | p |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, d in data.items():
+        kimi = next((rows for key, rows in d["runs"].items() if key.startswith("kimi")), None)
+        trl_runs = {key: rows for key, rows in d["runs"].items() if not key.startswith("kimi")}
+        if kimi is None or not trl_runs:
+            continue
+        best = max(trl_runs, key=lambda key: mean_se([r["eval"]["accuracy"] for r in trl_runs[key]])[0])
+        metrics = [("accuracy", "greedy pass@1")] + ([("pass@k", f"pass@{args.pass_k}")] if pk else [])
+        metrics += [("length", "mean length")]
+        for prefix, level in [("", f"level {TASK_SPECS[name].difficulty}")] + (
+                [("harder_", f"harder level {TASK_SPECS[name].harder}")] if harder else []):
+            for metric, label in metrics:
+                a = [r["eval"][prefix + metric] for r in kimi]
+                b = [r["eval"][prefix + metric] for r in trl_runs[best]]
+                c = compare(a, b)
+                digits = 1 if metric == "length" else 3
+                na = lambda x, spec: "n/a" if math.isnan(x) else format(x, spec)  # noqa: E731 (one seed / no spread)
+                print(f"| {name} | {label}, {level} | {fmt(a, digits)} | {fmt(b, digits)} ({best}) | "
+                      f"{c['diff']:+.{digits}f} | {na(c['diff_se_units'], '+.1f')} | {na(c['t'], '.2f')} | "
+                      f"{na(c['p'], '.3f')} |")
+    # the accuracy-per-CPU-second curves as numbers (the PNG with --curve)
+    print(f"\n### Greedy pass@1 on the first {args.curve_eval} held-out problems vs RL CPU-s (snapshots at "
+          f"{args.curve_fractions} of the budget)\n")
+    print("| task | policy | " + " | ".join(f"{f:g} x budget" for f in args.curve_fractions) + " |")
+    print("|---|---|" + "---|" * len(args.curve_fractions))
+    for name, d in data.items():
+        print(f"| {name} | SFT start (0 CPU-s) | " + " | ".join([f"{d['start']['curve0']:.3f}"] * len(args.curve_fractions)) + " |")
+        for key, rows in d["runs"].items():
+            cells = []
+            for i in range(len(args.curve_fractions)):
+                points = [r["curve"][i] for r in rows if len(r["curve"]) > i]
+                cells.append(f"{fmt([p[2] for p in points])} @ {statistics.fmean(p[1] for p in points):.0f} s" if points else "-")
+            print(f"| {name} | {trainer_label(key)} | " + " | ".join(cells) + " |")
     sys.stdout.flush()
+    if args.curve:
+        plot_curves(args, data, Path(args.curve))
+
+
+def plot_curves(args, data: dict[str, Any], path: Path) -> None:
+    """Greedy accuracy (curve subset) vs RL CPU-seconds per task: seed mean, ± SE band, the SFT start at 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(data), figsize=(4.5 * len(data), 3.6), squeeze=False)
+    for ax, (name, d) in zip(axes[0], data.items()):
+        for key, rows in d["runs"].items():
+            xs, ys, ses = [0.0], [d["start"]["curve0"]], [0.0]
+            for i in range(len(args.curve_fractions)):
+                points = [r["curve"][i] for r in rows if len(r["curve"]) > i]
+                if points:
+                    mean, se = mean_se([p[2] for p in points])
+                    xs.append(statistics.fmean(p[1] for p in points))
+                    ys.append(mean)
+                    ses.append(0.0 if math.isnan(se) else se)
+            line = ax.plot(xs, ys, marker="o", label=trainer_label(key))[0]
+            ax.fill_between(xs, [y - s for y, s in zip(ys, ses)], [y + s for y, s in zip(ys, ses)],
+                            color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{name} (seeds {args.seeds})")
+        ax.set_xlabel("RL CPU-seconds")
+        ax.set_ylabel(f"greedy pass@1 ({args.curve_eval} held-out)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"curves: {path}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ cleared. The loss pieces are in :mod:`litzoo.reasoning.losses`.
   ``lambda = 0.5 - (len - min_len) / (max_len - min_len)``, ``+lambda`` if correct,
   ``+min(0, lambda)`` if wrong, 0 if all lengths are equal; off for the first
   ``length_penalty_warmup_steps`` steps (it slows early learning otherwise, as the paper notes).
+* Overlong punishment (DAPO, Yu et al. 2025, eq. 13), an option beside it: with ``overlong_buffer``
+  ``= L_cache`` set, ``r_j += overlong_penalty * R_length(y_j)``, ``R_length = 0`` up to
+  ``L_max - L_cache`` tokens (``L_max = max_new_tokens``), then falling linearly to -1 at ``L_max``
+  (:func:`~litzoo.reasoning.losses.soft_overlong_punishment`); before the baseline ``r_bar``.
 * Sampling strategies (Sec. 2.3.4): curriculum and prioritised sampling live in
   :class:`~litzoo.datamodules.ReasoningDataModule` (``mode="rl"``); this module reports every
   problem's verifier results back to it.
@@ -51,7 +55,7 @@ import torch.distributed as dist
 from litzoo.bases.causal_lm import CausalLMModule
 from litzoo.checks import check_non_negative, check_non_negative_int, check_positive, check_positive_int
 from litzoo.reasoning.generation import SAMPLERS, generate, token_log_probs
-from litzoo.reasoning.losses import kimi_policy_loss, length_penalty, masked_sum
+from litzoo.reasoning.losses import kimi_policy_loss, length_penalty, masked_sum, soft_overlong_punishment
 from litzoo.reasoning.meters import level_key
 from litzoo.reasoning.partial_rollout import PartialResponse, PartialRolloutBuffer, RolloutGroup, pack_groups
 from litzoo.reasoning.rewards import score
@@ -76,6 +80,9 @@ class KimiRL(CausalLMModule):
             its (noisy) gradient, which on small models costs more than the stale moments do.
         length_penalty_weight: ``w`` above (0 = off; 1 = the paper's).
         length_penalty_warmup_steps: optimizer steps before the length penalty switches on.
+        overlong_buffer: DAPO's ``L_cache`` (tokens below ``max_new_tokens`` where the overlong punishment ramps
+            from 0 to -1; in ``[1, max_new_tokens]``); ``None`` (default): off.
+        overlong_penalty: weight of the overlong punishment (1 = DAPO's).
         lr, weight_decay, adam_betas, warmup_steps, total_steps, min_lr_ratio: AdamW + schedule
             (``min_lr_ratio=1``: constant after warm-up).
         max_grad_norm: gradient clipping (0 = off).
@@ -110,6 +117,8 @@ class KimiRL(CausalLMModule):
         reset_optimizer: bool = False,
         length_penalty_weight: float = 0.0,
         length_penalty_warmup_steps: int = 0,
+        overlong_buffer: Optional[int] = None,
+        overlong_penalty: float = 1.0,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         adam_betas: tuple[float, float] = (0.9, 0.99),
@@ -139,8 +148,11 @@ class KimiRL(CausalLMModule):
             raise ValueError(
                 f"segment_tokens={segment_tokens} must be in [1, max_new_tokens={max_new_tokens}] or None (no partial rollouts)."
             )
+        if overlong_buffer is not None and not 1 <= overlong_buffer <= max_new_tokens:
+            raise ValueError(f"overlong_buffer={overlong_buffer} must be in [1, max_new_tokens={max_new_tokens}] "
+                             "(DAPO's L_cache: the tokens below the budget where the punishment ramps) or None (off).")
         for name, value in [("tau", tau), ("length_penalty_weight", length_penalty_weight),
-                            ("max_grad_norm", max_grad_norm)]:
+                            ("overlong_penalty", overlong_penalty), ("max_grad_norm", max_grad_norm)]:
             check_non_negative(name, value)
         for name, value in [("length_penalty_warmup_steps", length_penalty_warmup_steps), ("eval_k", eval_k),
                             ("warmup_steps", warmup_steps), ("total_steps", total_steps)]:
@@ -241,7 +253,7 @@ class KimiRL(CausalLMModule):
             )
         groups = self.last_groups = self.buffer.pop_finished()
 
-        # 2. Rewards of the finished groups: verifier (+ length reward after its warm-up).
+        # 2. Rewards of the finished groups: verifier (+ length reward after its warm-up, + overlong punishment).
         flat_problems = [g.problem for g in groups for _ in g.samples]
         correct = score(flat_problems, [s.text for g in groups for s in g.samples]).view(len(groups), h.k).to(self.device)
         packed = pack_groups(groups, self.tokenizer.pad_token_id, self.device)
@@ -249,6 +261,9 @@ class KimiRL(CausalLMModule):
         rewards = correct.clone()
         if h.length_penalty_weight > 0 and self.global_step >= h.length_penalty_warmup_steps and groups:
             rewards = rewards + h.length_penalty_weight * length_penalty(lengths, correct)
+        if h.overlong_buffer is not None:
+            overlong = soft_overlong_punishment(lengths, h.max_new_tokens, h.overlong_buffer)
+            rewards = rewards + h.overlong_penalty * overlong
 
         # 3. The k1.5 loss on the newest segment of every finished response.
         if groups:

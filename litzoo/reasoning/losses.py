@@ -1,4 +1,4 @@
-r"""Loss pieces of Kimi k1.5 policy optimisation, its length penalty, and DPO.
+r"""Loss pieces of Kimi k1.5 policy optimisation, its length penalty, DAPO's overlong punishment, and DPO.
 
 Kimi Team, "Kimi k1.5: Scaling Reinforcement Learning with LLMs", arXiv:2501.12599, Sec. 2.3.
 For a problem ``x`` with ``k`` responses ``y_1..y_k`` sampled from the reference policy
@@ -22,6 +22,16 @@ and ``min_len``/``max_len`` over the ``k`` responses of the problem,
 
 and ``len_reward = 0`` for all ``i`` when ``max_len = min_len``. Short correct answers gain up to
 +0.5, long ones lose up to -0.5, and a wrong answer is never rewarded for being short.
+
+Soft overlong punishment (Yu et al. 2025, "DAPO", arXiv:2503.14476, eq. 13), a length-aware reward
+for responses near the budget ``L_max`` with a punishment interval of ``L_cache`` tokens:
+
+    R_length(y) = 0                                   if |y| <= L_max - L_cache
+                = ((L_max - L_cache) - |y|) / L_cache  if L_max - L_cache < |y| <= L_max
+                = -1                                   if |y| > L_max.
+
+Unlike the k1.5 penalty it does not compare the k responses: it only punishes those that run into
+the budget (a cut response scores -1 whether or not its answer was right).
 
 DPO (Rafailov et al. 2023, "Direct Preference Optimization", arXiv:2305.18290), used by
 long2short (Sec. 2.4) on (short correct, long) pairs:
@@ -55,6 +65,26 @@ def length_penalty(lengths: Tensor, correct: Tensor) -> Tensor:
     lam = 0.5 - (lengths - min_len) / span.clamp(min=1e-12)
     reward = torch.where(correct.bool(), lam, lam.clamp(max=0.0))
     return torch.where(span > 0, reward, torch.zeros_like(reward)).float()
+
+
+def soft_overlong_punishment(lengths: Tensor, max_len: int, cache: int) -> Tensor:
+    """DAPO's ``R_length`` (eq. 13, module docstring) of each response length (tokens, incl. ``eos``).
+
+    Args:
+        lengths: (...) response lengths ``|y|``.
+        max_len: ``L_max``, the response budget.
+        cache: ``L_cache``, the punishment interval below it, in ``[1, max_len]``.
+
+    Returns:
+        (...) float rewards in ``[-1, 0]``.
+    """
+    if not 1 <= cache <= max_len:
+        raise ValueError(f"cache={cache} must be in [1, max_len={max_len}] (the punished tokens below the budget).")
+    free = max_len - cache  # L_max - L_cache
+    lengths = lengths.double()
+    ramp = (free - lengths) / cache
+    beyond = torch.where(lengths <= max_len, ramp, -torch.ones_like(ramp))
+    return torch.where(lengths <= free, torch.zeros_like(ramp), beyond).float()
 
 
 def kimi_policy_loss(log_probs: Tensor, ref_log_probs: Tensor, rewards: Tensor, tau: float) -> tuple[Tensor, dict[str, Tensor]]:

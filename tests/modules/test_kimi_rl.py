@@ -161,6 +161,27 @@ def test_length_penalty_joins_the_reward_after_its_warmup(tmp_path):
     assert all(r["total_reward"] < r["reward"] for r in rows[2:])
 
 
+def test_overlong_punishment_joins_the_reward_of_every_response(tmp_path):
+    from litzoo.reasoning.losses import soft_overlong_punishment
+
+    class Expected(L.Callback):  # the punishment of this step's responses, from their lengths
+        def __init__(self):
+            self.shift = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            lengths = torch.tensor([len(s.response_ids) for g in pl_module.last_groups for s in g.samples])
+            self.shift.append(soft_overlong_punishment(lengths, 10, 6).mean().item())
+
+    torch.manual_seed(0)
+    rl = KimiRL(model_config=TINY_TEST_QWEN2, k=4, max_new_tokens=10, overlong_buffer=6, overlong_penalty=0.5,
+                eval_k=0, temperature=1.5)
+    recorder, expected = Recorder(), Expected()
+    _trainer(tmp_path, 3, callbacks=[recorder, expected]).fit(rl, _rl_data(batch_size=4))
+    shifts = [r["total_reward"] - r["reward"] for r in recorder.rows]
+    assert shifts == pytest.approx([0.5 * e for e in expected.shift], abs=1e-6)
+    assert min(expected.shift) < 0  # the random policy's responses do reach the ramp
+
+
 def test_bad_arguments_and_sft_batches_are_refused(tmp_path):
     with pytest.raises(ValueError, match="k=1"):
         KimiRL(model_config=TINY_TEST_QWEN2, k=1)
@@ -168,6 +189,11 @@ def test_bad_arguments_and_sft_batches_are_refused(tmp_path):
         KimiRL(model_config=TINY_TEST_QWEN2, max_new_tokens=8, segment_tokens=9)
     with pytest.raises(ValueError, match="tau=-1"):
         KimiRL(model_config=TINY_TEST_QWEN2, tau=-1)
+    for buffer in (0, 9):
+        with pytest.raises(ValueError, match=rf"overlong_buffer={buffer} must be in \[1, max_new_tokens=8\]"):
+            KimiRL(model_config=TINY_TEST_QWEN2, max_new_tokens=8, overlong_buffer=buffer)
+    with pytest.raises(ValueError, match="overlong_penalty"):
+        KimiRL(model_config=TINY_TEST_QWEN2, overlong_penalty=-1.0)
     sft_data = ReasoningDataModule(**ADD, num_train=16, num_val=4, batch_size=4, mode="sft")
     with pytest.raises(ValueError, match="mode='rl'"):
         _trainer(tmp_path, 1).fit(KimiRL(model_config=TINY_TEST_QWEN2, eval_k=0), sft_data)

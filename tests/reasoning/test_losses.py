@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lm_helpers import manual_token_log_probs, tiny_policy
 
 from litzoo.reasoning.generation import generate, token_log_probs
-from litzoo.reasoning.losses import dpo_loss, kimi_policy_loss, length_penalty, masked_sum
+from litzoo.reasoning.losses import dpo_loss, kimi_policy_loss, length_penalty, masked_sum, soft_overlong_punishment
 from litzoo.reasoning.partial_rollout import PartialResponse, RolloutGroup, pack_groups
 
 
@@ -41,6 +41,29 @@ def test_length_penalty_is_zero_when_all_lengths_are_equal_and_is_per_problem():
 def test_length_penalty_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="one shape"):
         length_penalty(torch.ones(2, 3), torch.ones(2, 4))
+
+
+# --------------------------------------------------------------------------- DAPO overlong punishment
+def test_soft_overlong_punishment_matches_dapo_eq_13_by_hand():
+    # L_max = 10, L_cache = 4: free up to 6 tokens, then (6 - |y|) / 4 down to -1 at 10, -1 beyond
+    lengths = torch.tensor([[1, 6, 7, 8], [9, 10, 11, 40]])
+    assert soft_overlong_punishment(lengths, 10, 4).tolist() == [[0.0, 0.0, -0.25, -0.5], [-0.75, -1.0, -1.0, -1.0]]
+    # L_cache = L_max: the ramp starts at 0 tokens
+    assert soft_overlong_punishment(torch.tensor([0, 2, 8]), 8, 8).tolist() == [0.0, -0.25, -1.0]
+
+
+def test_soft_overlong_punishment_equals_trls_reward_function():
+    trl_rewards = pytest.importorskip("trl.rewards")
+    lengths = list(range(0, 14))
+    ours = soft_overlong_punishment(torch.tensor(lengths), 12, 5).tolist()
+    theirs = trl_rewards.get_soft_overlong_punishment(12, 5)([[1] * n for n in lengths])
+    assert ours == pytest.approx(theirs, abs=1e-7)
+
+
+def test_soft_overlong_punishment_rejects_a_cache_outside_the_budget():
+    for cache in (0, 11):
+        with pytest.raises(ValueError, match=r"must be in \[1, max_len=10\]"):
+            soft_overlong_punishment(torch.tensor([3]), 10, cache)
 
 
 # --------------------------------------------------------------------------- k1.5 surrogate loss

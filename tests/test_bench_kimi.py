@@ -1,0 +1,139 @@
+"""bench/kimi.py's pure pieces (issue 19 protocol): the unbiased pass@k estimator, mean ± standard error and
+Welch's test over seeds, the budget-fraction snapshots of the accuracy-per-CPU-second curve, the RL seed's own
+stream of batches from the same pool, and the --tables-only merge of saved per-(task, trainer, seed) results.
+Training and evaluation themselves run in the benchmark (``--quick`` smoke run), not here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "kimi.py"
+
+
+@pytest.fixture(scope="module")
+def kimi():
+    spec = importlib.util.spec_from_file_location("bench_kimi", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_kimi"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pass_at_k_is_the_unbiased_estimator(kimi):
+    assert kimi.pass_at_k(8, 2, 4) == pytest.approx(1 - 15 / 70)  # 1 - C(6,4)/C(8,4)
+    assert kimi.pass_at_k(8, 2, 1) == pytest.approx(2 / 8)  # pass@1 = c / n
+    assert kimi.pass_at_k(8, 0, 8) == 0.0 and kimi.pass_at_k(8, 1, 8) == 1.0  # n = k: any correct sample
+    assert kimi.pass_at_k(5, 3, 3) == 1.0  # fewer than k wrong samples: every k-subset holds a correct one
+    with pytest.raises(ValueError, match="k=9"):
+        kimi.pass_at_k(8, 1, 9)
+
+
+def test_mean_se_and_welch_on_a_hand_case(kimi):
+    mean, se = kimi.mean_se([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5 and se == pytest.approx(math.sqrt(5 / 3) / 2)  # sd = sqrt(5/3), n = 4
+    assert math.isnan(kimi.mean_se([0.7])[1])
+    # a: mean 2, var 1, n 3; b: mean 5.5, var 5/3, n 4 -> SE = sqrt(1/3 + 5/12) = sqrt(0.75)
+    c = kimi.compare([1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0])
+    assert c["diff"] == -3.5
+    assert c["diff_se_units"] == pytest.approx(-3.5 / math.sqrt(0.75)) and c["t"] == pytest.approx(c["diff_se_units"])
+    # Welch-Satterthwaite degrees of freedom (not the pooled test's 5)
+    df = 0.75**2 / ((1 / 3) ** 2 / 2 + (5 / 12) ** 2 / 3)
+    from scipy.stats import t as student_t
+
+    assert c["p"] == pytest.approx(2 * student_t.sf(3.5 / math.sqrt(0.75), df))
+    assert math.isnan(kimi.compare([0.5], [0.4, 0.6])["p"])  # one seed: no test
+
+
+def test_snapshots_copy_the_weights_when_the_budget_fractions_are_crossed(kimi):
+    model = torch.nn.Linear(2, 1)
+    snaps = kimi.BudgetSnapshots(10.0, [0.5, 0.25, 1.0])
+    for used, value in [(1.0, 1.0), (6.0, 2.0), (8.0, 3.0), (10.5, 4.0), (12.0, 5.0)]:
+        with torch.no_grad():
+            model.weight.fill_(value)
+        snaps.take(used, model)
+    with torch.no_grad():
+        model.weight.fill_(9.0)  # copies, not views of the live weights
+    # 6 CPU-s crosses 0.25 and 0.5 at once: both get that step's weights; 10.5 crosses 1.0; later steps add nothing
+    assert [(f, used, s["weight"].flatten().tolist()) for f, used, s in snaps.taken] == [
+        (0.25, 6.0, [2.0, 2.0]), (0.5, 6.0, [2.0, 2.0]), (1.0, 10.5, [4.0, 4.0])]
+
+
+def test_each_rl_seed_draws_its_own_batches_from_the_same_pool(kimi):
+    def data(rl_seed):
+        dm = kimi.HeldOutDisjointData(tasks=["arithmetic"], task_options={"arithmetic": {"ops": "+"}}, difficulties=[2],
+                                      num_train=60, num_val=8, batch_size=4, mode="rl", trace="cot", seed=0)
+        dm.rl_seed = rl_seed
+        dm.setup("fit")
+        return dm, [dm.draw_rl_batch()["problem_ids"].tolist() for _ in range(3)]
+
+    (dm0, seed0), (dm1, seed1), (_, again1) = data(0), data(1), data(1)
+    assert [p.prompt for p in dm0.train_problems] == [p.prompt for p in dm1.train_problems]  # one pool
+    assert seed0 != seed1 and seed1 == again1  # its own stream, reproducible
+    # the batches of RL seed 0 are the data seed's (as in earlier single-seed runs)
+    generator = torch.Generator().manual_seed(kimi.zlib.crc32(b"0/rl/0"))
+    assert seed0[0] == torch.multinomial(torch.ones(len(dm0.train_problems)), 4, generator=generator).tolist()
+    assert dm1.seed == 0  # the data seed is back after each draw
+
+
+def _args(kimi, tmp_path, *extra):
+    import argparse
+
+    ns = argparse.Namespace(tasks=["addition"], trainers=list(kimi.TRAINERS), seeds=[0, 1, 2], budget_cpu_s=60.0,
+                            k=8, prompts_per_step=8, temperature=0.5, lr=5e-5, tau=0.1, num_train=4000,
+                            curve_fractions=[0.5, 1.0], curve_eval=50, pass_k=8, pass_n=8, harder=True,
+                            sft_batch_size=64, kimi_overlong=False, kimi_sampling="uniform", kimi_sampler="litzoo",
+                            overlong_cache=None, curve=str(tmp_path / "curves.png"))
+    for key, value in zip(extra[::2], extra[1::2]):
+        setattr(ns, key, value)
+    return ns
+
+
+def test_tables_only_merges_the_saved_seeds_and_tests_kimi_against_the_best_trl(kimi, tmp_path, capsys):
+    args = _args(kimi, tmp_path)
+    settings = {k: getattr(args, k) for k in ("k", "prompts_per_step", "temperature", "lr", "tau", "num_train",
+                                              "curve_fractions")}
+    ev = lambda acc: {"accuracy": acc, "length": 50.0, "truncated": 0.0, "pass@k": acc + 0.05,  # noqa: E731
+                      "harder_accuracy": acc / 2, "harder_length": 80.0, "harder_truncated": 0.1,
+                      "harder_pass@k": acc / 2 + 0.1}
+    (tmp_path / "addition__sft.json").write_text(json.dumps({
+        "sft": "S", "settings": settings, "sft_info": {"steps": 350, "cpu_s": 100.0, "params": 82624},
+        "eval": ev(0.8), "curve0": 0.8}))
+    accs = {"kimi": [0.90, 0.92, 0.94], "grpo": [0.85, 0.86, 0.87], "grpo_dapo_overlong32": [0.80, 0.84, 0.82]}
+    for key, values in accs.items():
+        for seed, acc in enumerate(values):
+            (tmp_path / f"addition__{key}__rl{seed}.json").write_text(json.dumps({
+                "sft": "S", "settings": settings, "task": "addition", "trainer": key, "seed": seed,
+                "info": {"steps": 40 + seed, "cpu_s": 60.0, "gen_tok_per_cpu_s": 1000.0, "train_reward_last": acc},
+                "eval": ev(acc), "curve": [[0.5, 30.0, acc - 0.05], [1.0, 60.0, acc]]}))
+    (tmp_path / "addition__grpo__rl3.json").write_text("{}")  # a seed not asked for is left out
+    kimi.report(args, tmp_path, settings)
+    out = capsys.readouterr().out
+    assert "| addition | litzoo KimiRL | 3 | 0.920 ± 0.012 |" in out  # sd 0.02 / sqrt(3) = 0.0115
+    assert "| addition | TRL GRPOTrainer (defaults) | 3 | 0.860 ± 0.006 |" in out
+    # best TRL by greedy pass@1 is grpo (0.86 > 0.82); difference 0.06 over SE sqrt(0.0115^2 + 0.0058^2)
+    diff_se = 0.06 / math.sqrt((0.02**2 + 0.01**2) / 3)
+    assert f"| addition | greedy pass@1, level 2 | 0.920 ± 0.012 | 0.860 ± 0.006 (grpo) | +0.060 | +{diff_se:.1f} |" in out
+    assert "| addition | litzoo KimiRL | 0.870 ± 0.012 @ 30 s | 0.920 ± 0.012 @ 60 s |" in out
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    # a result with other settings (here another SFT start) is not merged
+    (tmp_path / "addition__kimi__rl0.json").write_text(
+        (tmp_path / "addition__kimi__rl0.json").read_text().replace('"sft": "S"', '"sft": "other"'))
+    kimi.report(args, tmp_path, settings)
+    assert "| addition | litzoo KimiRL | 2 | 0.930 ± 0.010 |" in capsys.readouterr().out
+
+
+def test_trainer_keys_name_every_option_that_changes_the_run(kimi, tmp_path):
+    spec = kimi.TASK_SPECS["addition"]
+    assert kimi.trainer_key("kimi", spec, _args(kimi, tmp_path)) == "kimi"
+    assert kimi.trainer_key("grpo_dapo", spec, _args(kimi, tmp_path)) == "grpo_dapo_overlong32"  # 128 // 4
+    args = _args(kimi, tmp_path, "kimi_overlong", True, "kimi_sampling", "prioritized", "overlong_cache", 20)
+    assert kimi.trainer_key("kimi", spec, args) == "kimi_overlong20_prioritized"
+    assert kimi.trainer_key("grpo_dapo", spec, args) == "grpo_dapo_overlong20"
+    assert kimi.trainer_key("grpo", spec, args) == "grpo"
