@@ -377,12 +377,15 @@ def overlong_cache(spec: TaskSpec, args) -> int:
     return args.overlong_cache or spec.max_new_tokens // 4
 
 
-def run_kimi(sft: Path, spec: TaskSpec, args, root: Path, seed: int, snapshots: BudgetSnapshots):
+def run_kimi(sft: Path, spec: TaskSpec, args, root: Path, seed: int, snapshots: BudgetSnapshots, **module_kwargs):
+    """KimiRL from ``sft`` for ``--budget-cpu-s``; ``module_kwargs`` go to ``KimiRL`` (bench/long2short.py: the length
+    penalty)."""
     torch.manual_seed(seed)
     module = KimiRL(pretrained_path=str(sft), k=args.k, temperature=args.temperature,
                     max_new_tokens=spec.max_new_tokens, tau=args.tau, iteration_steps=8, lr=args.lr,
                     adam_betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=seed,
-                    sampler=args.kimi_sampler, overlong_buffer=overlong_cache(spec, args) if args.kimi_overlong else None)
+                    sampler=args.kimi_sampler, overlong_buffer=overlong_cache(spec, args) if args.kimi_overlong else None,
+                    **module_kwargs)
     meter = GenMeter(module.tokenizer.eos_token_id)
     budget = CPUBudget(args.budget_cpu_s, snapshots)
     data = datamodule(spec, "rl", args, batch_size=args.prompts_per_step, prioritized=args.kimi_sampling == "prioritized")

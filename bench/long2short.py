@@ -1,0 +1,399 @@
+"""Long2short that pays (issue 19 Sec. 3): shorter responses at (almost) the long-CoT model's accuracy.
+
+    OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --quick       # smoke run (a few CPU-minutes)
+    OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi
+    OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --tables-only  # the table from the saved results
+
+RESULTS_PLACEHOLDER
+
+Protocol, per task (the task specs, held-out-disjoint data, cached SFT warm-up, greedy evaluation and the two RL
+runners are bench/kimi.py's, imported, not copied):
+
+1. **The long-CoT model** is bench/kimi.py's cached SFT start (``--cache-dir``; long-CoT traces: plan, work,
+   check; 30 % of them with a slip that the check catches and fixes), optionally after ``--long-rl-cpu-s``
+   CPU-seconds of plain KimiRL (exported under ``--out``).
+2. **Each long2short method from that model** (litzoo.reasoning.long2short; ``--methods``), each seed
+   (``--seeds``) separately:
+
+   * ``srs`` -- shortest rejection sampling: ``--rs-n`` samples at ``--rs-temperature`` for each of the first
+     ``--rs-problems`` problems of the RL pool (never the held-out ones), the shortest correct one kept,
+     ``sft_train`` on them (``--sft2-steps``, ``--sft2-lr``);
+   * ``merge_w<w>`` -- weight merging ``(1 - w) theta_long + w theta_short`` with the ``srs`` model as the
+     short-CoT model, for each ``--merge-weights`` ``w`` (its CPU-s are the ``srs`` model's: merging is free);
+   * ``dpo`` -- ``dpo_pairs`` (chosen: shortest correct; rejected: wrong and longer, or correct and >= 1.5x
+     longer) from the same samples, ``dpo_train`` (``--dpo-steps``, ``--dpo-lr``, ``--dpo-beta``);
+   * ``lp_rl`` -- KimiRL with the k1.5 length reward, ``length_penalty_weight = 1``, ``--budget-cpu-s``;
+   * ``kimi_overlong`` -- KimiRL with DAPO's soft overlong punishment (``overlong_buffer`` =
+     ``--overlong-cache``, default a quarter of the max new tokens), ``--budget-cpu-s``;
+   * ``kimi`` -- plain KimiRL (no length lever), the control for the two above;
+   * ``grpo_dapo`` -- the peer: TRL ``GRPOTrainer`` with DAPO's recipe (``loss_type="dapo"``,
+     ``scale_rewards="none"``, ``trl.rewards.get_soft_overlong_punishment``), ``--budget-cpu-s``.
+
+   The RL settings (k, prompts per step, temperature, lr, tau, pool) are bench/kimi.py's defaults.
+3. **Evaluation**: greedy accuracy and mean response length (tokens incl. ``eos``) on the held-out problems,
+   the difference to the long model (accuracy in points, length in %), and whether the issue's target is met:
+   length -30 % or more at <= 1 point accuracy loss (on the seed means). CPU-s: process CPU time of the
+   method's sampling and training (evaluation excluded). The greedy responses are also split into their
+   parts: the share with a slip (a ``fix`` line) and the tokens of the slip (everything up to the last ``fix``
+   line) and of the ``chk`` lines, which says where a shorter response can come from.
+
+One JSON per (task, method, seed) under ``--out/results_...``: a rerun resumes, ``--tables-only`` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/kimi.py (which puts the repo root on the path)
+import kimi as K  # noqa: E402
+
+from litzoo.reasoning.generation import generate  # noqa: E402
+from litzoo.reasoning.long2short import (  # noqa: E402
+    dpo_pairs, dpo_train, merge_policies, sample_responses, sft_train, shortest_correct)
+from litzoo.reasoning.policy import build_policy, encode_prompt, save_policy  # noqa: E402
+from litzoo.reasoning.rewards import score  # noqa: E402
+
+METHODS = ("srs", "merge", "dpo", "lp_rl", "kimi_overlong", "kimi", "grpo_dapo")
+DEFAULT_METHODS = ("srs", "merge", "dpo", "lp_rl", "kimi_overlong", "grpo_dapo")
+
+
+# --------------------------------------------------------------------------- pure pieces (tested)
+def delta_points(accuracy: float, base: float) -> float:
+    """Accuracy change in percentage points."""
+    return 100.0 * (accuracy - base)
+
+
+def delta_pct(length: float, base: float) -> float:
+    """Length change in % of the long model's length."""
+    return 100.0 * (length / base - 1.0)
+
+
+def meets_target(d_points: float, d_pct: float, length_cut: float = 30.0, max_loss: float = 1.0) -> bool:
+    """The issue's target: length down by ``length_cut`` % or more, accuracy down by at most ``max_loss`` points."""
+    return d_pct <= -length_cut and d_points >= -max_loss
+
+
+def trace_parts(text: str) -> dict[str, int]:
+    """Where a response's characters (= tokens of the char tokenizer) go: ``slip`` -- everything up to and including
+    the last ``fix`` line (a caught slip and its check; 0 without one), ``check`` -- the ``chk`` lines after it."""
+    lines = text.split("\n")
+    fixes = [i for i, line in enumerate(lines) if line.startswith("fix")]
+    cut = fixes[-1] + 1 if fixes else 0
+    slip = sum(len(line) + 1 for line in lines[:cut])
+    check = sum(len(line) + 1 for line in lines[cut:] if line.startswith("chk"))
+    return {"slip": slip, "check": check, "has_slip": int(bool(fixes))}
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(model, tokenizer, problems, max_new_tokens: int) -> dict[str, float]:
+    """bench/kimi.py's greedy evaluation (the same ``generate`` call and metrics) plus the responses' parts."""
+    model.eval()
+    rollout = generate(model, tokenizer, [encode_prompt(tokenizer, p.prompt) for p in problems], greedy=True,
+                       max_new_tokens=max_new_tokens)
+    parts = [trace_parts(t) for t in rollout.texts]
+    return {"accuracy": score(problems, rollout.texts).mean().item(),
+            "length": rollout.lengths.float().mean().item(),
+            "truncated": 1.0 - rollout.finished.float().mean().item(),
+            "slip_rate": statistics.fmean(p["has_slip"] for p in parts),
+            "slip_tokens": statistics.fmean(p["slip"] for p in parts),
+            "check_tokens": statistics.fmean(p["check"] for p in parts)}
+
+
+def sample_stats(samples) -> dict[str, float]:
+    """What the sampled responses offer: their mean length, the mean shortest correct one, slip rates."""
+    lengths = [len(r) for s in samples for r in s.responses]
+    best = [(s, shortest_correct(s)) for s in samples]
+    best = [(s, j) for s, j in best if j is not None]
+    return {"problems": len(samples), "with_correct": len(best) / max(len(samples), 1),
+            "sample_length": statistics.fmean(lengths),
+            "sample_accuracy": statistics.fmean(r for s in samples for r in s.rewards),
+            "sample_slip_rate": statistics.fmean(trace_parts(t)["has_slip"] for s in samples for t in s.texts),
+            "shortest_correct_length": statistics.fmean(len(s.responses[j]) for s, j in best) if best else float("nan"),
+            "shortest_correct_slip_rate": statistics.fmean(trace_parts(s.texts[j])["has_slip"] for s, j in best)
+            if best else float("nan")}
+
+
+# --------------------------------------------------------------------------- the long model
+def long_model(name: str, spec, args) -> tuple[Path, dict[str, Any]]:
+    """bench/kimi.py's cached SFT start, or (``--long-rl-cpu-s``) that after plain KimiRL, exported under ``--out``."""
+    sft, sft_info = K.sft_checkpoint(name, spec, args.sft_steps, args)
+    if not args.long_rl_cpu_s:
+        return sft, {"sft": sft_info}
+    out = Path(args.out) / f"long_{sft.name}_kimi{args.long_rl_cpu_s:.0f}"
+    info_path = out / "long_info.json"
+    if info_path.exists():
+        return out, json.loads(info_path.read_text())
+    rl_args = copy.copy(args)
+    rl_args.budget_cpu_s, rl_args.kimi_overlong = args.long_rl_cpu_s, False
+    with tempfile.TemporaryDirectory() as tmp:
+        policy, tok, info = K.run_kimi(sft, spec, rl_args, Path(tmp), 0, K.BudgetSnapshots(args.long_rl_cpu_s, []))
+    save_policy(policy, tok, out)
+    info = {"sft": sft_info, "rl": info}
+    info_path.write_text(json.dumps(info))
+    return out, info
+
+
+# --------------------------------------------------------------------------- the methods
+class Runner:
+    """One task and seed: runs a method (sharing the rejection samples and the ``srs`` model between methods)."""
+
+    def __init__(self, name, spec, long_path: Path, pool, args, seed: int, results: Path) -> None:
+        self.name, self.spec, self.long_path, self.pool, self.args, self.seed = name, spec, long_path, pool, args, seed
+        self.results = results
+        self._samples = None
+
+    def load_long(self):
+        return build_policy(pretrained_path=str(self.long_path))
+
+    def samples(self):
+        """``--rs-n`` samples of the long model for the first ``--rs-problems`` pool problems, and their CPU-s."""
+        if self._samples is None:
+            policy, tok = self.load_long()
+            policy.eval()
+            start = time.process_time()
+            samples = sample_responses(policy, tok, self.pool[:self.args.rs_problems], self.args.rs_n,
+                                       temperature=self.args.rs_temperature, max_new_tokens=self.spec.max_new_tokens,
+                                       seed=1_000_003 * self.seed + 7)
+            self._samples = samples, time.process_time() - start
+        return self._samples
+
+    def short_path(self) -> Path:
+        return self.results / f"{self.name}__srs__seed{self.seed}.pt"
+
+    def run(self, method: str):
+        """``(model, tokenizer, info)`` of ``method`` (``info["cpu_s"]``: its sampling + training CPU-s)."""
+        args, seed = self.args, self.seed
+        torch.manual_seed(seed)
+        if method in ("srs", "dpo"):
+            samples, sample_cpu = self.samples()
+            policy, tok = self.load_long()
+            start = time.process_time()
+            if method == "srs":
+                data = [(s.prompt_ids, s.responses[j]) for s in samples if (j := shortest_correct(s)) is not None]
+                losses = sft_train(policy, tok, data, lr=args.sft2_lr, steps=args.sft2_steps, batch_size=16, seed=seed)
+                torch.save(policy.state_dict(), self.short_path())  # the short-CoT model of the merges
+                extra = {"examples": len(data)}
+            else:
+                pairs = dpo_pairs(samples)
+                losses = dpo_train(policy, tok, pairs, beta=args.dpo_beta, lr=args.dpo_lr, steps=args.dpo_steps,
+                                   batch_size=16, seed=seed)
+                extra = {"pairs": len(pairs)}
+            train_cpu = time.process_time() - start
+            return policy, tok, {"cpu_s": sample_cpu + train_cpu, "sample_cpu_s": sample_cpu, "train_cpu_s": train_cpu,
+                                 "loss_first": losses[0], "loss_last": statistics.fmean(losses[-10:]),
+                                 "samples": sample_stats(samples), **extra}
+        if method.startswith("merge_w"):
+            w = float(method[len("merge_w"):])
+            srs = json.loads((self.results / f"{self.name}__srs__seed{seed}.json").read_text())
+            long_policy, tok = self.load_long()
+            short_policy, _ = self.load_long()
+            short_policy.load_state_dict(torch.load(self.short_path(), weights_only=True))
+            start = time.process_time()
+            merged = merge_policies([long_policy, short_policy], [1.0 - w, w])
+            merge_cpu = time.process_time() - start
+            return merged, tok, {"cpu_s": srs["info"]["cpu_s"] + merge_cpu, "merge_cpu_s": merge_cpu, "w_short": w}
+        rl_args = copy.copy(args)
+        rl_args.kimi_overlong = method == "kimi_overlong"
+        snapshots = K.BudgetSnapshots(args.budget_cpu_s, [])
+        with tempfile.TemporaryDirectory() as tmp:
+            if method == "grpo_dapo":
+                return K.run_trl(self.long_path, self.spec, self.pool, rl_args, Path(tmp), seed, snapshots, dapo=True)
+            lp = dict(length_penalty_weight=1.0, length_penalty_warmup_steps=args.lp_warmup) if method == "lp_rl" else {}
+            return K.run_kimi(self.long_path, self.spec, rl_args, Path(tmp), seed, snapshots, **lp)
+
+
+def method_list(args) -> list[str]:
+    out = []
+    for m in args.methods:
+        out += [f"merge_w{w:g}" for w in args.merge_weights] if m == "merge" else [m]
+    if any(m.startswith("merge_w") for m in out) and "srs" not in out:
+        out.insert(0, "srs")  # the merges' short-CoT model
+    return sorted(out, key=lambda m: 0 if m == "srs" else 1)
+
+
+def label(method: str, args, spec) -> str:
+    if method.startswith("merge_w"):
+        return f"merge (1-w) long + w short, w = {method[7:]}"
+    return {"srs": f"shortest rejection sampling ({args.rs_n} samples x {args.rs_problems} problems, "
+                   f"T = {args.rs_temperature}; SFT {args.sft2_steps} steps)",
+            "dpo": f"DPO (same samples; {args.dpo_steps} steps, beta = {args.dpo_beta})",
+            "lp_rl": "KimiRL, length penalty (weight 1)",
+            "kimi_overlong": f"KimiRL, DAPO overlong (L_cache = {K.overlong_cache(spec, args)})",
+            "kimi": "KimiRL, no length lever (control)",
+            "grpo_dapo": f"peer: TRL GRPO, DAPO overlong (L_cache = {K.overlong_cache(spec, args)})"}[method]
+
+
+# --------------------------------------------------------------------------- table
+def report(args, results: Path) -> None:
+    for name in args.tasks:
+        spec = K.TASK_SPECS[name]
+        long_file = results / f"{name}__long.json"
+        if not long_file.exists():
+            continue
+        long = json.loads(long_file.read_text())
+        base = long["eval"]
+        print(f"\n### {name}: long2short from the long-CoT model ({Path(long['long']).name}); "
+              f"{args.eval_limit or args.num_eval} held-out problems, greedy; seeds {args.seeds}\n")
+        print("| method | seeds | accuracy | Δ points | mean length | Δ length | target met | slip rate | "
+              "slip / check tokens | CPU-s | notes |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print(f"| long-CoT model | - | {base['accuracy']:.3f} | - | {base['length']:.1f} | - | - | "
+              f"{base['slip_rate']:.2f} | {base['slip_tokens']:.1f} / {base['check_tokens']:.1f} | - | "
+              f"{long.get('note', '')} |")
+        for method in method_list(args):
+            rows = [json.loads(p.read_text()) for s in args.seeds
+                    if (p := results / f"{name}__{method}__seed{s}.json").exists()]
+            if not rows:
+                continue
+            ev = lambda k: [r["eval"][k] for r in rows]  # noqa: E731
+            dp = [delta_points(a, base["accuracy"]) for a in ev("accuracy")]
+            dl = [delta_pct(x, base["length"]) for x in ev("length")]
+            met = meets_target(statistics.fmean(dp), statistics.fmean(dl))
+            info = rows[0]["info"]
+            note = ", ".join(f"{k} {info[k]:.3g}" if isinstance(info[k], float) else f"{k} {info[k]}"
+                             for k in ("steps", "examples", "pairs", "train_reward_last") if k in info)
+            print(f"| {label(method, args, spec)} | {len(rows)} | {K.fmt(ev('accuracy'))} | {K.fmt(dp, 1)} | "
+                  f"{K.fmt(ev('length'), 1)} | {K.fmt(dl, 1)} % | {'yes' if met else 'no'} | {K.fmt(ev('slip_rate'), 2)} | "
+                  f"{K.fmt(ev('slip_tokens'), 1)} / {K.fmt(ev('check_tokens'), 1)} | "
+                  f"{K.fmt([r['info']['cpu_s'] for r in rows], 0)} | {note} |")
+        # where can the length come from: the long model's own greedy responses and samples
+        s = long.get("samples")
+        no_slip = base["length"] - base["slip_tokens"]
+        no_check = no_slip - base["check_tokens"]
+        print(f"\nWhere length can come from ({name}, long model's greedy responses): {base['length']:.1f} tokens; "
+              f"without the slips {no_slip:.1f} ({delta_pct(no_slip, base['length']):+.1f} %); without slips and "
+              f"checks {no_check:.1f} ({delta_pct(no_check, base['length']):+.1f} %). Clean traces of the task: "
+              f"{long['clean']['clean_length']:.1f} tokens, without the check line "
+              f"{long['clean']['clean_no_check_length']:.1f}; with a slip {long['clean']['slip_length']:.1f}.")
+        if s:
+            print(f"Long model's samples (pool, T = {args.rs_temperature}, n = {args.rs_n}): mean length "
+                  f"{s['sample_length']:.1f}, accuracy {s['sample_accuracy']:.3f}, slip rate {s['sample_slip_rate']:.2f}; "
+                  f"shortest correct of n: {s['shortest_correct_length']:.1f} tokens "
+                  f"({delta_pct(s['shortest_correct_length'], base['length']):+.1f} % vs greedy), slip rate "
+                  f"{s['shortest_correct_slip_rate']:.2f}.")
+    sys.stdout.flush()
+
+
+def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
+    """The task's own traces (response tokens incl. eos): clean, clean without its ``chk`` lines, with a slip."""
+    from litzoo.reasoning import get_task
+
+    task = get_task(spec.task, **spec.options)
+    problems = [task.generate(spec.difficulty, 10_000 + i) for i in range(n)]
+    clean = [task.write_trace(p) for p in problems]
+    slip = [task.write_trace(p, rng=i, p_mistake=1.0) for i, p in enumerate(problems)]
+    return {"clean_length": statistics.fmean(len(t) + 1 for t in clean),
+            "clean_no_check_length": statistics.fmean(len(t) + 1 - trace_parts(t)["check"] for t in clean),
+            "slip_length": statistics.fmean(len(t) + 1 for t in slip)}
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["addition"], choices=list(K.TASK_SPECS))
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--budget-cpu-s", type=float, default=90.0, help="RL CPU-s per RL method, task and seed")
+    parser.add_argument("--long-rl-cpu-s", type=float, default=0.0,
+                        help="the long model = the SFT start after this many CPU-s of plain KimiRL (0: the SFT start)")
+    parser.add_argument("--rs-problems", type=int, default=256, help="RL-pool problems sampled for srs / DPO")
+    parser.add_argument("--rs-n", type=int, default=8, help="samples per problem for srs / DPO")
+    parser.add_argument("--rs-temperature", type=float, default=1.0)
+    parser.add_argument("--sft2-steps", type=int, default=60, help="srs: SFT steps (batch 16) on the shortest samples")
+    parser.add_argument("--sft2-lr", type=float, default=3e-4)
+    parser.add_argument("--dpo-steps", type=int, default=60)
+    parser.add_argument("--dpo-lr", type=float, default=3e-4)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--merge-weights", type=float, nargs="+", default=[0.3, 0.5, 0.7],
+                        help="merge: weight w of the short-CoT (srs) model")
+    parser.add_argument("--lp-warmup", type=int, default=0, help="KimiRL length_penalty_warmup_steps")
+    parser.add_argument("--out", default="runs/long2short")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 15 CPU-s RL, 40 eval problems, 64 sampled "
+                                                             "problems, 20 SFT / DPO steps")
+    parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N held-out problems only")
+    # bench/kimi.py's settings (the SFT start's folder name and the RL runners read them)
+    parser.add_argument("--cache-dir", default="runs/bench_kimi", help="bench/kimi.py's SFT cache (read)")
+    parser.add_argument("--sft-steps", type=int, default=None, help="default: bench/kimi.py's per task")
+    for flag, default in [("--sft-batch-size", 64), ("--sft-num-train", 20000), ("--num-train", 4000),
+                          ("--num-eval", 200), ("--seed", 0), ("--k", 8), ("--prompts-per-step", 8)]:
+        parser.add_argument(flag, type=int, default=default)
+    for flag, default in [("--sft-lr", 3e-3), ("--p-mistake", 0.3), ("--temperature", 0.5), ("--lr", 5e-5),
+                          ("--tau", 0.1)]:
+        parser.add_argument(flag, type=float, default=default)
+    parser.add_argument("--group-by-length", type=int, default=None)
+    parser.add_argument("--overlong-cache", type=int, default=None)
+    args = parser.parse_args(argv)
+    args.kimi_sampler, args.kimi_sampling, args.kimi_overlong = "litzoo", "uniform", False
+    if args.quick:
+        # (--num-eval stays: it picks the held-out set and with it the pool and the cached SFT folder's checksum)
+        args.budget_cpu_s, args.eval_limit, args.rs_problems = 15.0, 40, 64
+        args.sft2_steps, args.dpo_steps = 20, 20
+    tag = (f"results_long{args.long_rl_cpu_s:.0f}_budget{args.budget_cpu_s:.0f}_eval{args.eval_limit or args.num_eval}_rs{args.rs_n}x"
+           f"{args.rs_problems}T{args.rs_temperature:g}_sft{args.sft2_steps}lr{args.sft2_lr:g}_dpo{args.dpo_steps}"
+           f"lr{args.dpo_lr:g}b{args.dpo_beta:g}_lpw{args.lp_warmup}_seed{args.seed}")
+    results = Path(args.out) / tag
+    if args.tables_only:
+        report(args, results)
+        return
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    import logging
+
+    import transformers
+
+    for name in ("lightning", "lightning.pytorch", "transformers", "trl", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    results.mkdir(parents=True, exist_ok=True)
+    total = time.process_time()
+    for name in args.tasks:
+        spec = K.TASK_SPECS[name]
+        task_args = copy.copy(args)
+        task_args.sft_steps = args.sft_steps or K.SFT_STEPS[name]
+        long_path, long_info = long_model(name, spec, task_args)
+        data = K.datamodule(spec, "rl", task_args, batch_size=args.prompts_per_step)
+        data.setup("fit")
+        held_out = data.val_problems[:args.eval_limit]
+        long_file = results / f"{name}__long.json"
+        if not long_file.exists():
+            policy, tok = build_policy(pretrained_path=str(long_path))
+            long = {"long": str(long_path), "info": long_info, "eval": evaluate(policy, tok, held_out,
+                                                                                spec.max_new_tokens),
+                    "clean": clean_lengths(spec, args)}
+            long_file.write_text(json.dumps(long))
+        long = json.loads(long_file.read_text())
+        print(f"[{name}] long model {long_path.name}: {long['eval']}", flush=True)
+        for seed in args.seeds:
+            runner = Runner(name, spec, long_path, data.train_problems, task_args, seed, results)
+            for method in method_list(args):
+                path = results / f"{name}__{method}__seed{seed}.json"
+                if path.exists():
+                    continue
+                t0 = time.time()
+                model, tok, info = runner.run(method)
+                result = evaluate(model, tok, held_out, spec.max_new_tokens)
+                path.write_text(json.dumps({"task": name, "method": method, "seed": seed, "long": str(long_path),
+                                            "info": info, "eval": result}))
+                if "samples" in info and "samples" not in long:  # the long model's samples, for the report
+                    long["samples"] = info["samples"]
+                    long_file.write_text(json.dumps(long))
+                print(f"[{name}] {method} seed {seed}: {info} -> {result} ({time.time() - t0:.0f} s wall)", flush=True)
+    print(f"process CPU-s: {time.process_time() - total:.0f}")
+    report(args, results)
+
+
+if __name__ == "__main__":
+    main()
