@@ -53,19 +53,25 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/kimi.py (which puts the repo root on the path)
-import kimi as K  # noqa: E402
 
-from litzoo.reasoning.generation import generate  # noqa: E402
-from litzoo.reasoning.long2short import (  # noqa: E402
-    dpo_pairs, dpo_train, merge_policies, sample_responses, sft_train, shortest_correct)
-from litzoo.reasoning.policy import build_policy, encode_prompt, save_policy  # noqa: E402
-from litzoo.reasoning.rewards import score  # noqa: E402
+
+def _load() -> None:
+    """The heavy imports (torch, Lightning, transformers via bench/kimi.py), on first use only: the pure pieces
+    below (and their fast tests) need none of them."""
+    global K, torch, generate, dpo_pairs, dpo_train, merge_policies, sample_responses, sft_train, shortest_correct
+    global build_policy, encode_prompt, save_policy, score
+    import kimi as K
+    import torch
+
+    from litzoo.reasoning.generation import generate
+    from litzoo.reasoning.long2short import (
+        dpo_pairs, dpo_train, merge_policies, sample_responses, sft_train, shortest_correct)
+    from litzoo.reasoning.policy import build_policy, encode_prompt, save_policy
+    from litzoo.reasoning.rewards import score
 
 METHODS = ("srs", "merge", "dpo", "lp_rl", "kimi_overlong", "kimi", "grpo_dapo")
-DEFAULT_METHODS = ("srs", "merge", "dpo", "lp_rl", "kimi_overlong", "grpo_dapo")
+DEFAULT_METHODS = METHODS
 
 
 # --------------------------------------------------------------------------- pure pieces (tested)
@@ -119,6 +125,9 @@ def sample_stats(samples) -> dict[str, float]:
             "sample_length": statistics.fmean(lengths),
             "sample_accuracy": statistics.fmean(r for s in samples for r in s.rewards),
             "sample_slip_rate": statistics.fmean(trace_parts(t)["has_slip"] for s in samples for t in s.texts),
+            # a response without any check line: the only way under the clean trace's length (see the report)
+            "correct_without_check": statistics.fmean(
+                r >= 1.0 and trace_parts(t)["check"] == 0 for s in samples for t, r in zip(s.texts, s.rewards)),
             "shortest_correct_length": statistics.fmean(len(s.responses[j]) for s, j in best) if best else float("nan"),
             "shortest_correct_slip_rate": statistics.fmean(trace_parts(s.texts[j])["has_slip"] for s, j in best)
             if best else float("nan")}
@@ -281,7 +290,8 @@ def report(args, results: Path) -> None:
                   f"{s['sample_length']:.1f}, accuracy {s['sample_accuracy']:.3f}, slip rate {s['sample_slip_rate']:.2f}; "
                   f"shortest correct of n: {s['shortest_correct_length']:.1f} tokens "
                   f"({delta_pct(s['shortest_correct_length'], base['length']):+.1f} % vs greedy), slip rate "
-                  f"{s['shortest_correct_slip_rate']:.2f}.")
+                  f"{s['shortest_correct_slip_rate']:.2f}; correct samples without a check line: "
+                  f"{s.get('correct_without_check', float('nan')):.4f} of all samples.")
     sys.stdout.flush()
 
 
@@ -301,19 +311,19 @@ def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["addition"], choices=list(K.TASK_SPECS))
+    parser.add_argument("--tasks", nargs="+", default=["addition"], choices=("addition", "max_gap", "combination_sum"))
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget-cpu-s", type=float, default=90.0, help="RL CPU-s per RL method, task and seed")
     parser.add_argument("--long-rl-cpu-s", type=float, default=0.0,
                         help="the long model = the SFT start after this many CPU-s of plain KimiRL (0: the SFT start)")
-    parser.add_argument("--rs-problems", type=int, default=256, help="RL-pool problems sampled for srs / DPO")
+    parser.add_argument("--rs-problems", type=int, default=512, help="RL-pool problems sampled for srs / DPO")
     parser.add_argument("--rs-n", type=int, default=8, help="samples per problem for srs / DPO")
-    parser.add_argument("--rs-temperature", type=float, default=1.0)
-    parser.add_argument("--sft2-steps", type=int, default=60, help="srs: SFT steps (batch 16) on the shortest samples")
-    parser.add_argument("--sft2-lr", type=float, default=3e-4)
-    parser.add_argument("--dpo-steps", type=int, default=60)
-    parser.add_argument("--dpo-lr", type=float, default=3e-4)
+    parser.add_argument("--rs-temperature", type=float, default=0.5, help="(1.0: noisy correct samples, see above)")
+    parser.add_argument("--sft2-steps", type=int, default=100, help="srs: SFT steps (batch 16) on the shortest samples")
+    parser.add_argument("--sft2-lr", type=float, default=1e-4)
+    parser.add_argument("--dpo-steps", type=int, default=20)
+    parser.add_argument("--dpo-lr", type=float, default=1e-5)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--merge-weights", type=float, nargs="+", default=[0.3, 0.5, 0.7],
                         help="merge: weight w of the short-CoT (srs) model")
@@ -335,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group-by-length", type=int, default=None)
     parser.add_argument("--overlong-cache", type=int, default=None)
     args = parser.parse_args(argv)
+    _load()
     args.kimi_sampler, args.kimi_sampling, args.kimi_overlong = "litzoo", "uniform", False
     if args.quick:
         # (--num-eval stays: it picks the held-out set and with it the pool and the cached SFT folder's checksum)

@@ -1,0 +1,41 @@
+"""bench/long2short.py's pure pieces: the target rule, the deltas and the split of a response into its parts."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from long2short import delta_pct, delta_points, meets_target, method_list, trace_parts  # noqa: E402
+
+
+def test_deltas():
+    assert delta_points(0.87, 0.89) == pytest.approx(-2.0)
+    assert delta_pct(42.0, 60.0) == pytest.approx(-30.0)
+    assert delta_pct(66.0, 60.0) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("d_points, d_pct, met", [
+    (-1.0, -30.0, True),    # both limits exactly: met
+    (-1.01, -40.0, False),  # more than a point lost
+    (+3.0, -29.9, False),   # not short enough
+    (0.0, -50.0, True),
+])
+def test_target_rule(d_points, d_pct, met):
+    assert meets_target(d_points, d_pct) is met
+
+
+def test_trace_parts_addition():
+    clean = "\n3+5+0=8 w8 c0\n6+1+0=7 w7 c0\nsum 78\nchk 78-15=63 ok\n#78"
+    assert trace_parts(clean) == {"slip": 0, "check": len("chk 78-15=63 ok\n"), "has_slip": 0}
+    slip_part = "\n3+5+0=8 w8 c0\n6+1+0=8 w8 c0\nsum 88\nchk 88-15=73!=63 no\nfix\n"
+    parts = trace_parts(slip_part + clean[1:])
+    # the slip is everything up to the last fix line; the check counted is the one after it
+    assert parts == {"slip": len(slip_part), "check": len("chk 78-15=63 ok\n"), "has_slip": 1}
+    assert len(slip_part + clean[1:]) - parts["slip"] == len(clean) - 1
+
+
+def test_method_list_puts_srs_first_for_merges():
+    class A:
+        methods, merge_weights = ["lp_rl", "merge"], [0.3, 0.5]
+    assert method_list(A) == ["srs", "lp_rl", "merge_w0.3", "merge_w0.5"]
