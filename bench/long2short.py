@@ -4,7 +4,52 @@
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --tables-only  # the table from the saved results
 
-RESULTS_PLACEHOLDER
+Measured (addition, one seed, long model = bench/kimi.py's cached SFT start; 388 process CPU-s in all, 2-core shared
+machine, ``OMP_NUM_THREADS=1``)::
+
+    OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi
+
+| method | seeds | accuracy | Δ points | mean length | Δ length | target met | slip rate | slip / check tokens | CPU-s | notes |
+|---|---|---|---|---|---|---|---|---|---|---|
+| long-CoT model | - | 0.890 | - | 64.2 | - | - | 0.09 | 5.5 / 16.6 | - |  |
+| shortest rejection sampling (8 samples x 512 problems, T = 0.5; SFT 100 steps) | 1 | 0.980 | 9.0 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 15 | examples 509 |
+| merge (1-w) long + w short, w = 0.3 | 1 | 0.945 | 5.5 | 59.4 | -7.6 % | no | 0.01 | 0.6 / 16.6 | 15 |  |
+| merge (1-w) long + w short, w = 0.5 | 1 | 0.970 | 8.0 | 59.1 | -8.0 % | no | 0.01 | 0.3 / 16.6 | 15 |  |
+| merge (1-w) long + w short, w = 0.7 | 1 | 0.965 | 7.5 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 15 |  |
+| DPO (same samples; 20 steps, beta = 0.1) | 1 | 0.830 | -6.0 | 58.7 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 14 | pairs 896 |
+| KimiRL, length penalty (weight 1) | 1 | 0.975 | 8.5 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 90 | steps 449, train_reward_last 0.823 |
+| KimiRL, DAPO overlong (L_cache = 32) | 1 | 0.990 | 10.0 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 90 | steps 439, train_reward_last 0.892 |
+| KimiRL, no length lever (control) | 1 | 0.985 | 9.5 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 90 | steps 379, train_reward_last 0.906 |
+| peer: TRL GRPO, DAPO overlong (L_cache = 32) | 1 | 0.970 | 8.0 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 90 | steps 345, train_reward_last 0.852 |
+
+What the data says (addition):
+
+* **The target (-30 % at <= 1 point loss) is not reachable on these traces by any method that learns from the
+  model's own samples.** The long model's greedy response (64.2 tokens) is a clean trace (58.8 tokens: two
+  column lines, ``sum``, ``chk``, answer) plus, in 9 % of the problems, a caught slip (5.5 tokens on average).
+  Dropping every slip gives -8.6 %; -30 % needs the ``chk`` line (16.6 tokens) gone too (-34.4 %), and the model
+  never writes a correct response without one: 0 of 4096 samples at T = 0.5, 5 of 2048 at T = 1.0 and 7 of 2048
+  at T = 1.5 (none of them shorter than 50 characters). Shortest rejection sampling, DPO and every length reward
+  can only re-weight what is sampled, so the floor is the clean trace, and every method reaches it: all end at
+  58.8 tokens (-8.5 %), with no slip left. The format is locked by the SFT data (every trace has its check).
+* **The length comes from the slips, and removing them raises accuracy** (+5.5 to +10 points): the long model's
+  misses sit mostly on its slip paths. So every method "pays" except DPO, but none by 30 %.
+* **The length levers add nothing beyond plain RL here**: KimiRL without a length term (control) reaches the
+  same 58.8 tokens at 0.985; the length penalty (0.975) and DAPO's overlong punishment (0.990; it only touches
+  responses over 96 tokens, i.e. the slip traces) are within noise of it (one seed, 200 problems: SE ~1 point),
+  as is TRL GRPO with DAPO's shaping (0.970). Within 90 CPU-s RL removes the slips in all four; a long model
+  that had RL first (``--long-rl-cpu-s 15``: 58.5 tokens, no slips) leaves nothing to shorten (0.0 %).
+* **Shortest rejection sampling and merging are the cheapest** (15 CPU-s, a sixth of the RL budget) for the
+  same length and accuracy. Merging: w = 0.5-0.7 of the short (srs) model keeps its gain; w = 0.3 keeps a few
+  slips. Sampling at T = 1.0 instead of 0.5 (sample accuracy 0.41) hurt: its "shortest correct" samples were
+  noisy traces with a right answer, and 20 SFT steps on them (lr 3e-4) dropped accuracy to 0.45 (40-problem
+  quick run).
+* **DPO hurts accuracy** at every setting tried (quick runs, 20 steps, 40 problems: lr 3e-4 -> 0.00 and a
+  broken format, 1e-4 -> 0.00, 3e-5 -> 0.075, 1e-5 -> 0.40; full run lr 1e-5 -> 0.830, -6 points). Mechanism
+  (seen in the responses): a rejected "correct but >= 1.5x longer" sample is a slip trace whose second half
+  redoes the *correct* column arithmetic after ``fix``; DPO pushes those tokens down and the 2-layer model's
+  arithmetic breaks everywhere (``7+4+0=12``). DPO with an SFT term on the chosen response (RPO) or only
+  wrong-answer rejections would be the next things to try.
 
 Protocol, per task (the task specs, held-out-disjoint data, cached SFT warm-up, greedy evaluation and the two RL
 runners are bench/kimi.py's, imported, not copied):
