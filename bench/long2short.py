@@ -32,8 +32,10 @@ What the data says (addition):
   at T = 1.5 (none of them shorter than 50 characters). Shortest rejection sampling, DPO and every length reward
   can only re-weight what is sampled, so the floor is the clean trace, and every method reaches it: all end at
   58.8 tokens (-8.5 %), with no slip left. The format is locked by the SFT data (every trace has its check).
-* **The length comes from the slips, and removing them raises accuracy** (+5.5 to +10 points): the long model's
-  misses sit mostly on its slip paths. So every method "pays" except DPO, but none by 30 %.
+* **The length comes from the slips; the accuracy gain does not** (+5.5 to +10 points): of the long model's 22
+  misses, 19 are responses without a slip (and 15 of its 18 slip responses are right), so the gain is the
+  extra training on correct traces (SFT on the shortest correct samples, the RL reward), not the shortening.
+  Every method but DPO "pays" in the sense of shorter and more accurate, but none by 30 %.
 * **The length levers add nothing beyond plain RL here**: KimiRL without a length term (control) reaches the
   same 58.8 tokens at 0.985; the length penalty (0.975) and DAPO's overlong punishment (0.990; it only touches
   responses over 96 tokens, i.e. the slip traces) are within noise of it (one seed, 200 problems: SE ~1 point),
