@@ -215,7 +215,8 @@ def quiet_trainer(max_steps: int, root: Path, callbacks=(), **kwargs) -> L.Train
 
 
 # --------------------------------------------------------------------------- SFT warm-up (cached)
-def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args) -> tuple[Path, dict[str, Any]]:
+def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args, train: bool = True) -> tuple[Path, dict[str, Any]]:
+    """The cached SFT start (trained and exported if missing; ``train=False``: an error instead)."""
     group = GROUP_BY_LENGTH[name] if args.group_by_length is None else args.group_by_length
     data = datamodule(spec, "sft", args, num_train=args.sft_num_train, p_mistake=args.p_mistake,
                       batch_size=args.sft_batch_size, group_by_length=group)
@@ -232,6 +233,9 @@ def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args) -> tuple[Path, d
     info_path = out / "bench_sft.json"
     if info_path.exists():
         return out, {**json.loads(info_path.read_text()), "cached": True}
+    if not train:
+        raise FileNotFoundError(f"no cached SFT start {out}; build it with bench/kimi.py --tasks {name} "
+                                f"--sft-steps {steps} --cache-dir {args.cache_dir} (or pass --train-sft)")
     torch.manual_seed(args.seed)
     module = CoTSFT(model_config=dict(spec.model), lr=args.sft_lr, warmup_steps=50, eval_max_new_tokens=spec.max_new_tokens)
     start = time.process_time()

@@ -183,7 +183,7 @@ def sample_stats(samples) -> dict[str, float]:
 # --------------------------------------------------------------------------- the long model
 def long_model(name: str, spec, args) -> tuple[Path, dict[str, Any]]:
     """bench/kimi.py's cached SFT start, or (``--long-rl-cpu-s``) that after plain KimiRL, exported under ``--out``."""
-    sft, sft_info = K.sft_checkpoint(name, spec, args.sft_steps, args)
+    sft, sft_info = K.sft_checkpoint(name, spec, args.sft_steps, args, train=args.train_sft)
     if not args.long_rl_cpu_s:
         return sft, {"sft": sft_info}
     out = Path(args.out) / f"long_{sft.name}_kimi{args.long_rl_cpu_s:.0f}"
@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     # bench/kimi.py's settings (the SFT start's folder name and the RL runners read them)
     parser.add_argument("--cache-dir", default="runs/bench_kimi", help="bench/kimi.py's SFT cache (read)")
     parser.add_argument("--sft-steps", type=int, default=None, help="default: bench/kimi.py's per task")
+    parser.add_argument("--train-sft", action="store_true",
+                        help="train and cache the SFT start if --cache-dir has none (default: stop with an error)")
     for flag, default in [("--sft-batch-size", 64), ("--sft-num-train", 20000), ("--num-train", 4000),
                           ("--num-eval", 200), ("--seed", 0), ("--k", 8), ("--prompts-per-step", 8)]:
         parser.add_argument(flag, type=int, default=default)
