@@ -47,11 +47,12 @@ What the data says (addition):
   noisy traces with a right answer, and 20 SFT steps on them (lr 3e-4) dropped accuracy to 0.45 (40-problem
   quick run).
 * **DPO hurts accuracy** at every setting tried (quick runs, 20 steps, 40 problems: lr 3e-4 -> 0.00 and a
-  broken format, 1e-4 -> 0.00, 3e-5 -> 0.075, 1e-5 -> 0.40; full run lr 1e-5 -> 0.830, -6 points). Mechanism
-  (seen in the responses): a rejected "correct but >= 1.5x longer" sample is a slip trace whose second half
-  redoes the *correct* column arithmetic after ``fix``; DPO pushes those tokens down and the 2-layer model's
-  arithmetic breaks everywhere (``7+4+0=12``). DPO with an SFT term on the chosen response (RPO) or only
-  wrong-answer rejections would be the next things to try.
+  broken format, 1e-4 -> 0.00, 3e-5 -> 0.075, 1e-5 -> 0.40; only wrong answers rejected,
+  ``--dpo-long-factor 1e9``: 1e-5 -> 0.575, 1e-4 -> 0.00; full run lr 1e-5 -> 0.830, -6 points). Likely
+  mechanism: 96 % of the rejected responses (92 % with wrong answers rejected only) are slip traces, which
+  after ``fix`` redo the column arithmetic *correctly*; DPO pushes those tokens down and the 2-layer model's
+  arithmetic breaks everywhere (e.g. ``7+4+0=12`` after 20 steps at 1e-5). DPO with an SFT term on the
+  chosen response (RPO) would be the next thing to try.
 
 Protocol, per task (the task specs, held-out-disjoint data, cached SFT warm-up, greedy evaluation and the two RL
 runners are bench/kimi.py's, imported, not copied):
@@ -241,7 +242,7 @@ class Runner:
                 torch.save(policy.state_dict(), self.short_path())  # the short-CoT model of the merges
                 extra = {"examples": len(data)}
             else:
-                pairs = dpo_pairs(samples)
+                pairs = dpo_pairs(samples, long_factor=args.dpo_long_factor)
                 losses = dpo_train(policy, tok, pairs, beta=args.dpo_beta, lr=args.dpo_lr, steps=args.dpo_steps,
                                    batch_size=16, seed=seed)
                 extra = {"pairs": len(pairs)}
@@ -283,7 +284,8 @@ def label(method: str, args, spec) -> str:
         return f"merge (1-w) long + w short, w = {method[7:]}"
     return {"srs": f"shortest rejection sampling ({args.rs_n} samples x {args.rs_problems} problems, "
                    f"T = {args.rs_temperature}; SFT {args.sft2_steps} steps)",
-            "dpo": f"DPO (same samples; {args.dpo_steps} steps, beta = {args.dpo_beta})",
+            "dpo": f"DPO (same samples; {args.dpo_steps} steps, lr = {args.dpo_lr:g}, beta = {args.dpo_beta}"
+                   + (", wrong answers rejected only" if args.dpo_long_factor >= 1e6 else "") + ")",
             "lp_rl": "KimiRL, length penalty (weight 1)",
             "kimi_overlong": f"KimiRL, DAPO overlong (L_cache = {K.overlong_cache(spec, args)})",
             "kimi": "KimiRL, no length lever (control)",
@@ -372,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dpo-steps", type=int, default=20)
     parser.add_argument("--dpo-lr", type=float, default=1e-5)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--dpo-long-factor", type=float, default=1.5,
+                        help="dpo_pairs: a correct response this many times the chosen's length is rejected too "
+                             "(1e9: only wrong answers are rejected)")
     parser.add_argument("--merge-weights", type=float, nargs="+", default=[0.3, 0.5, 0.7],
                         help="merge: weight w of the short-CoT (srs) model")
     parser.add_argument("--lp-warmup", type=int, default=0, help="KimiRL length_penalty_warmup_steps")
@@ -402,7 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         args.sft2_steps, args.dpo_steps = 20, 20
     tag = (f"results_long{args.long_rl_cpu_s:.0f}_budget{args.budget_cpu_s:.0f}_eval{args.eval_limit or args.num_eval}_rs{args.rs_n}x"
            f"{args.rs_problems}T{args.rs_temperature:g}_sft{args.sft2_steps}lr{args.sft2_lr:g}_dpo{args.dpo_steps}"
-           f"lr{args.dpo_lr:g}b{args.dpo_beta:g}_lpw{args.lp_warmup}_seed{args.seed}")
+           f"lr{args.dpo_lr:g}b{args.dpo_beta:g}" + (f"lf{args.dpo_long_factor:g}" if args.dpo_long_factor != 1.5 else "")
+           + f"_lpw{args.lp_warmup}_seed{args.seed}")
     results = Path(args.out) / tag
     if args.tables_only:
         report(args, results)
