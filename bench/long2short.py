@@ -4,23 +4,26 @@
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --tables-only  # the table from the saved results
 
-Measured (addition, one seed, long model = bench/kimi.py's cached SFT start; 388 process CPU-s in all, 2-core shared
-machine, ``OMP_NUM_THREADS=1``)::
+Measured (addition, RL seeds 0 and 1, one process per seed: 388 and 386 process CPU-s; long model = bench/kimi.py's
+cached SFT start; 2-core shared machine)::
 
-    OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi
+    export OMP_NUM_THREADS=1
+    python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi --seeds 0
+    python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi --seeds 1
+    python bench/long2short.py --tasks addition --seeds 0 1 --tables-only
 
 | method | seeds | accuracy | Δ points | mean length | Δ length | target met | slip rate | slip / check tokens | CPU-s | notes |
 |---|---|---|---|---|---|---|---|---|---|---|
 | long-CoT model | - | 0.890 | - | 64.2 | - | - | 0.09 | 5.5 / 16.6 | - |  |
-| shortest rejection sampling (8 samples x 512 problems, T = 0.5; SFT 100 steps) | 1 | 0.980 | 9.0 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 15 | examples 509 |
-| merge (1-w) long + w short, w = 0.3 | 1 | 0.945 | 5.5 | 59.4 | -7.6 % | no | 0.01 | 0.6 / 16.6 | 15 |  |
-| merge (1-w) long + w short, w = 0.5 | 1 | 0.970 | 8.0 | 59.1 | -8.0 % | no | 0.01 | 0.3 / 16.6 | 15 |  |
-| merge (1-w) long + w short, w = 0.7 | 1 | 0.965 | 7.5 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 15 |  |
-| DPO (same samples; 20 steps, beta = 0.1) | 1 | 0.830 | -6.0 | 58.7 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 14 | pairs 896 |
-| KimiRL, length penalty (weight 1) | 1 | 0.975 | 8.5 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 90 | steps 449, train_reward_last 0.823 |
-| KimiRL, DAPO overlong (L_cache = 32) | 1 | 0.990 | 10.0 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 90 | steps 439, train_reward_last 0.892 |
-| KimiRL, no length lever (control) | 1 | 0.985 | 9.5 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 90 | steps 379, train_reward_last 0.906 |
-| peer: TRL GRPO, DAPO overlong (L_cache = 32) | 1 | 0.970 | 8.0 | 58.8 | -8.5 % | no | 0.00 | 0.0 / 16.6 | 90 | steps 345, train_reward_last 0.852 |
+| shortest rejection sampling (8 samples x 512 problems, T = 0.5; SFT 100 steps) | 2 | 0.960 ± 0.020 | 7.0 ± 2.0 | 58.8 ± 0.0 | -8.5 ± 0.0 % | no | 0.00 ± 0.00 | 0.0 ± 0.0 / 16.6 ± 0.0 | 14 ± 0 | examples 508 ± 0 |
+| merge (1-w) long + w short, w = 0.3 | 2 | 0.938 ± 0.007 | 4.8 ± 0.7 | 59.1 ± 0.3 | -8.0 ± 0.4 % | no | 0.01 ± 0.01 | 0.3 ± 0.3 / 16.6 ± 0.0 | 14 ± 0 |  |
+| merge (1-w) long + w short, w = 0.5 | 2 | 0.958 ± 0.013 | 6.8 ± 1.3 | 58.9 ± 0.1 | -8.3 ± 0.2 % | no | 0.00 ± 0.00 | 0.1 ± 0.1 / 16.6 ± 0.0 | 14 ± 0 |  |
+| merge (1-w) long + w short, w = 0.7 | 2 | 0.955 ± 0.010 | 6.5 ± 1.0 | 58.8 ± 0.0 | -8.5 ± 0.0 % | no | 0.00 ± 0.00 | 0.0 ± 0.0 / 16.6 ± 0.0 | 14 ± 0 |  |
+| DPO (same samples; 20 steps, lr = 1e-05, beta = 0.1) | 2 | 0.535 ± 0.295 | -35.5 ± 29.5 | 58.6 ± 0.1 | -8.8 ± 0.2 % | no | 0.00 ± 0.00 | 0.0 ± 0.0 / 16.5 ± 0.0 | 14 ± 0 | pairs 890 ± 5 |
+| KimiRL, length penalty (weight 1) | 2 | 0.975 ± 0.000 | 8.5 ± 0.0 | 58.8 ± 0.0 | -8.5 ± 0.0 % | no | 0.00 ± 0.00 | 0.0 ± 0.0 / 16.6 ± 0.0 | 90 ± 0 | steps 441 ± 8, train_reward_last 0.855 ± 0.031 |
+| KimiRL, DAPO overlong (L_cache = 32) | 2 | 0.980 ± 0.010 | 9.0 ± 1.0 | 58.8 ± 0.0 | -8.5 ± 0.0 % | no | 0.00 ± 0.00 | 0.0 ± 0.0 / 16.6 ± 0.0 | 90 ± 0 | steps 424 ± 14, train_reward_last 0.885 ± 0.007 |
+| KimiRL, no length lever (control) | 2 | 0.975 ± 0.010 | 8.5 ± 1.0 | 58.8 ± 0.0 | -8.5 ± 0.0 % | no | 0.00 ± 0.00 | 0.0 ± 0.0 / 16.6 ± 0.0 | 90 ± 0 | steps 359 ± 20, train_reward_last 0.869 ± 0.037 |
+| peer: TRL GRPO, DAPO overlong (L_cache = 32) | 2 | 0.968 ± 0.003 | 7.8 ± 0.3 | 58.8 ± 0.0 | -8.5 ± 0.0 % | no | 0.00 ± 0.00 | 0.0 ± 0.0 / 16.6 ± 0.0 | 90 ± 0 | steps 345 ± 0, train_reward_last 0.873 ± 0.021 |
 
 What the data says (addition):
 
@@ -31,25 +34,27 @@ What the data says (addition):
   never writes a correct response without one: 0 of 4096 samples at T = 0.5, 5 of 2048 at T = 1.0 and 7 of 2048
   at T = 1.5 (none of them shorter than 50 characters). Shortest rejection sampling, DPO and every length reward
   can only re-weight what is sampled, so the floor is the clean trace, and every method reaches it: all end at
-  58.8 tokens (-8.5 %), with no slip left. The format is locked by the SFT data (every trace has its check).
-* **The length comes from the slips; the accuracy gain does not** (+5.5 to +10 points): of the long model's 22
+  58.6-59.1 tokens (-8.0 to -8.8 %), with (almost) no slip left. The format is locked by the SFT data (every
+  trace has its check).
+* **The length comes from the slips; the accuracy gain does not** (+4.8 to +9.0 points): of the long model's 22
   misses, 19 are responses without a slip (and 15 of its 18 slip responses are right), so the gain is the
   extra training on correct traces (SFT on the shortest correct samples, the RL reward), not the shortening.
   Every method but DPO "pays" in the sense of shorter and more accurate, but none by 30 %.
 * **The length levers add nothing beyond plain RL here**: KimiRL without a length term (control) reaches the
-  same 58.8 tokens at 0.985; the length penalty (0.975) and DAPO's overlong punishment (0.990; it only touches
-  responses over 96 tokens, i.e. the slip traces) are within noise of it (one seed, 200 problems: SE ~1 point),
-  as is TRL GRPO with DAPO's shaping (0.970). Within 90 CPU-s RL removes the slips in all four; a long model
+  same 58.8 tokens at 0.975 ± 0.010; the length penalty (0.975 ± 0.000) and DAPO's overlong punishment
+  (0.980 ± 0.010; it only touches responses over 96 tokens, i.e. the slip traces) are within noise of it (200
+  problems: a binomial SE of ~1 point besides the seed spread), as is TRL GRPO with DAPO's shaping
+  (0.968 ± 0.003). Within 90 CPU-s RL removes the slips in all four; a long model
   that had RL first (``--long-rl-cpu-s 15``: 58.5 tokens, no slips) leaves nothing to shorten (srs and
   the length penalty: 0.0 %; 40-problem quick run).
-* **Shortest rejection sampling and merging are the cheapest** (15 CPU-s, a sixth of the RL budget) for the
-  same length and accuracy. Merging: w = 0.5-0.7 of the short (srs) model keeps its gain; w = 0.3 keeps a few
-  slips. Sampling at T = 1.0 (sample accuracy 0.41; the shortest correct of 8 samples averaged 64.4 tokens,
+* **Shortest rejection sampling and merging are the cheapest** (14 CPU-s, a sixth of the RL budget) for the
+  same length and 1-2 points less accuracy than RL (srs 0.960 ± 0.020). Merging: w = 0.5-0.7 of the short
+  (srs) model keeps its gain (0.958, 0.955); w = 0.3 keeps a few slips (0.938). Sampling at T = 1.0 (sample accuracy 0.41; the shortest correct of 8 samples averaged 64.4 tokens,
   longer than greedy) with 20 SFT steps at lr 3e-4 dropped accuracy to 0.45; T = 0.5 with lr 1e-4 kept 0.90
   (40-problem quick runs; two settings changed at once).
 * **DPO hurts accuracy** at every setting tried (quick runs, 20 steps, 40 problems: lr 3e-4 -> 0.00 and a
   broken format, 1e-4 -> 0.00, 3e-5 -> 0.075, 1e-5 -> 0.40; only wrong answers rejected,
-  ``--dpo-long-factor 1e9``: 1e-5 -> 0.575, 1e-4 -> 0.00; full run lr 1e-5 -> 0.830, -6 points). Likely
+  ``--dpo-long-factor 1e9``: 1e-5 -> 0.575, 1e-4 -> 0.00; full runs, lr 1e-5: 0.830 and 0.240). Likely
   mechanism: 96 % of the rejected responses (92 % with wrong answers rejected only) are slip traces, which
   after ``fix`` redo the column arithmetic *correctly*; DPO pushes those tokens down and the 2-layer model's
   arithmetic breaks everywhere (e.g. ``7+4+0=12`` after 20 steps at 1e-5). DPO with an SFT term on the
@@ -319,9 +324,8 @@ def report(args, results: Path) -> None:
             dp = [delta_points(a, base["accuracy"]) for a in ev("accuracy")]
             dl = [delta_pct(x, base["length"]) for x in ev("length")]
             met = meets_target(statistics.fmean(dp), statistics.fmean(dl))
-            info = rows[0]["info"]
-            note = ", ".join(f"{k} {info[k]:.3g}" if isinstance(info[k], float) else f"{k} {info[k]}"
-                             for k in ("steps", "examples", "pairs", "train_reward_last") if k in info)
+            note = ", ".join(f"{k} {K.fmt([r['info'][k] for r in rows], 0 if k != 'train_reward_last' else 3)}"
+                             for k in ("steps", "examples", "pairs", "train_reward_last") if k in rows[0]["info"])
             print(f"| {label(method, args, spec)} | {len(rows)} | {K.fmt(ev('accuracy'))} | {K.fmt(dp, 1)} | "
                   f"{K.fmt(ev('length'), 1)} | {K.fmt(dl, 1)} % | {'yes' if met else 'no'} | {K.fmt(ev('slip_rate'), 2)} | "
                   f"{K.fmt(ev('slip_tokens'), 1)} / {K.fmt(ev('check_tokens'), 1)} | "
