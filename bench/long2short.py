@@ -49,9 +49,10 @@ What the data says (addition):
   the length penalty: 0.0 %; 40-problem quick run).
 * **Shortest rejection sampling and merging are the cheapest** (14 CPU-s, a sixth of the RL budget) for the
   same length and 1-2 points less accuracy than RL (srs 0.960 ± 0.020). Merging: w = 0.5-0.7 of the short
-  (srs) model keeps its gain (0.958, 0.955); w = 0.3 keeps a few slips (0.938). Sampling at T = 1.0 (sample accuracy 0.41; the shortest correct of 8 samples averaged 64.4 tokens,
-  longer than greedy) with 20 SFT steps at lr 3e-4 dropped accuracy to 0.45; T = 0.5 with lr 1e-4 kept 0.90
-  (40-problem quick runs; two settings changed at once).
+  (srs) model keeps its gain (0.958, 0.955); w = 0.3 keeps a few slips (0.938). Sampling at T = 1.0 (sample
+  accuracy 0.41; the shortest correct of 8 samples averaged 64.4 tokens, longer than greedy) with 20 SFT steps
+  at lr 3e-4 dropped accuracy to 0.45; T = 0.5 with lr 1e-4 kept 0.90 (40-problem quick runs; two settings
+  changed at once).
 * **DPO hurts accuracy** at every setting tried (quick runs, 20 steps, 40 problems: lr 3e-4 -> 0.00 and a
   broken format, 1e-4 -> 0.00, 3e-5 -> 0.075, 1e-5 -> 0.40; only wrong answers rejected,
   ``--dpo-long-factor 1e9``: 1e-5 -> 0.575, 1e-4 -> 0.00; full runs, lr 1e-5: 0.830 and 0.240). Likely
