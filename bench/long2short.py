@@ -273,7 +273,9 @@ class Runner:
         with tempfile.TemporaryDirectory() as tmp:
             if method == "grpo_dapo":
                 return K.run_trl(self.long_path, self.spec, self.pool, rl_args, Path(tmp), seed, snapshots, dapo=True)
-            lp = dict(length_penalty_weight=1.0, length_penalty_warmup_steps=args.lp_warmup) if method == "lp_rl" else {}
+            lp = {}
+            if method == "lp_rl":
+                lp = dict(length_penalty_weight=1.0, length_penalty_warmup_steps=args.lp_warmup)
             return K.run_kimi(self.long_path, self.spec, rl_args, Path(tmp), seed, snapshots, **lp)
 
 
@@ -328,7 +330,8 @@ def report(args, results: Path) -> None:
             note = ", ".join(f"{k} {K.fmt([r['info'][k] for r in rows], 0 if k != 'train_reward_last' else 3)}"
                              for k in ("steps", "examples", "pairs", "train_reward_last") if k in rows[0]["info"])
             print(f"| {label(method, args, spec)} | {len(rows)} | {K.fmt(ev('accuracy'))} | {K.fmt(dp, 1)} | "
-                  f"{K.fmt(ev('length'), 1)} | {K.fmt(dl, 1)} % | {'yes' if met else 'no'} | {K.fmt(ev('slip_rate'), 2)} | "
+                  f"{K.fmt(ev('length'), 1)} | {K.fmt(dl, 1)} % | {'yes' if met else 'no'} | "
+                  f"{K.fmt(ev('slip_rate'), 2)} | "
                   f"{K.fmt(ev('slip_tokens'), 1)} / {K.fmt(ev('check_tokens'), 1)} | "
                   f"{K.fmt([r['info']['cpu_s'] for r in rows], 0)} | {note} |")
         # where can the length come from: the long model's own greedy responses and samples
@@ -342,7 +345,8 @@ def report(args, results: Path) -> None:
               f"{long['clean']['clean_no_check_length']:.1f}; with a slip {long['clean']['slip_length']:.1f}.")
         if s:
             print(f"Long model's samples (pool, T = {args.rs_temperature}, n = {args.rs_n}): mean length "
-                  f"{s['sample_length']:.1f}, accuracy {s['sample_accuracy']:.3f}, slip rate {s['sample_slip_rate']:.2f}; "
+                  f"{s['sample_length']:.1f}, accuracy {s['sample_accuracy']:.3f}, "
+                  f"slip rate {s['sample_slip_rate']:.2f}; "
                   f"shortest correct of n: {s['shortest_correct_length']:.1f} tokens "
                   f"({delta_pct(s['shortest_correct_length'], base['length']):+.1f} % vs greedy), slip rate "
                   f"{s['shortest_correct_slip_rate']:.2f}; correct samples without a check line: "
@@ -411,9 +415,11 @@ def main(argv: list[str] | None = None) -> None:
         # (--num-eval stays: it picks the held-out set and with it the pool and the cached SFT folder's checksum)
         args.budget_cpu_s, args.eval_limit, args.rs_problems = 15.0, 40, 64
         args.sft2_steps, args.dpo_steps = 20, 20
-    tag = (f"results_long{args.long_rl_cpu_s:.0f}_budget{args.budget_cpu_s:.0f}_eval{args.eval_limit or args.num_eval}_rs{args.rs_n}x"
-           f"{args.rs_problems}T{args.rs_temperature:g}_sft{args.sft2_steps}lr{args.sft2_lr:g}_dpo{args.dpo_steps}"
-           f"lr{args.dpo_lr:g}b{args.dpo_beta:g}" + (f"lf{args.dpo_long_factor:g}" if args.dpo_long_factor != 1.5 else "")
+    # the results folder pins every setting that changes a result (a changed one never reuses a stale JSON)
+    tag = (f"results_long{args.long_rl_cpu_s:.0f}_budget{args.budget_cpu_s:.0f}_eval{args.eval_limit or args.num_eval}"
+           f"_rs{args.rs_n}x{args.rs_problems}T{args.rs_temperature:g}_sft{args.sft2_steps}lr{args.sft2_lr:g}"
+           f"_dpo{args.dpo_steps}lr{args.dpo_lr:g}b{args.dpo_beta:g}"
+           + (f"lf{args.dpo_long_factor:g}" if args.dpo_long_factor != 1.5 else "")
            + f"_lpw{args.lp_warmup}_seed{args.seed}")
     results = Path(args.out) / tag
     if args.tables_only:
