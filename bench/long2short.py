@@ -156,6 +156,20 @@ def trace_parts(text: str) -> dict[str, int]:
     return {"slip": slip, "check": check, "has_slip": int(bool(fixes))}
 
 
+def rl_settings(args) -> dict[str, Any]:
+    """bench/kimi.py's settings that change a result but not the results folder's name."""
+    return {k: getattr(args, k) for k in ("k", "prompts_per_step", "temperature", "lr", "tau", "num_train",
+                                          "overlong_cache", "num_eval")}
+
+
+def is_fresh(path: Path, long_path: Path, settings: dict[str, Any]) -> bool:
+    """A saved result counts only for the same long model and the same RL settings."""
+    if not path.exists():
+        return False
+    saved = json.loads(path.read_text())
+    return saved["long"] == str(long_path) and saved.get("settings") == settings
+
+
 # --------------------------------------------------------------------------- evaluation
 def evaluate(model, tokenizer, problems, max_new_tokens: int) -> dict[str, float]:
     """bench/kimi.py's greedy evaluation (the same ``generate`` call and metrics) plus the responses' parts."""
@@ -446,11 +460,12 @@ def main(argv: list[str] | None = None) -> None:
         data.setup("fit")
         held_out = data.val_problems[:args.eval_limit]
         long_file = results / f"{name}__long.json"
-        if not long_file.exists():
+        settings = rl_settings(args)
+        if not is_fresh(long_file, long_path, settings):
             policy, tok = build_policy(pretrained_path=str(long_path))
             long = {"long": str(long_path), "info": long_info, "eval": evaluate(policy, tok, held_out,
                                                                                 spec.max_new_tokens),
-                    "clean": clean_lengths(spec, args)}
+                    "clean": clean_lengths(spec, args), "settings": settings}
             long_file.write_text(json.dumps(long))
         long = json.loads(long_file.read_text())
         print(f"[{name}] long model {long_path.name}: {long['eval']}", flush=True)
@@ -458,13 +473,13 @@ def main(argv: list[str] | None = None) -> None:
             runner = Runner(name, spec, long_path, data.train_problems, task_args, seed, results)
             for method in method_list(args):
                 path = results / f"{name}__{method}__seed{seed}.json"
-                if path.exists():
+                if is_fresh(path, long_path, settings):
                     continue
                 t0 = time.time()
                 model, tok, info = runner.run(method)
                 result = evaluate(model, tok, held_out, spec.max_new_tokens)
                 path.write_text(json.dumps({"task": name, "method": method, "seed": seed, "long": str(long_path),
-                                            "info": info, "eval": result}))
+                                            "settings": settings, "info": info, "eval": result}))
                 if "samples" in info and "samples" not in long:  # the long model's samples, for the report
                     long["samples"] = info["samples"]
                     long_file.write_text(json.dumps(long))
