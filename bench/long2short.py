@@ -28,40 +28,37 @@ cached SFT start; 2-core shared machine)::
 What the data says (addition):
 
 * **The target (-30 % at <= 1 point loss) is not reachable on these traces by any method that learns from the
-  model's own samples.** The long model's greedy response (64.2 tokens) is a clean trace (58.8 tokens: two
-  column lines, ``sum``, ``chk``, answer) plus, in 9 % of the problems, a caught slip (5.5 tokens on average).
-  Dropping every slip gives -8.6 %; -30 % needs the ``chk`` line (16.6 tokens) gone too (-34.4 %), and the model
-  never writes a correct response without one: 0 of 4096 samples at T = 0.5 (the ``srs`` samples, seed 0), and
-  in a one-off probe (not in this script: 8 samples each of 256 random level-2 problems) 5 of 2048 at T = 1.0
-  and 7 of 2048 at T = 1.5, none of them shorter than 50 characters. Shortest rejection sampling, DPO and every length reward
-  can only re-weight what is sampled, so the floor is the clean trace, and every method reaches it: all end at
-  58.6-59.1 tokens (-8.0 to -8.8 %), with (almost) no slip left. The format is locked by the SFT data (every
-  trace has its check).
+  model's own samples.** The long model's greedy response (64.2 tokens) is a clean trace (58.8 tokens: two column
+  lines, ``sum``, ``chk``, answer) plus, in 9 % of the problems, a caught slip (5.5 tokens on average). Dropping
+  every slip gives -8.6 %; -30 % needs the ``chk`` line (16.6 tokens) gone too (-34.4 %), and the model never writes
+  a correct response without one: 0 of 4096 samples at T = 0.5 (the ``srs`` samples, seed 0), and in a one-off probe
+  (not in this script: 8 samples each of 256 random level-2 problems) 5 of 2048 at T = 1.0 and 7 of 2048 at T = 1.5,
+  none of them shorter than 50 characters. Shortest rejection sampling, DPO and every length reward can only
+  re-weight what is sampled, so the floor is the clean trace, and every method reaches it: all end at 58.6-59.1
+  tokens (-8.0 to -8.8 %), with (almost) no slip left. The format is locked by the SFT data (every trace has its
+  check).
 * **The length comes from the slips; the accuracy gain does not** (+4.8 to +9.0 points): of the long model's 22
-  held-out misses (counted in a one-off probe), 19 are responses without a slip (and 15 of its 18 slip responses are right), so the gain is the
-  extra training on correct traces (SFT on the shortest correct samples, the RL reward), not the shortening.
-  Every method but DPO "pays" in the sense of shorter and more accurate, but none by 30 %.
-* **The length levers add nothing beyond plain RL here**: KimiRL without a length term (control) reaches the
-  same 58.8 tokens at 0.975 ± 0.010; the length penalty (0.975 ± 0.000) and DAPO's overlong punishment
-  (0.980 ± 0.010; it only touches responses over 96 tokens, i.e. the slip traces) are within noise of it (200
-  problems: a binomial SE of ~1 point besides the seed spread), as is TRL GRPO with DAPO's shaping
-  (0.968 ± 0.003). Within 90 CPU-s RL removes the slips in all four; a long model
-  that had RL first (``--long-rl-cpu-s 15``: 58.5 tokens, no slips) leaves nothing to shorten (srs and
-  the length penalty: 0.0 %; 40-problem quick run).
-* **Shortest rejection sampling and merging are the cheapest** (14 CPU-s, a sixth of the RL budget) for the
-  same length and 1-2 points less accuracy than RL (srs 0.960 ± 0.020). Merging: w = 0.5-0.7 of the short
-  (srs) model keeps its gain (0.958, 0.955); w = 0.3 keeps a few slips (0.938). Sampling at T = 1.0 (sample
-  accuracy 0.41; the shortest correct of 8 samples averaged 64.4 tokens, longer than greedy) with 20 SFT steps
-  at lr 3e-4 dropped accuracy to 0.45; T = 0.5 with lr 1e-4 kept 0.90 (40-problem quick runs; two settings
-  changed at once).
-* **DPO hurts accuracy** at every setting tried (quick runs, 20 steps, 40 problems: lr 3e-4 -> 0.00 and a
-  broken format, 1e-4 -> 0.00, 3e-5 -> 0.075, 1e-5 -> 0.40; only wrong answers rejected,
-  ``--dpo-long-factor 1e9``: 1e-5 -> 0.575, 1e-4 -> 0.00; full runs, lr 1e-5: 0.830 and 0.240). Likely
-  mechanism: 96 % of the rejected responses (92 % with wrong answers rejected only; one-off probe on 256
-  problems) are slip traces, which
-  after ``fix`` redo the column arithmetic *correctly*; DPO pushes those tokens down and the 2-layer model's
-  arithmetic breaks everywhere (e.g. ``7+4+0=12`` after 20 steps at 1e-5). DPO with an SFT term on the
-  chosen response (RPO) would be the next thing to try.
+  held-out misses (counted in a one-off probe), 19 are responses without a slip (and 15 of its 18 slip responses are
+  right), so the gain is the extra training on correct traces (SFT on the shortest correct samples, the RL reward),
+  not the shortening. Every method but DPO "pays" in the sense of shorter and more accurate, but none by 30 %.
+* **The length levers add nothing beyond plain RL here**: KimiRL without a length term (control) reaches the same
+  58.8 tokens at 0.975 ± 0.010; the length penalty (0.975 ± 0.000) and DAPO's overlong punishment (0.980 ± 0.010; it
+  only touches responses over 96 tokens, i.e. the slip traces) are within noise of it (200 problems: a binomial SE
+  of ~1 point besides the seed spread), as is TRL GRPO with DAPO's shaping (0.968 ± 0.003). Within 90 CPU-s RL
+  removes the slips in all four; a long model that had RL first (``--long-rl-cpu-s 15``: 58.5 tokens, no slips)
+  leaves nothing to shorten (srs and the length penalty: 0.0 %; 40-problem quick run).
+* **Shortest rejection sampling and merging are the cheapest** (14 CPU-s, a sixth of the RL budget) for the same
+  length and 1-2 points less accuracy than RL (srs 0.960 ± 0.020). Merging: w = 0.5-0.7 of the short (srs) model
+  keeps its gain (0.958, 0.955); w = 0.3 keeps a few slips (0.938). Sampling at T = 1.0 (sample accuracy 0.41; the
+  shortest correct of 8 samples averaged 64.4 tokens, longer than greedy) with 20 SFT steps at lr 3e-4 dropped
+  accuracy to 0.45; T = 0.5 with lr 1e-4 kept 0.90 (40-problem quick runs; two settings changed at once).
+* **DPO hurts accuracy** at every setting tried (quick runs, 20 steps, 40 problems: lr 3e-4 -> 0.00 and a broken
+  format, 1e-4 -> 0.00, 3e-5 -> 0.075, 1e-5 -> 0.40; only wrong answers rejected, ``--dpo-long-factor 1e9``: 1e-5 ->
+  0.575, 1e-4 -> 0.00; full runs, lr 1e-5: 0.830 and 0.240). Likely mechanism: 96 % of the rejected responses (92 %
+  with wrong answers rejected only; one-off probe on 256 problems) are slip traces, which after ``fix`` redo the
+  column arithmetic *correctly*; DPO pushes those tokens down and the 2-layer model's arithmetic breaks everywhere
+  (e.g. ``7+4+0=12`` after 20 steps at 1e-5). DPO with an SFT term on the chosen response (RPO) would be the next
+  thing to try.
 
 Protocol, per task (the task specs, held-out-disjoint data, cached SFT warm-up, greedy evaluation and the two RL
 runners are bench/kimi.py's, imported, not copied):
