@@ -1,15 +1,15 @@
 """Long2short that pays (issue 19 Sec. 3): shorter responses at (almost) the long-CoT model's accuracy.
 
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --quick       # smoke run (a few CPU-minutes)
-    OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi
+    OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --tables-only  # the table from the saved results
 
 Measured (addition, RL seeds 0 and 1, one process per seed: 388 and 386 process CPU-s; long model = bench/kimi.py's
 cached SFT start; 2-core shared machine)::
 
     export OMP_NUM_THREADS=1
-    python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi --seeds 0
-    python bench/long2short.py --tasks addition --cache-dir /work/main/runs/bench_kimi --seeds 1
+    python bench/long2short.py --tasks addition --seeds 0
+    python bench/long2short.py --tasks addition --seeds 1
     python bench/long2short.py --tasks addition --seeds 0 1 --tables-only
 
 | method | seeds | accuracy | Δ points | mean length | Δ length | target met | slip rate | slip / check tokens | CPU-s | notes |
