@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import logging
 import pstats
 import tempfile
@@ -70,7 +71,7 @@ def fit(algo: str, precision: str, updates: int, warm: int, profile: int = 0) ->
                         callbacks=[Clock()], default_root_dir=root)
     trainer.fit(module, GymDataModule("Pendulum-v1", num_envs=1, batches_per_epoch=1000, seed=0))
     if profile:
-        pstats.Stats(clock["prof"]).sort_stats("tottime").print_stats(profile)
+        pstats.Stats(clock["prof"]).sort_stats(os.environ.get("SORT", "tottime")).print_stats(profile)
     return (clock["t1"] - clock["t0"]) / updates
 
 

@@ -91,6 +91,26 @@ def test_infinite_action_bounds_are_rejected_for_the_tanh_actor():
         DDPG(observation_space=spaces.Box(-1, 1, (2,)), action_space=spaces.Box(-np.inf, np.inf, (2,)))
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_optimizer_step_alone_runs_with_denormals_flushed_when_asked(flush):
+    import lightning as L
+
+    from litzoo.rl.utils import flushing_denormals
+
+    module = small(TD3, learning_starts=64, batch_size=16, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
+                   flush_denormals=flush)
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            optimizer = trainer.optimizers[0]
+            step = optimizer.step
+            optimizer.step = lambda *a, **k: (seen.append(flushing_denormals()), step(*a, **k))[1]
+
+    fit(module, GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=3), callbacks=[Spy()])
+    assert seen == [flush] * 3 and not flushing_denormals()  # the caller's setting (off) is back after each step
+
+
 # ------------------------------------------------------------------------------------------ learning
 def test_ddpg_learns_the_continuous_identity_and_its_critic_the_exact_q():
     module = small()
