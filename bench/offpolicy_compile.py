@@ -25,7 +25,8 @@ env = gym.make("Pendulum-v1")
 def make():
     torch.manual_seed(0)
     m = TD3(observation_space=space_to_spec(env.observation_space), action_space=space_to_spec(env.action_space),
-            actor_hidden_sizes=(400,300), critic_hidden_sizes=(400,300), batch_size=256, buffer_size=1000, learning_starts=0, seed=0)
+            actor_hidden_sizes=(400, 300), critic_hidden_sizes=(400, 300), batch_size=256, buffer_size=1000,
+            learning_starts=0, seed=0)
     opt = m.configure_optimizers()
     m._generator = torch.Generator().manual_seed(0)
     class FakeOpt:
@@ -36,7 +37,8 @@ def make():
     return m
 B=256
 g = torch.Generator().manual_seed(1)
-batches = [ReplayBatch(torch.randn(B,3,generator=g), torch.rand(B,1,generator=g)*2-1, torch.randn(B,generator=g), torch.randn(B,3,generator=g), torch.zeros(B)) for _ in range(8)]
+batches = [ReplayBatch(torch.randn(B, 3, generator=g), torch.rand(B, 1, generator=g) * 2 - 1, torch.randn(B, generator=g),
+                       torch.randn(B, 3, generator=g), torch.zeros(B)) for _ in range(8)]
 dt = sys.argv[1] if len(sys.argv) > 1 else "fp32"
 for mode in ["eager", "compiled"]:
     m = make()
@@ -44,7 +46,8 @@ for mode in ["eager", "compiled"]:
         for net in (m.critic, m.critic_target, m.policy.actor, m.actor_target):
             net.forward = torch.compile(net.forward, dynamic=False)
         m.critic.q1 = torch.compile(m.critic.q1, dynamic=False)
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dt=="bf16" else (lambda: torch.autocast("cpu", enabled=False))
+    bf16 = dt == "bf16"
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16))
     def step(i):
         with ctx():
             m.training_step(batches[i % 8], 0)

@@ -265,8 +265,8 @@ class RLModule(LitzooModule):
         """One manual-optimisation update: zero the gradients, backward, average them across ranks
         (:func:`all_reduce_gradients`; ``params`` default: the trainable ones), clip their norm to the
         ``max_grad_norm`` hyperparameter when it is set, step (with denormals flushed to zero when the
-        ``flush_denormals`` hyperparameter is true, :func:`~litzoo.rl.utils.flush_denormals`). ``raw``: step the wrapped optimizer, which Lightning
-        does not count as a trainer step (several updates per batch)."""
+        ``flush_denormals`` hyperparameter is true, :func:`~litzoo.rl.utils.flush_denormals`). ``raw``: step the
+        wrapped optimizer, which Lightning does not count as a trainer step (several updates per batch)."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         all_reduce_gradients(self.trainer, self._parameters_list() if params is None else params)
