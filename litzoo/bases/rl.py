@@ -19,6 +19,7 @@ import torch
 
 from litzoo.base import LitzooModule, prepare_export_dir
 from litzoo.model_card import card_metadata
+from litzoo.rl.utils import flush_denormals
 from litzoo.seeding import rank_seed
 
 
@@ -263,15 +264,17 @@ class RLModule(LitzooModule):
     def _backward_and_step(self, optimizer: Any, loss: torch.Tensor, params: Any = None, raw: bool = False) -> None:
         """One manual-optimisation update: zero the gradients, backward, average them across ranks
         (:func:`all_reduce_gradients`; ``params`` default: the trainable ones), clip their norm to the
-        ``max_grad_norm`` hyperparameter when it is set, step. ``raw``: step the wrapped optimizer, which Lightning
-        does not count as a trainer step (several updates per batch)."""
+        ``max_grad_norm`` hyperparameter when it is set, step (with denormals flushed to zero when the
+        ``flush_denormals`` hyperparameter is true, :func:`~litzoo.rl.utils.flush_denormals`). ``raw``: step the
+        wrapped optimizer, which Lightning does not count as a trainer step (several updates per batch)."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         all_reduce_gradients(self.trainer, self._parameters_list() if params is None else params)
         max_grad_norm = self.hparams.get("max_grad_norm")
         if max_grad_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
-        (optimizer.optimizer.step if raw else optimizer.step)()
+        with flush_denormals(self.hparams.get("flush_denormals", False)):
+            (optimizer.optimizer.step if raw else optimizer.step)()
 
     def _learning_started(self, env_steps: int) -> bool:
         """Updates start after ``learning_starts`` env steps (this rank's) *and* once the replay buffer holds as many

@@ -75,6 +75,8 @@ class DDPG(RLModule):
             ``exploration_std`` is its sigma in units of the half action range.
         twin_critics, policy_delay, target_policy_noise, target_noise_clip: the TD3 options.
         max_grad_norm: clip the global gradient norm (``None``: no clipping, as in the papers).
+        flush_denormals: run the optimizer step with denormal floats flushed to zero (CPU; Adam's first moments of
+            dead units sink into that ~100x slower range; :func:`litzoo.rl.utils.flush_denormals`).
         normalize_observations: whiten Box observations with running statistics (exported with the policy).
         save_replay_buffer: also store the replay buffer in checkpoints (exact resume, larger files).
         log_every_n_env_steps: how often losses and episode statistics are logged.
@@ -111,6 +113,7 @@ class DDPG(RLModule):
         target_policy_noise: float = 0.0,
         target_noise_clip: float = 0.5,
         max_grad_norm: Optional[float] = None,
+        flush_denormals: bool = True,
         normalize_observations: bool = False,
         save_replay_buffer: bool = False,
         log_every_n_env_steps: int = 1000,
@@ -132,6 +135,7 @@ class DDPG(RLModule):
                             ("weight_decay", weight_decay)):
             check_non_negative(name, value)
         check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
+        check_choice("flush_denormals", flush_denormals, (True, False))
         self.save_hyperparameters()
         self._init_rl_state(observation_space, action_space)
 

@@ -44,7 +44,7 @@ import torch
 
 from litzoo.bases.rl import RLModule, check_replay_sizes
 from litzoo.checks import (
-    check_non_negative_int, check_positive, check_positive_or_none, check_positive_int, check_range,
+    check_choice, check_non_negative_int, check_positive, check_positive_or_none, check_positive_int, check_range,
 )
 from litzoo.nets.actors_critics import QCritic, SquashedGaussianActor, Temperature
 from litzoo.optim import adamw_for_networks
@@ -74,6 +74,8 @@ class SAC(RLModule):
         ent_coef: a fixed temperature :math:`\\alpha`; ``None`` (default): learned, starting at ``ent_coef_init``.
         target_entropy: :math:`\\bar{\\mathcal H}`; ``None``: :math:`-\\dim\\mathcal A`.
         max_grad_norm: clip the global gradient norm (``None``: no clipping, as in the paper).
+        flush_denormals: run the optimizer step with denormal floats flushed to zero (CPU; Adam's first moments of
+            dead units sink into that ~100x slower range; :func:`litzoo.rl.utils.flush_denormals`).
         normalize_observations: whiten Box observations with running statistics (exported with the policy).
         save_replay_buffer: also store the replay buffer in checkpoints (exact resume, larger files).
         log_every_n_env_steps: how often losses and episode statistics are logged.
@@ -106,6 +108,7 @@ class SAC(RLModule):
         ent_coef_init: float = 1.0,
         target_entropy: Optional[float] = None,
         max_grad_norm: Optional[float] = None,
+        flush_denormals: bool = True,
         normalize_observations: bool = False,
         save_replay_buffer: bool = False,
         log_every_n_env_steps: int = 1000,
@@ -130,6 +133,7 @@ class SAC(RLModule):
         if target_entropy is not None and not math.isfinite(target_entropy):
             raise ValueError(f"target_entropy={target_entropy!r} must be a finite number or None (-dim(A)).")
         check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
+        check_choice("flush_denormals", flush_denormals, (True, False))
         self.save_hyperparameters()
         self._init_rl_state(observation_space, action_space)
 

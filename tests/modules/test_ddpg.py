@@ -79,6 +79,7 @@ def test_discrete_action_space_raises_value_error_suggesting_a_discrete_method()
     ({"tau": 1.5}, r"tau=1.5 must be in \[0, 1\]"),
     ({"policy_delay": 0}, "policy_delay=0"),
     ({"actor_lr": 0.0}, "actor_lr=0.0"),
+    ({"flush_denormals": "yes"}, "flush_denormals='yes' is not supported"),
 ])
 def test_invalid_hyperparameters_raise_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -88,6 +89,26 @@ def test_invalid_hyperparameters_raise_value_errors(kwargs, match):
 def test_infinite_action_bounds_are_rejected_for_the_tanh_actor():
     with pytest.raises(ValueError, match="finite action bounds"):
         DDPG(observation_space=spaces.Box(-1, 1, (2,)), action_space=spaces.Box(-np.inf, np.inf, (2,)))
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_optimizer_step_alone_runs_with_denormals_flushed_when_asked(flush):
+    import lightning as L
+
+    from litzoo.rl.utils import flushing_denormals
+
+    module = small(TD3, learning_starts=64, batch_size=16, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
+                   flush_denormals=flush)
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            optimizer = trainer.optimizers[0]
+            step = optimizer.step
+            optimizer.step = lambda *a, **k: (seen.append(flushing_denormals()), step(*a, **k))[1]
+
+    fit(module, GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=3), callbacks=[Spy()])
+    assert seen == [flush] * 3 and not flushing_denormals()  # the caller's setting (off) is back after each step
 
 
 # ------------------------------------------------------------------------------------------ learning

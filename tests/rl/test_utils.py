@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from litzoo.rl import explained_variance, polyak_update
+from litzoo.rl.utils import flush_denormals, flushing_denormals
 
 
 def nets():
@@ -62,3 +63,23 @@ def test_explained_variance_of_perfect_mean_and_constant_predictions():
     assert explained_variance(torch.full_like(y, y.mean()), y).item() == pytest.approx(0.0)
     assert explained_variance(-y, y).item() < 0
     assert torch.isnan(explained_variance(y, torch.ones(4)))
+
+
+def test_flush_denormals_zeroes_denormals_inside_only_and_restores_the_callers_setting():
+    tiny = torch.finfo(torch.float32).tiny  # 1.2e-38, the smallest normal float
+    x = torch.tensor([tiny / 4, 3e-40, 1.0])  # two denormals
+    decay = torch.tensor(0.9)
+    assert not flushing_denormals() and (x * decay)[0] > 0
+    with flush_denormals():
+        assert flushing_denormals()
+        assert torch.equal(x * decay, torch.tensor([0.0, 0.0, 1.0]) * decay)
+    assert not flushing_denormals() and (x * decay)[0] > 0
+    with flush_denormals(enabled=False):
+        assert not flushing_denormals()
+    torch.set_flush_denormal(True)  # a caller that flushes keeps flushing after the block
+    try:
+        with flush_denormals():
+            pass
+        assert flushing_denormals()
+    finally:
+        torch.set_flush_denormal(False)
