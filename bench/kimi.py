@@ -11,11 +11,11 @@ measures its own CPU time, so the three may run in parallel on a machine with fr
 tables and the curves' PNG from the saved results::
 
     export OMP_NUM_THREADS=1
-    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 60 --seeds 0 1 2 --harder
+    python bench/kimi.py --tasks addition --sft-steps 350 --budget-cpu-s 120 --seeds 0 1 2 --harder
     python bench/kimi.py --tasks max_gap --sft-steps 4000 --budget-cpu-s 120 --seeds 0 1 2 --harder
     python bench/kimi.py --tasks combination_sum --sft-steps 6000 --budget-cpu-s 120 --seeds 0 1 2 --harder
-    python bench/kimi.py --budget-cpu-s 120 --seeds 0 1 2 --harder --tables-only --tasks max_gap combination_sum \
-        --curve docs/kimi_curves.png      # (addition's 60 CPU-s results: the same with --budget-cpu-s 60)
+    python bench/kimi.py --budget-cpu-s 120 --seeds 0 1 2 --harder --tables-only --tasks addition max_gap combination_sum \
+        --curve docs/kimi_curves.png
 
 Add ``--kimi-overlong`` (KimiRL with DAPO's overlong punishment) and/or ``--kimi-sampling prioritized``
 for KimiRL's own levers: a run with them is another KimiRL configuration, saved under its own name

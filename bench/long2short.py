@@ -332,8 +332,9 @@ def report(args, results: Path) -> None:
               f"{base['slip_rate']:.2f} | {base['slip_tokens']:.1f} / {base['check_tokens']:.1f} | - | "
               f"{long.get('note', '')} |")
         for method in method_list(args):
+            # only results of this long model and these RL settings (a seed run by another process may differ)
             rows = [json.loads(p.read_text()) for s in args.seeds
-                    if (p := results / f"{name}__{method}__seed{s}.json").exists()]
+                    if is_fresh(p := results / f"{name}__{method}__seed{s}.json", Path(long["long"]), rl_settings(args))]
             if not rows:
                 continue
             ev = lambda k: [r["eval"][k] for r in rows]  # noqa: E731

@@ -19,6 +19,12 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {allowed}.")
 
 
+def check_bool(name: str, value: Any) -> None:
+    """``value`` must be ``True`` or ``False`` (not 1/0, which would be saved as ints)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be True or False.")
+
+
 def _is_number(value: Any) -> bool:
     # numbers.Real covers numpy scalars too; a bool is a number to Python but never a hyperparameter value.
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -41,7 +41,7 @@ import torch
 
 from litzoo.bases.rl import RLModule, check_replay_sizes
 from litzoo.checks import (
-    check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_or_none,
+    check_bool, check_choice, check_non_negative, check_non_negative_int, check_positive, check_positive_or_none,
     check_positive_int, check_range,
 )
 from litzoo.nets.actors_critics import DeterministicActor, QCritic
@@ -135,7 +135,7 @@ class DDPG(RLModule):
                             ("weight_decay", weight_decay)):
             check_non_negative(name, value)
         check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
-        check_choice("flush_denormals", flush_denormals, (True, False))
+        check_bool("flush_denormals", flush_denormals)
         self.save_hyperparameters()
         self._init_rl_state(observation_space, action_space)
 

@@ -44,7 +44,7 @@ import torch
 
 from litzoo.bases.rl import RLModule, check_replay_sizes
 from litzoo.checks import (
-    check_choice, check_non_negative_int, check_positive, check_positive_or_none, check_positive_int, check_range,
+    check_bool, check_non_negative_int, check_positive, check_positive_or_none, check_positive_int, check_range,
 )
 from litzoo.nets.actors_critics import QCritic, SquashedGaussianActor, Temperature
 from litzoo.optim import adamw_for_networks
@@ -133,7 +133,7 @@ class SAC(RLModule):
         if target_entropy is not None and not math.isfinite(target_entropy):
             raise ValueError(f"target_entropy={target_entropy!r} must be a finite number or None (-dim(A)).")
         check_positive_or_none("max_grad_norm", max_grad_norm, "no clipping")
-        check_choice("flush_denormals", flush_denormals, (True, False))
+        check_bool("flush_denormals", flush_denormals)
         self.save_hyperparameters()
         self._init_rl_state(observation_space, action_space)
 

@@ -53,7 +53,7 @@ def polyak_update(source_params: Iterable[Tensor], target_params: Iterable[Tenso
 
 def flushing_denormals() -> bool:
     """Whether the CPU currently flushes denormal floats to zero (``torch.set_flush_denormal`` has no getter)."""
-    return torch.tensor(1e-40).item() == 0.0
+    return torch.tensor(1e-40, dtype=torch.float32, device="cpu").item() == 0.0  # whatever the default dtype/device
 
 
 @contextmanager

@@ -79,7 +79,7 @@ def test_discrete_action_space_raises_value_error_suggesting_a_discrete_method()
     ({"tau": 1.5}, r"tau=1.5 must be in \[0, 1\]"),
     ({"policy_delay": 0}, "policy_delay=0"),
     ({"actor_lr": 0.0}, "actor_lr=0.0"),
-    ({"flush_denormals": "yes"}, "flush_denormals='yes' is not supported"),
+    ({"flush_denormals": 1}, "flush_denormals=1 must be True or False"),
 ])
 def test_invalid_hyperparameters_raise_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

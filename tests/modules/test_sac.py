@@ -52,7 +52,7 @@ def test_discrete_action_space_raises_value_error_suggesting_a_discrete_method()
     ({"tau": 1.5}, r"tau=1.5 must be in \[0, 1\]"),
     ({"batch_size": 512, "buffer_size": 256}, "buffer_size=256 is smaller than batch_size=512"),
     ({"target_entropy": float("nan")}, "target_entropy=nan must be a finite number or None"),
-    ({"flush_denormals": None}, "flush_denormals=None is not supported"),
+    ({"flush_denormals": None}, "flush_denormals=None must be True or False"),
 ])
 def test_invalid_hyperparameters_raise_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
