@@ -1,7 +1,11 @@
 """Fixed-seed short off-policy runs, for checking that a speed change leaves training bit-identical.
 
-    OMP_NUM_THREADS=1 python bench/offpolicy_parity.py --out /tmp/after.pt            # this checkout
+    OMP_NUM_THREADS=1 python bench/offpolicy_parity.py --flush-denormals 0 --out /tmp/before.pt   # flush off
+    OMP_NUM_THREADS=1 python bench/offpolicy_parity.py --out /tmp/after.pt                        # flush on (default)
     OMP_NUM_THREADS=1 python bench/offpolicy_parity.py --compare /tmp/before.pt /tmp/after.pt
+
+``--flush-denormals 0`` is the code path before the flush existed (nothing else changed), so the A/B runs in
+one checkout.
 
 Trains TD3, DDPG and SAC on Pendulum (bench/rl.py's shapes, warm-up of ``batch_size`` steps) for ``--updates``
 updates with ``Trainer.fit`` and saves every parameter, optimizer state and the logged losses; ``--compare``
@@ -69,6 +73,7 @@ def main() -> None:
     p.add_argument("--algos", nargs="+", default=["td3", "ddpg", "sac"])
     p.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     p.add_argument("--updates", type=int, default=1500)
+    p.add_argument("--flush-denormals", type=int, choices=(0, 1), default=1, help="the modules' flush_denormals")
     args = p.parse_args()
     if args.compare:
         a, b = (torch.load(f) for f in args.compare)
@@ -78,7 +83,8 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    results = {f"{algo} {prec}": run(algo, prec, args.updates) for algo in args.algos for prec in args.precisions}
+    results = {f"{algo} {prec}": run(algo, prec, args.updates, flush_denormals=bool(args.flush_denormals))
+               for algo in args.algos for prec in args.precisions}
     torch.save(results, args.out)
 
 

@@ -9,6 +9,9 @@
    With one minibatch per epoch the shuffling cannot differ, so the weights must agree to float32 rounding.
 2. **The advantages.** litzoo collects 30 rollouts of its own; SB3's ``RolloutBuffer.compute_returns_and_advantage``
    is run on each rollout's rewards, values and episode ends, and its GAE advantages are compared with litzoo's.
+   This checks the GAE recursion and where episodes cut it; the truncation bootstrap (``r + gamma V(final_obs)``,
+   the same rule as SB3's) is given to both as litzoo computes it, and CartPole rarely truncates in 30 x 32 steps,
+   so it is not compared here (tests/rl/test_buffers.py covers it).
 
 If both agree, a difference in learning curves comes from the random streams (env resets, sampled actions),
 not from the algorithm.
