@@ -208,6 +208,20 @@ def datamodule(spec: TaskSpec, mode: str, args, num_train: int | None = None, **
     return data
 
 
+def quiet_run() -> None:
+    """One thread; no warnings, library log lines or progress bars in the benchmark's output."""
+    import logging
+
+    import transformers
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "transformers", "trl", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def quiet_trainer(max_steps: int, root: Path, callbacks=(), **kwargs) -> L.Trainer:
     return L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -591,17 +605,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.tables_only:
         report(args, results, settings)
         return
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    import logging
-
-    for name in ("lightning", "lightning.pytorch", "transformers", "trl", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_run()
     import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
     import trl
 
     print(f"torch {torch.__version__}, lightning {L.__version__}, transformers {transformers.__version__}, "

@@ -103,7 +103,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -439,16 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tables_only:
         report(args, results)
         return
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    import logging
-
-    import transformers
-
-    for name in ("lightning", "lightning.pytorch", "transformers", "trl", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    K.quiet_run()
     results.mkdir(parents=True, exist_ok=True)
     total = time.process_time()
     for name in args.tasks:
