@@ -161,25 +161,40 @@ def test_length_penalty_joins_the_reward_after_its_warmup(tmp_path):
     assert all(r["total_reward"] < r["reward"] for r in rows[2:])
 
 
-def test_overlong_punishment_joins_the_reward_of_every_response(tmp_path):
-    from litzoo.reasoning.losses import soft_overlong_punishment
+def test_overlong_punishment_joins_the_reward_of_every_response(tmp_path, monkeypatch):
+    import litzoo.modules.kimi_rl as kimi_rl_module
+    from litzoo.reasoning.losses import kimi_policy_loss, soft_overlong_punishment
+    from litzoo.reasoning.rewards import score
 
-    class Expected(L.Callback):  # the punishment of this step's responses, from their lengths
+    seen = []  # the (P, k) rewards each step hands to the k1.5 loss
+
+    def spy(log_probs, ref_log_probs, rewards, tau):
+        seen.append(rewards.detach().clone())
+        return kimi_policy_loss(log_probs, ref_log_probs, rewards, tau)
+
+    class Expected(L.Callback):  # verifier reward + 0.5 x the punishment of each response, from its own length
         def __init__(self):
-            self.shift = []
+            self.rewards = []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            lengths = torch.tensor([len(s.response_ids) for g in pl_module.last_groups for s in g.samples])
-            self.shift.append(soft_overlong_punishment(lengths, 10, 6).mean().item())
+            groups = pl_module.last_groups
+            samples = [s for g in groups for s in g.samples]
+            correct = score([g.problem for g in groups for _ in g.samples], [s.text for s in samples])
+            lengths = torch.tensor([len(s.response_ids) for s in samples])
+            self.rewards.append((correct + 0.5 * soft_overlong_punishment(lengths, 10, 6)).view(len(groups), -1))
 
+    monkeypatch.setattr(kimi_rl_module, "kimi_policy_loss", spy)
     torch.manual_seed(0)
     rl = KimiRL(model_config=TINY_TEST_QWEN2, k=4, max_new_tokens=10, overlong_buffer=6, overlong_penalty=0.5,
                 eval_k=0, temperature=1.5)
     recorder, expected = Recorder(), Expected()
     _trainer(tmp_path, 3, callbacks=[recorder, expected]).fit(rl, _rl_data(batch_size=4))
-    shifts = [r["total_reward"] - r["reward"] for r in recorder.rows]
-    assert shifts == pytest.approx([0.5 * e for e in expected.shift], abs=1e-6)
-    assert min(expected.shift) < 0  # the random policy's responses do reach the ramp
+    assert len(seen) == len(expected.rewards) == 3
+    for got, want in zip(seen, expected.rewards):  # response by response, not only the mean
+        torch.testing.assert_close(got, want.to(got), rtol=0, atol=1e-6)
+    assert any((w != w.round()).any() for w in expected.rewards)  # some responses do reach the ramp
+    shifts = [r["total_reward"] - r["reward"] for r in recorder.rows]  # and the logged mean shows it
+    assert min(shifts) < 0
 
 
 def test_bad_arguments_and_sft_batches_are_refused(tmp_path):
