@@ -208,6 +208,11 @@ def datamodule(spec: TaskSpec, mode: str, args, num_train: int | None = None, **
     return data
 
 
+def rl_settings(args, *extra: str) -> dict[str, Any]:
+    """The RL settings that change a result but not the results folder's name (saved with it and compared)."""
+    return {k: getattr(args, k) for k in ("k", "prompts_per_step", "temperature", "lr", "tau", "num_train", *extra)}
+
+
 def quiet_run() -> None:
     """One thread; no warnings, library log lines or progress bars in the benchmark's output."""
     import logging
@@ -294,13 +299,18 @@ class GenMeter:
         return self.tokens / self.cpu_s if self.cpu_s > 0 else float("nan")
 
 
-def evaluate(model, tokenizer, problems, max_new_tokens: int) -> dict[str, float]:
+def evaluate_with_texts(model, tokenizer, problems, max_new_tokens: int) -> tuple[dict[str, float], list[str]]:
+    """Greedy accuracy, mean length and truncated share on ``problems``, and the responses themselves."""
     model.eval()
     ids = [encode_prompt(tokenizer, p.prompt) for p in problems]
     rollout = generate(model, tokenizer, ids, greedy=True, max_new_tokens=max_new_tokens)
-    return {"accuracy": score(problems, rollout.texts).mean().item(),
-            "length": rollout.lengths.float().mean().item(),
-            "truncated": 1.0 - rollout.finished.float().mean().item()}
+    return ({"accuracy": score(problems, rollout.texts).mean().item(),
+             "length": rollout.lengths.float().mean().item(),
+             "truncated": 1.0 - rollout.finished.float().mean().item()}, rollout.texts)
+
+
+def evaluate(model, tokenizer, problems, max_new_tokens: int) -> dict[str, float]:
+    return evaluate_with_texts(model, tokenizer, problems, max_new_tokens)[0]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -600,8 +610,7 @@ def main(argv: list[str] | None = None) -> None:
     results = Path(args.cache_dir) / (f"results_budget{args.budget_cpu_s:.0f}_eval{args.num_eval}_seed{args.seed}"
                                       f"_pass{args.pass_k}of{args.pass_n}_curve{args.curve_eval}"
                                       + ("_harder" if args.harder else ""))
-    settings = {k: getattr(args, k) for k in ("k", "prompts_per_step", "temperature", "lr", "tau", "num_train",
-                                              "curve_fractions")}
+    settings = rl_settings(args, "curve_fractions")
     if args.tables_only:
         report(args, results, settings)
         return

@@ -112,16 +112,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/kimi.py (which
 def _load() -> None:
     """The heavy imports (torch, Lightning, transformers via bench/kimi.py), on first use only: the pure pieces
     below (and their fast tests) need none of them."""
-    global K, torch, generate, dpo_pairs, dpo_train, merge_policies, sample_responses, sft_train, shortest_correct
-    global build_policy, encode_prompt, save_policy, score
+    global K, torch, dpo_pairs, dpo_train, merge_policies, sample_responses, sft_train, shortest_correct
+    global build_policy, save_policy
     import kimi as K
     import torch
 
-    from litzoo.reasoning.generation import generate
     from litzoo.reasoning.long2short import (
         dpo_pairs, dpo_train, merge_policies, sample_responses, sft_train, shortest_correct)
-    from litzoo.reasoning.policy import build_policy, encode_prompt, save_policy
-    from litzoo.reasoning.rewards import score
+    from litzoo.reasoning.policy import build_policy, save_policy
 
 METHODS = ("srs", "merge", "dpo", "lp_rl", "kimi_overlong", "kimi", "grpo_dapo")
 DEFAULT_METHODS = METHODS
@@ -156,8 +154,7 @@ def trace_parts(text: str) -> dict[str, int]:
 
 def rl_settings(args) -> dict[str, Any]:
     """bench/kimi.py's settings that change a result but not the results folder's name."""
-    return {k: getattr(args, k) for k in ("k", "prompts_per_step", "temperature", "lr", "tau", "num_train",
-                                          "overlong_cache", "num_eval")}
+    return K.rl_settings(args, "overlong_cache", "num_eval")
 
 
 def is_fresh(path: Path, long_path: Path, settings: dict[str, Any]) -> bool:
@@ -170,14 +167,10 @@ def is_fresh(path: Path, long_path: Path, settings: dict[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------- evaluation
 def evaluate(model, tokenizer, problems, max_new_tokens: int) -> dict[str, float]:
-    """bench/kimi.py's greedy evaluation (the same ``generate`` call and metrics) plus the responses' parts."""
-    model.eval()
-    rollout = generate(model, tokenizer, [encode_prompt(tokenizer, p.prompt) for p in problems], greedy=True,
-                       max_new_tokens=max_new_tokens)
-    parts = [trace_parts(t) for t in rollout.texts]
-    return {"accuracy": score(problems, rollout.texts).mean().item(),
-            "length": rollout.lengths.float().mean().item(),
-            "truncated": 1.0 - rollout.finished.float().mean().item(),
+    """bench/kimi.py's greedy evaluation (the same call and metrics) plus the responses' parts."""
+    metrics, texts = K.evaluate_with_texts(model, tokenizer, problems, max_new_tokens)
+    parts = [trace_parts(t) for t in texts]
+    return {**metrics,
             "slip_rate": statistics.fmean(p["has_slip"] for p in parts),
             "slip_tokens": statistics.fmean(p["slip"] for p in parts),
             "check_tokens": statistics.fmean(p["check"] for p in parts)}
