@@ -279,3 +279,32 @@ def test_fp16_loss_scaling_is_refused_at_setup_since_the_module_steps_its_optimi
                         enable_checkpointing=False, enable_model_summary=False)
     with pytest.raises(ValueError, match=f"{name} steps its optimizer itself.*use --trainer.precision bf16-mixed"):
         trainer.fit(getattr(litzoo.modules, name)(n_steps=8), GymDataModule("CartPole-v1", num_envs=1))
+
+
+# ------------------------------------------------------------------------------------------ the direct backward
+class ListensToBackward(L.Callback):
+    """A callback on the backward hooks: Lightning's own manual_backward path must then run (and call it)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_the_direct_backward_gives_lightnings_weights_to_the_bit_and_yields_to_backward_hooks(precision):
+    def run(callbacks):
+        torch.manual_seed(0)
+        module = PPO(n_steps=16, batch_size=8, n_epochs=2, max_grad_norm=0.5, log_every_n_env_steps=10**9, seed=0)
+        fit(module, GymDataModule("Pendulum-v1", num_envs=2, batches_per_epoch=3, seed=0), precision=precision,
+            callbacks=callbacks)
+        return module
+
+    direct = run([])
+    listener = ListensToBackward()
+    hooked = run([listener])
+    assert direct._direct_backward and not hooked._direct_backward
+    assert listener.calls == 3 * 2 * 4  # every AdamW step of the 3 rollouts went through Lightning's hooks
+    for (name, a), (_, b) in zip(direct.state_dict().items(), hooked.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)

@@ -127,3 +127,35 @@ def test_running_mean_std_merges_all_ranks_under_torch_distributed(tmp_path):
         assert state["count"].item() == 32
         torch.testing.assert_close(state["mean"], everything.mean(0))
         torch.testing.assert_close(state["var"], everything.var(0, unbiased=False))
+
+
+def moments(x):
+    """A batch's float64 mean and population variance as numpy computes them (torch's variance can differ in the
+    last bit: the two reduce in another order)."""
+    xs = x.double().numpy()
+    return torch.as_tensor(xs.mean(0)), torch.as_tensor(xs.var(0))
+
+
+def test_the_cpu_numpy_path_is_the_torch_merge_to_the_bit():
+    g = torch.Generator().manual_seed(0)
+    rms, reference = RunningMeanStd((3,)), RunningMeanStd((3,))
+    returns, gamma = ReturnNormalizer(4, 0.9, clip=1.0), 0.9
+    G, ref_returns = torch.zeros(4, dtype=torch.float64), RunningMeanStd(())
+    for _ in range(200):  # one vector-env step of 4 envs at a time, as collect_rollout does
+        x = torch.randn(4, 3, generator=g) * 3 + 1
+        rms.update(x)
+        reference.update_from_moments(*moments(x), 4)  # the torch merge
+        rewards, dones = torch.randn(4, generator=g), torch.rand(4, generator=g) < 0.1
+        returns.update(rewards, dones)
+        G = G * gamma + rewards.double()
+        ref_returns.update_from_moments(*moments(G), 4)
+        G = G.masked_fill(dones, 0.0)
+    for name in ("mean", "var", "count"):
+        assert torch.equal(getattr(rms, name), getattr(reference, name)), name
+        assert torch.equal(getattr(returns.rms, name), getattr(ref_returns, name)), name
+    assert torch.equal(returns.returns, G)
+    x = torch.randn(6, 3, generator=g) * 10
+    expected = ((x.double() - reference.mean) / (reference.var + 1e-8).sqrt()).clamp(-2.0, 2.0).float()
+    assert torch.equal(rms.normalize(x, clip=2.0), expected)
+    r = torch.randn(4, generator=g) * 5
+    assert torch.equal(returns(r), (r.double() / (ref_returns.var + 1e-8).sqrt()).clamp(-1.0, 1.0).float())
