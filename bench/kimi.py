@@ -17,6 +17,12 @@ tables and the curves' PNG from the saved results::
     python bench/kimi.py --budget-cpu-s 120 --seeds 0 1 2 --harder --tables-only --tasks addition max_gap combination_sum \
         --curve docs/kimi_curves.png
 
+RL on a level the SFT start finds hard (``--tasks max_gap_hard``: maximum gap's level-2 start, 0.43 greedy on
+level 3, trained and evaluated on level 3, harder level 4; its held-out problems are checked disjoint from the
+level-2 SFT pool too)::
+
+    python bench/kimi.py --tasks max_gap_hard --sft-steps 4000 --budget-cpu-s 120 --seeds 0 1 2 --harder --lr 1e-5
+
 Add ``--kimi-overlong`` (KimiRL with DAPO's overlong punishment) and/or ``--kimi-sampling prioritized``
 for KimiRL's own levers: a run with them is another KimiRL configuration, saved under its own name
 (``kimi_overlong32_prioritized``...) beside plain KimiRL's results, so ``--trainers kimi --seeds 0 1 2
@@ -135,6 +141,7 @@ class TaskSpec:
     model: dict[str, Any]  # the policy's config (SFT builds it; KimiRL and TRL both load the SFT folder)
     harder: int  # the never-trained harder level of --harder (the same task and options)
     harder_max_new_tokens: int  # its budget (>= its longest clean trace; combination sum: what fits the positions)
+    sft_task: str | None = None  # RL from another task entry's SFT start (a level that start finds hard)
 
 
 # The tiny model for every task (the long-CoT traces are designed so that each step is a local
@@ -147,9 +154,13 @@ TASK_SPECS = {
     "addition": TaskSpec("arithmetic", {"ops": "+"}, 2, 128, dict(TINY_QWEN2), 3, 128),
     "max_gap": TaskSpec("max_gap", {}, 2, 192, dict(TINY_QWEN2), 3, 256),
     "combination_sum": TaskSpec("combination_sum", {}, 2, 640, {**TINY_QWEN2, "max_position_embeddings": 1024}, 3, 960),
+    # RL on a level the SFT start finds hard: maximum gap's level-2 start (0.43 greedy on level 3) trained and
+    # evaluated on level 3 (5-8 integers, traces <= 208 tokens), harder level 4 (6-10 integers in 0-999, <= 325).
+    "max_gap_hard": TaskSpec("max_gap", {}, 3, 256, dict(TINY_QWEN2), 4, 352, sft_task="max_gap"),
 }
+DEFAULT_TASKS = ("addition", "max_gap", "combination_sum")
 # Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
-SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000}
+SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000, "max_gap_hard": 4000}
 # Length-grouped SFT batches pay on the long search traces (thousands of steps); on addition's 350 steps
 # the length-homogeneous batches cost accuracy (0.105 grouped vs 0.885 shuffled, same seed and steps).
 GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50}
@@ -234,6 +245,19 @@ def quiet_trainer(max_steps: int, root: Path, callbacks=(), **kwargs) -> L.Train
 
 
 # --------------------------------------------------------------------------- SFT warm-up (cached)
+def sft_start(name: str, steps: int, args, rl_data: ReasoningDataModule, hard: list[Problem]) -> tuple[Path, dict[str, Any]]:
+    """Task ``name``'s SFT start (:func:`sft_checkpoint`): its own, or that of its ``sft_task``, whose SFT pool
+    (another level) is then checked disjoint from ``name``'s held-out problems up to symmetries."""
+    spec = TASK_SPECS[name]
+    if spec.sft_task is None:
+        return sft_checkpoint(name, spec, steps, args)
+    base = TASK_SPECS[spec.sft_task]
+    sft_data = datamodule(base, "sft", args, num_train=args.sft_num_train, p_mistake=args.p_mistake)
+    sft_data.prepare_problems()
+    check_disjoint(rl_data.val_problems + hard, sft_data.train_problems, f"{spec.sft_task} SFT pool")
+    return sft_checkpoint(spec.sft_task, base, steps, args)
+
+
 def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args, train: bool = True) -> tuple[Path, dict[str, Any]]:
     """The cached SFT start (trained and exported if missing; ``train=False``: an error instead)."""
     group = GROUP_BY_LENGTH[name] if args.group_by_length is None else args.group_by_length
@@ -536,7 +560,8 @@ def trainer_label(key: str) -> str:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASK_SPECS), choices=list(TASK_SPECS))
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(TASK_SPECS),
+                        help="max_gap_hard: RL and evaluation on maximum gap level 3 from the level-2 SFT start")
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS,
                         help="kimi: litzoo KimiRL; grpo: TRL GRPOTrainer with its defaults; grpo_dapo: TRL with "
                              "loss_type='dapo', scale_rewards='none' and the soft overlong punishment")
@@ -627,11 +652,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.tasks:
         spec = TASK_SPECS[name]
         t0 = time.time()
-        sft, sft_info = sft_checkpoint(name, spec, sft_steps[name], args)
         data = datamodule(spec, "rl", args, batch_size=args.prompts_per_step)
         data.setup("fit")
         hard = harder_problems(spec, args) if args.harder else []
         check_disjoint(hard, data.train_problems, "RL pool")
+        sft, sft_info = sft_start(name, sft_steps[name], args, data, hard)
         curve_problems = data.val_problems[:args.curve_eval]
 
         def evaluate_all(model, tok) -> dict[str, float]:

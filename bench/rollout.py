@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kimi import TASK_SPECS, datamodule, sft_checkpoint  # noqa: E402  (bench/kimi.py: same tasks and warm-ups)
+from kimi import DEFAULT_TASKS, TASK_SPECS, datamodule, sft_checkpoint  # noqa: E402  (bench/kimi.py: same tasks and warm-ups)
 
 from litzoo.reasoning.generation import generate, sample  # noqa: E402
 from litzoo.reasoning.policy import build_policy, encode_prompt  # noqa: E402
@@ -46,7 +46,7 @@ def run(policy, tok, prompts, **kwargs):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASK_SPECS), choices=list(TASK_SPECS))
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(DEFAULT_TASKS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=8, help="prompts per rollout (KimiRL's batch)")

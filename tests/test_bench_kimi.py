@@ -137,3 +137,32 @@ def test_trainer_keys_name_every_option_that_changes_the_run(kimi, tmp_path):
     assert kimi.trainer_key("kimi", spec, args) == "kimi_overlong20_prioritized"
     assert kimi.trainer_key("grpo_dapo", spec, args) == "grpo_dapo_overlong20"
     assert kimi.trainer_key("grpo", spec, args) == "grpo"
+
+
+def test_the_hard_level_task_trains_on_level_3_from_the_level_2_start_and_keeps_its_classes_out(kimi, tmp_path,
+                                                                                                 monkeypatch):
+    """max_gap_hard: RL pool and held-out problems of level 3, harder level 4 (fitting its budget), from maximum
+    gap's level-2 SFT start, whose pool is checked disjoint from the held-out problems; not in the default tasks."""
+    import argparse
+
+    spec = kimi.TASK_SPECS["max_gap_hard"]
+    assert "max_gap_hard" not in kimi.DEFAULT_TASKS and spec.sft_task == "max_gap"
+    args = argparse.Namespace(seed=0, num_train=200, num_eval=20, sft_num_train=500, p_mistake=0.3, sft_batch_size=64,
+                              group_by_length=None, sft_lr=3e-3, cache_dir=str(tmp_path), prompts_per_step=8)
+    data = kimi.datamodule(spec, "rl", args, batch_size=8)
+    data.setup("fit")
+    hard = kimi.harder_problems(spec, args)
+    assert {p.difficulty for p in data.val_problems} == {p.difficulty for p in data.train_problems} == {3}
+    task = kimi.get_task("max_gap")
+    assert {p.difficulty for p in hard} == {4} and max(len(task.write_trace(p)) + 1 for p in hard) <= 352
+    calls = []
+    monkeypatch.setattr(kimi, "sft_checkpoint", lambda name, sft_spec, steps, a: calls.append((name, sft_spec)) or "S")
+    assert kimi.sft_start("max_gap_hard", 4000, args, data, hard) == "S"
+    assert calls == [("max_gap", kimi.TASK_SPECS["max_gap"])]
+    # a held-out problem that the level-2 SFT pool also holds (up to input order) is refused
+    sft_pool = kimi.datamodule(kimi.TASK_SPECS["max_gap"], "sft", args, num_train=args.sft_num_train)
+    sft_pool.prepare_problems()
+    leak = sft_pool.train_problems[0]
+    data.val_problems = data.val_problems + [task.make_problem(list(reversed(leak.data["nums"])), 3)]
+    with pytest.raises(ValueError, match="SFT pool"):
+        kimi.sft_start("max_gap_hard", 4000, args, data, hard)
