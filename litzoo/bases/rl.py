@@ -287,7 +287,7 @@ class RLModule(LitzooModule):
         ``flush_denormals`` hyperparameter is true, :func:`~litzoo.rl.utils.flush_denormals`). ``raw``: step the
         wrapped optimizer, which Lightning does not count as a trainer step (several updates per batch)."""
         optimizer.zero_grad(set_to_none=True)
-        direct = getattr(self, "_direct_backward", False)
+        direct = getattr(self, "_direct_backward", False) and self._fabric is None  # (a Trainer decided it)
         if direct:  # what manual_backward amounts to here (see _backward_is_plain), minus ~70 us of dispatch
             loss.backward()
         else:

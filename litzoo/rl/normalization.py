@@ -30,8 +30,9 @@ equal batch counts).
 On the CPU the per-env-step work (a batch of a few observations or rewards) runs in numpy on views of
 the buffers: torch's per-operation dispatch (~3 us) dominates tensors this small, and the two normalisers
 cost ~130 us of a ~450 us PPO vector step on Pendulum with 4 envs, ~80 us in numpy. The merge is the same
-float64 operations in the same order (tested to the bit); only a batch's variance can differ from torch's in the
-last bit (the two reduce in another order).
+float64 operations in the same order (tested to the bit); a batch's own mean and variance can differ from
+torch's in the last bit (the two reduce in another order). Tracing, export, compile and vmap take the torch
+path (they must see torch operations).
 """
 
 from __future__ import annotations
@@ -48,12 +49,20 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _numpy_views(*tensors: Tensor) -> list[np.ndarray] | None:
-    """numpy arrays sharing the memory of ``tensors`` when all are CPU tensors outside autograd, else ``None``
-    (the torch path: another device, or a tensor that needs a gradient)."""
-    if all(t.device.type == "cpu" and not t.requires_grad for t in tensors):
-        return [t.numpy() for t in tensors]
-    return None
+def _numpy_views(stats: Tensor, *tensors: Tensor) -> list[np.ndarray] | None:
+    """numpy arrays sharing the memory of ``stats`` (a float64 statistic) and ``tensors`` when all are plain CPU
+    tensors outside autograd that numpy can view, else ``None``: the torch path (another device, a tensor that
+    needs a gradient, bf16, and under ``torch.jit.trace`` / ``torch.export`` / ``torch.compile`` / ``vmap``, which
+    must see torch operations, not the data)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return None
+    if stats.dtype != torch.float64:
+        return None  # the merge is written for float64 statistics (a .float()-ed module keeps torch's)
+    for t in (stats, *tensors):
+        if (type(t) is not torch.Tensor or t.device.type != "cpu" or t.requires_grad or t.dtype == torch.bfloat16
+                or t.is_neg() or t.is_conj()):
+            return None
+    return [stats.numpy(), *(t.numpy() for t in tensors)]
 
 
 class RunningMeanStd(nn.Module):
@@ -97,10 +106,11 @@ class RunningMeanStd(nn.Module):
             var = (sums[2] / sums[0] - mean.square()).clamp_min(0.0)
             self.update_from_moments(mean, var, int(count.item()))
             return
-        views = _numpy_views(x, self.mean, self.var, self.count)
+        views = _numpy_views(self.mean, self.var, self.count, x)
         if views is not None:
-            xs = views[0]
-            self._merge(*views[1:], xs.mean(axis=0), xs.var(axis=0), float(xs.shape[0]))
+            xs = views[3]
+            with np.errstate(all="ignore"):  # inf/nan propagate silently, as in torch
+                self._merge(*views[:3], xs.mean(axis=0), xs.var(axis=0), float(xs.shape[0]))
             return
         self.update_from_moments(x.mean(dim=0), x.var(dim=0, unbiased=False), x.shape[0])
 
@@ -126,12 +136,13 @@ class RunningMeanStd(nn.Module):
         (float32 for integer inputs)."""
         x = torch.as_tensor(x)
         out_dtype = x.dtype if x.is_floating_point() else torch.float32
-        views = _numpy_views(x, self.mean, self.var) if x.dtype != torch.bfloat16 else None  # numpy has no bf16
+        views = _numpy_views(self.mean, self.var, x)
         if views is not None:
-            xs, mean, var = views
-            y = (xs.astype(np.float64) - mean) / np.sqrt(var + epsilon)
-            if clip is not None:
-                y = np.clip(y, -clip, clip)
+            mean, var, xs = views
+            with np.errstate(all="ignore"):
+                y = (xs.astype(np.float64) - mean) / np.sqrt(var + epsilon)
+                if clip is not None:
+                    y = np.clip(y, -clip, clip)
             return torch.from_numpy(y).to(out_dtype)
         y = (x.to(self.mean) - self.mean) / (self.var + epsilon).sqrt()
         if clip is not None:
@@ -198,8 +209,9 @@ class ReturnNormalizer(nn.Module):
         views = _numpy_views(self.returns, rewards, dones)
         if views is not None:  # numpy on the CPU: see the module docstring
             returns, r, d = views
-            returns *= self.gamma
-            returns += r
+            with np.errstate(all="ignore"):
+                returns *= self.gamma
+                returns += r
             self.rms.update(self.returns)  # one sample per env
             returns[d] = 0.0
             return
@@ -210,12 +222,13 @@ class ReturnNormalizer(nn.Module):
     def normalize(self, rewards: Tensor) -> Tensor:
         rewards = torch.as_tensor(rewards)
         out_dtype = rewards.dtype if rewards.is_floating_point() else torch.float32
-        views = _numpy_views(rewards, self.rms.var) if rewards.dtype != torch.bfloat16 else None
+        views = _numpy_views(self.rms.var, rewards)
         if views is not None:
-            r, var = views
-            scaled = r.astype(np.float64) / np.sqrt(var + self.epsilon)
-            if self.clip is not None:
-                scaled = np.clip(scaled, -self.clip, self.clip)
+            var, r = views
+            with np.errstate(all="ignore"):
+                scaled = r.astype(np.float64) / np.sqrt(var + self.epsilon)
+                if self.clip is not None:
+                    scaled = np.clip(scaled, -self.clip, self.clip)
             return torch.from_numpy(scaled).to(out_dtype)
         scaled = rewards.to(self.rms.var) / (self.rms.var + self.epsilon).sqrt()
         if self.clip is not None:

@@ -159,3 +159,31 @@ def test_the_cpu_numpy_path_is_the_torch_merge_to_the_bit():
     assert torch.equal(rms.normalize(x, clip=2.0), expected)
     r = torch.randn(4, generator=g) * 5
     assert torch.equal(returns(r), (r.double() / (ref_returns.var + 1e-8).sqrt()).clamp(-1.0, 1.0).float())
+
+
+def test_trace_export_vmap_and_other_dtypes_take_the_torch_path(recwarn):
+    rms = RunningMeanStd((3,))
+    rms.update(torch.randn(50, 3) * 4 + 1)
+    x, fresh = torch.randn(5, 3), torch.randn(5, 3) * 7
+
+    class Normalize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rms = rms
+
+        def forward(self, obs):
+            return self.rms.normalize(obs, clip=2.0)
+
+    expected = Normalize()(fresh)
+    traced = torch.jit.trace(Normalize(), x)  # a numpy detour would be recorded as a constant output
+    assert torch.equal(traced(fresh), expected)
+    assert torch.equal(torch.export.export(Normalize(), (x,)).module()(fresh), expected)
+    assert torch.equal(torch.func.vmap(Normalize())(fresh[:, None])[:, 0], expected)
+    for dtype in (torch.bfloat16, torch.float32):  # statistics cast by .to(dtype): torch's own arithmetic
+        low = RunningMeanStd((3,))
+        low.load_state_dict(rms.state_dict())
+        low.to(dtype)
+        low.update(x.to(dtype))
+        assert low.mean.dtype == dtype and low.normalize(fresh.to(dtype)).dtype == dtype
+    rms.update(torch.tensor([[float("inf"), 0.0, 0.0]]))  # inf/nan propagate without warnings, as in torch
+    assert torch.isnan(rms.normalize(x)[:, 0]).all() and not [w for w in recwarn if w.category is RuntimeWarning]
