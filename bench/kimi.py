@@ -160,7 +160,7 @@ TASK_SPECS = {
 }
 DEFAULT_TASKS = ("addition", "max_gap", "combination_sum")
 # Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
-SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000, "max_gap_hard": 4000}
+SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000}  # an sft_task entry: its sft_task's
 # Length-grouped SFT batches pay on the long search traces (thousands of steps); on addition's 350 steps
 # the length-homogeneous batches cost accuracy (0.105 grouped vs 0.885 shuffled, same seed and steps).
 GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50}
@@ -245,28 +245,28 @@ def quiet_trainer(max_steps: int, root: Path, callbacks=(), **kwargs) -> L.Train
 
 
 # --------------------------------------------------------------------------- SFT warm-up (cached)
-def sft_start(name: str, steps: int, args, rl_data: ReasoningDataModule, hard: list[Problem]) -> tuple[Path, dict[str, Any]]:
+def sft_start(name: str, steps: int, args, rl_data: ReasoningDataModule, hard: list[Problem],
+              train: bool = True) -> tuple[Path, dict[str, Any]]:
     """Task ``name``'s SFT start (:func:`sft_checkpoint`): its own, or that of its ``sft_task``, whose SFT pool
-    (another level) is then checked disjoint from ``name``'s held-out problems up to symmetries."""
+    (another level) is then also checked disjoint from ``name``'s held-out problems up to symmetries."""
     spec = TASK_SPECS[name]
     if spec.sft_task is None:
-        return sft_checkpoint(name, spec, steps, args)
-    base = TASK_SPECS[spec.sft_task]
-    sft_data = datamodule(base, "sft", args, num_train=args.sft_num_train, p_mistake=args.p_mistake)
-    sft_data.prepare_problems()
-    check_disjoint(rl_data.val_problems + hard, sft_data.train_problems, f"{spec.sft_task} SFT pool")
-    return sft_checkpoint(spec.sft_task, base, steps, args)
+        return sft_checkpoint(name, spec, steps, args, train=train)
+    return sft_checkpoint(spec.sft_task, TASK_SPECS[spec.sft_task], steps, args, train=train,
+                          held_out=rl_data.val_problems + hard)
 
 
-def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args, train: bool = True) -> tuple[Path, dict[str, Any]]:
-    """The cached SFT start (trained and exported if missing; ``train=False``: an error instead)."""
+def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args, train: bool = True,
+                   held_out: list[Problem] = ()) -> tuple[Path, dict[str, Any]]:
+    """The cached SFT start (trained and exported if missing; ``train=False``: an error instead); ``held_out``:
+    more problems its pool must not hold up to symmetries (another task entry's, RL from this start)."""
     group = GROUP_BY_LENGTH[name] if args.group_by_length is None else args.group_by_length
     data = datamodule(spec, "sft", args, num_train=args.sft_num_train, p_mistake=args.p_mistake,
                       batch_size=args.sft_batch_size, group_by_length=group)
     # The folder name pins the model config and the trace format (a checksum of the model config and
     # the first traces), so a changed trace writer never reuses a stale warm-up.
     data.prepare_problems()  # checks the held-out set is disjoint from the pool up to symmetries; the harder one:
-    check_disjoint(harder_problems(spec, args), data.train_problems, "SFT pool")
+    check_disjoint(harder_problems(spec, args) + list(held_out), data.train_problems, "SFT pool")
     traces = "".join(data.response_text(p, i) for i, p in enumerate(data.train_problems[:50]))
     check = zlib.crc32((json.dumps(spec.model, sort_keys=True) + traces).encode())
     tag = "x".join(str(spec.model[k]) for k in ("num_hidden_layers", "hidden_size"))
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--overlong-cache {args.overlong_cache} must be in [1, {TASK_SPECS[name].max_new_tokens}] "
                          f"({name}'s max new tokens)")
     if args.sft_steps is None:
-        sft_steps = dict(SFT_STEPS)
+        sft_steps = {name: SFT_STEPS[TASK_SPECS[name].sft_task or name] for name in args.tasks}
     elif len(args.sft_steps) in (1, len(args.tasks)):
         sft_steps = dict(zip(args.tasks, args.sft_steps * (len(args.tasks) // len(args.sft_steps))))
     else:

@@ -156,13 +156,14 @@ def test_the_hard_level_task_trains_on_level_3_from_the_level_2_start_and_keeps_
     task = kimi.get_task("max_gap")
     assert {p.difficulty for p in hard} == {4} and max(len(task.write_trace(p)) + 1 for p in hard) <= 352
     calls = []
-    monkeypatch.setattr(kimi, "sft_checkpoint", lambda name, sft_spec, steps, a: calls.append((name, sft_spec)) or "S")
-    assert kimi.sft_start("max_gap_hard", 4000, args, data, hard) == "S"
+    with monkeypatch.context() as m:
+        m.setattr(kimi, "sft_checkpoint", lambda name, sft_spec, steps, a, **kw: calls.append((name, sft_spec)) or "S")
+        assert kimi.sft_start("max_gap_hard", 4000, args, data, hard) == "S"
     assert calls == [("max_gap", kimi.TASK_SPECS["max_gap"])]
     # a held-out problem that the level-2 SFT pool also holds (up to input order) is refused
     sft_pool = kimi.datamodule(kimi.TASK_SPECS["max_gap"], "sft", args, num_train=args.sft_num_train)
     sft_pool.prepare_problems()
     leak = sft_pool.train_problems[0]
     data.val_problems = data.val_problems + [task.make_problem(list(reversed(leak.data["nums"])), 3)]
-    with pytest.raises(ValueError, match="SFT pool"):
-        kimi.sft_start("max_gap_hard", 4000, args, data, hard)
+    with pytest.raises(ValueError, match="SFT pool"):  # checked before the (here absent) cached start is looked up
+        kimi.sft_start("max_gap_hard", 4000, args, data, hard, train=False)
