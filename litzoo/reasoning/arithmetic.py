@@ -46,16 +46,18 @@ class ArithmeticTask(ReasoningTask):
 
     Args:
         ops: the operations to sample from, any of ``"+"``, ``"-"``, ``"*"`` (e.g. ``"+-"``).
+        check_rate: probability that a trace without a slip writes its ``chk`` line (``ReasoningTask.write_trace``).
     """
 
     name = "arithmetic"
     difficulties = range(1, 7)
 
-    def __init__(self, ops: str | Sequence[str] = "+") -> None:
+    def __init__(self, ops: str | Sequence[str] = "+", check_rate: float = 1.0) -> None:
         ops = tuple(ops)
         if not ops or any(op not in OPS for op in ops):
             raise ValueError(f"ops={ops!r} must be a non-empty selection of {OPS}, e.g. ops='+-*'.")
         self.ops = ops
+        self.set_check_rate(check_rate)
 
     # ---- problems -------------------------------------------------------------------------
     def make_problem(self, a: int, b: int, op: str, difficulty: int | None = None) -> Problem:

@@ -13,7 +13,9 @@ Every task gives, for one problem:
   - ``verify(problem, response)``  -> 1.0 / 0.0; malformed text scores 0.0 and never raises
   - ``write_trace(problem, rng, p_mistake)`` -> a plan/work/check(/fix) chain of thought
     that ends in ``"#<answer>"``; with probability ``p_mistake`` the work contains one
-    deliberate slip which the check catches (``"... no"`` then ``"fix"``) and corrects
+    deliberate slip which the check catches (``"... no"`` then ``"fix"``) and corrects; with a
+    task's ``check_rate < 1`` a trace without a slip leaves out its closing ``chk`` lines with
+    probability ``1 - check_rate`` (traces of two lengths: long-CoT data that long2short can shorten)
   - ``write_direct(problem)``      -> ``"#<answer>"`` alone, for a no-CoT baseline
 
 A task implements ``draw`` (``generate`` checks the level and makes the rng first) and
@@ -113,6 +115,13 @@ class ReasoningTask(ABC):
 
     name: str
     difficulties: range
+    check_rate: float = 1.0  # probability that a trace without a slip keeps its closing checks (see write_trace)
+
+    def set_check_rate(self, check_rate: float) -> None:
+        """Validate and set ``check_rate`` (the constructors' argument of that name)."""
+        if not 0.0 <= check_rate <= 1.0:
+            raise ValueError(f"check_rate={check_rate!r} must be a probability in [0, 1] (1: every trace checks).")
+        self.check_rate = float(check_rate)
 
     def check_difficulty(self, difficulty: int) -> None:
         if not is_int(difficulty) or difficulty not in self.difficulties:
@@ -157,7 +166,14 @@ class ReasoningTask(ABC):
     ) -> str:
         """A chain of thought for ``problem`` ending in ``"#" + format_answer(answer)``."""
         self.check_problem(problem)
-        lines, answer = self.trace_lines(problem, as_rng(rng), p_mistake)
+        rng = as_rng(rng)
+        lines, answer = self.trace_lines(problem, rng, p_mistake)
+        # A slipped trace always checks (the check is what catches the slip). Drawn only when it can matter,
+        # so check_rate=1 leaves the rng stream, and every trace, as it was.
+        slipped = any(line == FIX or line.startswith(FIX + " ") for line in lines)
+        if self.check_rate < 1.0 and not slipped and rng.random() >= self.check_rate:
+            while lines and lines[-1].startswith("chk "):
+                lines = lines[:-1]
         return "\n" + "\n".join(lines) + "\n" + ANSWER_MARKER + self.format_answer(answer)
 
     def trace_lines(self, problem: Problem, rng: random.Random, p_mistake: float) -> tuple[list[str], Any]:

@@ -120,13 +120,15 @@ def combination_sum(candidates: Sequence[int], target: int, reuse: bool = True) 
 
 
 class CombinationSumTask(ReasoningTask):
-    """Combination sum, LC 39 (``reuse=True``) or LC 40 (``reuse=False``); see module doc."""
+    """Combination sum, LC 39 (``reuse=True``) or LC 40 (``reuse=False``); see module doc. ``check_rate``: probability
+    that a trace without a slip writes its closing ``chk`` lines (``ReasoningTask.write_trace``)."""
 
     name = "combination_sum"
     difficulties = range(1, 4)
 
-    def __init__(self, reuse: bool = True) -> None:
+    def __init__(self, reuse: bool = True, check_rate: float = 1.0) -> None:
         self.reuse = bool(reuse)
+        self.set_check_rate(check_rate)
 
     def make_problem(
         self, candidates: Sequence[int], target: int, difficulty: int | None = None

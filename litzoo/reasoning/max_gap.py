@@ -91,10 +91,14 @@ def max_gap(nums: Sequence[int]) -> int:
 
 
 class MaxGapTask(ReasoningTask):
-    """Maximum gap between successive sorted elements (LeetCode 164); see module docstring."""
+    """Maximum gap between successive sorted elements (LeetCode 164); see module docstring. ``check_rate``: probability
+    that a trace without a slip writes its closing ``chk`` line (``ReasoningTask.write_trace``)."""
 
     name = "max_gap"
     difficulties = range(1, 6)
+
+    def __init__(self, check_rate: float = 1.0) -> None:
+        self.set_check_rate(check_rate)
 
     def make_problem(self, nums: Sequence[int], difficulty: int | None = None) -> Problem:
         """A problem from explicit non-negative integers."""

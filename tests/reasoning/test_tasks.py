@@ -1,5 +1,6 @@
 """Tests for litzoo/reasoning/{base,arithmetic,max_gap,combination_sum,tasks}.py."""
 
+import copy
 import itertools
 import random
 import string
@@ -279,6 +280,44 @@ def test_mistake_rate_follows_p_mistake():
     ps = problems(task, 60)
     rate = sum("\nfix\n" in task.write_trace(p, rng, 0.3) for p in ps) / len(ps)
     assert 0.22 < rate < 0.38  # 360 draws: 4 standard deviations around 0.3
+
+
+@pytest.mark.parametrize("task", [ArithmeticTask("+-*"), MaxGapTask(), CombinationSumTask(True),
+                                  CombinationSumTask(False)], ids=lambda t: f"{t.name}")
+def test_check_rate_leaves_out_only_clean_traces_closing_checks_at_its_rate(task):
+    default, sparse = copy.copy(task), copy.copy(task)
+    sparse.set_check_rate(0.6)
+    ps = problems(task, 100)
+    unchecked = clean = 0
+    for i, p in enumerate(ps):  # the same seed: the same slip draws, then the check draw (sparse only)
+        trace, full = sparse.write_trace(p, random.Random(i), 0.3), default.write_trace(p, random.Random(i), 0.3)
+        assert sparse.verify(p, trace) == 1.0
+        if "\nfix" in trace:  # a slip: the same trace as before, checked after the fix too
+            assert trace == full
+            continue
+        lines = full.split("\n")
+        if lines[-2].startswith("chk "):
+            clean += 1
+        if trace != full:  # the full trace less its closing check lines, nothing else
+            unchecked += 1
+            kept = trace.split("\n")
+            assert kept[-1] == lines[-1] and lines[:len(kept) - 1] == kept[:-1]
+            assert all(x.startswith("chk ") for x in lines[len(kept) - 1:-1]) and not kept[-2].startswith("chk ")
+    assert 0.3 < unchecked / clean < 0.5, unchecked / clean  # 4 SD around 0.4 for ~250-400 clean traces
+    # check_rate=1 draws nothing extra: the same trace stream from one rng as before the option existed
+    always, r1, r2 = copy.copy(task), random.Random(5), random.Random(5)
+    always.set_check_rate(1.0)
+    assert [always.write_trace(p, r1, 0.3) for p in ps] == [default.write_trace(p, r2, 0.3) for p in ps]
+
+
+def test_check_rate_is_a_task_option_and_must_be_a_probability():
+    assert get_task("arithmetic", ops="+", check_rate=0.7).check_rate == 0.7
+    assert get_task("max_gap", check_rate=0.5).check_rate == 0.5 and MaxGapTask().check_rate == 1.0
+    assert get_task("combination_sum", reuse=False, check_rate=0.0).check_rate == 0.0
+    for make in (lambda: ArithmeticTask("+", check_rate=1.5), lambda: MaxGapTask(check_rate=-0.1),
+                 lambda: CombinationSumTask(True, check_rate=2)):
+        with pytest.raises(ValueError, match="check_rate=.* must be a probability in \\[0, 1\\]"):
+            make()
 
 
 def test_known_traces():
