@@ -157,13 +157,16 @@ TASK_SPECS = {
     # RL on a level the SFT start finds hard: maximum gap's level-2 start (0.43 greedy on level 3) trained and
     # evaluated on level 3 (5-8 integers, traces <= 208 tokens), harder level 4 (6-10 integers in 0-999, <= 325).
     "max_gap_hard": TaskSpec("max_gap", {}, 3, 256, dict(TINY_QWEN2), 4, 352, sft_task="max_gap"),
+    # Long2short's task (bench/long2short.py): addition whose clean SFT traces leave out their check 30 % of the
+    # time (ArithmeticTask check_rate), so the long model (which checks greedily) can learn to answer shorter.
+    "addition_optcheck": TaskSpec("arithmetic", {"ops": "+", "check_rate": 0.7}, 2, 128, dict(TINY_QWEN2), 3, 128),
 }
 DEFAULT_TASKS = ("addition", "max_gap", "combination_sum")
 # Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
-SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000}  # an sft_task entry: its sft_task's
+SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000, "addition_optcheck": 350}  # an sft_task entry: its sft_task's
 # Length-grouped SFT batches pay on the long search traces (thousands of steps); on addition's 350 steps
 # the length-homogeneous batches cost accuracy (0.105 grouped vs 0.885 shuffled, same seed and steps).
-GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50}
+GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50, "addition_optcheck": 0}
 
 
 class HeldOutDisjointData(ReasoningDataModule):
@@ -434,7 +437,8 @@ def run_kimi(sft: Path, spec: TaskSpec, args, root: Path, seed: int, snapshots: 
     penalty)."""
     torch.manual_seed(seed)
     module = KimiRL(pretrained_path=str(sft), k=args.k, temperature=args.temperature,
-                    max_new_tokens=spec.max_new_tokens, tau=args.tau, iteration_steps=8, lr=args.lr,
+                    max_new_tokens=spec.max_new_tokens, tau=args.tau, iteration_steps=kimi_option(args, "iteration_steps"),
+                    segment_tokens=kimi_option(args, "segment_tokens"), lr=args.lr,
                     adam_betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=seed,
                     sampler=args.kimi_sampler, overlong_buffer=overlong_cache(spec, args) if args.kimi_overlong else None,
                     **module_kwargs)
@@ -540,12 +544,23 @@ def run_trl(sft: Path, spec: TaskSpec, problems, args, root: Path, seed: int, sn
 TRAINERS = ("kimi", "grpo", "grpo_dapo")
 
 
+# KimiRL options with a flag here (bench/long2short.py's arguments lack them: the defaults apply there)
+KIMI_DEFAULTS = {"iteration_steps": 8, "segment_tokens": None}
+
+
+def kimi_option(args, name: str):
+    return getattr(args, name, KIMI_DEFAULTS[name])
+
+
 def trainer_key(trainer: str, spec: TaskSpec, args) -> str:
     """The results file name of a trainer configuration (its options that change the run, spelled out)."""
     if trainer == "kimi":
+        ref, seg = kimi_option(args, "iteration_steps"), kimi_option(args, "segment_tokens")
         return "kimi" + (f"_overlong{overlong_cache(spec, args)}" if args.kimi_overlong else "") + (
             f"_{args.kimi_sampling}" if args.kimi_sampling != "uniform" else "") + (
-            f"_{args.kimi_sampler}" if args.kimi_sampler != "litzoo" else "")
+            f"_{args.kimi_sampler}" if args.kimi_sampler != "litzoo" else "") + (
+            f"_ref{ref}" if ref != KIMI_DEFAULTS["iteration_steps"] else "") + (
+            f"_seg{seg}" if seg is not None else "")
     return trainer + (f"_overlong{overlong_cache(spec, args)}" if trainer == "grpo_dapo" else "")
 
 
@@ -597,6 +612,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kimi-sampling", default="uniform", choices=("uniform", "prioritized"),
                         help="KimiRL's problem sampling (prioritized: by 1 - success rate, k1.5 Sec. 2.3.4; TRL "
                              "samples uniformly)")
+    parser.add_argument("--iteration-steps", type=int, default=KIMI_DEFAULTS["iteration_steps"],
+                        help="KimiRL's pi_ref reset period in RL steps (k1.5: pi_ref is the policy at the start of "
+                             "each iteration); a very large value: never reset")
+    parser.add_argument("--segment-tokens", type=int, default=None,
+                        help="KimiRL's partial rollouts: at most this many new tokens per response per step (k1.5 "
+                             "Sec. 2.6.2; unfinished responses continue in later steps); default off")
     parser.add_argument("--overlong-cache", type=int, default=None,
                         help="DAPO's L_cache in tokens (grpo_dapo, --kimi-overlong); default: a quarter of the "
                              "task's max new tokens")

@@ -137,6 +137,10 @@ def test_trainer_keys_name_every_option_that_changes_the_run(kimi, tmp_path):
     assert kimi.trainer_key("kimi", spec, args) == "kimi_overlong20_prioritized"
     assert kimi.trainer_key("grpo_dapo", spec, args) == "grpo_dapo_overlong20"
     assert kimi.trainer_key("grpo", spec, args) == "grpo"
+    args = _args(kimi, tmp_path, "iteration_steps", 32, "segment_tokens", 48)
+    assert kimi.trainer_key("kimi", spec, args) == "kimi_ref32_seg48"
+    assert kimi.trainer_key("grpo_dapo", spec, args) == "grpo_dapo_overlong32"  # KimiRL's own options only
+    assert kimi.trainer_key("kimi", spec, _args(kimi, tmp_path, "iteration_steps", 8)) == "kimi"  # the default
 
 
 def test_the_hard_level_task_trains_on_level_3_from_the_level_2_start_and_keeps_its_classes_out(kimi, tmp_path,
@@ -167,3 +171,23 @@ def test_the_hard_level_task_trains_on_level_3_from_the_level_2_start_and_keeps_
     data.val_problems = data.val_problems + [task.make_problem(list(reversed(leak.data["nums"])), 3)]
     with pytest.raises(ValueError, match="SFT pool"):  # checked before the (here absent) cached start is looked up
         kimi.sft_start("max_gap_hard", 4000, args, data, hard, train=False)
+
+
+def test_the_long2short_task_writes_sft_traces_of_two_lengths_and_rl_problems_like_addition(kimi, tmp_path):
+    """addition_optcheck: 2-digit addition whose SFT traces leave out their check in 30 % of the clean ones (the
+    long2short benchmark's task); its problems are addition's, only the traces differ."""
+    import argparse
+
+    spec, plain = kimi.TASK_SPECS["addition_optcheck"], kimi.TASK_SPECS["addition"]
+    assert "addition_optcheck" not in kimi.DEFAULT_TASKS and spec.options["check_rate"] == 0.7
+    args = argparse.Namespace(seed=0, num_train=300, num_eval=20, sft_num_train=300, p_mistake=0.3, prompts_per_step=8)
+    sft = kimi.datamodule(spec, "sft", args, num_train=300, p_mistake=0.3)
+    sft.prepare_problems()
+    traces = [sft.response_text(p, i) for i, p in enumerate(sft.train_problems)]
+    clean = [t for t in traces if "\nfix" not in t]
+    unchecked = sum("\nchk " not in t for t in clean) / len(clean)
+    assert 0.2 < unchecked < 0.4, unchecked  # ~210 clean traces: 4 SD around 0.3
+    assert all("\nchk " in t for t in traces if "\nfix" in t)
+    ref = kimi.datamodule(plain, "sft", args, num_train=300, p_mistake=0.3)
+    ref.prepare_problems()
+    assert [p.prompt for p in sft.train_problems] == [p.prompt for p in ref.train_problems]
