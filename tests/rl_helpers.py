@@ -46,6 +46,33 @@ def assert_loads_weights_only_and_exports_the_same_policy(module, ckpt, out_dir,
     return loaded
 
 
+def assert_updates_per_batch_is_the_same_training(make_module, make_data, precision: str) -> None:
+    """``updates_per_batch=4`` over 3 Lightning batches trains exactly as 12 batches of one update (weights,
+    AdamW state, random stream, counters), and stops at ``max_steps`` (10) inside a batch; ``make_module(**kw)``
+    and ``make_data(batches_per_epoch)`` build the module and its GymDataModule."""
+
+    def run(k: int, batches: int, **trainer_kwargs):
+        torch.manual_seed(0)
+        module = make_module(updates_per_batch=k, seed=0)
+        trainer = fit(module, make_data(batches), precision=precision, **trainer_kwargs)
+        return module, trainer
+
+    (one, t_one), (four, t_four) = run(1, 12), run(4, 3)
+    assert t_one.global_step == t_four.global_step == one.num_updates == four.num_updates == 12
+    assert one.env_steps == four.env_steps
+    for (name, a), (_, b) in zip(one.state_dict().items(), four.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    for a, b in zip(t_one.optimizers, t_four.optimizers):
+        for key, state in a.state_dict()["state"].items():
+            for name, value in state.items():
+                torch.testing.assert_close(value, b.state_dict()["state"][key][name], rtol=0, atol=0)
+    assert torch.equal(one._generator.get_state(), four._generator.get_state())
+    (ten, t_ten), (cut, t_cut) = run(1, 12, max_steps=10), run(4, 3, max_steps=10)
+    assert t_ten.global_step == t_cut.global_step == cut.num_updates == 10 and ten.env_steps == cut.env_steps
+    for (name, a), (_, b) in zip(ten.state_dict().items(), cut.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 class CaptureStart(L.Callback):
     """What a (resumed) run starts from: env steps, the state dict, and the replay buffer's size at the first
     batch (``None`` for on-policy modules)."""

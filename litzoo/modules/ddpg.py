@@ -58,8 +58,8 @@ class DDPG(RLModule):
     """DDPG (and TD3 with ``twin_critics``, ``policy_delay=2``, ``target_policy_noise=0.2``; see :class:`TD3`).
 
     Train it with a :class:`~litzoo.datamodules.gym.GymDataModule` of a Box-action env. One batch =
-    one gradient step; ``gradient_steps`` batches are drawn per vector-env step after
-    ``learning_starts`` env steps, so ``trainer.max_steps`` counts gradient steps.
+    one gradient step (``updates_per_batch`` of them with that option); ``gradient_steps`` batches are drawn per
+    vector-env step after ``learning_starts`` env steps, so ``trainer.max_steps`` counts gradient steps.
 
     Args:
         observation_space, action_space: space specs (:func:`litzoo.rl.policy.space_to_spec`) or gymnasium
@@ -71,6 +71,9 @@ class DDPG(RLModule):
         batch_size, buffer_size: replay minibatch and capacity (transitions per process).
         learning_starts: env steps (per process) of uniform random actions before learning.
         gradient_steps: gradient steps (batches) per vector-env step.
+        updates_per_batch: env-stream batches (updates) per Lightning batch: the same training, with Lightning's
+            per-batch loop once per ``updates_per_batch`` updates (:meth:`~litzoo.bases.rl.RLModule.batches_of_step`);
+            per-batch hooks and counters (``batches_per_epoch``, ``on_train_batch_end``) then act once per that many.
         exploration_noise: ``"gaussian"``, ``"ou"`` (Ornstein–Uhlenbeck, ``ou_theta``, ``ou_dt``) or ``"none"``;
             ``exploration_std`` is its sigma in units of the half action range.
         twin_critics, policy_delay, target_policy_noise, target_noise_clip: the TD3 options.
@@ -104,6 +107,7 @@ class DDPG(RLModule):
         buffer_size: int = 1_000_000,
         learning_starts: int = 10_000,
         gradient_steps: int = 1,
+        updates_per_batch: int = 1,
         exploration_noise: str = "gaussian",
         exploration_std: float = 0.1,
         ou_theta: float = 0.15,
@@ -125,7 +129,7 @@ class DDPG(RLModule):
         check_range("tau", tau, 0, 1)
         check_positive("actor_lr", actor_lr)
         check_positive("critic_lr", critic_lr)
-        for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size), ("gradient_steps", gradient_steps),
+        for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size), ("gradient_steps", gradient_steps), ("updates_per_batch", updates_per_batch),
                             ("policy_delay", policy_delay), ("log_every_n_env_steps", log_every_n_env_steps)):
             check_positive_int(name, value)
         check_non_negative_int("learning_starts", learning_starts)
@@ -189,6 +193,10 @@ class DDPG(RLModule):
 
     # ----------------------------------------------------------------- update
     def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
+        for minibatch in self.batches_of_step(batch):  # updates_per_batch of them (the same training)
+            self.update(minibatch)
+
+    def update(self, batch: ReplayBatch) -> None:
         h = self.hparams
         optimizer = self.optimizers()
         encoder, actor = self.policy.encoder, self.policy.actor

@@ -59,7 +59,7 @@ class SAC(RLModule):
     """SAC: squashed-Gaussian actor, twin soft Q critics with Polyak targets, learned temperature.
 
     Train it with a :class:`~litzoo.datamodules.gym.GymDataModule` of a Box-action env. One batch = one gradient
-    step (``max_steps`` counts gradient steps, as for DDPG/TD3).
+    step, or ``updates_per_batch`` of them (``max_steps`` counts gradient steps, as for DDPG/TD3).
 
     Args:
         observation_space, action_space: space specs or gymnasium spaces; ``None`` = from the datamodule in
@@ -70,6 +70,8 @@ class SAC(RLModule):
         batch_size, buffer_size: replay minibatch and capacity (transitions per process).
         learning_starts: env steps (per process) of uniform random actions before learning.
         train_freq, gradient_steps: every ``train_freq`` vector-env steps, ``gradient_steps`` batches.
+        updates_per_batch: env-stream batches (updates) per Lightning batch, the same training with Lightning's
+            per-batch loop run less often (see :class:`~litzoo.modules.ddpg.DDPG`).
         target_update_interval: update the targets every this many gradient steps.
         ent_coef: a fixed temperature :math:`\\alpha`; ``None`` (default): learned, starting at ``ent_coef_init``.
         target_entropy: :math:`\\bar{\\mathcal H}`; ``None``: :math:`-\\dim\\mathcal A`.
@@ -103,6 +105,7 @@ class SAC(RLModule):
         learning_starts: int = 100,
         train_freq: int = 1,
         gradient_steps: int = 1,
+        updates_per_batch: int = 1,
         target_update_interval: int = 1,
         ent_coef: Optional[float] = None,
         ent_coef_init: float = 1.0,
@@ -125,8 +128,8 @@ class SAC(RLModule):
             raise ValueError(f"ent_coef={ent_coef!r} must be > 0 (a fixed temperature alpha) or None (alpha learned "
                              "to keep the policy's entropy near target_entropy).")
         for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size), ("train_freq", train_freq),
-                            ("gradient_steps", gradient_steps), ("target_update_interval", target_update_interval),
-                            ("log_every_n_env_steps", log_every_n_env_steps)):
+                            ("gradient_steps", gradient_steps), ("updates_per_batch", updates_per_batch),
+                            ("target_update_interval", target_update_interval), ("log_every_n_env_steps", log_every_n_env_steps)):
             check_positive_int(name, value)
         check_non_negative_int("learning_starts", learning_starts)
         check_replay_sizes(batch_size, buffer_size, learning_starts)
@@ -180,6 +183,10 @@ class SAC(RLModule):
 
     # ----------------------------------------------------------------- update
     def training_step(self, batch: ReplayBatch, batch_idx: int) -> None:
+        for minibatch in self.batches_of_step(batch):  # updates_per_batch of them (the same training)
+            self.update(minibatch)
+
+    def update(self, batch: ReplayBatch) -> None:
         h = self.hparams
         optimizer = self.optimizers()
         encoder, actor = self.policy.encoder, self.policy.actor

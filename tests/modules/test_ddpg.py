@@ -16,7 +16,8 @@ from litzoo.modules.ddpg import DDPG, TD3
 from litzoo.envs import toy
 from litzoo.rl.policy import evaluate_policy, load_policy, space_to_spec
 
-from rl_helpers import CaptureStart, assert_loads_weights_only_and_exports_the_same_policy, fit, run_train_py
+from rl_helpers import (CaptureStart, assert_loads_weights_only_and_exports_the_same_policy,
+                        assert_updates_per_batch_is_the_same_training, fit, run_train_py)
 
 
 
@@ -109,6 +110,45 @@ def test_the_optimizer_step_alone_runs_with_denormals_flushed_when_asked(flush):
 
     fit(module, GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=3), callbacks=[Spy()])
     assert seen == [flush] * 3 and not flushing_denormals()  # the caller's setting (off) is back after each step
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_the_direct_step_gives_lightnings_weights_and_step_count_to_the_bit_and_yields_to_step_hooks(precision):
+    import lightning as L
+
+    class ListensToStep(L.Callback):
+        calls = 0
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            self.calls += 1
+
+    def run(callbacks):
+        torch.manual_seed(0)
+        module = small(TD3, learning_starts=64, batch_size=16, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
+                       seed=0)
+        trainer = fit(module, GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=12, seed=0),
+                      precision=precision, callbacks=callbacks)
+        return module, trainer
+
+    (direct, t_direct), listener = run([]), ListensToStep()
+    hooked, t_hooked = run([listener])
+    assert direct._direct_step and not hooked._direct_step and hooked._direct_backward
+    assert listener.calls == 12  # every update went through Lightning's optimizer step and its hooks
+    assert t_direct.global_step == t_hooked.global_step == direct.num_updates == 12  # max_steps still counts updates
+    for (name, a), (_, b) in zip(direct.state_dict().items(), hooked.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    adam_direct, adam_hooked = t_direct.optimizers[0].state_dict(), t_hooked.optimizers[0].state_dict()
+    for key, state in adam_direct["state"].items():
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[name], adam_hooked["state"][key][name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_several_updates_per_batch_train_the_same_to_the_bit(precision):
+    assert_updates_per_batch_is_the_same_training(
+        functools.partial(small, TD3, learning_starts=64, batch_size=16, actor_hidden_sizes=(8,),
+                          critic_hidden_sizes=(8,)),
+        lambda batches: GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=batches, seed=0), precision)
 
 
 # ------------------------------------------------------------------------------------------ learning

@@ -26,7 +26,8 @@ from litzoo.nets.actors_critics import SquashedGaussianActor
 from litzoo.rl.losses import sac_soft_target, sac_temperature_loss
 from litzoo.rl.policy import evaluate_policy, load_policy
 
-from rl_helpers import CaptureStart, assert_loads_weights_only_and_exports_the_same_policy, fit, run_train_py
+from rl_helpers import (CaptureStart, assert_loads_weights_only_and_exports_the_same_policy,
+                        assert_updates_per_batch_is_the_same_training, fit, run_train_py)
 
 REPO = Path(__file__).resolve().parents[2]
 ContinuousIdentity = functools.partial(toy.ContinuousIdentity, dim=2)  # a in [-2, 2]^2, reward -||a - s||^2
@@ -174,6 +175,13 @@ def test_bf16_mixed_precision_still_learns_the_identity():
     with torch.no_grad():
         error = (module.policy(s) - s).abs().max().item()
     assert error < 0.3, error
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_several_updates_per_batch_train_the_same_to_the_bit(precision):
+    assert_updates_per_batch_is_the_same_training(
+        functools.partial(small, learning_starts=64, batch_size=16, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,)),
+        lambda batches: GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=batches, seed=0), precision)
 
 
 def test_resume_continues_env_steps_networks_replay_buffer_and_temperature_and_exports(tmp_path):
