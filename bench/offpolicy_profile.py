@@ -7,7 +7,8 @@ Each mode measures CPU-seconds (``time.process_time``) per learning step (one en
 bench/rl.py's "learning" throughput), after ``--warm`` learning steps:
 
 * ``fit``: ``Trainer.fit`` as a user runs it (bench/rl.py's hyperparameters, warm-up of ``batch_size``
-  random steps instead of 10 k: the update cost does not depend on it);
+  random steps instead of 10 k: the update cost does not depend on it; ``--updates-per-batch``: the module's
+  ``updates_per_batch``);
 * ``sb3``: SB3's ``learn`` on the same shapes (its learning phase only).
 ``--cprofile N`` prints the N functions with the most own time in the ``fit`` run.
 """
@@ -43,26 +44,26 @@ def litzoo_module(algo: str, learning_starts: int, seed: int = 0, **kwargs):
         batch_size=256, buffer_size=200_000, learning_starts=learning_starts, exploration_std=0.1, seed=seed, **kwargs)
 
 
-def fit(algo: str, precision: str, updates: int, warm: int, profile: int = 0) -> float:
+def fit(algo: str, precision: str, updates: int, warm: int, profile: int = 0, updates_per_batch: int = 1) -> float:
     import lightning as L
 
     from litzoo.datamodules.gym import GymDataModule
 
-    module = litzoo_module(algo, 256)
+    module = litzoo_module(algo, 256, updates_per_batch=updates_per_batch)
     clock: dict[str, float] = {}
 
     class Clock(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            n = pl_module.num_updates
-            if n == warm:
-                clock["t0"] = time.process_time()
+            n = pl_module.num_updates  # (jumps by updates_per_batch per batch)
+            if n >= warm and "t0" not in clock:
+                clock["t0"], clock["n0"] = time.process_time(), n
                 if profile:
                     clock["prof"] = cProfile.Profile()
                     clock["prof"].enable()
-            if n == warm + updates:
+            if n >= warm + updates and "t1" not in clock:
                 if profile:
                     clock["prof"].disable()
-                clock["t1"] = time.process_time()
+                clock["t1"], clock["n1"] = time.process_time(), n
                 trainer.should_stop = True
 
     root = tempfile.mkdtemp(prefix="litzoo_offpolicy_profile_")
@@ -72,7 +73,7 @@ def fit(algo: str, precision: str, updates: int, warm: int, profile: int = 0) ->
     trainer.fit(module, GymDataModule("Pendulum-v1", num_envs=1, batches_per_epoch=1000, seed=0))
     if profile:
         pstats.Stats(clock["prof"]).sort_stats(os.environ.get("SORT", "tottime")).print_stats(profile)
-    return (clock["t1"] - clock["t0"]) / updates
+    return (clock["t1"] - clock["t0"]) / (clock["n1"] - clock["n0"])
 
 
 def sb3(algo: str, updates: int, warm: int) -> float:
@@ -114,13 +115,14 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=100)
     p.add_argument("--modes", nargs="+", default=["fit", "sb3"], choices=["fit", "sb3"])
     p.add_argument("--cprofile", type=int, default=0)
+    p.add_argument("--updates-per-batch", type=int, default=1, help="litzoo: env steps + updates per Lightning batch")
     args = p.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     out = {}
     if "fit" in args.modes:
-        out["fit"] = fit(args.algo, args.precision, args.updates, args.warm, args.cprofile)
+        out["fit"] = fit(args.algo, args.precision, args.updates, args.warm, args.cprofile, args.updates_per_batch)
     if "sb3" in args.modes:
         out["sb3"] = sb3(args.algo, args.updates, args.warm)
     print(f"{args.algo} {args.precision}: " + ", ".join(f"{k} {v * 1e3:.3f} ms/step ({1 / v:.0f} steps/CPU-s)"

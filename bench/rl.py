@@ -118,6 +118,12 @@ class SB3Predictor:
 
 
 # ----------------------------------------------------------------------------------- litzoo runners
+# --updates-per-batch: litzoo's DDPG/TD3/SAC run this many env steps + updates per Lightning batch (the same training
+# to the bit; evaluations happen at batch ends, up to that many env steps minus one after a multiple of eval_every).
+# Set in main() before the runs fork.
+UPDATES_PER_BATCH = 1
+
+
 def _fit_litzoo(module: Any, datamodule: Any, steps: int, rec: Recorder, precision: str = "32-true") -> None:
     """``Trainer.fit`` until ``module.env_steps >= steps``, evaluating through a callback."""
     import lightning as L
@@ -148,7 +154,7 @@ def litzoo_td3(seed: int, steps: int, rec: Recorder, twin: bool = True, precisio
     module = (TD3 if twin else DDPG)(
         actor_hidden_sizes=(400, 300), critic_hidden_sizes=(400, 300), gamma=0.98, tau=0.005, actor_lr=1e-3,
         critic_lr=1e-3, batch_size=256, buffer_size=200_000, learning_starts=10_000, exploration_noise="gaussian",
-        exploration_std=0.1, log_every_n_env_steps=1000, seed=seed)
+        exploration_std=0.1, log_every_n_env_steps=1000, updates_per_batch=UPDATES_PER_BATCH, seed=seed)
     _fit_litzoo(module, GymDataModule("Pendulum-v1", num_envs=1, batches_per_epoch=1000, seed=seed), steps, rec,
                 precision)
 
@@ -244,7 +250,7 @@ def litzoo_sac(seed: int, steps: int, rec: Recorder, precision: str = "32-true")
     torch.manual_seed(seed)
     module = SAC(actor_hidden_sizes=(256, 256), critic_hidden_sizes=(256, 256), gamma=0.99, tau=0.005, actor_lr=1e-3,
                  critic_lr=1e-3, batch_size=256, buffer_size=1_000_000, learning_starts=100,
-                 log_every_n_env_steps=1000, seed=seed)
+                 log_every_n_env_steps=1000, updates_per_batch=UPDATES_PER_BATCH, seed=seed)
     _fit_litzoo(module, GymDataModule("Pendulum-v1", num_envs=1, batches_per_epoch=1000, seed=seed), steps, rec,
                 precision)
 
@@ -644,7 +650,12 @@ def main() -> None:
     parser.add_argument("--curve-algo", default="td3")
     parser.add_argument("--plot-only", nargs="+", default=None,
                         help="--json file(s): print their tables / plot them, train nothing")
+    parser.add_argument("--updates-per-batch", type=int, default=1,
+                        help="litzoo DDPG/TD3/SAC: env steps + updates per Lightning batch (the same training; "
+                             "evaluations at batch ends)")
     args = parser.parse_args()
+    global UPDATES_PER_BATCH
+    UPDATES_PER_BATCH = args.updates_per_batch
 
     if args.plot_only:
         runs = [r for path in args.plot_only for r in json.loads(Path(path).read_text())["runs"]]
@@ -661,7 +672,8 @@ def main() -> None:
                                    else 2 * bench.eval_every if args.quick else bench.budget)
             for seed in seeds:  # interleave libraries: both see the same neighbours on a shared machine
                 jobs += [(algo, library, seed, steps) for library in bench.runners]
-        print(f"{len(jobs)} runs, {args.jobs} at a time: {jobs}", flush=True)
+        print(f"{len(jobs)} runs, {args.jobs} at a time, litzoo off-policy updates per batch "
+              f"{UPDATES_PER_BATCH}: {jobs}", flush=True)
         # Import the packages before forking: every run uses the code as it was at launch.
         import lightning  # noqa: F401
         import stable_baselines3  # noqa: F401
