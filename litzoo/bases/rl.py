@@ -8,6 +8,7 @@ The collection itself (``EnvRunner``, rollouts, replay stepping) is Lightning-fr
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -71,6 +72,32 @@ def _backward_is_plain(trainer: L.Trainer, module: L.LightningModule) -> bool:
     listened = any(is_overridden(h, cb, parent=L.Callback) for cb in trainer.callbacks for h in hooks)
     listened = listened or any(is_overridden(h, module, parent=L.LightningModule) for h in hooks + ("backward",))
     return plain and type(trainer.strategy) is SingleDeviceStrategy and not listened
+
+
+def check_updates_per_batch(trainer: L.Trainer, module: L.LightningModule) -> None:
+    """With ``updates_per_batch = k > 1`` (:meth:`RLModule.batches_of_step`) ``global_step`` moves by ``k`` per batch:
+    refuse what would then silently change, naming the fix -- callbacks acting every ``n`` steps with ``n`` not a
+    multiple of ``k`` (they would fire only at multiples of both, or never), and batch-transfer hooks (the extra
+    batches do not pass through them)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    k = int(module.hparams.get("updates_per_batch", 1))
+    if k == 1:
+        return
+    for cb in trainer.callbacks:  # (NaNGuard's every_n_steps counts batches: not affected)
+        n = (cb._every_n_train_steps if isinstance(cb, ModelCheckpoint)
+             else getattr(cb, "every_n_steps", None) if isinstance(cb, WeightAveraging) else None)
+        if isinstance(n, int) and n > 0 and n % k:
+            what = "every_n_train_steps" if isinstance(cb, ModelCheckpoint) else "every_n_steps"
+            raise ValueError(
+                f"{type(cb).__name__}({what}={n}) with updates_per_batch={k}: global_step moves by {k} per batch, so it "
+                f"would act only every {math.lcm(n, k)} steps (or never). Use a multiple of {k} for {what} (or "
+                "updates_per_batch=1).")
+    for hook in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"):
+        if is_overridden(hook, module, parent=L.LightningModule):
+            raise ValueError(f"{type(module).__name__} overrides {hook}, which the extra batches of updates_per_batch={k} "
+                             "would skip; use updates_per_batch=1.")
 
 
 def _step_is_plain(trainer: L.Trainer, module: L.LightningModule) -> bool:
@@ -141,6 +168,7 @@ class RLModule(LitzooModule):
         self._generator: torch.Generator | None = None
         self._env = None  # the EnvRunner while collecting
         self._buffer = None  # the off-policy modules' ReplayBuffer (see _replay_buffer)
+        self._batch_stream = None  # GymDataModule's stream of this fit's batches (batches_of_step pulls from it)
         self._pending: dict[str, Any] = {}
         self._clock: dict[str, float] = {}
         self._logged_at = 0
@@ -228,6 +256,10 @@ class RLModule(LitzooModule):
         disable_ddp_gradient_sync(self.trainer)
         self._direct_backward = _backward_is_plain(self.trainer, self)
         self._direct_step = _step_is_plain(self.trainer, self)
+        check_updates_per_batch(self.trainer, self)
+
+    def on_train_end(self) -> None:
+        self._batch_stream = None  # a later fit on other data must not pull from this one's env stream
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Lightning's DDP forward redirection turns the reducer's sync back on after every manual-optimisation
@@ -347,6 +379,10 @@ class RLModule(LitzooModule):
         for _ in range(int(self.hparams.get("updates_per_batch", 1)) - 1):
             if 0 <= trainer.max_steps <= trainer.global_step or trainer.should_stop:
                 return
+            if self._batch_stream is None:
+                raise ValueError(f"updates_per_batch={self.hparams.updates_per_batch} pulls more batches from the env "
+                                 "stream within a step, and this fit has none: train with a GymDataModule (or leave "
+                                 "updates_per_batch=1).")
             with torch.autocast(self.device.type, enabled=False):
                 nxt = next(self._batch_stream)
             yield nxt

@@ -106,15 +106,21 @@ class NaNGuard(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
         if self.every_n_steps == 1:
             return
+        # The snapshot's step is kept with it: a batch may hold several updates (RL modules' updates_per_batch), so
+        # the weights restored are those before the batch's first update, not always before the bad one.
         with torch.no_grad():
             if not self._snapshot:
                 self._tensors = [t for t in (*pl_module.parameters(), *pl_module.buffers()) if t.is_floating_point()]
                 self._snapshot = [t.detach().clone() for t in self._tensors]
+                self._snapshot_step = trainer.global_step
             elif self._bad is None:  # no loss seen yet: every earlier one was finite
                 torch._foreach_copy_(self._snapshot, [t.detach() for t in self._tensors])
+                self._snapshot_step = trainer.global_step
             else:  # keep the snapshot once a non-finite loss was seen, without a sync
                 for snap, t in zip(self._snapshot, self._tensors):
                     torch.where(self._bad, snap, t.detach(), out=snap)
+                kept = torch.as_tensor(self._snapshot_step, device=self._bad.device)
+                self._snapshot_step = torch.where(self._bad, kept, trainer.global_step)
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
         loss = loss.detach()
@@ -149,13 +155,13 @@ class NaNGuard(Callback):
         """Sync the device flag; on a non-finite loss restore the snapshot and raise."""
         if self._bad is None or not bool(self._bad):
             return
-        step, value = int(self._first_step), float(self._first_value)
+        step, value, restored = int(self._first_step), float(self._first_value), int(self._snapshot_step)
         with torch.no_grad():
             torch._foreach_copy_([t.detach() for t in self._tensors], self._snapshot)
         raise NonFiniteLossError(
             f"Training loss is {value} at global step {step} (found by the check at global step "
             f"{trainer.global_step}, every_n_steps={self.every_n_steps}). The module's weights were rolled back to "
-            f"those before step {step}; no checkpoint with non-finite weights was written. {fix_hint(pl_module)}"
+            f"those before step {restored}; no checkpoint with non-finite weights was written. {fix_hint(pl_module)}"
         )
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:

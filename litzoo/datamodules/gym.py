@@ -100,8 +100,8 @@ class _EnvStream(IterableDataset):
             seed = dm.seed + int(getattr(module, "env_steps", 0)) + dm.num_envs * (rank + world * worker_id)
             env.to(module.device).reset(seed=seed)
             self._batches, self._owner = module.generate_batches(env), module
-            module._batch_stream = self._batches  # the module may pull more batches within a step
         env.to(module.device)
+        module._batch_stream = self._batches  # this fit's stream: the module may pull more batches within a step
         for _ in range(len(self)):
             yield next(self._batches)
 

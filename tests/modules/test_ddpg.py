@@ -151,6 +151,67 @@ def test_several_updates_per_batch_train_the_same_to_the_bit(precision):
         lambda batches: GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=batches, seed=0), precision)
 
 
+def test_updates_per_batch_refuses_step_schedules_it_would_skip_and_a_fit_without_the_env_stream(tmp_path):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from litzoo.callbacks.ema import EMA
+    from litzoo.rl.buffers import ReplayBatch
+
+    env = ContinuousIdentity()
+    tiny = functools.partial(small, TD3, learning_starts=16, batch_size=16, actor_hidden_sizes=(8,),
+                             critic_hidden_sizes=(8,), updates_per_batch=4, seed=0,
+                             observation_space=env.observation_space, action_space=env.action_space)
+    data = functools.partial(GymDataModule, ContinuousIdentity, num_envs=4, batches_per_epoch=2, seed=0)
+    for callback, match in ((EMA(every_n_steps=2), r"EMA\(every_n_steps=2\) with updates_per_batch=4.*multiple of 4"),
+                            (ModelCheckpoint(tmp_path, every_n_train_steps=5),
+                             r"every_n_train_steps=5\) .*act only every 20 steps")):
+        with pytest.raises(ValueError, match=match):
+            fit(tiny(), data(), callbacks=[callback], enable_checkpointing=True)
+    ok = ModelCheckpoint(tmp_path, every_n_train_steps=8, save_top_k=-1)
+    fit(tiny(), data(batches_per_epoch=4), callbacks=[ok], enable_checkpointing=True)
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch=0-step=16.ckpt", "epoch=0-step=8.ckpt"]
+
+    class Scaled(TD3):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            return batch
+
+    with pytest.raises(ValueError, match="overrides on_after_batch_transfer"):
+        fit(Scaled(learning_starts=16, batch_size=16, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
+                   updates_per_batch=2), data())
+    offline = [ReplayBatch(torch.rand(16, 2), torch.rand(16, 2), torch.rand(16), torch.rand(16, 2), torch.zeros(16))] * 2
+    with pytest.raises(ValueError, match="updates_per_batch=4 pulls more batches from the env stream.*GymDataModule"):
+        fit(tiny(), DataLoader(offline, batch_size=None))
+    module = tiny()
+    fit(module, data())  # the stream of a finished fit is not pulled by the next one on other data
+    with pytest.raises(ValueError, match="this fit has none"):
+        fit(module, DataLoader(offline, batch_size=None))
+
+
+def test_nan_guard_rolls_back_to_the_batch_start_and_says_which_step_under_updates_per_batch():
+    from litzoo.callbacks.nan_guard import NaNGuard, NonFiniteLossError
+
+    class PoisonedAt6(TD3):
+        def _backward_and_step(self, optimizer, loss, *args, **kwargs):
+            return super()._backward_and_step(optimizer, loss * float("nan") if self.num_updates == 6 else loss,
+                                              *args, **kwargs)
+
+    def build():
+        torch.manual_seed(0)
+        return PoisonedAt6(actor_hidden_sizes=(8,), critic_hidden_sizes=(8,), learning_starts=64, batch_size=16,
+                           seed=0, updates_per_batch=4)
+
+    data = functools.partial(GymDataModule, ContinuousIdentity, num_envs=4, batches_per_epoch=10, seed=0)
+    fit(after_4 := build(), data(), max_steps=4)
+    module = build()
+    with pytest.raises(NonFiniteLossError, match="at global step 6 .*rolled back to those before step 4;"):
+        fit(module, data(), max_steps=20, callbacks=[NaNGuard(every_n_steps=2)])
+    for (name, a), (_, b) in zip(module.state_dict().items(), after_4.state_dict().items()):
+        if name.startswith(("policy", "critic", "actor_target", "critic_target")):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 # ------------------------------------------------------------------------------------------ learning
 def test_ddpg_learns_the_continuous_identity_and_its_critic_the_exact_q():
     module = small()
