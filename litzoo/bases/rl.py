@@ -85,9 +85,15 @@ def check_updates_per_batch(trainer: L.Trainer, module: L.LightningModule) -> No
     k = int(module.hparams.get("updates_per_batch", 1))
     if k == 1:
         return
+    from litzoo.callbacks.ema import EMA
+
     for cb in trainer.callbacks:  # (NaNGuard's every_n_steps counts batches: not affected)
+        if isinstance(cb, WeightAveraging) and not isinstance(cb, EMA):
+            raise ValueError(f"{type(cb).__name__} decides once per batch from global_step, which moves by {k} per batch "
+                             f"with updates_per_batch={k}: it would see every {k}-th step only. Use litzoo.callbacks.EMA "
+                             "(it counts the steps a batch ran) or updates_per_batch=1.")
         n = (cb._every_n_train_steps if isinstance(cb, ModelCheckpoint)
-             else getattr(cb, "every_n_steps", None) if isinstance(cb, WeightAveraging) else None)
+             else cb.every_n_steps if isinstance(cb, EMA) else None)
         if isinstance(n, int) and n > 0 and n % k:
             what = "every_n_train_steps" if isinstance(cb, ModelCheckpoint) else "every_n_steps"
             raise ValueError(
@@ -214,6 +220,7 @@ class RLModule(LitzooModule):
         from litzoo.rl.policy import check_space
 
         super().setup(stage)
+        self._batch_stream = None  # (also after a fit that raised: on_train_end did not run)
         if self.steps_optimizer_itself and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ValueError(f"{type(self).__name__} steps its optimizer itself, which fp16 loss scaling cannot follow "
                              f"(precision={self.trainer.precision!r}): use --trainer.precision bf16-mixed (same "
@@ -374,9 +381,11 @@ class RLModule(LitzooModule):
         per-batch loop for each update (~0.4 ms of a ~6 ms bf16 TD3 update on CPU). ``trainer.should_stop``
         and every per-batch hook or counter (callbacks, ``batches_per_epoch``, ``val_check_interval``) then
         act once per ``updates_per_batch`` updates."""
-        yield batch
         trainer = self.trainer
-        for _ in range(int(self.hparams.get("updates_per_batch", 1)) - 1):
+        k = int(self.hparams.get("updates_per_batch", 1))
+        extra = k - 1 - trainer.global_step % k  # each batch ends on a multiple of k, also after a resume elsewhere
+        yield batch
+        for _ in range(extra):
             if 0 <= trainer.max_steps <= trainer.global_step or trainer.should_stop:
                 return
             if self._batch_stream is None:

@@ -60,8 +60,19 @@ class EMA(WeightAveraging):
                              "callback, or train with DDP (--trainer.strategy ddp) when the model fits one device.")
         super().setup(trainer, pl_module, stage)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_step_idx = trainer.global_step - 1  # the steps before this fit (a resume) are not due again
+
     def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
-        return step_idx is not None and step_idx >= self.start_step and step_idx % self.every_n_steps == 0
+        """Whether a due step (``>= start_step``, a multiple of ``every_n_steps``) was among the optimizer steps
+        since the last call: one per batch normally (then just ``step_idx`` itself), several when a batch runs
+        several updates (RL modules' ``updates_per_batch``)."""
+        if step_idx is None:
+            return False
+        last, self._last_step_idx = getattr(self, "_last_step_idx", step_idx - 1), step_idx
+        first = max(last + 1, self.start_step)  # the first step of the range that may be due
+        return first <= step_idx and (first + (-first) % self.every_n_steps) <= step_idx
 
     @property
     def averaged_module(self) -> Optional[torch.nn.Module]:

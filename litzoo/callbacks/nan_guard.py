@@ -68,7 +68,8 @@ class NaNGuard(Callback):
       so the guard keeps a snapshot, on the device, of the module's floating-point parameters and buffers as they
       were at the start of the last batch preceded only by finite losses (one masked copy per batch, no sync).
       When the check finds a NaN loss at step ``k`` it copies the snapshot back: the module ends with its weights
-      after step ``k - 1``, exactly. Cost: one more copy of the module's weights in device memory and a copy's
+      after step ``k - 1``, exactly (with several updates per batch, RL modules' ``updates_per_batch``: as they were
+      at the start of step ``k``'s batch; the error names that step). Cost: one more copy of the module's weights in device memory and a copy's
       worth of memory traffic per batch. The optimizer state (e.g. Adam moments) and the in-memory EMA weights
       of the steps after ``k`` are not rolled back: resume from the last checkpoint, which is finite.
     * When training ends and before any checkpoint is written, the pending flag is synced; before a save the
@@ -88,6 +89,7 @@ class NaNGuard(Callback):
         self._first_value: Optional[torch.Tensor] = None  # device float: its loss value
         self._tensors: list[torch.Tensor] = []  # the module's floating parameters and buffers
         self._snapshot: list[torch.Tensor] = []
+        self._snapshot_step: Any = 0  # global step before which the snapshot's weights were (int or device tensor)
         self._batches = 0
 
     def on_train_start(self, trainer, pl_module) -> None:

@@ -73,7 +73,8 @@ class DDPG(RLModule):
         gradient_steps: gradient steps (batches) per vector-env step.
         updates_per_batch: env-stream batches (updates) per Lightning batch: the same training, with Lightning's
             per-batch loop once per ``updates_per_batch`` updates (:meth:`~litzoo.bases.rl.RLModule.batches_of_step`);
-            per-batch hooks and counters (``batches_per_epoch``, ``on_train_batch_end``) then act once per that many.
+            per-batch hooks and counters (``batches_per_epoch``, ``on_train_batch_end``) then act once per that many, and
+            step schedules must be multiples of it (checked: :func:`~litzoo.bases.rl.check_updates_per_batch`).
         exploration_noise: ``"gaussian"``, ``"ou"`` (Ornstein–Uhlenbeck, ``ou_theta``, ``ou_dt``) or ``"none"``;
             ``exploration_std`` is its sigma in units of the half action range.
         twin_critics, policy_delay, target_policy_noise, target_noise_clip: the TD3 options.

@@ -29,6 +29,7 @@ starts with ``"#"``; the model's first completion character thus says "think" or
 
 from __future__ import annotations
 
+import numbers
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ class ReasoningTask(ABC):
 
     def set_check_rate(self, check_rate: float) -> None:
         """Validate and set ``check_rate`` (the constructors' argument of that name)."""
-        if isinstance(check_rate, bool) or not isinstance(check_rate, (int, float)) or not 0.0 <= check_rate <= 1.0:
+        if isinstance(check_rate, bool) or not isinstance(check_rate, numbers.Real) or not 0.0 <= check_rate <= 1.0:
             raise ValueError(f"check_rate={check_rate!r} must be a probability in [0, 1] (1: every trace checks).")
         self.check_rate = float(check_rate)
 

@@ -2,6 +2,7 @@
 closed-form solution, through one-step time limits); resume, load_from_checkpoint(weights_only=True),
 bf16-mixed (TD3), the configs with train.py; slow: Pendulum-v1."""
 
+import copy
 import functools
 import math
 
@@ -189,6 +190,34 @@ def test_updates_per_batch_refuses_step_schedules_it_would_skip_and_a_fit_withou
         fit(module, DataLoader(offline, batch_size=None))
 
 
+def test_updates_per_batch_keeps_ema_and_step_checkpoints_on_schedule_also_after_a_resume_off_the_grid(tmp_path):
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+    from litzoo.callbacks.ema import EMA
+
+    tiny = functools.partial(small, TD3, learning_starts=16, batch_size=16, actor_hidden_sizes=(8,),
+                             critic_hidden_sizes=(8,), updates_per_batch=4, seed=0)
+    data = functools.partial(GymDataModule, ContinuousIdentity, num_envs=4, batches_per_epoch=100, seed=0)
+    env = ContinuousIdentity()  # (EMA copies the module at setup: networks built from the spaces)
+    module = tiny(observation_space=env.observation_space, action_space=env.action_space)
+    ema, initial = EMA(decay=0.5, warmup=False, every_n_steps=4), copy.deepcopy(module.state_dict())
+    fit(module, data(), max_steps=12, callbacks=[ema])
+    assert int(ema._average_model.n_averaged) == 3  # one due step (0, 4, 8) crossed per batch of 4 updates
+    assert not torch.equal(module.state_dict()["policy.actor.net.0.weight"], initial["policy.actor.net.0.weight"])
+    with pytest.raises(ValueError, match="EMAWeightAveraging decides once per batch.*litzoo.callbacks.EMA"):
+        fit(tiny(), data(), max_steps=4, callbacks=[EMAWeightAveraging()])
+    # stopped off the grid of 4 (max_steps=6), resumed: the next batch runs 2 updates, then 4 again, so a
+    # checkpoint every 8 steps still sees steps 8 and 16
+    first = tiny()
+    fit(first, data(), max_steps=6, callbacks=[ModelCheckpoint(tmp_path / "a", save_last=True)],
+        enable_checkpointing=True)
+    every_8 = ModelCheckpoint(tmp_path / "b", every_n_train_steps=8, save_top_k=-1)
+    trainer = fit(tiny(), data(), max_steps=16, max_epochs=-1, callbacks=[every_8], enable_checkpointing=True,
+                  ckpt_path=str(tmp_path / "a" / "last.ckpt"))
+    assert trainer.global_step == 16
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.ckpt")) == ["epoch=0-step=16.ckpt", "epoch=0-step=8.ckpt"]
+
+
 def test_nan_guard_rolls_back_to_the_batch_start_and_says_which_step_under_updates_per_batch():
     from litzoo.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 
@@ -210,6 +239,14 @@ def test_nan_guard_rolls_back_to_the_batch_start_and_says_which_step_under_updat
     for (name, a), (_, b) in zip(module.state_dict().items(), after_4.state_dict().items()):
         if name.startswith(("policy", "critic", "actor_target", "critic_target")):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    # a fit that raised ran no on_train_end: the next fit still does not pull from its env stream
+    from torch.utils.data import DataLoader
+
+    from litzoo.rl.buffers import ReplayBatch
+
+    offline = [ReplayBatch(torch.rand(16, 2), torch.rand(16, 2), torch.rand(16), torch.rand(16, 2), torch.zeros(16))] * 2
+    with pytest.raises(ValueError, match="this fit has none"):
+        fit(module, DataLoader(offline, batch_size=None))
 
 
 # ------------------------------------------------------------------------------------------ learning

@@ -5,6 +5,7 @@ import itertools
 import random
 import string
 
+import numpy as np
 import pytest
 
 from litzoo.reasoning import (
@@ -314,8 +315,10 @@ def test_check_rate_is_a_task_option_and_must_be_a_probability():
     assert get_task("arithmetic", ops="+", check_rate=0.7).check_rate == 0.7
     assert get_task("max_gap", check_rate=0.5).check_rate == 0.5 and MaxGapTask().check_rate == 1.0
     assert get_task("combination_sum", reuse=False, check_rate=0.0).check_rate == 0.0
+    assert get_task("max_gap", check_rate=np.float32(0.5)).check_rate == 0.5  # any real number
     for make in (lambda: ArithmeticTask("+", check_rate=1.5), lambda: MaxGapTask(check_rate=-0.1),
-                 lambda: CombinationSumTask(True, check_rate=2)):
+                 lambda: CombinationSumTask(True, check_rate=2), lambda: MaxGapTask(check_rate="0.5"),
+                 lambda: MaxGapTask(check_rate=True)):
         with pytest.raises(ValueError, match="check_rate=.* must be a probability in \\[0, 1\\]"):
             make()
 
