@@ -163,7 +163,8 @@ TASK_SPECS = {
 }
 DEFAULT_TASKS = ("addition", "max_gap", "combination_sum")
 # Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
-SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000, "addition_optcheck": 350}  # an sft_task entry: its sft_task's
+# An sft_task entry (max_gap_hard) takes its sft_task's.
+SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000, "addition_optcheck": 350}
 # Length-grouped SFT batches pay on the long search traces (thousands of steps); on addition's 350 steps
 # the length-homogeneous batches cost accuracy (0.105 grouped vs 0.885 shuffled, same seed and steps).
 GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50, "addition_optcheck": 0}

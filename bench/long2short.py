@@ -382,7 +382,8 @@ def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["addition"], choices=("addition", "addition_optcheck", "max_gap", "combination_sum"))
+    parser.add_argument("--tasks", nargs="+", default=["addition"],
+                        choices=("addition", "addition_optcheck", "max_gap", "combination_sum"))
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget-cpu-s", type=float, default=90.0, help="RL CPU-s per RL method, task and seed")

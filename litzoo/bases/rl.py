@@ -106,18 +106,18 @@ def check_updates_per_batch(trainer: L.Trainer, module: L.LightningModule) -> No
                              "would skip; use updates_per_batch=1.")
 
 
-def _step_is_plain(trainer: L.Trainer, module: L.LightningModule) -> bool:
-    """Whether a manual-optimisation ``LightningOptimizer.step()`` would only step the wrapped optimizer between the
-    manual loop's step counting: the backward is plain (:func:`_backward_is_plain`) and no callback or module
-    listens to ``on_before_optimizer_step``. Then :meth:`RLModule._backward_and_step` does just that (and zeroes
-    the gradients itself): Lightning's path (precision plugin, closure, hook loops, profiler contexts) and
-    ``zero_grad``'s wrappers cost ~0.3 ms of a ~6 ms bf16 TD3 update on CPU; the weights and ``global_step``
-    are the same (tested)."""
+def _listens_to_step(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Whether a callback or the module listens to ``on_before_optimizer_step``. If not, and the backward is plain
+    (:func:`_backward_is_plain`), a manual-optimisation ``LightningOptimizer.step()`` only steps the wrapped
+    optimizer between the manual loop's step counting, and :meth:`RLModule._backward_and_step` does just that (and
+    zeroes the gradients itself): Lightning's path (precision plugin, closure, hook loops, profiler contexts) and
+    ``zero_grad``'s wrappers cost ~0.3 ms of a ~6 ms bf16 TD3 update on CPU; the weights and ``global_step`` are
+    the same (tested)."""
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
     hook = "on_before_optimizer_step"
-    listened = any(is_overridden(hook, cb, parent=L.Callback) for cb in trainer.callbacks)
-    return _backward_is_plain(trainer, module) and not listened and not is_overridden(hook, module, parent=L.LightningModule)
+    return (any(is_overridden(hook, cb, parent=L.Callback) for cb in trainer.callbacks)
+            or is_overridden(hook, module, parent=L.LightningModule))
 
 
 def check_replay_sizes(batch_size: int, buffer_size: int, learning_starts: int) -> None:
@@ -220,7 +220,7 @@ class RLModule(LitzooModule):
         from litzoo.rl.policy import check_space
 
         super().setup(stage)
-        self._batch_stream = None  # (also after a fit that raised: on_train_end did not run)
+        self._batch_stream = None  # a fit on other data must not pull from an earlier fit's env stream
         if self.steps_optimizer_itself and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ValueError(f"{type(self).__name__} steps its optimizer itself, which fp16 loss scaling cannot follow "
                              f"(precision={self.trainer.precision!r}): use --trainer.precision bf16-mixed (same "
@@ -262,11 +262,8 @@ class RLModule(LitzooModule):
     def on_train_start(self) -> None:
         disable_ddp_gradient_sync(self.trainer)
         self._direct_backward = _backward_is_plain(self.trainer, self)
-        self._direct_step = _step_is_plain(self.trainer, self)
+        self._direct_step = self._direct_backward and not _listens_to_step(self.trainer, self)
         check_updates_per_batch(self.trainer, self)
-
-    def on_train_end(self) -> None:
-        self._batch_stream = None  # a later fit on other data must not pull from this one's env stream
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Lightning's DDP forward redirection turns the reducer's sync back on after every manual-optimisation
@@ -359,7 +356,7 @@ class RLModule(LitzooModule):
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
             else:
                 self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
-        # What LightningOptimizer.step() amounts to here (see _step_is_plain): the wrapped step between the manual
+        # What LightningOptimizer.step() amounts to here (see _listens_to_step): the wrapped step between the manual
         # loop's step counting (global_step). ``raw``: not counted at all.
         counted = not raw and direct_step
         step = optimizer.optimizer.step if raw or counted else optimizer.step
@@ -389,7 +386,7 @@ class RLModule(LitzooModule):
             if 0 <= trainer.max_steps <= trainer.global_step or trainer.should_stop:
                 return
             if self._batch_stream is None:
-                raise ValueError(f"updates_per_batch={self.hparams.updates_per_batch} pulls more batches from the env "
+                raise ValueError(f"updates_per_batch={k} pulls more batches from the env "
                                  "stream within a step, and this fit has none: train with a GymDataModule (or leave "
                                  "updates_per_batch=1).")
             with torch.autocast(self.device.type, enabled=False):

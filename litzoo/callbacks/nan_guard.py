@@ -69,8 +69,8 @@ class NaNGuard(Callback):
       were at the start of the last batch preceded only by finite losses (one masked copy per batch, no sync).
       When the check finds a NaN loss at step ``k`` it copies the snapshot back: the module ends with its weights
       after step ``k - 1``, exactly (with several updates per batch, RL modules' ``updates_per_batch``: as they were
-      at the start of step ``k``'s batch; the error names that step). Cost: one more copy of the module's weights in device memory and a copy's
-      worth of memory traffic per batch. The optimizer state (e.g. Adam moments) and the in-memory EMA weights
+      at the start of step ``k``'s batch; the error names that step). Cost: one more copy of the module's weights
+      in device memory and a copy's worth of memory traffic per batch. The optimizer state (e.g. Adam moments) and the in-memory EMA weights
       of the steps after ``k`` are not rolled back: resume from the last checkpoint, which is finite.
     * When training ends and before any checkpoint is written, the pending flag is synced; before a save the
       module's, the EMA's and the optimizer state's tensors are checked too: a non-finite one raises instead of

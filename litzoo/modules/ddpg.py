@@ -130,8 +130,9 @@ class DDPG(RLModule):
         check_range("tau", tau, 0, 1)
         check_positive("actor_lr", actor_lr)
         check_positive("critic_lr", critic_lr)
-        for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size), ("gradient_steps", gradient_steps), ("updates_per_batch", updates_per_batch),
-                            ("policy_delay", policy_delay), ("log_every_n_env_steps", log_every_n_env_steps)):
+        for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size), ("gradient_steps", gradient_steps),
+                            ("updates_per_batch", updates_per_batch), ("policy_delay", policy_delay),
+                            ("log_every_n_env_steps", log_every_n_env_steps)):
             check_positive_int(name, value)
         check_non_negative_int("learning_starts", learning_starts)
         check_replay_sizes(batch_size, buffer_size, learning_starts)
