@@ -1,4 +1,4 @@
-"""train.py as a user runs it (subprocesses, tiny configs): metrics that survive a kill, the checkpoint writer it
+"""train.py as a user runs it (tiny configs; a subprocess where a process of its own matters): metrics that survive a kill, the checkpoint writer it
 installs, resume overrides that are reported when ignored, and fine-tuning from a checkpoint's weights."""
 
 from __future__ import annotations
@@ -98,6 +98,23 @@ def _train_module():
     return train
 
 
+def cli(monkeypatch, capsys, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """``python train.py <args>`` in ``tmp_path`` (importable for test callbacks), in-process: the same ``run_main``
+    (its error lines and exit statuses) without a second interpreter start-up (~10 s each, most of these tests'
+    time; ``train_py`` keeps the ones that need a process of their own). Returns (exit status, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    capsys.readouterr()
+    try:
+        _train_module().run_main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def _main(*args: str, run: bool = True):
     """``train.main(args)`` in-process, with ``sys.argv`` holding just the program (LightningCLI warns otherwise)."""
     argv, sys.argv = sys.argv, ["train.py"]
@@ -116,12 +133,13 @@ def trained(tmp_path_factory) -> Path:
     return tmp_path / "ckpts" / "last.ckpt"
 
 
-def test_resume_names_every_ignored_override_and_the_fine_tuning_option(tmp_path, trained):
-    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "4",
-                   "--ckpt_path", str(trained), "--model.init_args.lr", "1e-4", "--model.init_args.warmup_steps", "5",
-                   *_callbacks(tmp_path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = out.stderr.splitlines()
+def test_resume_names_every_ignored_override_and_the_fine_tuning_option(tmp_path, trained, monkeypatch, capsys):
+    with pytest.warns(UserWarning, match="which are IGNORED:") as warned:
+        code, _, err = cli(monkeypatch, capsys, tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path),
+                           "--trainer.max_steps", "4", "--ckpt_path", str(trained), "--model.init_args.lr", "1e-4",
+                           "--model.init_args.warmup_steps", "5", *_callbacks(tmp_path))
+    assert code == 0, err[-3000:]
+    lines = "\n".join(str(w.message) for w in warned if "IGNORED" in str(w.message)).splitlines()
     start = next(i for i, line in enumerate(lines) if "which are IGNORED:" in line)
     assert f"--ckpt_path {trained} resumes the run exactly as saved" in lines[start]
     assert lines[start + 1:start + 4] == [
@@ -134,11 +152,13 @@ def test_resume_names_every_ignored_override_and_the_fine_tuning_option(tmp_path
     assert start_state["global_step"] == 3 and start_state["optimizer_state"] > 0  # a real resume
 
 
-def test_init_from_starts_from_the_checkpoint_weights_with_new_hyperparameters_and_a_fresh_optimizer(tmp_path, trained):
-    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1",
-                   "--init_from", str(trained), "--model.init_args.lr", "1e-4", *_callbacks(tmp_path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "IGNORED" not in out.stderr
+def test_init_from_starts_from_the_checkpoint_weights_with_new_hyperparameters_and_a_fresh_optimizer(
+        tmp_path, trained, monkeypatch, capsys, recwarn):
+    code, _, err = cli(monkeypatch, capsys, tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path),
+                       "--trainer.max_steps", "1", "--init_from", str(trained), "--model.init_args.lr", "1e-4",
+                       *_callbacks(tmp_path))
+    assert code == 0, err[-3000:]
+    assert "IGNORED" not in err and not any("IGNORED" in str(w.message) for w in recwarn)
     start_state = torch.load(tmp_path / "start.pt", weights_only=True)
     saved = torch.load(trained, weights_only=True)["state_dict"]
     assert start_state["state_dict"].keys() == saved.keys()
@@ -147,13 +167,14 @@ def test_init_from_starts_from_the_checkpoint_weights_with_new_hyperparameters_a
     assert start_state["global_step"] == 0 and start_state["optimizer_state"] == 0
 
 
-def test_init_from_another_architecture_names_the_mismatched_keys(tmp_path, trained):
-    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "1",
-                   "--init_from", str(trained), "--model.init_args.mlp_hidden", "16",
-                   *_callbacks(tmp_path, probe=False))
-    assert out.returncode != 0
-    assert "litzoo.base.CheckpointError: Cannot initialise DDPM from" in out.stderr
-    assert "different shapes: " in out.stderr and "(checkpoint (8, 2), module (16, 2))" in out.stderr
+def test_init_from_another_architecture_names_the_mismatched_keys(tmp_path, trained, monkeypatch, capsys):
+    from litzoo.base import CheckpointError
+
+    with pytest.raises(CheckpointError, match="^Cannot initialise DDPM from") as info:
+        cli(monkeypatch, capsys, tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.max_steps", "1", "--init_from", str(trained), "--model.init_args.mlp_hidden", "16",
+            *_callbacks(tmp_path, probe=False))
+    assert "different shapes: " in str(info.value) and "(checkpoint (8, 2), module (16, 2))" in str(info.value)
     assert not (tmp_path / "ckpts").exists()
 
 
@@ -217,12 +238,12 @@ def test_default_loggers_write_the_same_losses_to_tensorboard_and_metrics_csv_in
     assert [e.value for e in scalars] == pytest.approx([loss for _, loss in csv_losses])  # float32 in the event file
 
 
-def test_a_bad_value_prints_one_clear_error_line_and_exits_2(tmp_path, monkeypatch):
-    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path),
-                   "--model.init_args.prediction_type", "foo")
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) <= 15 and "Traceback" not in out.stderr, out.stderr
+def test_a_bad_value_prints_one_clear_error_line_and_exits_2(tmp_path, monkeypatch, capsys):
+    code, _, err = cli(monkeypatch, capsys, tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path),
+                       "--model.init_args.prediction_type", "foo")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) <= 15 and "Traceback" not in err, err
     assert lines[-2:] == ["error: prediction_type='foo' is not supported; choose one of ['epsilon', 'eps', "
                           "'v_prediction', 'v', 'sample', 'x0'].", "(LITZOO_TRACEBACK=1 shows the full traceback)"]
     # LITZOO_TRACEBACK=1: the exception itself, with its traceback (in-process: the same run_main).
@@ -233,32 +254,33 @@ def test_a_bad_value_prints_one_clear_error_line_and_exits_2(tmp_path, monkeypat
     assert isinstance(info.value.__cause__, ValueError)  # jsonargparse's wrapper, kept in the chain
 
 
-def test_abbreviated_options_are_refused(tmp_path):
+def test_abbreviated_options_are_refused(tmp_path, monkeypatch, capsys):
     # argparse's default took --trainer.max_step for --trainer.max_steps: a misspelling silently ran a full run.
-    out = train_py(tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_step", "2")
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [  # no 50-line option dump: the usage line, the help, the error
+    code, out, err = cli(monkeypatch, capsys, tmp_path, "fit", *TINY, "--trainer.default_root_dir", str(tmp_path),
+                         "--trainer.max_step", "2")
+    assert code == 2
+    assert err.strip().splitlines() == [  # no 50-line option dump: the usage line, the help, the error
         "usage: train.py fit [options]", "tip: For details of accepted options run: train.py fit --help",
         "error: unrecognized arguments: --trainer.max_step 2",
         "--trainer.max_step: did you mean --trainer.max_steps or --trainer.max_time or --trainer.min_steps?"]
-    assert not (tmp_path / "lightning_logs").exists() and "step " not in out.stdout
+    assert not (tmp_path / "lightning_logs").exists() and "step " not in out
 
 
-def test_an_unreadable_ckpt_path_prints_one_error_naming_the_file_and_exits_2(tmp_path):
+def test_an_unreadable_ckpt_path_prints_one_error_naming_the_file_and_exits_2(tmp_path, monkeypatch, capsys):
     (tmp_path / "cut.ckpt").write_bytes(b"garbage!")
-    out = train_py(tmp_path, "fit", *TINY, "--ckpt_path", str(tmp_path / "cut.ckpt"))
-    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert out.stderr.strip().splitlines() == [
+    code, _, err = cli(monkeypatch, capsys, tmp_path, "fit", *TINY, "--ckpt_path", str(tmp_path / "cut.ckpt"))
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [
         f"error: Checkpoint '{tmp_path / 'cut.ckpt'}' (8 bytes) is corrupt or truncated (or not a checkpoint at all): "
         "it is not the zip archive torch.save writes. Was it copied completely? Use an earlier checkpoint (e.g. the "
         "ModelCheckpoint 'last.ckpt') or re-save it.", "(LITZOO_TRACEBACK=1 shows the full traceback)"]
 
 
-def test_help_names_export_and_how_to_see_a_methods_arguments(tmp_path, capsys):
-    out = train_py(tmp_path, "--help")
-    assert out.returncode == 0
-    assert "  export   write a checkpoint's model" in out.stdout
-    assert "train.py export --ckpt PATH --out DIR" in out.stdout and "train.py fit --model.help CLASS" in out.stdout
+def test_help_names_export_and_how_to_see_a_methods_arguments(tmp_path, monkeypatch, capsys):
+    code, out, _ = cli(monkeypatch, capsys, tmp_path, "--help")
+    assert code == 0
+    assert "  export   write a checkpoint's model" in out
+    assert "train.py export --ckpt PATH --out DIR" in out and "train.py fit --model.help CLASS" in out
     with pytest.raises(SystemExit) as info:
         _main("fit", "--help")
     fit_help = capsys.readouterr().out.splitlines()
@@ -268,10 +290,11 @@ def test_help_names_export_and_how_to_see_a_methods_arguments(tmp_path, capsys):
         "and set one with --model.init_args.NAME VALUE. Each configs/*.yaml names its quick-run flags in its header."]
 
 
-def test_a_relative_pretrained_path_from_another_directory_names_the_path_the_cwd_and_the_fix(tmp_path):
-    out = train_py(tmp_path, "fit", "--config", str(ROOT / "configs" / "kimi_rl_addition.yaml"))
-    assert out.returncode == 2
-    error = out.stderr.strip().splitlines()[-2]
+def test_a_relative_pretrained_path_from_another_directory_names_the_path_the_cwd_and_the_fix(
+        tmp_path, monkeypatch, capsys):
+    code, _, err = cli(monkeypatch, capsys, tmp_path, "fit", "--config", str(ROOT / "configs" / "kimi_rl_addition.yaml"))
+    assert code == 2
+    error = err.strip().splitlines()[-2]
     assert error.startswith("error: pretrained_path='runs/cot_sft_addition/export' is not a local folder")
     assert f"resolved from the working directory {str(tmp_path)!r}" in error and "give an absolute path" in error
 

@@ -217,14 +217,26 @@ class RLModule(LitzooModule):
     steps_optimizer_itself: bool = False
 
     def setup(self, stage: str) -> None:
-        from litzoo.rl.policy import check_space
-
         super().setup(stage)
         self._batch_stream = None  # a fit on other data must not pull from an earlier fit's env stream
         if self.steps_optimizer_itself and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ValueError(f"{type(self).__name__} steps its optimizer itself, which fp16 loss scaling cannot follow "
                              f"(precision={self.trainer.precision!r}): use --trainer.precision bf16-mixed (same "
                              "speed-up, no scaling needed) or 32-true.")
+        self._build_from_trainer()
+
+    def configure_model(self) -> None:
+        # Lightning's WeightAveraging (litzoo's EMA) copies the module in its own setup, which runs before ours,
+        # and calls this hook first: the networks must exist by then. (load_from_checkpoint calls it without a
+        # Trainer: the networks came from the saved spaces.)
+        if self._trainer is not None:
+            self._build_from_trainer()
+        super().configure_model()
+
+    def _build_from_trainer(self) -> None:
+        """Build the networks from the datamodule's spaces (once), or check that those of the module match."""
+        from litzoo.rl.policy import check_space
+
         datamodule = getattr(self.trainer, "datamodule", None)
         specs = datamodule.space_specs() if hasattr(datamodule, "space_specs") else None
         if self.policy is None:

@@ -8,6 +8,7 @@ see EMA weights. We only add the decay warm-up that short runs need.
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -58,7 +59,12 @@ class EMA(WeightAveraging):
         if type(trainer.strategy).__name__ in ("ModelParallelStrategy", "FSDPStrategy", "DeepSpeedStrategy"):
             raise ValueError(f"EMA does not support sharded training ({type(trainer.strategy).__name__}): drop the EMA "
                              "callback, or train with DDP (--trainer.strategy ddp) when the model fits one device.")
-        super().setup(trainer, pl_module, stage)
+        with warnings.catch_warnings():
+            # Lightning warns that averaging cannot shard whenever configure_model is overridden (every litzoo
+            # module's is: sharding, RL networks from the env's spaces); sharded strategies are refused above.
+            warnings.filterwarnings("ignore", message="You're using the WeightAveraging callback with a model that "
+                                                      "overrides the configure_model")
+            super().setup(trainer, pl_module, stage)
 
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)

@@ -194,6 +194,10 @@ class ValueFunctionApproximation(RLModule):
 
     def setup(self, stage: str) -> None:
         super(RLModule, self).setup(stage)  # the seed; not RLModule's spaces (the grid is attached below)
+        self._build_from_trainer()
+
+    def _build_from_trainer(self) -> None:
+        # (called again by configure_model: attaching twice is cheap on the grid world, and the same)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not callable(getattr(datamodule, "make_env", None)):
             raise ValueError("ValueFunctionApproximation trains on the grid world: use "

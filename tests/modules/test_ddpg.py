@@ -218,6 +218,29 @@ def test_updates_per_batch_keeps_ema_and_step_checkpoints_on_schedule_also_after
     assert sorted(p.name for p in (tmp_path / "b").glob("*.ckpt")) == ["epoch=0-step=16.ckpt", "epoch=0-step=8.ckpt"]
 
 
+def test_ema_averages_networks_built_from_the_datamodule_as_those_built_from_the_spaces():
+    # WeightAveraging copies the module in its setup, before the module's own: networks built from the
+    # GymDataModule's spaces must exist by then (configure_model builds them), else the copy has no weights
+    from litzoo.callbacks.ema import EMA
+
+    env = ContinuousIdentity()
+    data = functools.partial(GymDataModule, ContinuousIdentity, num_envs=4, batches_per_epoch=12, seed=0)
+    results = []
+    for spaces_given in (True, False):
+        torch.manual_seed(0)
+        kwargs = dict(observation_space=env.observation_space, action_space=env.action_space) if spaces_given else {}
+        module = small(TD3, learning_starts=16, batch_size=16, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
+                       seed=0, **kwargs)
+        ema = EMA(decay=0.5, warmup=False)
+        fit(module, data(), callbacks=[ema])
+        results.append((int(ema._average_model.n_averaged), module.state_dict()))
+    (n_given, given), (n_built, built) = results
+    assert n_given == n_built == 12
+    assert given.keys() == built.keys()
+    for name in given:
+        torch.testing.assert_close(built[name], given[name], rtol=0, atol=0, msg=name)
+
+
 def test_nan_guard_rolls_back_to_the_batch_start_and_says_which_step_under_updates_per_batch():
     from litzoo.callbacks.nan_guard import NaNGuard, NonFiniteLossError
 

@@ -120,7 +120,7 @@ class ThreeStepsPerBatch(RLModule):
         self.w = torch.nn.Parameter(torch.zeros(1))
         self.metric_calls = 0
 
-    def setup(self, stage):
+    def _build_from_trainer(self):
         pass  # no networks to build from the env
 
     def generate_batches(self, env):
