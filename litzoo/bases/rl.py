@@ -164,7 +164,8 @@ class RLModule(LitzooModule):
 
     def _init_rl_state(self, observation_space: Any = None, action_space: Any = None) -> None:
         """Call in ``__init__`` after ``save_hyperparameters()``; builds the networks when both spaces are given
-        (else in :meth:`setup` from the datamodule) and rejects an unsupported action space right away."""
+        (else from the datamodule's, in :meth:`configure_model` or :meth:`setup`, whichever a fit calls first) and
+        rejects an unsupported action space right away."""
         from litzoo.rl.policy import as_spec
 
         self.automatic_optimization = False
@@ -227,9 +228,11 @@ class RLModule(LitzooModule):
 
     def configure_model(self) -> None:
         # Lightning's WeightAveraging (litzoo's EMA) copies the module in its own setup, which runs before ours,
-        # and calls this hook first: the networks must exist by then. (load_from_checkpoint calls it without a
-        # Trainer: the networks came from the saved spaces.)
-        if self._trainer is not None:
+        # and calls this hook first: the networks must exist by then. Not without a Trainer (load_from_checkpoint:
+        # the networks came from the saved spaces), once built, nor for a subclass whose own setup builds them.
+        from lightning.pytorch.utilities.model_helpers import is_overridden
+
+        if self._trainer is not None and self.policy is None and not is_overridden("setup", self, RLModule):
             self._build_from_trainer()
         super().configure_model()
 

@@ -196,8 +196,12 @@ class ValueFunctionApproximation(RLModule):
         super(RLModule, self).setup(stage)  # the seed; not RLModule's spaces (the grid is attached below)
         self._build_from_trainer()
 
+    def configure_model(self) -> None:
+        if self._trainer is not None and self.net is None:  # an EMA callback copies the module before setup
+            self._build_from_trainer()
+        super().configure_model()
+
     def _build_from_trainer(self) -> None:
-        # (called again by configure_model: attaching twice is cheap on the grid world, and the same)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not callable(getattr(datamodule, "make_env", None)):
             raise ValueError("ValueFunctionApproximation trains on the grid world: use "

@@ -120,8 +120,8 @@ class ThreeStepsPerBatch(RLModule):
         self.w = torch.nn.Parameter(torch.zeros(1))
         self.metric_calls = 0
 
-    def _build_from_trainer(self):
-        pass  # no networks to build from the env
+    def setup(self, stage):
+        pass  # no networks to build from the env (a subclass's own setup: configure_model builds nothing either)
 
     def generate_batches(self, env):
         self._env = env
