@@ -106,6 +106,7 @@ def cli(monkeypatch, capsys, tmp_path: Path, *args: str) -> tuple[int, str, str]
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    train = _train_module()  # imported first: its import-time warnings are not this command's
     capsys.readouterr()
     with warnings.catch_warnings():  # warnings as a fresh interpreter shows them: on stderr, not in pytest's record
         warnings.resetwarnings()
@@ -115,7 +116,7 @@ def cli(monkeypatch, capsys, tmp_path: Path, *args: str) -> tuple[int, str, str]
         warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
             warnings.formatwarning(message, category, filename, lineno, line))
         try:
-            _train_module().run_main()
+            train.run_main()
             code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)

@@ -229,10 +229,10 @@ class RLModule(LitzooModule):
     def configure_model(self) -> None:
         # Lightning's WeightAveraging (litzoo's EMA) copies the module in its own setup, which runs before ours,
         # and calls this hook first: the networks must exist by then. Not without a Trainer (load_from_checkpoint:
-        # the networks came from the saved spaces), once built, nor for a subclass whose own setup builds them.
+        # the networks came from the saved spaces), once built, nor for a subclass without networks to _build.
         from lightning.pytorch.utilities.model_helpers import is_overridden
 
-        if self._trainer is not None and self.policy is None and not is_overridden("setup", self, RLModule):
+        if self._trainer is not None and self.policy is None and is_overridden("_build", self, RLModule):
             self._build_from_trainer()
         super().configure_model()
 

@@ -199,7 +199,7 @@ class ValueFunctionApproximation(RLModule):
     def configure_model(self) -> None:
         if self._trainer is not None and self.net is None:  # an EMA callback copies the module before setup
             self._build_from_trainer()
-        super().configure_model()
+        super(RLModule, self).configure_model()  # not RLModule's (the grid is not built from spaces)
 
     def _build_from_trainer(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

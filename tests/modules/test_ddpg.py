@@ -225,12 +225,17 @@ def test_ema_averages_networks_built_from_the_datamodule_as_those_built_from_the
 
     env = ContinuousIdentity()
     data = functools.partial(GymDataModule, ContinuousIdentity, num_envs=4, batches_per_epoch=12, seed=0)
+    class OwnSetup(TD3):  # a user's subclass whose setup adds to RLModule's
+        def setup(self, stage):
+            super().setup(stage)
+            self.ready = True
+
     results = []
     for spaces_given in (True, False):
         torch.manual_seed(0)
         kwargs = dict(observation_space=env.observation_space, action_space=env.action_space) if spaces_given else {}
-        module = small(TD3, learning_starts=16, batch_size=16, actor_hidden_sizes=(8,), critic_hidden_sizes=(8,),
-                       seed=0, **kwargs)
+        module = small(TD3 if spaces_given else OwnSetup, learning_starts=16, batch_size=16, actor_hidden_sizes=(8,),
+                       critic_hidden_sizes=(8,), seed=0, **kwargs)
         ema = EMA(decay=0.5, warmup=False)
         fit(module, data(), callbacks=[ema])
         results.append((int(ema._average_model.n_averaged), module.state_dict()))

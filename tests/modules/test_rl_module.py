@@ -121,7 +121,7 @@ class ThreeStepsPerBatch(RLModule):
         self.metric_calls = 0
 
     def setup(self, stage):
-        pass  # no networks to build from the env (a subclass's own setup: configure_model builds nothing either)
+        pass  # no networks to _build from the env (configure_model builds nothing either)
 
     def generate_batches(self, env):
         self._env = env
