@@ -232,9 +232,12 @@ class RLModule(LitzooModule):
         # the networks came from the saved spaces), once built, nor for a subclass without networks to _build.
         from lightning.pytorch.utilities.model_helpers import is_overridden
 
-        if self._trainer is not None and self.policy is None and is_overridden("_build", self, RLModule):
+        if self._trainer is not None and not self._networks_built() and is_overridden("_build", self, RLModule):
             self._build_from_trainer()
         super().configure_model()
+
+    def _networks_built(self) -> bool:
+        return self.policy is not None
 
     def _build_from_trainer(self) -> None:
         """Build the networks from the datamodule's spaces (once), or check that those of the module match."""

@@ -192,16 +192,10 @@ class ValueFunctionApproximation(RLModule):
             )
         self.register_buffer("pi", torch.as_tensor(pi, dtype=torch.float32, device=self.Phi.device), persistent=False)
 
-    def setup(self, stage: str) -> None:
-        super(RLModule, self).setup(stage)  # the seed; not RLModule's spaces (the grid is attached below)
-        self._build_from_trainer()
+    def _networks_built(self) -> bool:
+        return self.net is not None
 
-    def configure_model(self) -> None:
-        if self._trainer is not None and self.net is None:  # an EMA callback copies the module before setup
-            self._build_from_trainer()
-        super(RLModule, self).configure_model()  # not RLModule's (the grid is not built from spaces)
-
-    def _build_from_trainer(self) -> None:
+    def _build_from_trainer(self) -> None:  # RLModule's setup / configure_model: the grid, not spaces
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not callable(getattr(datamodule, "make_env", None)):
             raise ValueError("ValueFunctionApproximation trains on the grid world: use "
