@@ -23,7 +23,8 @@ level-2 SFT pool too)::
 
     python bench/kimi.py --tasks max_gap_hard --sft-steps 4000 --budget-cpu-s 120 --seeds 0 1 2 --harder --lr 1e-5
 
-Add ``--kimi-overlong`` (KimiRL with DAPO's overlong punishment) and/or ``--kimi-sampling prioritized``
+Add ``--kimi-overlong`` (KimiRL with DAPO's overlong punishment), ``--kimi-sampling prioritized`` and/or
+``--kimi-skip-uniform`` (its ``skip_uniform_groups``)
 for KimiRL's own levers: a run with them is another KimiRL configuration, saved under its own name
 (``kimi_overlong32_prioritized``...) beside plain KimiRL's results, so ``--trainers kimi --seeds 0 1 2
 --kimi-overlong`` adds it to a finished protocol run without repeating TRL's, and ``--tables-only`` with
@@ -440,6 +441,7 @@ def run_kimi(sft: Path, spec: TaskSpec, args, root: Path, seed: int, snapshots: 
     module = KimiRL(pretrained_path=str(sft), k=args.k, temperature=args.temperature,
                     max_new_tokens=spec.max_new_tokens, tau=args.tau, iteration_steps=kimi_option(args, "iteration_steps"),
                     segment_tokens=kimi_option(args, "segment_tokens"), lr=args.lr,
+                    skip_uniform_groups=kimi_option(args, "kimi_skip_uniform"),
                     adam_betas=(0.9, 0.99), weight_decay=0.0, max_grad_norm=1.0, eval_k=0, seed=seed,
                     sampler=args.kimi_sampler, overlong_buffer=overlong_cache(spec, args) if args.kimi_overlong else None,
                     **module_kwargs)
@@ -546,7 +548,7 @@ TRAINERS = ("kimi", "grpo", "grpo_dapo")
 
 
 # KimiRL options with a flag here (bench/long2short.py's arguments lack them: the defaults apply there)
-KIMI_DEFAULTS = {"iteration_steps": 8, "segment_tokens": None}
+KIMI_DEFAULTS = {"iteration_steps": 8, "segment_tokens": None, "kimi_skip_uniform": False}
 
 
 def kimi_option(args, name: str):
@@ -561,7 +563,8 @@ def trainer_key(trainer: str, spec: TaskSpec, args) -> str:
             f"_{args.kimi_sampling}" if args.kimi_sampling != "uniform" else "") + (
             f"_{args.kimi_sampler}" if args.kimi_sampler != "litzoo" else "") + (
             f"_ref{ref}" if ref != KIMI_DEFAULTS["iteration_steps"] else "") + (
-            f"_seg{seg}" if seg is not None else "")
+            f"_seg{seg}" if seg is not None else "") + (
+            "_skipuniform" if kimi_option(args, "kimi_skip_uniform") else "")
     return trainer + (f"_overlong{overlong_cache(spec, args)}" if trainer == "grpo_dapo" else "")
 
 
@@ -616,6 +619,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iteration-steps", type=int, default=KIMI_DEFAULTS["iteration_steps"],
                         help="KimiRL's pi_ref reset period in RL steps (k1.5: pi_ref is the policy at the start of "
                              "each iteration); a very large value: never reset")
+    parser.add_argument("--kimi-skip-uniform", action="store_true",
+                        help="KimiRL's skip_uniform_groups: groups whose k rewards are all equal (no policy gradient) "
+                             "leave the forward/backward pass")
     parser.add_argument("--segment-tokens", type=int, default=None,
                         help="KimiRL's partial rollouts: at most this many new tokens per response per step (k1.5 "
                              "Sec. 2.6.2; unfinished responses continue in later steps); default off")

@@ -20,6 +20,11 @@ cleared. The loss pieces are in :mod:`litzoo.reasoning.losses`.
   ``= L_cache`` set, ``r_j += overlong_penalty * R_length(y_j)``, ``R_length = 0`` up to
   ``L_max - L_cache`` tokens (``L_max = max_new_tokens``), then falling linearly to -1 at ``L_max``
   (:func:`~litzoo.reasoning.losses.soft_overlong_punishment`); before the baseline ``r_bar``.
+* Uniform groups skipped (``skip_uniform_groups``, an option): a group whose ``k`` rewards are all equal has
+  ``r_j - r_bar = 0``, no policy gradient, yet costs a forward and backward pass (and one of ``pi_ref``) like
+  any other. Skipping them gives the same policy-gradient step (the loss is still divided by all the step's
+  groups) for the informative groups' compute; their ``tau`` term is dropped with them. DAPO's dynamic sampling
+  filters the same groups (it then samples more to refill the batch; this does not).
 * Sampling strategies (Sec. 2.3.4): curriculum and prioritised sampling live in
   :class:`~litzoo.datamodules.ReasoningDataModule` (``mode="rl"``); this module reports every
   problem's verifier results back to it.
@@ -83,6 +88,7 @@ class KimiRL(CausalLMModule):
         overlong_buffer: DAPO's ``L_cache`` (tokens below ``max_new_tokens`` where the overlong punishment ramps
             from 0 to -1; in ``[1, max_new_tokens]``); ``None`` (default): off.
         overlong_penalty: weight of the overlong punishment (1 = DAPO's).
+        skip_uniform_groups: leave groups whose ``k`` rewards are all equal out of the loss (module docstring).
         lr, weight_decay, adam_betas, warmup_steps, total_steps, min_lr_ratio: AdamW + schedule
             (``min_lr_ratio=1``: constant after warm-up).
         max_grad_norm: gradient clipping (0 = off).
@@ -119,6 +125,7 @@ class KimiRL(CausalLMModule):
         length_penalty_warmup_steps: int = 0,
         overlong_buffer: Optional[int] = None,
         overlong_penalty: float = 1.0,
+        skip_uniform_groups: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         adam_betas: tuple[float, float] = (0.9, 0.99),
@@ -265,23 +272,29 @@ class KimiRL(CausalLMModule):
             overlong = soft_overlong_punishment(lengths, h.max_new_tokens, h.overlong_buffer)
             rewards = rewards + h.overlong_penalty * overlong
 
-        # 3. The k1.5 loss on the newest segment of every finished response.
-        if groups:
+        # 3. The k1.5 loss on the newest segment of every finished response (skip_uniform_groups: of the groups
+        #    whose rewards differ; still divided by all groups, so the policy gradient is the same).
+        informative = (rewards != rewards[:, :1]).any(-1).tolist() if h.skip_uniform_groups else [True] * len(groups)
+        trained = [i for i, keep in enumerate(informative) if keep]
+        if trained:
+            if len(trained) < len(groups):
+                packed = pack_groups([groups[i] for i in trained], self.tokenizer.pad_token_id, self.device)
             start = packed["prompt_width"]
             log_probs = masked_sum(
                 token_log_probs(self.policy, packed["input_ids"], packed["attention_mask"], start, h.temperature),
                 packed["grad_mask"],
-            ).view(len(groups), h.k)
+            ).view(len(trained), h.k)
             if h.tau > 0:
                 with torch.no_grad(), self.reference() as ref:
                     ref_log_probs = masked_sum(
                         token_log_probs(ref, packed["input_ids"], packed["attention_mask"], start, h.temperature),
                         packed["grad_mask"],
-                    ).view(len(groups), h.k)
+                    ).view(len(trained), h.k)
             else:
                 ref_log_probs = log_probs.detach()
-            loss, parts = kimi_policy_loss(log_probs, ref_log_probs, rewards, h.tau)
-        else:  # only unfinished partial rollouts this step: no loss, but DDP still needs every grad
+            loss, parts = kimi_policy_loss(log_probs, ref_log_probs, rewards[trained], h.tau)
+            loss = loss * (len(trained) / len(groups))
+        else:  # no finished (or, skipping, no informative) group: no loss, but DDP still needs every grad
             loss = sum(p.sum() for p in self.policy.parameters()) * 0.0
             parts = {}
 
@@ -331,8 +344,9 @@ class KimiRL(CausalLMModule):
             "train/total_reward": rewards.mean(),
             "train/pass@k": (correct.max(-1).values > 0).float().mean(),
             "train/response_length": lengths.float().mean(),
-            "train/pg": parts["pg"],
-            "train/log_ratio_sq": parts["log_ratio_sq"],
+            "train/pg": parts.get("pg", 0.0),  # absent when every group was uniform and skipped
+            "train/log_ratio_sq": parts.get("log_ratio_sq", 0.0),
+            "train/uniform_groups": (rewards == rewards[:, :1]).all(-1).float().mean(),  # r_j - r_bar = 0: no signal
             "train/pending_groups": float(len(self.buffer)),
         }
         if rollout is not None and rollout.seconds > 0:

@@ -197,6 +197,59 @@ def test_overlong_punishment_joins_the_reward_of_every_response(tmp_path, monkey
     assert min(shifts) < 0
 
 
+def _step_grads(tmp_path, monkeypatch, steps, **kwargs):
+    """Run ``steps`` KimiRL steps (k=4, 4 prompts) with a verifier patched to a fixed pattern per step; return the
+    gradient at each optimizer step and the rows each step's policy forward saw."""
+    import litzoo.modules.kimi_rl as kimi_rl_module
+
+    patterns = [  # per step, the correct flags of the 4 groups: 2 uniform + 2 mixed, then all uniform
+        [[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 1, 1]],
+        [[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]],
+        [[0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1], [1, 1, 1, 1]],
+    ]
+    calls, rows, grads = [0], [], []
+
+    def verifier(problems, texts):
+        pattern = torch.tensor(patterns[calls[0]], dtype=torch.float32).flatten()
+        calls[0] += 1
+        assert len(texts) == pattern.numel()
+        return pattern
+
+    def counted(model, input_ids, *args):
+        rows.append(input_ids.shape[0])
+        return token_log_probs(model, input_ids, *args)
+
+    class Grads(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grads.append([p.grad.clone() for p in pl_module.policy.parameters()])
+
+    from litzoo.reasoning.generation import token_log_probs
+
+    monkeypatch.setattr(kimi_rl_module, "score", verifier)
+    monkeypatch.setattr(kimi_rl_module, "token_log_probs", counted)
+    torch.manual_seed(0)
+    rl = KimiRL(model_config=TINY_TEST_QWEN2, k=4, max_new_tokens=8, eval_k=0, temperature=1.5, max_grad_norm=0.0,
+                **kwargs)
+    _trainer(tmp_path, steps, callbacks=[Grads()]).fit(rl, _rl_data(batch_size=4))
+    return grads, rows
+
+
+def test_skipping_uniform_groups_gives_the_same_policy_gradient_from_the_informative_rows_only(tmp_path, monkeypatch):
+    full, full_rows = _step_grads(tmp_path / "full", monkeypatch, 3, tau=0.0)
+    skip, skip_rows = _step_grads(tmp_path / "skip", monkeypatch, 3, tau=0.0, skip_uniform_groups=True)
+    assert full_rows == [16, 16, 16]
+    assert skip_rows == [8, 8]  # step 1: 2 mixed groups x 4 samples; step 2: none (all uniform); step 3: 2 again
+    assert len(full) == len(skip) == 3  # every step still steps the optimizer, as without skipping
+    for got, want in zip(skip, full):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-8)
+    assert any(g.count_nonzero() > 0 for g in full[0])  # the mixed groups do give a gradient
+    assert all(g.count_nonzero() == 0 for g in full[1])  # all groups uniform: zero gradient either way
+    # with tau > 0 the reference forward is skipped with them too (policy + pi_ref rows)
+    _, tau_rows = _step_grads(tmp_path / "tau", monkeypatch, 1, tau=0.1, skip_uniform_groups=True)
+    assert tau_rows == [8, 8]
+
+
 def test_bad_arguments_and_sft_batches_are_refused(tmp_path):
     with pytest.raises(ValueError, match="k=1"):
         KimiRL(model_config=TINY_TEST_QWEN2, k=1)
