@@ -6,7 +6,14 @@ from __future__ import annotations
 import os
 import random
 import sys
+import tempfile
 from pathlib import Path
+
+# pytest-xdist runs tests in several processes at once, and diffusers/transformers copy a custom pipeline's code into
+# one shared folder (HF_MODULES_CACHE/diffusers_modules/local): two workers loading different pipelines there at the
+# same moment import each other's file. Each worker gets its own folder (set before anything imports diffusers).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix=f"litzoo_hf_modules_{os.environ['PYTEST_XDIST_WORKER']}_")
 
 import numpy as np
 import pytest

@@ -175,7 +175,7 @@ class KimiRL(CausalLMModule):
         self._ref_step = -1  # global step at which pi_ref was last refreshed
         self._rollouts = 0  # generate calls so far: part of the rollout seed
         self._pending_ref: dict[str, torch.Tensor] | None = None  # a checkpoint's pi_ref, loaded when pi_ref is made
-        self.last_groups: list[RolloutGroup] = []  # the groups trained on in the last step (for inspection)
+        self.last_groups: list[RolloutGroup] = []  # the last step's finished groups (for inspection)
         self.last_seed: Optional[int] = None  # the seed of the last rollout (differs per rank)
 
     @property
@@ -273,9 +273,12 @@ class KimiRL(CausalLMModule):
             rewards = rewards + h.overlong_penalty * overlong
 
         # 3. The k1.5 loss on the newest segment of every finished response (skip_uniform_groups: of the groups
-        #    whose rewards differ; still divided by all groups, so the policy gradient is the same).
+        #    whose rewards differ, still divided by all groups: the same policy gradient). A rank whose groups are
+        #    all uniform still runs the forward on one of them, weighted 0: sharded (FSDP) ranks must all take part
+        #    in the forward/backward collectives whenever they have finished groups, as without skipping.
         informative = (rewards != rewards[:, :1]).any(-1).tolist() if h.skip_uniform_groups else [True] * len(groups)
-        trained = [i for i, keep in enumerate(informative) if keep]
+        trained = [i for i, keep in enumerate(informative) if keep] or list(range(min(1, len(groups))))
+        weight = sum(informative) / max(1, len(groups))
         if trained:
             if len(trained) < len(groups):
                 packed = pack_groups([groups[i] for i in trained], self.tokenizer.pad_token_id, self.device)
@@ -293,8 +296,9 @@ class KimiRL(CausalLMModule):
             else:
                 ref_log_probs = log_probs.detach()
             loss, parts = kimi_policy_loss(log_probs, ref_log_probs, rewards[trained], h.tau)
-            loss = loss * (len(trained) / len(groups))
-        else:  # no finished (or, skipping, no informative) group: no loss, but DDP still needs every grad
+            loss = loss * weight
+            parts["pg"], parts["log_ratio_sq"] = parts["pg"] * weight, parts["log_ratio_sq"] * weight
+        else:  # only unfinished partial rollouts this step: no loss, but DDP still needs every grad
             loss = sum(p.sum() for p in self.policy.parameters()) * 0.0
             parts = {}
 
@@ -344,8 +348,8 @@ class KimiRL(CausalLMModule):
             "train/total_reward": rewards.mean(),
             "train/pass@k": (correct.max(-1).values > 0).float().mean(),
             "train/response_length": lengths.float().mean(),
-            "train/pg": parts.get("pg", 0.0),  # absent when every group was uniform and skipped
-            "train/log_ratio_sq": parts.get("log_ratio_sq", 0.0),
+            "train/pg": parts["pg"],  # with skip_uniform_groups: the skipped groups count as 0
+            "train/log_ratio_sq": parts["log_ratio_sq"],
             "train/uniform_groups": (rewards == rewards[:, :1]).all(-1).float().mean(),  # r_j - r_bar = 0: no signal
             "train/pending_groups": float(len(self.buffer)),
         }

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -199,7 +200,7 @@ def test_overlong_punishment_joins_the_reward_of_every_response(tmp_path, monkey
 
 def _step_grads(tmp_path, monkeypatch, steps, **kwargs):
     """Run ``steps`` KimiRL steps (k=4, 4 prompts) with a verifier patched to a fixed pattern per step; return the
-    gradient at each optimizer step and the rows each step's policy forward saw."""
+    gradient at each optimizer step, the rows each step's policy forward saw and the logged ``train/pg``."""
     import litzoo.modules.kimi_rl as kimi_rl_module
 
     patterns = [  # per step, the correct flags of the 4 groups: 2 uniform + 2 mixed, then all uniform
@@ -207,7 +208,7 @@ def _step_grads(tmp_path, monkeypatch, steps, **kwargs):
         [[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]],
         [[0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1], [1, 1, 1, 1]],
     ]
-    calls, rows, grads = [0], [], []
+    calls, rows, grads, pg = [0], [], [], []
 
     def verifier(problems, texts):
         pattern = torch.tensor(patterns[calls[0]], dtype=torch.float32).flatten()
@@ -223,6 +224,9 @@ def _step_grads(tmp_path, monkeypatch, steps, **kwargs):
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
             grads.append([p.grad.clone() for p in pl_module.policy.parameters()])
 
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            pg.append(float(trainer.callback_metrics["train/pg"]))
+
     from litzoo.reasoning.generation import token_log_probs
 
     monkeypatch.setattr(kimi_rl_module, "score", verifier)
@@ -231,14 +235,17 @@ def _step_grads(tmp_path, monkeypatch, steps, **kwargs):
     rl = KimiRL(model_config=TINY_TEST_QWEN2, k=4, max_new_tokens=8, eval_k=0, temperature=1.5, max_grad_norm=0.0,
                 **kwargs)
     _trainer(tmp_path, steps, callbacks=[Grads()]).fit(rl, _rl_data(batch_size=4))
-    return grads, rows
+    return grads, rows, pg
 
 
 def test_skipping_uniform_groups_gives_the_same_policy_gradient_from_the_informative_rows_only(tmp_path, monkeypatch):
-    full, full_rows = _step_grads(tmp_path / "full", monkeypatch, 3, tau=0.0)
-    skip, skip_rows = _step_grads(tmp_path / "skip", monkeypatch, 3, tau=0.0, skip_uniform_groups=True)
+    full, full_rows, full_pg = _step_grads(tmp_path / "full", monkeypatch, 3, tau=0.0)
+    skip, skip_rows, skip_pg = _step_grads(tmp_path / "skip", monkeypatch, 3, tau=0.0, skip_uniform_groups=True)
     assert full_rows == [16, 16, 16]
-    assert skip_rows == [8, 8]  # step 1: 2 mixed groups x 4 samples; step 2: none (all uniform); step 3: 2 again
+    # step 1: 2 mixed groups x 4 samples; step 2: all uniform, yet one group's forward, weighted 0 (sharded ranks
+    # must all join the forward/backward); step 3: 2 mixed groups again
+    assert skip_rows == [8, 4, 8]
+    np.testing.assert_allclose(skip_pg, full_pg, rtol=1e-5, atol=1e-7)  # the logged term counts skipped groups as 0
     assert len(full) == len(skip) == 3  # every step still steps the optimizer, as without skipping
     for got, want in zip(skip, full):
         for g, w in zip(got, want):
@@ -246,7 +253,7 @@ def test_skipping_uniform_groups_gives_the_same_policy_gradient_from_the_informa
     assert any(g.count_nonzero() > 0 for g in full[0])  # the mixed groups do give a gradient
     assert all(g.count_nonzero() == 0 for g in full[1])  # all groups uniform: zero gradient either way
     # with tau > 0 the reference forward is skipped with them too (policy + pi_ref rows)
-    _, tau_rows = _step_grads(tmp_path / "tau", monkeypatch, 1, tau=0.1, skip_uniform_groups=True)
+    _, tau_rows, _ = _step_grads(tmp_path / "tau", monkeypatch, 1, tau=0.1, skip_uniform_groups=True)
     assert tau_rows == [8, 8]
 
 
