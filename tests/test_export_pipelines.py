@@ -103,6 +103,21 @@ def test_class_conditional_rectified_flow_export_samples_labels_with_diffusers_a
         torch.testing.assert_close(torch.load(tmp_path / f"images_{cfg}.pt"), expected[cfg], atol=1e-5, rtol=0)
 
 
+def test_ddpm_and_rectified_flow_exports_load_one_after_the_other_in_one_process(tmp_path):
+    # diffusers runs both exports' pipeline.py in one module (diffusers_modules.local.pipeline); before the fix the
+    # flow export, loaded after a DDPM export, failed with "Multiple classes that inherit from DiffusionPipeline".
+    ddpm = DDPM(block_out_channels=(8, 16), norm_num_groups=4, num_train_timesteps=50).export(tmp_path / "ddpm")
+    flow = _tiny_rf().export(tmp_path / "flow")
+    script = textwrap.dedent(f'''
+        from diffusers import DiffusionPipeline
+        for path in [{str(ddpm)!r}, {str(flow)!r}, {str(ddpm)!r}]:
+            pipe = DiffusionPipeline.from_pretrained(path, custom_pipeline=path, trust_remote_code=True)
+            print(type(pipe).__name__)
+    ''')
+    assert run_without_litzoo(script, tmp_path).split() == [
+        "ClassConditionalDDPMPipeline", "ClassConditionalFlowPipeline", "ClassConditionalDDPMPipeline"]
+
+
 def test_rectified_flow_export_still_loads_as_stable_diffusion3_pipeline(tmp_path):
     from diffusers import StableDiffusion3Pipeline
 

@@ -11,6 +11,11 @@ from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from diffusers.utils.torch_utils import randn_tensor
 
 
+# diffusers runs every local ``pipeline.py`` in one module (``diffusers_modules.local.pipeline``), keeping what an
+# earlier one defined there; ``custom_pipeline=folder`` then finds two pipeline classes and refuses to load. Drop
+# the other litzoo export's class, so that loading both kinds of export in one process works.
+globals().pop("ClassConditionalFlowPipeline", None)
+
 class ClassConditionalDDPMPipeline(DiffusionPipeline):
     """Ancestral DDPM sampling of a class-conditional ``UNet2DModel`` with classifier-free guidance.
 

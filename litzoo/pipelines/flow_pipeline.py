@@ -12,6 +12,11 @@ from diffusers import (AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteS
                        SD3Transformer2DModel)
 
 
+# diffusers runs every local ``pipeline.py`` in one module (``diffusers_modules.local.pipeline``), keeping what an
+# earlier one defined there; ``custom_pipeline=folder`` then finds two pipeline classes and refuses to load. Drop
+# the other litzoo export's class, so that loading both kinds of export in one process works.
+globals().pop("ClassConditionalDDPMPipeline", None)
+
 class ClassConditionalFlowPipeline(DiffusionPipeline):
     """Euler sampling of dz/dt = v(z, t, c) from t = 1 (noise) to 0 with ``FlowMatchEulerDiscreteScheduler``, the
     condition ``c`` of each label taken from ``class_embeddings`` (context tokens + pooled vector; the last row is
