@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 # pytest-xdist runs tests in several processes at once, and diffusers/transformers copy a custom pipeline's code into
 # one shared folder (HF_MODULES_CACHE/diffusers_modules/local): two workers loading different pipelines there at the
 # same moment import each other's file. Each worker gets its own folder (set before anything imports diffusers).
+_WORKER_MODULES_CACHE = None
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix=f"litzoo_hf_modules_{os.environ['PYTEST_XDIST_WORKER']}_")
+    _WORKER_MODULES_CACHE = tempfile.mkdtemp(prefix=f"litzoo_hf_modules_{os.environ['PYTEST_XDIST_WORKER']}_")
+    os.environ["HF_MODULES_CACHE"] = _WORKER_MODULES_CACHE
 
 import numpy as np
 import pytest
@@ -50,3 +53,8 @@ def _seeded_and_one_thread():
     os.environ.pop("PL_GLOBAL_SEED", None)
     if global_seed is not None:
         os.environ["PL_GLOBAL_SEED"] = global_seed
+
+
+def pytest_unconfigure(config):
+    if _WORKER_MODULES_CACHE is not None:  # the worker's own HF_MODULES_CACHE (top of this file)
+        shutil.rmtree(_WORKER_MODULES_CACHE, ignore_errors=True)

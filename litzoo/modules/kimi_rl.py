@@ -296,8 +296,7 @@ class KimiRL(CausalLMModule):
             else:
                 ref_log_probs = log_probs.detach()
             loss, parts = kimi_policy_loss(log_probs, ref_log_probs, rewards[trained], h.tau)
-            loss = loss * weight
-            parts["pg"], parts["log_ratio_sq"] = parts["pg"] * weight, parts["log_ratio_sq"] * weight
+            loss, parts["pg"] = loss * weight, parts["pg"] * weight  # skipped groups' pg is 0: as without skipping
         else:  # only unfinished partial rollouts this step: no loss, but DDP still needs every grad
             loss = sum(p.sum() for p in self.policy.parameters()) * 0.0
             parts = {}
@@ -348,8 +347,8 @@ class KimiRL(CausalLMModule):
             "train/total_reward": rewards.mean(),
             "train/pass@k": (correct.max(-1).values > 0).float().mean(),
             "train/response_length": lengths.float().mean(),
-            "train/pg": parts["pg"],  # with skip_uniform_groups: the skipped groups count as 0
-            "train/log_ratio_sq": parts["log_ratio_sq"],
+            "train/pg": parts["pg"],
+            "train/log_ratio_sq": parts["log_ratio_sq"],  # skip_uniform_groups: over the groups whose forward ran
             "train/uniform_groups": (rewards == rewards[:, :1]).all(-1).float().mean(),  # r_j - r_bar = 0: no signal
             "train/pending_groups": float(len(self.buffer)),
         }

@@ -13,8 +13,12 @@ from diffusers.utils.torch_utils import randn_tensor
 
 # diffusers runs every local ``pipeline.py`` in one module (``diffusers_modules.local.pipeline``), keeping what an
 # earlier one defined there; ``custom_pipeline=folder`` then finds two pipeline classes and refuses to load. Drop
-# the other litzoo export's class, so that loading both kinds of export in one process works.
-globals().pop("ClassConditionalFlowPipeline", None)
+# the pipeline classes an earlier file defined in this module (another litzoo export's, or a user's), so that
+# loading several exports in one process works.
+for _name, _value in list(globals().items()):
+    if isinstance(_value, type) and issubclass(_value, DiffusionPipeline) and _value.__module__ == __name__:
+        del globals()[_name]
+
 
 class ClassConditionalDDPMPipeline(DiffusionPipeline):
     """Ancestral DDPM sampling of a class-conditional ``UNet2DModel`` with classifier-free guidance.

@@ -14,8 +14,12 @@ from diffusers import (AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteS
 
 # diffusers runs every local ``pipeline.py`` in one module (``diffusers_modules.local.pipeline``), keeping what an
 # earlier one defined there; ``custom_pipeline=folder`` then finds two pipeline classes and refuses to load. Drop
-# the other litzoo export's class, so that loading both kinds of export in one process works.
-globals().pop("ClassConditionalDDPMPipeline", None)
+# the pipeline classes an earlier file defined in this module (another litzoo export's, or a user's), so that
+# loading several exports in one process works.
+for _name, _value in list(globals().items()):
+    if isinstance(_value, type) and issubclass(_value, DiffusionPipeline) and _value.__module__ == __name__:
+        del globals()[_name]
+
 
 class ClassConditionalFlowPipeline(DiffusionPipeline):
     """Euler sampling of dz/dt = v(z, t, c) from t = 1 (noise) to 0 with ``FlowMatchEulerDiscreteScheduler``, the
