@@ -276,9 +276,9 @@ class KimiRL(CausalLMModule):
         #    whose rewards differ, still divided by all groups: the same policy gradient). A rank whose groups are
         #    all uniform still runs the forward on one of them, weighted 0: sharded (FSDP) ranks must all take part
         #    in the forward/backward collectives whenever they have finished groups, as without skipping.
-        informative = (rewards != rewards[:, :1]).any(-1).tolist() if h.skip_uniform_groups else [True] * len(groups)
+        uniform = (rewards == rewards[:, :1]).all(-1)  # (P,) r_j - r_bar = 0 for every j: no policy gradient
+        informative = (~uniform).tolist() if h.skip_uniform_groups else [True] * len(groups)
         trained = [i for i, keep in enumerate(informative) if keep] or list(range(min(1, len(groups))))
-        weight = sum(informative) / max(1, len(groups))
         if trained:
             if len(trained) < len(groups):
                 packed = pack_groups([groups[i] for i in trained], self.tokenizer.pad_token_id, self.device)
@@ -296,7 +296,8 @@ class KimiRL(CausalLMModule):
             else:
                 ref_log_probs = log_probs.detach()
             loss, parts = kimi_policy_loss(log_probs, ref_log_probs, rewards[trained], h.tau)
-            loss, parts["pg"] = loss * weight, parts["pg"] * weight  # skipped groups' pg is 0: as without skipping
+            weight = sum(informative) / len(groups)  # skipped groups' pg is 0: the same step as without skipping
+            loss, parts["pg"], parts["uniform_groups"] = loss * weight, parts["pg"] * weight, uniform.float().mean()
         else:  # only unfinished partial rollouts this step: no loss, but DDP still needs every grad
             loss = sum(p.sum() for p in self.policy.parameters()) * 0.0
             parts = {}
@@ -349,7 +350,7 @@ class KimiRL(CausalLMModule):
             "train/response_length": lengths.float().mean(),
             "train/pg": parts["pg"],
             "train/log_ratio_sq": parts["log_ratio_sq"],  # skip_uniform_groups: over the groups whose forward ran
-            "train/uniform_groups": (rewards == rewards[:, :1]).all(-1).float().mean(),  # r_j - r_bar = 0: no signal
+            "train/uniform_groups": parts["uniform_groups"],
             "train/pending_groups": float(len(self.buffer)),
         }
         if rollout is not None and rollout.seconds > 0:

@@ -19,7 +19,7 @@ from litzoo.datamodules.reasoning import ReasoningDataModule
 from litzoo.export import export_checkpoint
 from litzoo.modules.cot_sft import CoTSFT
 from litzoo.modules.kimi_rl import KimiRL
-from litzoo.reasoning.generation import generate
+from litzoo.reasoning.generation import generate, token_log_probs
 from litzoo.reasoning.policy import encode_prompt
 from litzoo.reasoning.rewards import score
 
@@ -226,8 +226,6 @@ def _step_grads(tmp_path, monkeypatch, steps, **kwargs):
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             pg.append(float(trainer.callback_metrics["train/pg"]))
-
-    from litzoo.reasoning.generation import token_log_probs
 
     monkeypatch.setattr(kimi_rl_module, "score", verifier)
     monkeypatch.setattr(kimi_rl_module, "token_log_probs", counted)
