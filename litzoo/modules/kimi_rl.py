@@ -273,38 +273,40 @@ class KimiRL(CausalLMModule):
             rewards = rewards + h.overlong_penalty * overlong
 
         # 3. The k1.5 loss on the newest segment of every finished response (skip_uniform_groups: of the groups
-        #    whose rewards differ, still divided by all groups: the same policy gradient). A rank whose groups are
-        #    all uniform still runs the forward on one of them, weighted 0: sharded (FSDP) ranks must all take part
-        #    in the forward/backward collectives whenever they have finished groups, as without skipping.
+        #    whose rewards differ, still divided by all groups: the same policy gradient). Sharded (FSDP) ranks must
+        #    all take part in the forward/backward collectives whenever any rank trains, so a rank whose groups are
+        #    all uniform runs the forward on one of them, and a rank with no finished group (partial rollouts) on
+        #    one of its pending groups, weighted 0.
         uniform = (rewards == rewards[:, :1]).all(-1)  # (P,) r_j - r_bar = 0 for every j: no policy gradient
         informative = (~uniform).tolist() if h.skip_uniform_groups else [True] * len(groups)
         trained = [i for i, keep in enumerate(informative) if keep] or list(range(min(1, len(groups))))
-        if trained:
-            if len(trained) < len(groups):
-                packed = pack_groups([groups[i] for i in trained], self.tokenizer.pad_token_id, self.device)
+        train_step = self._finished_anywhere(len(groups))  # False: no rank has a finished group, no step
+        loss, parts = torch.zeros((), device=self.device), {}
+        if train_step:
+            rows = [groups[i] for i in trained] if trained else self.buffer.groups[:1]
+            if len(rows) < len(groups) or not trained:
+                packed = pack_groups(rows, self.tokenizer.pad_token_id, self.device)
             start = packed["prompt_width"]
             log_probs = masked_sum(
                 token_log_probs(self.policy, packed["input_ids"], packed["attention_mask"], start, h.temperature),
                 packed["grad_mask"],
-            ).view(len(trained), h.k)
+            ).view(len(rows), h.k)
             if h.tau > 0:
                 with torch.no_grad(), self.reference() as ref:
                     ref_log_probs = masked_sum(
                         token_log_probs(ref, packed["input_ids"], packed["attention_mask"], start, h.temperature),
                         packed["grad_mask"],
-                    ).view(len(trained), h.k)
+                    ).view(len(rows), h.k)
             else:
                 ref_log_probs = log_probs.detach()
-            loss, parts = kimi_policy_loss(log_probs, ref_log_probs, rewards[trained], h.tau)
-            weight = sum(informative) / len(groups)  # skipped groups' pg is 0: the same step as without skipping
+            row_rewards = rewards[trained] if trained else rewards.new_zeros(1, h.k)
+            loss, parts = kimi_policy_loss(log_probs, ref_log_probs, row_rewards, h.tau)
+            weight = sum(informative) / max(len(groups), 1)  # skipped groups' pg is 0: the same step as without
             loss, parts["pg"], parts["uniform_groups"] = loss * weight, parts["pg"] * weight, uniform.float().mean()
-        else:  # only unfinished partial rollouts this step: no loss, but DDP still needs every grad
-            loss = sum(p.sum() for p in self.policy.parameters()) * 0.0
-            parts = {}
 
         # 4. One optimizer step, unless no rank has a finished group.
         self._report_results(groups, correct)
-        if self._finished_anywhere(len(groups)):
+        if train_step:
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if h.max_grad_norm > 0:

@@ -1,7 +1,7 @@
 """Train one tiny litzoo module on 2 CPU processes (gloo), sharded (FSDP2 via ModelParallelStrategy) or DDP.
 
     python fsdp_worker.py METHOD OUT {fsdp,ddp} STEPS [--save NAME] [--resume CKPT] [--checkpointing]
-        [--precision P] [--lora] [--nan-save]
+        [--precision P] [--lora] [--nan-save] [--uneven-finish]
 
 Lightning's launcher runs this file once per rank. Writes into OUT (rank 0): ``result.pt`` with the weights
 after the first optimizer step (``step1``) and at the end (``final``, gathered from the shards), the evaluation
@@ -32,6 +32,9 @@ RESUME = sys.argv[sys.argv.index("--resume") + 1] if "--resume" in sys.argv else
 CHECKPOINTING = "--checkpointing" in sys.argv
 LORA = {"lora_rank": 4} if "--lora" in sys.argv else {}
 NAN_SAVE = "--nan-save" in sys.argv  # after fit: a NaN in rank 1's shard only, then a checkpoint save  # the causal LMs: adapters only (pi_ref: adapters off)
+# KimiRL partial rollouts whose responses finish every step on rank 0 (one 32-token segment there) and take up to
+# 8 steps on rank 1 (4-token segments): rank 1 has steps without a finished group while rank 0 trains
+UNEVEN = {"segment_tokens": 4} if "--uneven-finish" in sys.argv else {}
 PRECISION = sys.argv[sys.argv.index("--precision") + 1] if "--precision" in sys.argv else "32-true"
 SEED = 3
 OPT = {"lr": 1e-3, "warmup_steps": 0, "total_steps": -1, "seed": SEED, "gradient_checkpointing": CHECKPOINTING}
@@ -64,7 +67,7 @@ def make_module():
 
     # a length reward: an untrained policy is never right, and equal rewards give no gradient
     return KimiRL(model_config=TINY_TEST_QWEN2, k=2, max_new_tokens=32, eval_k=0, lr=1e-3, seed=SEED,
-                  iteration_steps=2, length_penalty_weight=1.0, gradient_checkpointing=CHECKPOINTING, **LORA)
+                  iteration_steps=2, length_penalty_weight=1.0, gradient_checkpointing=CHECKPOINTING, **LORA, **UNEVEN)
 
 
 class Images(L.LightningDataModule):
@@ -117,9 +120,14 @@ class Record(L.Callback):
         return None
 
     def on_train_start(self, trainer, module):
+        if UNEVEN and trainer.global_rank == 0:
+            module.hparams.segment_tokens = 32  # (read each step; a test-only stand-in for uneven response lengths)
         self.out["loss_start"] = self._eval(trainer, module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if UNEVEN:  # each rank's finished groups per step
+            with open(OUT / f"finished_rank{trainer.global_rank}.txt", "a") as f:
+                f.write(f"{len(module.last_groups)}\n")
         if trainer.global_step == 1 and "step1" not in self.out:
             self.out["step1"] = full_state_dict(module)
 

@@ -23,11 +23,11 @@ REPO = WORKER.parents[2]
 ATOL = 1e-6
 
 
-def run_worker(out: Path, method: str, strategy: str, steps: int, *extra: str) -> dict:
+def run_worker(out: Path, method: str, strategy: str, steps: int, *extra: str, timeout: int = 600) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, str(WORKER), method, str(out), strategy, str(steps), *extra], cwd=out,
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(out / "result.pt", weights_only=True)
 
@@ -104,6 +104,22 @@ def test_kimi_rl_with_lora_adapters_sharded_equals_ddp(tmp_path):
     assert max_difference(sharded["final"], ddp["final"]) < 1e-5
     moved = {k for k in sharded["final"] if not torch.equal(sharded["final"][k], sharded["step1"][k])}
     assert moved and all("lora_" in k for k in moved)  # the adapters trained, the base did not
+
+
+@pytest.mark.slow
+def test_kimi_rl_partial_rollouts_sharded_when_one_rank_has_no_finished_group(tmp_path):
+    """With partial rollouts a rank can have no finished group in a step while another trains: it runs the forward
+    and backward on a pending group, weighted 0 (a sharded rank that skipped them left the others waiting in the
+    collectives). Rank 1's responses finish only after 8 steps, rank 0's every step: the sharded run completes and
+    gives DDP's weights."""
+    sharded = run_worker(tmp_path / "fsdp", "kimi_rl", "fsdp", 3, "--uneven-finish", timeout=240)
+    ddp = run_worker(tmp_path / "ddp", "kimi_rl", "ddp", 3, "--uneven-finish", timeout=240)
+    assert max_difference(sharded["step1"], ddp["step1"]) < ATOL
+    assert max_difference(sharded["final"], ddp["final"]) < 1e-5
+    assert max_difference(sharded["final"], sharded["step1"]) > 1e-4  # it trained (rank 0's groups)
+    for run in ("fsdp", "ddp"):
+        rank0, rank1 = ([int(n) for n in (tmp_path / run / f"finished_rank{r}.txt").read_text().split()] for r in (0, 1))
+        assert any(a > 0 and b == 0 for a, b in zip(rank0, rank1)), (rank0, rank1)  # the case under test happened
 
 
 @pytest.mark.slow
@@ -240,7 +256,7 @@ def test_readme_fine_tuning_at_scale_commands_run(tmp_path):
     for i, command in enumerate(commands):
         args = [str(REPO / a) if a.startswith("configs/") or a == "train.py" else a for a in command[1:]]
         proc = subprocess.run([sys.executable, *args, *(quick if i == 0 else [])], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=timeout)
         assert proc.returncode == 0, proc.stderr[-4000:]
     ckpt = tmp_path / "runs/cot_sft_sharded/lightning_logs/version_0/checkpoints/last.ckpt"
     assert (ckpt / ".metadata").is_file() and (ckpt / "meta.pt").is_file()  # a sharded folder
