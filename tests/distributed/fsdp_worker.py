@@ -1,7 +1,7 @@
 """Train one tiny litzoo module on 2 CPU processes (gloo), sharded (FSDP2 via ModelParallelStrategy) or DDP.
 
     python fsdp_worker.py METHOD OUT {fsdp,ddp} STEPS [--save NAME] [--resume CKPT] [--checkpointing]
-        [--precision P] [--lora] [--nan-save] [--uneven-finish]
+        [--precision P] [--lora] [--nan-save] [--uneven-finish] [--skip-uniform]
 
 Lightning's launcher runs this file once per rank. Writes into OUT (rank 0): ``result.pt`` with the weights
 after the first optimizer step (``step1``) and at the end (``final``, gathered from the shards), the evaluation
@@ -35,6 +35,7 @@ NAN_SAVE = "--nan-save" in sys.argv  # after fit: a NaN in rank 1's shard only, 
 # KimiRL partial rollouts whose responses finish every step on rank 0 (one 32-token segment there) and take up to
 # 8 steps on rank 1 (4-token segments): rank 1 has steps without a finished group while rank 0 trains
 UNEVEN = {"segment_tokens": 4} if "--uneven-finish" in sys.argv else {}
+UNEVEN.update({"skip_uniform_groups": True} if "--skip-uniform" in sys.argv else {})
 PRECISION = sys.argv[sys.argv.index("--precision") + 1] if "--precision" in sys.argv else "32-true"
 SEED = 3
 OPT = {"lr": 1e-3, "warmup_steps": 0, "total_steps": -1, "seed": SEED, "gradient_checkpointing": CHECKPOINTING}
@@ -125,9 +126,10 @@ class Record(L.Callback):
         self.out["loss_start"] = self._eval(trainer, module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if UNEVEN:  # each rank's finished groups per step
+        if UNEVEN:  # each rank's finished groups per step, and the share of them with all-equal rewards
+            uniform = float(trainer.callback_metrics.get("train/uniform_groups", -1.0)) if module.last_groups else -1.0
             with open(OUT / f"finished_rank{trainer.global_rank}.txt", "a") as f:
-                f.write(f"{len(module.last_groups)}\n")
+                f.write(f"{len(module.last_groups)} {uniform}\n")
         if trainer.global_step == 1 and "step1" not in self.out:
             self.out["step1"] = full_state_dict(module)
 
