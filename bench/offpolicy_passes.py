@@ -10,7 +10,7 @@ CPU autocast bf16) on fixed random batches, three ways interleaved in one proces
   parameters frozen (``requires_grad_(False)``), TD3/DDPG through ``QCritic.q1``.
 * ``pair``: both critic terms in *one* pass of 2B rows, through a batched linear whose weight gradient comes from the
   first B rows only (a custom ``autograd.Function``): half the critic's matmul calls, each of which has a fixed cost
-  of ~25-40 us in bf16 here (``bench/offpolicy_matmuls.py``). Same values and gradients (checked at start-up).
+  of ~25-40 us in bf16 here (``bench/offpolicy_matmuls.py``). Same gradients (the differences are printed first).
 * ``compiled``: the whole loss under ``torch.compile`` (inductor; AOTAutograd compiles its backward too), the critic
   frozen in the actor's term through detached weights (``requires_grad_`` inside would break the graph).
 """

@@ -31,7 +31,8 @@ cleared. The loss pieces are in :mod:`litzoo.reasoning.losses`.
 * Partial rollouts (Sec. 2.6.2): with ``segment_tokens`` set, each step generates at most that
   many tokens per response; unfinished responses wait in a buffer (saved in checkpoints) and are
   continued in later steps; a group is trained on when its ``k`` responses are done, each with
-  gradient on its newest segment only.
+  gradient on its newest segment only. Ranks then finish different numbers of groups in a step: each
+  rank's loss is scaled so that the averaged gradient is the mean over all ranks' finished groups.
 
 Manual optimisation, because one training step is "roll out, score, one policy update" with
 the iteration bookkeeping (reference refresh, optimizer reset, steps without finished groups)
@@ -273,16 +274,19 @@ class KimiRL(CausalLMModule):
             rewards = rewards + h.overlong_penalty * overlong
 
         # 3. The k1.5 loss on the newest segment of every finished response (skip_uniform_groups: of the groups
-        #    whose rewards differ, still divided by all groups: the same policy gradient). Sharded (FSDP) ranks must
-        #    all take part in the forward/backward collectives whenever any rank trains, so a rank whose groups are
-        #    all uniform runs the forward on one of them, and a rank with no finished group (partial rollouts) on
+        #    whose rewards differ, still divided by all groups: the same policy gradient), scaled so that the
+        #    ranks' averaged gradients are the mean over all ranks' finished groups (partial rollouts finish
+        #    unevenly). Sharded (FSDP) ranks must all join the forward/backward collectives whenever any rank
+        #    trains: a rank whose groups are all uniform runs one of them, a sharded rank with no finished group
         #    one of its pending groups, weighted 0.
         uniform = (rewards == rewards[:, :1]).all(-1)  # (P,) r_j - r_bar = 0 for every j: no policy gradient
         informative = (~uniform).tolist() if h.skip_uniform_groups else [True] * len(groups)
         trained = [i for i, keep in enumerate(informative) if keep] or list(range(min(1, len(groups))))
-        train_step = self._finished_anywhere(len(groups))  # False: no rank has a finished group, no step
+        total, world = self._finished_groups_total(len(groups))  # total 0: no rank has a finished group, no step
         loss, parts = torch.zeros((), device=self.device), {}
-        if train_step:
+        if total and not trained and not is_sharded(self.policy):  # DDP: zero gradients need no forward
+            loss = sum(p.sum() for p in self.policy.parameters() if p.requires_grad) * 0.0
+        elif total:
             rows = [groups[i] for i in trained] if trained else self.buffer.groups[:1]
             if len(rows) < len(groups) or not trained:
                 packed = pack_groups(rows, self.tokenizer.pad_token_id, self.device)
@@ -302,11 +306,13 @@ class KimiRL(CausalLMModule):
             row_rewards = rewards[trained] if trained else rewards.new_zeros(1, h.k)
             loss, parts = kimi_policy_loss(log_probs, ref_log_probs, row_rewards, h.tau)
             weight = sum(informative) / max(len(groups), 1)  # skipped groups' pg is 0: the same step as without
-            loss, parts["pg"], parts["uniform_groups"] = loss * weight, parts["pg"] * weight, uniform.float().mean()
+            share = len(groups) * world / total  # this rank's part of the mean over all ranks' groups (1: even)
+            loss, parts["pg"] = loss * weight * share, parts["pg"] * weight
+            parts["uniform_groups"] = uniform.float().mean()
 
         # 4. One optimizer step, unless no rank has a finished group.
         self._report_results(groups, correct)
-        if train_step:
+        if total:
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if h.max_grad_norm > 0:
@@ -318,12 +324,13 @@ class KimiRL(CausalLMModule):
         if groups:
             self._log_train(loss, parts, correct, rewards, lengths, groups, rollout)
 
-    def _finished_anywhere(self, n: int) -> bool:
+    def _finished_groups_total(self, n: int) -> tuple[int, int]:
+        """All ranks' finished groups this step (``n`` here) and the number of ranks."""
         if self.trainer.world_size == 1 or not dist.is_available() or not dist.is_initialized():
-            return n > 0
+            return n, 1
         count = torch.tensor([float(n)], device=self.device)
         dist.all_reduce(count)
-        return bool(count.item() > 0)
+        return int(count.item()), self.trainer.world_size
 
     def _report_results(self, groups: list[RolloutGroup], correct: torch.Tensor) -> None:
         """Verifier results of all ranks -> the datamodule's prioritised sampler (same on every rank)."""

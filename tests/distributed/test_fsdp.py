@@ -23,11 +23,11 @@ REPO = WORKER.parents[2]
 ATOL = 1e-6
 
 
-def run_worker(out: Path, method: str, strategy: str, steps: int, *extra: str, timeout: int = 600) -> dict:
+def run_worker(out: Path, method: str, strategy: str, steps: int, *extra: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, str(WORKER), method, str(out), strategy, str(steps), *extra], cwd=out,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(out / "result.pt", weights_only=True)
 
@@ -115,8 +115,8 @@ def test_kimi_rl_partial_rollouts_sharded_when_one_rank_has_no_finished_group(tm
     gives DDP's weights; also with skip_uniform_groups, where a rank whose finished groups all have equal rewards
     runs one of them weighted 0."""
     extra = ("--uneven-finish", *(["--skip-uniform"] if skip_uniform else []))
-    sharded = run_worker(tmp_path / "fsdp", "kimi_rl", "fsdp", 3, *extra, timeout=240)
-    ddp = run_worker(tmp_path / "ddp", "kimi_rl", "ddp", 3, *extra, timeout=240)
+    sharded = run_worker(tmp_path / "fsdp", "kimi_rl", "fsdp", 3, *extra)
+    ddp = run_worker(tmp_path / "ddp", "kimi_rl", "ddp", 3, *extra)
     assert max_difference(sharded["step1"], ddp["step1"]) < ATOL
     assert max_difference(sharded["final"], ddp["final"]) < 1e-5
     assert max_difference(sharded["final"], sharded["step1"]) > 1e-4  # it trained (rank 0's groups)
@@ -262,7 +262,7 @@ def test_readme_fine_tuning_at_scale_commands_run(tmp_path):
     for i, command in enumerate(commands):
         args = [str(REPO / a) if a.startswith("configs/") or a == "train.py" else a for a in command[1:]]
         proc = subprocess.run([sys.executable, *args, *(quick if i == 0 else [])], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
     ckpt = tmp_path / "runs/cot_sft_sharded/lightning_logs/version_0/checkpoints/last.ckpt"
     assert (ckpt / ".metadata").is_file() and (ckpt / "meta.pt").is_file()  # a sharded folder
