@@ -283,7 +283,7 @@ class KimiRL(CausalLMModule):
         informative = (~uniform).tolist() if h.skip_uniform_groups else [True] * len(groups)
         trained = [i for i, keep in enumerate(informative) if keep] or list(range(min(1, len(groups))))
         total, world = self._finished_groups_total(len(groups))  # total 0: no rank has a finished group, no step
-        loss, parts = torch.zeros((), device=self.device), {}
+        loss, parts, share = torch.zeros((), device=self.device), {}, 1.0
         if total and not trained and not is_sharded(self.policy):  # DDP: zero gradients need no forward
             loss = sum(p.sum() for p in self.policy.parameters() if p.requires_grad) * 0.0
         elif total:
@@ -307,14 +307,14 @@ class KimiRL(CausalLMModule):
             loss, parts = kimi_policy_loss(log_probs, ref_log_probs, row_rewards, h.tau)
             weight = sum(informative) / max(len(groups), 1)  # skipped groups' pg is 0: the same step as without
             share = len(groups) * world / total  # this rank's part of the mean over all ranks' groups (1: even)
-            loss, parts["pg"] = loss * weight * share, parts["pg"] * weight
+            loss, parts["pg"] = loss * weight, parts["pg"] * weight  # (logged as this rank's own)
             parts["uniform_groups"] = uniform.float().mean()
 
         # 4. One optimizer step, unless no rank has a finished group.
         self._report_results(groups, correct)
         if total:
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            self.manual_backward(loss * share)
             if h.max_grad_norm > 0:
                 self.clip_gradients(opt, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
             opt.step()

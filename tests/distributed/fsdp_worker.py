@@ -66,6 +66,16 @@ def make_module():
                       gradient_checkpointing=CHECKPOINTING, **LORA)
     from litzoo.modules import KimiRL
 
+    if UNEVEN:  # record each rank's (own, all ranks') finished groups from the real all-reduce
+        counted = KimiRL._finished_groups_total
+
+        def recorded(self, n):
+            total, world = counted(self, n)
+            with open(OUT / f"totals_rank{self.global_rank}.txt", "a") as f:
+                f.write(f"{n} {total} {world}\n")
+            return total, world
+
+        KimiRL._finished_groups_total = recorded
     # a length reward: an untrained policy is never right, and equal rewards give no gradient
     return KimiRL(model_config=TINY_TEST_QWEN2, k=2, max_new_tokens=32, eval_k=0, lr=1e-3, seed=SEED,
                   iteration_steps=2, length_penalty_weight=1.0, gradient_checkpointing=CHECKPOINTING, **LORA, **UNEVEN)

@@ -124,6 +124,10 @@ def test_kimi_rl_partial_rollouts_sharded_when_one_rank_has_no_finished_group(tm
         steps = [[line.split() for line in (tmp_path / run / f"finished_rank{r}.txt").read_text().splitlines()]
                  for r in (0, 1)]
         assert any(int(a[0]) > 0 and int(b[0]) == 0 for a, b in zip(*steps)), steps
+        totals = [[[int(x) for x in line.split()] for line in (tmp_path / run / f"totals_rank{r}.txt").read_text()
+                   .splitlines()] for r in (0, 1)]  # (own, all ranks', world) per step: the loss share's inputs
+        assert len(totals[0]) == len(totals[1]) == 3
+        assert all(a[1] == b[1] == a[0] + b[0] and a[2] == b[2] == 2 for a, b in zip(*totals)), totals
         if skip_uniform:
             assert any(int(n) > 0 and float(u) == 1.0 for rank in steps for n, u in rank), steps
 

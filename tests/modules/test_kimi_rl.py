@@ -258,14 +258,17 @@ def test_skipping_uniform_groups_gives_the_same_policy_gradient_from_the_informa
 def test_a_rank_s_loss_is_scaled_to_its_share_of_the_mean_over_all_ranks_finished_groups(tmp_path, monkeypatch):
     """Partial rollouts finish unevenly across ranks; DDP/FSDP average the ranks' gradients, so a rank's loss is
     scaled by world * n_rank / n_all: the averaged gradient is the mean over all finished groups."""
-    alone, _, alone_pg = _step_grads(tmp_path / "alone", monkeypatch, 1, tau=0.0)
-    for others, factor in ((0, 2.0), (4, 1.0), (8, 2 / 3)):  # the other rank's finished groups (this one: 4)
-        monkeypatch.setattr(KimiRL, "_finished_groups_total", lambda self, n, o=others: (n + o, 2))
-        grads, _, pg = _step_grads(tmp_path / f"others{others}", monkeypatch, 1, tau=0.0)
-        assert pg == alone_pg  # the logged term stays this rank's own
-        for g, want in zip(grads[0], alone[0]):
-            torch.testing.assert_close(g, want * factor, rtol=1e-5, atol=1e-8)
-    assert any(g.count_nonzero() > 0 for g in alone[0])
+    for skip in (False, True):  # skip_uniform_groups: 2 of the 4 groups skipped, the share still counts all 4
+        alone, _, alone_pg = _step_grads(tmp_path / f"alone{skip}", monkeypatch, 1, tau=0.0, skip_uniform_groups=skip)
+        for others, factor in ((0, 2.0), (4, 1.0), (8, 2 / 3)):  # the other rank's finished groups (this one: 4)
+            monkeypatch.setattr(KimiRL, "_finished_groups_total", lambda self, n, o=others: (n + o, 2))
+            grads, _, pg = _step_grads(tmp_path / f"others{others}{skip}", monkeypatch, 1, tau=0.0,
+                                       skip_uniform_groups=skip)
+            monkeypatch.undo()
+            assert pg == alone_pg  # the logged term stays this rank's own
+            for g, want in zip(grads[0], alone[0]):
+                torch.testing.assert_close(g, want * factor, rtol=1e-5, atol=1e-8)
+        assert any(g.count_nonzero() > 0 for g in alone[0])
 
 
 def test_bad_arguments_and_sft_batches_are_refused(tmp_path):
