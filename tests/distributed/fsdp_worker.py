@@ -30,8 +30,8 @@ METHOD, OUT, STRATEGY, STEPS = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(
 SAVE = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
 RESUME = sys.argv[sys.argv.index("--resume") + 1] if "--resume" in sys.argv else None
 CHECKPOINTING = "--checkpointing" in sys.argv
-LORA = {"lora_rank": 4} if "--lora" in sys.argv else {}
-NAN_SAVE = "--nan-save" in sys.argv  # after fit: a NaN in rank 1's shard only, then a checkpoint save  # the causal LMs: adapters only (pi_ref: adapters off)
+LORA = {"lora_rank": 4} if "--lora" in sys.argv else {}  # the causal LMs: adapters only (pi_ref: adapters off)
+NAN_SAVE = "--nan-save" in sys.argv  # after fit: a NaN in rank 1's shard only, then a checkpoint save
 # KimiRL partial rollouts whose responses finish every step on rank 0 (one 32-token segment there) and take up to
 # 8 steps on rank 1 (4-token segments): rank 1 has steps without a finished group while rank 0 trains
 UNEVEN = {"segment_tokens": 4} if "--uneven-finish" in sys.argv else {}
@@ -78,7 +78,8 @@ def make_module():
         KimiRL._finished_groups_total = recorded
     # a length reward: an untrained policy is never right, and equal rewards give no gradient
     return KimiRL(model_config=TINY_TEST_QWEN2, k=2, max_new_tokens=32, eval_k=0, lr=1e-3, seed=SEED,
-                  iteration_steps=2, length_penalty_weight=1.0, gradient_checkpointing=CHECKPOINTING, **LORA, **UNEVEN)
+                  iteration_steps=2, length_penalty_weight=1.0, gradient_checkpointing=CHECKPOINTING, **LORA,
+                  **UNEVEN)
 
 
 class Images(L.LightningDataModule):

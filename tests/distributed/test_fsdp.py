@@ -109,18 +109,18 @@ def test_kimi_rl_with_lora_adapters_sharded_equals_ddp(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("skip_uniform", [False, True])
 def test_kimi_rl_partial_rollouts_sharded_when_one_rank_has_no_finished_group(tmp_path, skip_uniform):
-    """With partial rollouts a rank can have no finished group in a step while another trains: it runs the forward
-    and backward on a pending group, weighted 0 (a sharded rank that skipped them left the others waiting in the
-    collectives). Rank 1's responses finish only after 8 steps, rank 0's every step: the sharded run completes and
-    gives DDP's weights; also with skip_uniform_groups, where a rank whose finished groups all have equal rewards
-    runs one of them weighted 0."""
+    """With partial rollouts a rank can have no finished group in a step while another trains: sharded, it runs the
+    forward and backward on a pending group, weighted 0 (a sharded rank that skipped them left the others waiting in
+    the collectives; under DDP it takes a zero loss). Rank 1's responses take up to 8 steps, rank 0's one: the
+    sharded run completes and gives DDP's weights, and each rank's loss share comes from both ranks' counts; also
+    with skip_uniform_groups, where a rank whose finished groups all have equal rewards runs one of them weighted 0."""
     extra = ("--uneven-finish", *(["--skip-uniform"] if skip_uniform else []))
     sharded = run_worker(tmp_path / "fsdp", "kimi_rl", "fsdp", 3, *extra)
     ddp = run_worker(tmp_path / "ddp", "kimi_rl", "ddp", 3, *extra)
     assert max_difference(sharded["step1"], ddp["step1"]) < ATOL
     assert max_difference(sharded["final"], ddp["final"]) < 1e-5
     assert max_difference(sharded["final"], sharded["step1"]) > 1e-4  # it trained (rank 0's groups)
-    for run in ("fsdp", "ddp"):  # the cases under test happened: per step, (finished groups, share uniform) per rank
+    for run in ("fsdp", "ddp"):  # the cases under test happened: per step and rank, (finished groups, uniform share)
         steps = [[line.split() for line in (tmp_path / run / f"finished_rank{r}.txt").read_text().splitlines()]
                  for r in (0, 1)]
         assert any(int(a[0]) > 0 and int(b[0]) == 0 for a, b in zip(*steps)), steps
