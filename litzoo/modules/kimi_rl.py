@@ -288,7 +288,7 @@ class KimiRL(CausalLMModule):
             loss = sum(p.sum() for p in self.policy.parameters() if p.requires_grad) * 0.0
         elif total:
             rows = [groups[i] for i in trained] if trained else self.buffer.groups[:1]
-            if len(rows) < len(groups) or not trained:
+            if len(rows) != len(groups):  # some skipped, or a pending group: pack what the forward sees
                 packed = pack_groups(rows, self.tokenizer.pad_token_id, self.device)
             start = packed["prompt_width"]
             log_probs = masked_sum(
