@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from litzoo.optim import (
-    adamw_for_networks, adamw_param_groups, adamw_with_warmup_cosine, build_adamw, fused_or_foreach, warmup_cosine_lambda,
+    _PLANS, adamw_for_networks, adamw_param_groups, adamw_with_warmup_cosine, build_adamw, fused_adamw_step,
+    fused_or_foreach, warmup_cosine_lambda,
 )
 
 
@@ -138,3 +139,91 @@ def test_fused_adamw_allows_gradient_clipping_under_bf16_mixed_precision(monkeyp
               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(model, data)
     assert model.trainer.optimizers[0].param_groups[0]["fused"]
     assert clipped == [0.5] * 4 and not torch.equal(model.net.weight, before)
+
+
+def _twin_adamw(**kwargs):
+    """Two copies of the same two networks, each with its own fused AdamW (per-network lr, decayed and no-decay groups)."""
+    import copy
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 2)), nn.Linear(4, 1)]
+    twins = copy.deepcopy(nets)
+    make = lambda ns: torch.optim.AdamW(
+        [{"params": [*ns[0].parameters()], "lr": 1e-2, "weight_decay": 0.1},
+         {"params": [*ns[1].parameters()], "lr": 3e-3, "weight_decay": 0.0}], fused=True, **kwargs)
+    return nets, twins, make(nets), make(twins)
+
+
+def _backward(nets, x, y, skip_bias=False):
+    for p in [*nets[0].parameters(), *nets[1].parameters()]:
+        p.grad = None
+    (nets[0](x).pow(2).mean() + nets[1](y).sin().mean()).backward()
+    if skip_bias:  # a parameter without a gradient this step: torch's step skips it (and its step counter)
+        nets[1].bias.grad = None
+
+
+def _assert_same(a, b, opt_a, opt_b):
+    for p, q in zip([*a[0].parameters(), *a[1].parameters()], [*b[0].parameters(), *b[1].parameters()]):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    sa, sb = opt_a.state_dict(), opt_b.state_dict()
+    assert sa["param_groups"] == sb["param_groups"]
+    for key, state in sa["state"].items():
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[name], sb["state"][key][name], rtol=0, atol=0)
+
+
+def test_the_lean_fused_adamw_step_is_torchs_step_to_the_bit():
+    """``fused_adamw_step`` (the RL modules' step) launches torch's fused kernel on lists it built once: the weights,
+    moments and step counters equal ``AdamW(fused=True).step()``'s to the bit, with the groups' lr changed midway (a
+    schedule), a step where a parameter has no gradient (torch's step then, which skips it), and after
+    ``load_state_dict`` (new state tensors: the lists are rebuilt)."""
+    import copy
+
+    nets, twins, lean, ref = _twin_adamw()
+    x, y = torch.randn(16, 3), torch.randn(16, 4)
+    start = nets[0][0].weight.detach().clone()
+    for i in range(30):
+        for ns, opt, step in ((nets, lean, lambda: fused_adamw_step(lean)), (twins, ref, ref.step)):
+            if i == 15:
+                for group in opt.param_groups:
+                    group["lr"] *= 0.5
+            _backward(ns, x, y, skip_bias=i == 20)
+            step()
+        if i == 1:  # the first step was torch's (it creates the state); from the second on the lists are used
+            plan = _PLANS[lean]
+            assert plan.state is lean.state and ref not in _PLANS
+    assert _PLANS[lean] is plan and (nets[0][0].weight - start).abs().max() > 1e-2
+    _assert_same(nets, twins, lean, ref)
+    assert lean.state_dict()["state"][5]["step"] == 29  # the bias skipped once
+    lean.load_state_dict(copy.deepcopy(ref.state_dict()))  # (torch may keep the given tensors: not shared with ref)
+    for _ in range(5):
+        for ns, opt, step in ((nets, lean, lambda: fused_adamw_step(lean)), (twins, ref, ref.step)):
+            _backward(ns, x, y)
+            step()
+    assert _PLANS[lean] is not plan and _PLANS[lean].state is lean.state
+    _assert_same(nets, twins, lean, ref)
+
+
+@pytest.mark.parametrize("case", ["amsgrad", "hook", "patched_step", "foreach"])
+def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
+    """amsgrad / a foreach AdamW are not planned, a step hook is called, a patched ``step`` (an lr scheduler's
+    counter) runs: each by taking ``optimizer.step()``, with torch's weights to the bit."""
+    kwargs = {"amsgrad": True} if case == "amsgrad" else {}
+    nets, twins, opt, ref = _twin_adamw(**kwargs)
+    if case == "foreach":
+        for group in [*opt.param_groups, *ref.param_groups]:
+            group["fused"], group["foreach"] = False, True
+    calls = []
+    if case == "hook":
+        opt.register_step_post_hook(lambda *args: calls.append(1))
+    if case == "patched_step":
+        step = opt.step
+        opt.step = lambda *a, **k: (calls.append(1), step(*a, **k))[1]
+    x, y = torch.randn(16, 3), torch.randn(16, 4)
+    for _ in range(4):
+        for ns, o, s in ((nets, opt, lambda: fused_adamw_step(opt)), (twins, ref, ref.step)):
+            _backward(ns, x, y)
+            s()
+    assert (opt not in _PLANS) == (case in ("amsgrad", "foreach"))
+    assert calls == ([1] * 4 if case in ("hook", "patched_step") else [])
+    _assert_same(nets, twins, opt, ref)

@@ -134,6 +134,9 @@ def test_the_direct_step_gives_lightnings_weights_and_step_count_to_the_bit_and_
     (direct, t_direct), listener = run([]), ListensToStep()
     hooked, t_hooked = run([listener])
     assert direct._direct_step and not hooked._direct_step and hooked._direct_backward
+    from litzoo.optim import _PLANS  # the direct run stepped with fused_adamw_step's lists, Lightning's with torch's step
+
+    assert t_direct.optimizers[0] in _PLANS and t_hooked.optimizers[0] not in _PLANS
     assert listener.calls == 12  # every update went through Lightning's optimizer step and its hooks
     assert t_direct.global_step == t_hooked.global_step == direct.num_updates == 12  # max_steps still counts updates
     for (name, a), (_, b) in zip(direct.state_dict().items(), hooked.state_dict().items()):

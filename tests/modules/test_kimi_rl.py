@@ -266,8 +266,9 @@ def test_a_rank_s_loss_is_scaled_to_its_share_of_the_mean_over_all_ranks_finishe
                                        skip_uniform_groups=skip)
             monkeypatch.undo()
             assert pg == alone_pg  # the logged term stays this rank's own
-            for g, want in zip(grads[0], alone[0]):
-                torch.testing.assert_close(g, want * factor, rtol=1e-5, atol=1e-8)
+            for g, want in zip(grads[0], alone[0]):  # float32 rounding of the scaled backward: ~5e-7 of the
+                # tensor's largest entry (an absolute 1e-8 failed on a near-zero entry with transformers 5.25)
+                torch.testing.assert_close(g, want * factor, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
         assert any(g.count_nonzero() > 0 for g in alone[0])
 
 
