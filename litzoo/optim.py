@@ -117,15 +117,29 @@ def fused_or_foreach(params: Sequence[torch.Tensor]) -> dict[str, bool]:
 
 
 class _FusedAdamWPlan:
-    """One fused AdamW's tensors, listed once per group: parameters, moments and step counters."""
+    """One fused AdamW's tensors, listed once per group: parameters, moments and step counters, and what they were
+    read from (the state dict, each group's parameter list, each parameter's state entry) to see when it changed."""
 
-    __slots__ = ("state", "groups", "params", "exp_avgs", "exp_avg_sqs", "steps", "all_steps")
+    __slots__ = ("state", "groups", "param_lists", "entries", "params", "exp_avgs", "exp_avg_sqs", "steps", "all_steps")
 
-    def __init__(self, optimizer: torch.optim.AdamW, params, exp_avgs, exp_avg_sqs, steps) -> None:
-        # the state dict and group list themselves: load_state_dict replaces both, which drops this plan
+    def __init__(self, optimizer: torch.optim.AdamW, entries, params, exp_avgs, exp_avg_sqs, steps) -> None:
+        # load_state_dict replaces the state dict and the group list; add_param_group grows the list; a state reset
+        # (state.clear(), a new entry) replaces a parameter's entry: each is checked before every step
         self.state, self.groups = optimizer.state, optimizer.param_groups
-        self.params, self.exp_avgs, self.exp_avg_sqs, self.steps = params, exp_avgs, exp_avg_sqs, steps
+        self.param_lists = [group["params"] for group in optimizer.param_groups]
+        self.entries, self.params, self.exp_avgs, self.exp_avg_sqs, self.steps = entries, params, exp_avgs, exp_avg_sqs, steps
         self.all_steps = [s for group_steps in steps for s in group_steps]
+
+    def matches(self, optimizer: torch.optim.Optimizer) -> bool:
+        groups, state = optimizer.param_groups, optimizer.state
+        if state is not self.state or groups is not self.groups or len(groups) != len(self.params):
+            return False
+        for group, param_list, params, entries in zip(groups, self.param_lists, self.params, self.entries):
+            if group["params"] is not param_list or len(param_list) != len(params):
+                return False
+            if any(state.get(p) is not entry for p, entry in zip(params, entries)):
+                return False
+        return True
 
 
 _PLANS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, _FusedAdamWPlan]" = weakref.WeakKeyDictionary()
@@ -137,7 +151,7 @@ def _fused_adamw_plan(optimizer: torch.optim.Optimizer) -> _FusedAdamWPlan | Non
     parameter's state initialised (the first step is torch's, which creates it)."""
     if type(optimizer) is not torch.optim.AdamW:
         return None
-    params, exp_avgs, exp_avg_sqs, steps = [], [], [], []
+    entries, params, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
     for group in optimizer.param_groups:
         if (not group["fused"] or group["amsgrad"] or group["maximize"] or group["capturable"]
                 or group["differentiable"] or torch.is_tensor(group["lr"]) or not group["params"]):
@@ -147,27 +161,29 @@ def _fused_adamw_plan(optimizer: torch.optim.Optimizer) -> _FusedAdamWPlan | Non
         states = [optimizer.state.get(p) for p in group["params"]]
         if any(not s or "step" not in s for s in states):
             return None
+        entries.append(states)
         params.append(list(group["params"]))
         exp_avgs.append([s["exp_avg"] for s in states])
         exp_avg_sqs.append([s["exp_avg_sq"] for s in states])
         steps.append([s["step"] for s in states])
-    return _FusedAdamWPlan(optimizer, params, exp_avgs, exp_avg_sqs, steps)
+    return _FusedAdamWPlan(optimizer, entries, params, exp_avgs, exp_avg_sqs, steps)
 
 
 def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()``, the same to the bit, with less Python around torch's fused AdamW kernel.
 
-    For a fused AdamW over DDPG's two 400-300 networks ``step()`` took ~446 us per call on one CPU thread, the
-    ``torch._fused_adamw_`` kernels it launches ~192 us: the rest is per-step Python (profiler context, hook
-    loops, a state look-up per parameter, regrouping the lists by device and dtype). Here the lists are built
-    once and each step only collects the gradients, bumps the step counters and launches the same kernel per
-    group with the group's current hyperparameters. The optimizer's own state tensors are updated, so its
-    ``state_dict`` (checkpoints) and a later ``optimizer.step()`` are unaffected. Anything else -- another
-    optimizer, a setting the plan does not cover, step hooks, a patched ``step`` (an lr scheduler's counter),
-    a gradient scaler, a parameter without a gradient, uninitialised state -- takes ``optimizer.step()``.
+    ``step()`` wraps the ``torch._fused_adamw_`` kernel in per-step Python (profiler context, hook loops, a state
+    look-up per parameter, regrouping the lists by device and dtype): for DDPG's 400-300 networks 135 us per step
+    where the kernel takes 106 us (one CPU thread, ``bench/adamw_step.py``). Here the lists are built once and
+    each step checks they still hold, collects the gradients, bumps the step counters and launches the same
+    kernel per group with the group's current hyperparameters (108 us). The optimizer's own state tensors are
+    updated, so its ``state_dict`` (checkpoints) and a later ``optimizer.step()`` are unaffected. Anything else --
+    another optimizer, a setting the plan does not cover, step hooks, a patched ``step`` (an lr scheduler's
+    counter), a gradient scaler, a parameter without a gradient, uninitialised or reset state -- takes
+    ``optimizer.step()``.
     """
     plan = _PLANS.get(optimizer)
-    if plan is None or plan.state is not optimizer.state or plan.groups is not optimizer.param_groups:
+    if plan is None or not plan.matches(optimizer):
         plan = _fused_adamw_plan(optimizer)
         if plan is None:
             return optimizer.step()

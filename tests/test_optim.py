@@ -227,3 +227,31 @@ def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
     assert (opt not in _PLANS) == (case in ("amsgrad", "foreach"))
     assert calls == ([1] * 4 if case in ("hook", "patched_step") else [])
     _assert_same(nets, twins, opt, ref)
+
+
+def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
+    """A state reset (KimiRL's ``state.clear()``: torch's next step creates new moments) and ``add_param_group``
+    keep the state dict and group list objects: the lists are rebuilt from what changed, still torch's bits."""
+    nets, twins, lean, ref = _twin_adamw()
+    x, y, z = torch.randn(16, 3), torch.randn(16, 4), torch.randn(16, 2)
+    extra, extra_twin = nn.Linear(2, 1), nn.Linear(2, 1)
+    extra_twin.load_state_dict(extra.state_dict())
+    start = extra.weight.detach().clone()
+    for i in range(12):
+        if i == 4:
+            lean.state.clear()
+            ref.state.clear()
+        if i == 8:
+            lean.add_param_group({"params": [*extra.parameters()], "lr": 5e-2})
+            ref.add_param_group({"params": [*extra_twin.parameters()], "lr": 5e-2})
+        for ns, e, step in ((nets, extra, lambda: fused_adamw_step(lean)), (twins, extra_twin, ref.step)):
+            _backward(ns, x, y)
+            if i >= 8:
+                e.weight.grad, e.bias.grad = None, None
+                e(z).pow(2).mean().backward()
+            step()
+    assert lean in _PLANS and len(_PLANS[lean].params) == 3
+    assert lean.state_dict()["state"][0]["step"] == 8  # counted again from the reset
+    _assert_same(nets, twins, lean, ref)
+    assert not torch.equal(extra.weight, start)
+    torch.testing.assert_close(extra.weight, extra_twin.weight, rtol=0, atol=0)
