@@ -57,9 +57,9 @@ def main() -> None:
 
         def kernels() -> None:  # what fused_adamw_step launches, without its checks and gradient lists
             with torch.no_grad():
-                torch._foreach_add_(plan.all_steps, 1)
                 for group, params, exp_avgs, exp_avg_sqs, steps in zip(
                         optimizer.param_groups, plan.params, plan.exp_avgs, plan.exp_avg_sqs, plan.steps):
+                    torch._foreach_add_(steps, 1)
                     torch._fused_adamw_(params, [q.grad for q in params], exp_avgs, exp_avg_sqs, [], steps,
                                         amsgrad=False, lr=group["lr"], beta1=group["betas"][0],
                                         beta2=group["betas"][1], weight_decay=group["weight_decay"],

@@ -120,25 +120,27 @@ class _FusedAdamWPlan:
     """One fused AdamW's tensors, listed once per group: parameters, moments and step counters, and what they were
     read from (the state dict, each group's parameter list, each parameter's state entry) to see when it changed."""
 
-    __slots__ = ("state", "groups", "param_lists", "entries", "params", "exp_avgs", "exp_avg_sqs", "steps", "all_steps")
+    __slots__ = ("state", "groups", "param_lists", "entries", "params", "exp_avgs", "exp_avg_sqs", "steps")
 
     def __init__(self, optimizer: torch.optim.AdamW, entries, params, exp_avgs, exp_avg_sqs, steps) -> None:
         # load_state_dict replaces the state dict and the group list; add_param_group grows the list; a state reset
-        # (state.clear(), a new entry) replaces a parameter's entry: each is checked before every step
+        # (state.clear(), a new entry) replaces a parameter's entry, or a tensor in it: each is checked every step
         self.state, self.groups = optimizer.state, optimizer.param_groups
         self.param_lists = [group["params"] for group in optimizer.param_groups]
         self.entries, self.params, self.exp_avgs, self.exp_avg_sqs, self.steps = entries, params, exp_avgs, exp_avg_sqs, steps
-        self.all_steps = [s for group_steps in steps for s in group_steps]
 
     def matches(self, optimizer: torch.optim.Optimizer) -> bool:
         groups, state = optimizer.param_groups, optimizer.state
         if state is not self.state or groups is not self.groups or len(groups) != len(self.params):
             return False
-        for group, param_list, params, entries in zip(groups, self.param_lists, self.params, self.entries):
-            if group["params"] is not param_list or len(param_list) != len(params):
+        for group, param_list, *lists in zip(groups, self.param_lists, self.params, self.entries, self.exp_avgs,
+                                             self.exp_avg_sqs, self.steps):
+            if group["params"] is not param_list or len(param_list) != len(lists[0]) or not group["decoupled_weight_decay"]:
                 return False
-            if any(state.get(p) is not entry for p, entry in zip(params, entries)):
-                return False
+            for p, entry, exp_avg, exp_avg_sq, step in zip(*lists):
+                if (state.get(p) is not entry or entry.get("exp_avg") is not exp_avg
+                        or entry.get("exp_avg_sq") is not exp_avg_sq or entry.get("step") is not step):
+                    return False
         return True
 
 
@@ -147,14 +149,15 @@ _PLANS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, _FusedAdamWPlan]" = we
 
 def _fused_adamw_plan(optimizer: torch.optim.Optimizer) -> _FusedAdamWPlan | None:
     """The plan for ``optimizer`` if :func:`fused_adamw_step` may step it itself, else None: a plain fused AdamW
-    (no amsgrad, maximize, capturable, differentiable or tensor lr), one device and dtype per group, every
+    (no amsgrad, maximize, capturable, differentiable, L2 decay or tensor lr), one device and dtype per group, every
     parameter's state initialised (the first step is torch's, which creates it)."""
     if type(optimizer) is not torch.optim.AdamW:
         return None
     entries, params, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
     for group in optimizer.param_groups:
         if (not group["fused"] or group["amsgrad"] or group["maximize"] or group["capturable"]
-                or group["differentiable"] or torch.is_tensor(group["lr"]) or not group["params"]):
+                or group["differentiable"] or not group["decoupled_weight_decay"] or torch.is_tensor(group["lr"])
+                or not group["params"]):
             return None
         if len({(p.device, p.dtype) for p in group["params"]}) != 1:
             return None
@@ -179,8 +182,9 @@ def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
     kernel per group with the group's current hyperparameters (108 us). The optimizer's own state tensors are
     updated, so its ``state_dict`` (checkpoints) and a later ``optimizer.step()`` are unaffected. Anything else --
     another optimizer, a setting the plan does not cover, step hooks, a patched ``step`` (an lr scheduler's
-    counter), a gradient scaler, a parameter without a gradient, uninitialised or reset state -- takes
-    ``optimizer.step()``.
+    counter), a gradient scaler, uninitialised or reset state -- takes ``optimizer.step()``; parameters without a
+    gradient are skipped as torch skips them. Not kept: torch's profiler span for the step
+    (``Optimizer.step#AdamW.step``) and its check against CUDA-graph capture with ``capturable=False``.
     """
     plan = _PLANS.get(optimizer)
     if plan is None or not plan.matches(optimizer):
@@ -192,17 +196,21 @@ def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
             or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
             or getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None):
         return optimizer.step()
-    grads = [[p.grad for p in params] for params in plan.params]
-    if any(g is None for group_grads in grads for g in group_grads):
-        return optimizer.step()
     with torch.no_grad():
-        torch._foreach_add_(plan.all_steps, 1)
-        for group, params, group_grads, exp_avgs, exp_avg_sqs, steps in zip(
-                optimizer.param_groups, plan.params, grads, plan.exp_avgs, plan.exp_avg_sqs, plan.steps):
+        for group, params, exp_avgs, exp_avg_sqs, steps in zip(
+                optimizer.param_groups, plan.params, plan.exp_avgs, plan.exp_avg_sqs, plan.steps):
+            grads = [p.grad for p in params]
+            if any(g is None for g in grads):  # torch skips these (and their step counters): TD3's delayed actor
+                keep = [i for i, g in enumerate(grads) if g is not None]
+                params, grads, exp_avgs, exp_avg_sqs, steps = (
+                    [xs[i] for i in keep] for xs in (params, grads, exp_avgs, exp_avg_sqs, steps))
+                if not keep:
+                    continue
+            torch._foreach_add_(steps, 1)
             beta1, beta2 = group["betas"]
-            torch._fused_adamw_(params, group_grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
-                                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-                                eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
+            torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
+                                beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                                maximize=False, grad_scale=None, found_inf=None)
 
 
 def _merged_groups(networks: Sequence[tuple[torch.nn.Module, float]], weight_decay: float) -> list[dict]:

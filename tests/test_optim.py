@@ -162,6 +162,19 @@ def _backward(nets, x, y, skip_bias=False):
         nets[1].bias.grad = None
 
 
+def _count_torch_steps(monkeypatch) -> dict[int, int]:
+    """How often torch's ``AdamW.step`` ran, per optimizer (``fused_adamw_step`` takes it only where it must)."""
+    calls: dict[int, int] = {}
+    original = torch.optim.AdamW.step
+
+    def counted(self, *args, **kwargs):
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    return calls
+
+
 def _assert_same(a, b, opt_a, opt_b):
     for p, q in zip([*a[0].parameters(), *a[1].parameters()], [*b[0].parameters(), *b[1].parameters()]):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
@@ -172,14 +185,15 @@ def _assert_same(a, b, opt_a, opt_b):
             torch.testing.assert_close(state[name], sb["state"][key][name], rtol=0, atol=0)
 
 
-def test_the_lean_fused_adamw_step_is_torchs_step_to_the_bit():
+def test_the_lean_fused_adamw_step_is_torchs_step_to_the_bit(monkeypatch):
     """``fused_adamw_step`` (the RL modules' step) launches torch's fused kernel on lists it built once: the weights,
     moments and step counters equal ``AdamW(fused=True).step()``'s to the bit, with the groups' lr changed midway (a
-    schedule), a step where a parameter has no gradient (torch's step then, which skips it), and after
-    ``load_state_dict`` (new state tensors: the lists are rebuilt)."""
+    schedule), a step where a parameter has no gradient (skipped, as torch skips it), and after ``load_state_dict``
+    (new state tensors: the lists are rebuilt). Only the first step (which creates the state) is torch's."""
     import copy
 
     nets, twins, lean, ref = _twin_adamw()
+    torch_steps = _count_torch_steps(monkeypatch)
     x, y = torch.randn(16, 3), torch.randn(16, 4)
     start = nets[0][0].weight.detach().clone()
     for i in range(30):
@@ -202,12 +216,14 @@ def test_the_lean_fused_adamw_step_is_torchs_step_to_the_bit():
             step()
     assert _PLANS[lean] is not plan and _PLANS[lean].state is lean.state
     _assert_same(nets, twins, lean, ref)
+    assert torch_steps == {id(lean): 1, id(ref): 35}
 
 
-@pytest.mark.parametrize("case", ["amsgrad", "hook", "patched_step", "foreach"])
+@pytest.mark.parametrize("case", ["amsgrad", "hook", "patched_step", "foreach", "l2"])
 def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
-    """amsgrad / a foreach AdamW are not planned, a step hook is called, a patched ``step`` (an lr scheduler's
-    counter) runs: each by taking ``optimizer.step()``, with torch's weights to the bit."""
+    """amsgrad / a foreach AdamW / a group with L2 decay (``decoupled_weight_decay=False``, set after the first step)
+    are not planned, a step hook is called, a patched ``step`` (an lr scheduler's counter) runs: each by taking
+    ``optimizer.step()``, with torch's weights to the bit."""
     kwargs = {"amsgrad": True} if case == "amsgrad" else {}
     nets, twins, opt, ref = _twin_adamw(**kwargs)
     if case == "foreach":
@@ -220,7 +236,10 @@ def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
         step = opt.step
         opt.step = lambda *a, **k: (calls.append(1), step(*a, **k))[1]
     x, y = torch.randn(16, 3), torch.randn(16, 4)
-    for _ in range(4):
+    for i in range(4):
+        if case == "l2" and i == 2:
+            for group in [*opt.param_groups, *ref.param_groups]:
+                group["decoupled_weight_decay"] = False
         for ns, o, s in ((nets, opt, lambda: fused_adamw_step(opt)), (twins, ref, ref.step)):
             _backward(ns, x, y)
             s()
@@ -230,8 +249,9 @@ def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
 
 
 def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
-    """A state reset (KimiRL's ``state.clear()``: torch's next step creates new moments) and ``add_param_group``
-    keep the state dict and group list objects: the lists are rebuilt from what changed, still torch's bits."""
+    """A state reset (KimiRL's ``state.clear()``: torch's next step creates new moments), a moment replaced inside a
+    parameter's entry, and ``add_param_group`` keep the state dict and group list objects: the lists are rebuilt
+    from what changed, still torch's bits."""
     nets, twins, lean, ref = _twin_adamw()
     x, y, z = torch.randn(16, 3), torch.randn(16, 4), torch.randn(16, 2)
     extra, extra_twin = nn.Linear(2, 1), nn.Linear(2, 1)
@@ -241,6 +261,9 @@ def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
         if i == 4:
             lean.state.clear()
             ref.state.clear()
+        if i == 6:
+            for opt, net in ((lean, nets), (ref, twins)):
+                opt.state[net[1].weight]["exp_avg"] = torch.zeros_like(net[1].weight)
         if i == 8:
             lean.add_param_group({"params": [*extra.parameters()], "lr": 5e-2})
             ref.add_param_group({"params": [*extra_twin.parameters()], "lr": 5e-2})

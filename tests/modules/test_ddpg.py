@@ -103,14 +103,17 @@ def test_the_optimizer_step_alone_runs_with_denormals_flushed_when_asked(flush):
                    flush_denormals=flush)
     seen = []
 
-    class Spy(L.Callback):
-        def on_train_start(self, trainer, pl_module):
-            optimizer = trainer.optimizers[0]
-            step = optimizer.step
-            optimizer.step = lambda *a, **k: (seen.append(flushing_denormals()), step(*a, **k))[1]
+    kernel = torch._fused_adamw_  # what both torch's step (the first) and fused_adamw_step (the rest) launch
 
-    fit(module, GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=3), callbacks=[Spy()])
-    assert seen == [flush] * 3 and not flushing_denormals()  # the caller's setting (off) is back after each step
+    def spy(*args, **kwargs):
+        seen.append(flushing_denormals())
+        return kernel(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "_fused_adamw_", spy)
+        trainer = fit(module, GymDataModule(ContinuousIdentity, num_envs=4, batches_per_epoch=3))
+    assert seen == [flush] * 3 * len(trainer.optimizers[0].param_groups)
+    assert not flushing_denormals()  # the caller's setting (off) is back after each step
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
@@ -131,12 +134,20 @@ def test_the_direct_step_gives_lightnings_weights_and_step_count_to_the_bit_and_
                       precision=precision, callbacks=callbacks)
         return module, trainer
 
-    (direct, t_direct), listener = run([]), ListensToStep()
-    hooked, t_hooked = run([listener])
-    assert direct._direct_step and not hooked._direct_step and hooked._direct_backward
-    from litzoo.optim import _PLANS  # the direct run stepped with fused_adamw_step's lists, Lightning's with torch's step
+    torch_steps: list[int] = []  # the direct run steps with fused_adamw_step's lists (torch's step only creates the
+    original = torch.optim.AdamW.step  # state on the first; TD3's critic-only updates skip the actor in both)
 
-    assert t_direct.optimizers[0] in _PLANS and t_hooked.optimizers[0] not in _PLANS
+    def counted(self, *args, **kwargs):
+        torch_steps.append(id(self))
+        return original(self, *args, **kwargs)
+
+    listener = ListensToStep()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", counted)
+        direct, t_direct = run([])
+        hooked, t_hooked = run([listener])
+    assert direct._direct_step and not hooked._direct_step and hooked._direct_backward
+    assert torch_steps == [id(t_direct.optimizers[0])] + [id(t_hooked.optimizers[0])] * 12
     assert listener.calls == 12  # every update went through Lightning's optimizer step and its hooks
     assert t_direct.global_step == t_hooked.global_step == direct.num_updates == 12  # max_steps still counts updates
     for (name, a), (_, b) in zip(direct.state_dict().items(), hooked.state_dict().items()):
