@@ -179,7 +179,7 @@ def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
     look-up per parameter, regrouping the lists by device and dtype): for DDPG's 400-300 networks 135 us per step
     where the kernel takes 106 us (one CPU thread, ``bench/adamw_step.py``). Here the lists are built once and
     each step checks they still hold, collects the gradients, bumps the step counters and launches the same
-    kernel per group with the group's current hyperparameters (108 us). The optimizer's own state tensors are
+    kernel per group with the group's current hyperparameters (111 us). The optimizer's own state tensors are
     updated, so its ``state_dict`` (checkpoints) and a later ``optimizer.step()`` are unaffected. Anything else --
     another optimizer, a setting the plan does not cover, step hooks, a patched ``step`` (an lr scheduler's
     counter), a gradient scaler, uninitialised or reset state -- takes ``optimizer.step()``; parameters without a
