@@ -123,8 +123,9 @@ class _FusedAdamWPlan:
     __slots__ = ("state", "groups", "param_lists", "entries", "params", "exp_avgs", "exp_avg_sqs", "steps")
 
     def __init__(self, optimizer: torch.optim.AdamW, entries, params, exp_avgs, exp_avg_sqs, steps) -> None:
-        # load_state_dict replaces the state dict and the group list; add_param_group grows the list; a state reset
-        # (state.clear(), a new entry) replaces a parameter's entry, or a tensor in it: each is checked every step
+        # load_state_dict replaces the state dict and the group list; add_param_group grows the list; a group's
+        # parameter can be swapped in place; a state reset (state.clear(), a new entry) replaces a parameter's entry,
+        # or a tensor in it: each is checked every step
         self.state, self.groups = optimizer.state, optimizer.param_groups
         self.param_lists = [group["params"] for group in optimizer.param_groups]
         self.entries, self.params, self.exp_avgs, self.exp_avg_sqs, self.steps = entries, params, exp_avgs, exp_avg_sqs, steps
@@ -137,8 +138,8 @@ class _FusedAdamWPlan:
                                              self.exp_avg_sqs, self.steps):
             if group["params"] is not param_list or len(param_list) != len(lists[0]) or not group["decoupled_weight_decay"]:
                 return False
-            for p, entry, exp_avg, exp_avg_sq, step in zip(*lists):
-                if (state.get(p) is not entry or entry.get("exp_avg") is not exp_avg
+            for current, p, entry, exp_avg, exp_avg_sq, step in zip(param_list, *lists):
+                if (current is not p or state.get(p) is not entry or entry.get("exp_avg") is not exp_avg
                         or entry.get("exp_avg_sq") is not exp_avg_sq or entry.get("step") is not step):
                     return False
         return True

@@ -250,7 +250,7 @@ def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
 
 def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
     """A state reset (KimiRL's ``state.clear()``: torch's next step creates new moments), a moment replaced inside a
-    parameter's entry, and ``add_param_group`` keep the state dict and group list objects: the lists are rebuilt
+    parameter's entry, a parameter swapped in its group's list and ``add_param_group`` keep the state dict and group list objects: the lists are rebuilt
     from what changed, still torch's bits."""
     nets, twins, lean, ref = _twin_adamw()
     x, y, z = torch.randn(16, 3), torch.randn(16, 4), torch.randn(16, 2)
@@ -264,6 +264,10 @@ def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
         if i == 6:
             for opt, net in ((lean, nets), (ref, twins)):
                 opt.state[net[1].weight]["exp_avg"] = torch.zeros_like(net[1].weight)
+        if i == 7:  # a parameter swapped in place in its group's list (the same list, the same length); its old
+            for opt, net in ((lean, nets), (ref, twins)):  # state stays, as torch leaves it
+                net[1].bias = nn.Parameter(net[1].bias.detach().clone())
+                opt.param_groups[1]["params"][1] = net[1].bias
         if i == 8:
             lean.add_param_group({"params": [*extra.parameters()], "lr": 5e-2})
             ref.add_param_group({"params": [*extra_twin.parameters()], "lr": 5e-2})
@@ -274,7 +278,11 @@ def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
                 e(z).pow(2).mean().backward()
             step()
     assert lean in _PLANS and len(_PLANS[lean].params) == 3
-    assert lean.state_dict()["state"][0]["step"] == 8  # counted again from the reset
-    _assert_same(nets, twins, lean, ref)
+    assert lean.state[nets[0][0].weight]["step"] == 8  # counted again from the reset
+    assert lean.state[nets[1].bias]["step"] == 5  # the swapped-in bias, stepped from i = 7
     assert not torch.equal(extra.weight, start)
-    torch.testing.assert_close(extra.weight, extra_twin.weight, rtol=0, atol=0)
+    for group, twin_group in zip(lean.param_groups, ref.param_groups):  # (the stale entry of the swapped-out bias
+        for p, q in zip(group["params"], twin_group["params"]):  # keeps torch's state_dict from naming it: by
+            torch.testing.assert_close(p, q, rtol=0, atol=0)  # parameter instead)
+            for name in ("step", "exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(lean.state[p][name], ref.state[q][name], rtol=0, atol=0)
