@@ -136,13 +136,21 @@ class _FusedAdamWPlan:
             return False
         for group, param_list, *lists in zip(groups, self.param_lists, self.params, self.entries, self.exp_avgs,
                                              self.exp_avg_sqs, self.steps):
-            if group["params"] is not param_list or len(param_list) != len(lists[0]) or not group["decoupled_weight_decay"]:
+            if group["params"] is not param_list or len(param_list) != len(lists[0]) or not _plain_fused_group(group):
                 return False
             for current, p, entry, exp_avg, exp_avg_sq, step in zip(param_list, *lists):
                 if (current is not p or state.get(p) is not entry or entry.get("exp_avg") is not exp_avg
                         or entry.get("exp_avg_sq") is not exp_avg_sq or entry.get("step") is not step):
                     return False
         return True
+
+
+def _plain_fused_group(group: dict) -> bool:
+    """A group whose step is the fused AdamW kernel with float lr and no amsgrad, maximize, capturable,
+    differentiable or L2 (non-decoupled) decay: what the plan launches."""
+    return (group["fused"] and not (group["amsgrad"] or group["maximize"] or group["capturable"]
+                                    or group["differentiable"] or torch.is_tensor(group["lr"]))
+            and group["decoupled_weight_decay"])
 
 
 _PLANS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, _FusedAdamWPlan]" = weakref.WeakKeyDictionary()
@@ -156,9 +164,7 @@ def _fused_adamw_plan(optimizer: torch.optim.Optimizer) -> _FusedAdamWPlan | Non
         return None
     entries, params, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
     for group in optimizer.param_groups:
-        if (not group["fused"] or group["amsgrad"] or group["maximize"] or group["capturable"]
-                or group["differentiable"] or not group["decoupled_weight_decay"] or torch.is_tensor(group["lr"])
-                or not group["params"]):
+        if not group["params"] or not _plain_fused_group(group):
             return None
         if len({(p.device, p.dtype) for p in group["params"]}) != 1:
             return None
@@ -183,9 +189,10 @@ def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
     kernel per group with the group's current hyperparameters (111 us). The optimizer's own state tensors are
     updated, so its ``state_dict`` (checkpoints) and a later ``optimizer.step()`` are unaffected. Anything else --
     another optimizer, a setting the plan does not cover, step hooks, a patched ``step`` (an lr scheduler's
-    counter), a gradient scaler, uninitialised or reset state -- takes ``optimizer.step()``; parameters without a
-    gradient are skipped as torch skips them. Not kept: torch's profiler span for the step
-    (``Optimizer.step#AdamW.step``) and its check against CUDA-graph capture with ``capturable=False``.
+    counter), a gradient scaler, a sparse gradient, uninitialised or reset state -- takes ``optimizer.step()``
+    (group settings are checked at every step); parameters without a gradient are skipped as torch skips them.
+    Not kept: torch's profiler span for the step (``Optimizer.step#AdamW.step``) and its check against CUDA-graph
+    capture with ``capturable=False``.
     """
     plan = _PLANS.get(optimizer)
     if plan is None or not plan.matches(optimizer):
@@ -197,10 +204,12 @@ def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
             or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
             or getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None):
         return optimizer.step()
+    all_grads = [[p.grad for p in params] for params in plan.params]
+    if any(g is not None and g.is_sparse for grads in all_grads for g in grads):
+        return optimizer.step()  # (which refuses them before counting a step)
     with torch.no_grad():
-        for group, params, exp_avgs, exp_avg_sqs, steps in zip(
-                optimizer.param_groups, plan.params, plan.exp_avgs, plan.exp_avg_sqs, plan.steps):
-            grads = [p.grad for p in params]
+        for group, params, grads, exp_avgs, exp_avg_sqs, steps in zip(
+                optimizer.param_groups, plan.params, all_grads, plan.exp_avgs, plan.exp_avg_sqs, plan.steps):
             if any(g is None for g in grads):  # torch skips these (and their step counters): TD3's delayed actor
                 keep = [i for i, g in enumerate(grads) if g is not None]
                 params, grads, exp_avgs, exp_avg_sqs, steps = (

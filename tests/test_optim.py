@@ -198,9 +198,10 @@ def test_the_lean_fused_adamw_step_is_torchs_step_to_the_bit(monkeypatch):
     start = nets[0][0].weight.detach().clone()
     for i in range(30):
         for ns, opt, step in ((nets, lean, lambda: fused_adamw_step(lean)), (twins, ref, ref.step)):
-            if i == 15:
+            if i == 15:  # a schedule's lr, and betas / eps changed per group
                 for group in opt.param_groups:
                     group["lr"] *= 0.5
+                opt.param_groups[0]["betas"], opt.param_groups[1]["eps"] = (0.8, 0.99), 1e-3
             _backward(ns, x, y, skip_bias=i == 20)
             step()
         if i == 1:  # the first step was torch's (it creates the state); from the second on the lists are used
@@ -219,10 +220,12 @@ def test_the_lean_fused_adamw_step_is_torchs_step_to_the_bit(monkeypatch):
     assert torch_steps == {id(lean): 1, id(ref): 35}
 
 
-@pytest.mark.parametrize("case", ["amsgrad", "hook", "patched_step", "foreach", "l2"])
+@pytest.mark.parametrize("case", ["amsgrad", "hook", "global_hook", "patched_step", "grad_scale", "foreach", "l2",
+                                  "maximize"])
 def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
-    """amsgrad / a foreach AdamW / a group with L2 decay (``decoupled_weight_decay=False``, set after the first step)
-    are not planned, a step hook is called, a patched ``step`` (an lr scheduler's counter) runs: each by taking
+    """amsgrad / a foreach AdamW / a group turned to L2 decay (``decoupled_weight_decay=False``) or to ``maximize``
+    after the first steps are not planned, a step hook (the optimizer's or a global one) is called, a patched
+    ``step`` (an lr scheduler's counter) runs, a gradient scaler's ``grad_scale`` unscales: each by taking
     ``optimizer.step()``, with torch's weights to the bit."""
     kwargs = {"amsgrad": True} if case == "amsgrad" else {}
     nets, twins, opt, ref = _twin_adamw(**kwargs)
@@ -235,17 +238,58 @@ def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
     if case == "patched_step":
         step = opt.step
         opt.step = lambda *a, **k: (calls.append(1), step(*a, **k))[1]
+    if case == "global_hook":
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        handle = register_optimizer_step_post_hook(
+            lambda o, *args: calls.append(1) if o is opt else None)
+    if case == "grad_scale":  # what torch.amp.GradScaler sets on a fused optimizer: gradients divided by it
+        for o in (opt, ref):
+            o.grad_scale, o.found_inf = torch.tensor(4.0), torch.tensor(0.0)
     x, y = torch.randn(16, 3), torch.randn(16, 4)
     for i in range(4):
-        if case == "l2" and i == 2:
+        if case in ("l2", "maximize") and i == 2:
             for group in [*opt.param_groups, *ref.param_groups]:
-                group["decoupled_weight_decay"] = False
+                if case == "l2":
+                    group["decoupled_weight_decay"] = False
+                else:
+                    group["maximize"] = True
         for ns, o, s in ((nets, opt, lambda: fused_adamw_step(opt)), (twins, ref, ref.step)):
             _backward(ns, x, y)
             s()
+    if case == "global_hook":
+        handle.remove()
     assert (opt not in _PLANS) == (case in ("amsgrad", "foreach"))
-    assert calls == ([1] * 4 if case in ("hook", "patched_step") else [])
+    assert calls == ([1] * 4 if case in ("hook", "global_hook", "patched_step") else [])
     _assert_same(nets, twins, opt, ref)
+
+
+def test_the_lean_fused_adamw_step_leaves_mixed_dtypes_and_sparse_gradients_to_torch():
+    """A group mixing dtypes (torch regroups it per dtype) is not planned; a sparse gradient goes to torch's step,
+    which refuses it before counting a step."""
+    weights = [nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(3, 2, dtype=torch.float64))]
+    twins = [nn.Parameter(w.detach().clone()) for w in weights]
+    opt, ref = torch.optim.AdamW(weights, fused=True), torch.optim.AdamW(twins, fused=True)
+    for _ in range(3):
+        for ws, step in ((weights, lambda: fused_adamw_step(opt)), (twins, ref.step)):
+            for w in ws:
+                w.grad = torch.ones_like(w) * w.sum().detach()
+            step()
+    assert opt not in _PLANS
+    for w, v in zip(weights, twins):
+        torch.testing.assert_close(w, v, rtol=0, atol=0)
+    embed = nn.Embedding(5, 2, sparse=True)
+    sparse = torch.optim.AdamW(embed.parameters(), fused=True)
+    embed(torch.tensor([1])).sum().backward()
+    embed.weight.grad = embed.weight.grad.to_dense()  # a dense first step creates the state
+    fused_adamw_step(sparse)
+    fused_adamw_step(sparse)  # (planned now)
+    assert sparse in _PLANS and sparse.state[embed.weight]["step"] == 2
+    embed.weight.grad = None
+    embed(torch.tensor([2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        fused_adamw_step(sparse)
+    assert sparse.state[embed.weight]["step"] == 2
 
 
 def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
