@@ -183,8 +183,8 @@ def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()``, the same to the bit, with less Python around torch's fused AdamW kernel.
 
     ``step()`` wraps the ``torch._fused_adamw_`` kernel in per-step Python (profiler context, hook loops, a state
-    look-up per parameter, regrouping the lists by device and dtype): for DDPG's 400-300 networks 135 us per step
-    where the kernel takes 106 us (one CPU thread, ``bench/adamw_step.py``). Here the lists are built once and
+    look-up per parameter, regrouping the lists by device and dtype): for DDPG's 400-300 networks 133 us per step
+    where the kernel takes 105 us (one CPU thread, ``bench/adamw_step.py``). Here the lists are built once and
     each step checks they still hold, collects the gradients, bumps the step counters and launches the same
     kernel per group with the group's current hyperparameters (111 us). The optimizer's own state tensors are
     updated, so its ``state_dict`` (checkpoints) and a later ``optimizer.step()`` are unaffected. Anything else --
