@@ -41,7 +41,7 @@ def optimizer_for(algo: str, weight_decay: float = 0.0) -> torch.optim.AdamW:
 
 
 def main() -> None:
-    from litzoo.optim import _PLANS, fused_adamw_step
+    from litzoo.optim import fused_adamw_step
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algos", nargs="+", default=["ddpg", "sac"], choices=["ddpg", "sac"])
@@ -52,18 +52,17 @@ def main() -> None:
     torch.set_num_threads(1)
     for algo in args.algos:
         optimizer = optimizer_for(algo, args.weight_decay)
-        fused_adamw_step(optimizer)
-        plan = _PLANS[optimizer]
+        lists = [(group, *([optimizer.state[q][k] for q in group["params"]] for k in ("exp_avg", "exp_avg_sq", "step")),
+                  group["params"], [q.grad for q in group["params"]]) for group in optimizer.param_groups]
 
-        def kernels() -> None:  # what fused_adamw_step launches, without its checks and gradient lists
+        def kernels() -> None:  # the kernels fused_adamw_step launches, on lists built once here (the floor)
             with torch.no_grad():
-                for group, params, exp_avgs, exp_avg_sqs, steps in zip(
-                        optimizer.param_groups, plan.params, plan.exp_avgs, plan.exp_avg_sqs, plan.steps):
+                for group, exp_avgs, exp_avg_sqs, steps, params, grads in lists:
                     torch._foreach_add_(steps, 1)
-                    torch._fused_adamw_(params, [q.grad for q in params], exp_avgs, exp_avg_sqs, [], steps,
-                                        amsgrad=False, lr=group["lr"], beta1=group["betas"][0],
-                                        beta2=group["betas"][1], weight_decay=group["weight_decay"],
-                                        eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
+                    torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
+                                        lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1],
+                                        weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                                        grad_scale=None, found_inf=None)
 
         variants = {"optimizer.step()": optimizer.step, "fused_adamw_step": lambda: fused_adamw_step(optimizer),
                     "kernels alone": kernels}

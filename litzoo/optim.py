@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import re
-import weakref
 from typing import Iterable, Sequence
 
 import torch
@@ -116,106 +115,53 @@ def fused_or_foreach(params: Sequence[torch.Tensor]) -> dict[str, bool]:
     return {"fused": True} if fusable else {"foreach": True}
 
 
-class _FusedAdamWPlan:
-    """One fused AdamW's tensors, listed once per group: parameters, moments and step counters, and what they were
-    read from (the state dict, each group's parameter list, each parameter's state entry) to see when it changed."""
-
-    __slots__ = ("state", "groups", "param_lists", "entries", "params", "exp_avgs", "exp_avg_sqs", "steps")
-
-    def __init__(self, optimizer: torch.optim.AdamW, entries, params, exp_avgs, exp_avg_sqs, steps) -> None:
-        # load_state_dict replaces the state dict and the group list; add_param_group grows the list; a group's
-        # parameter can be swapped in place; a state reset (state.clear(), a new entry) replaces a parameter's entry,
-        # or a tensor in it: each is checked every step
-        self.state, self.groups = optimizer.state, optimizer.param_groups
-        self.param_lists = [group["params"] for group in optimizer.param_groups]
-        self.entries, self.params, self.exp_avgs, self.exp_avg_sqs, self.steps = entries, params, exp_avgs, exp_avg_sqs, steps
-
-    def matches(self, optimizer: torch.optim.Optimizer) -> bool:
-        groups, state = optimizer.param_groups, optimizer.state
-        if state is not self.state or groups is not self.groups or len(groups) != len(self.params):
-            return False
-        for group, param_list, *lists in zip(groups, self.param_lists, self.params, self.entries, self.exp_avgs,
-                                             self.exp_avg_sqs, self.steps):
-            if group["params"] is not param_list or len(param_list) != len(lists[0]) or not _plain_fused_group(group):
-                return False
-            for current, p, entry, exp_avg, exp_avg_sq, step in zip(param_list, *lists):
-                if (current is not p or state.get(p) is not entry or entry.get("exp_avg") is not exp_avg
-                        or entry.get("exp_avg_sq") is not exp_avg_sq or entry.get("step") is not step):
-                    return False
-        return True
-
-
 def _plain_fused_group(group: dict) -> bool:
     """A group whose step is the fused AdamW kernel with float lr and no amsgrad, maximize, capturable,
-    differentiable or L2 (non-decoupled) decay: what the plan launches."""
+    differentiable or L2 (non-decoupled) decay: what :func:`fused_adamw_step` launches itself."""
     return (group["fused"] and not (group["amsgrad"] or group["maximize"] or group["capturable"]
                                     or group["differentiable"] or torch.is_tensor(group["lr"]))
             and group["decoupled_weight_decay"])
 
 
-_PLANS: "weakref.WeakKeyDictionary[torch.optim.Optimizer, _FusedAdamWPlan]" = weakref.WeakKeyDictionary()
-
-
-def _fused_adamw_plan(optimizer: torch.optim.Optimizer) -> _FusedAdamWPlan | None:
-    """The plan for ``optimizer`` if :func:`fused_adamw_step` may step it itself, else None: a plain fused AdamW
-    (no amsgrad, maximize, capturable, differentiable, L2 decay or tensor lr), one device and dtype per group, every
-    parameter's state initialised (the first step is torch's, which creates it)."""
-    if type(optimizer) is not torch.optim.AdamW:
-        return None
-    entries, params, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-    for group in optimizer.param_groups:
-        if not group["params"] or not _plain_fused_group(group):
-            return None
-        if len({(p.device, p.dtype) for p in group["params"]}) != 1:
-            return None
-        states = [optimizer.state.get(p) for p in group["params"]]
-        if any(not s or "step" not in s for s in states):
-            return None
-        entries.append(states)
-        params.append(list(group["params"]))
-        exp_avgs.append([s["exp_avg"] for s in states])
-        exp_avg_sqs.append([s["exp_avg_sq"] for s in states])
-        steps.append([s["step"] for s in states])
-    return _FusedAdamWPlan(optimizer, entries, params, exp_avgs, exp_avg_sqs, steps)
-
-
 def fused_adamw_step(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()``, the same to the bit, with less Python around torch's fused AdamW kernel.
 
-    ``step()`` wraps the ``torch._fused_adamw_`` kernel in per-step Python (profiler context, hook loops, a state
-    look-up per parameter, regrouping the lists by device and dtype): for DDPG's 400-300 networks 133 us per step
-    where the kernel takes 105 us (one CPU thread, ``bench/adamw_step.py``). Here the lists are built once and
-    each step checks they still hold, collects the gradients, bumps the step counters and launches the same
-    kernel per group with the group's current hyperparameters (111 us). The optimizer's own state tensors are
-    updated, so its ``state_dict`` (checkpoints) and a later ``optimizer.step()`` are unaffected. Anything else --
-    another optimizer, a setting the plan does not cover, step hooks, a patched ``step`` (an lr scheduler's
-    counter), a gradient scaler, a sparse gradient, uninitialised or reset state -- takes ``optimizer.step()``
-    (group settings are checked at every step); parameters without a gradient are skipped as torch skips them.
-    Not kept: torch's profiler span for the step (``Optimizer.step#AdamW.step``) and its check against CUDA-graph
-    capture with ``capturable=False``.
+    ``step()`` wraps the ``torch._fused_adamw_`` kernel in per-step Python (profiler context, hook loops, dynamo and
+    grad-mode wrappers, regrouping the lists by device and dtype): for DDPG's 400-300 networks ~139 us per step
+    where the kernel takes ~108 us (one CPU thread, ``bench/adamw_step.py``). Here each step reads the lists from
+    the groups and the optimizer's own state (so checkpoints, state resets and added groups are followed as torch
+    follows them), bumps the step counters and launches the same kernel per group (~116 us). Parameters without a
+    gradient are skipped as torch skips them. Anything else -- another optimizer, a group setting the kernel call
+    here does not cover, step hooks, a patched ``step`` (an lr scheduler's counter), a gradient scaler, a sparse
+    gradient, a parameter without state yet, mixed devices or dtypes in a group -- takes ``optimizer.step()``,
+    decided before anything is changed. Not kept: torch's profiler span for the step
+    (``Optimizer.step#AdamW.step``) and its check against CUDA-graph capture with ``capturable=False``.
     """
-    plan = _PLANS.get(optimizer)
-    if plan is None or not plan.matches(optimizer):
-        plan = _fused_adamw_plan(optimizer)
-        if plan is None:
-            return optimizer.step()
-        _PLANS[optimizer] = plan
-    if (optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks or "step" in vars(optimizer)
+    if (type(optimizer) is not torch.optim.AdamW or optimizer._optimizer_step_pre_hooks
+            or optimizer._optimizer_step_post_hooks or "step" in vars(optimizer)
             or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
             or getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None):
         return optimizer.step()
-    all_grads = [[p.grad for p in params] for params in plan.params]
-    if any(g is not None and g.is_sparse for grads in all_grads for g in grads):
-        return optimizer.step()  # (which refuses them before counting a step)
+    state, work = optimizer.state, []
+    for group in optimizer.param_groups:
+        if not _plain_fused_group(group):
+            return optimizer.step()
+        params, grads, exp_avgs, exp_avg_sqs, steps = lists = [], [], [], [], []
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:  # torch skips it (and its step counter): TD3's actor on critic-only updates
+                continue
+            entry = state.get(p)
+            if not entry or grad.is_sparse:  # torch's step creates the state / refuses sparse gradients
+                return optimizer.step()
+            params.append(p), grads.append(grad), steps.append(entry["step"])
+            exp_avgs.append(entry["exp_avg"]), exp_avg_sqs.append(entry["exp_avg_sq"])
+        if params and len({(p.device, p.dtype) for p in params}) > 1:
+            return optimizer.step()
+        if params:
+            work.append((group, lists))
     with torch.no_grad():
-        for group, params, grads, exp_avgs, exp_avg_sqs, steps in zip(
-                optimizer.param_groups, plan.params, all_grads, plan.exp_avgs, plan.exp_avg_sqs, plan.steps):
-            if any(g is None for g in grads):  # torch skips these (and their step counters): TD3's delayed actor
-                keep = [i for i, g in enumerate(grads) if g is not None]
-                params, grads, exp_avgs, exp_avg_sqs, steps = (
-                    [xs[i] for i in keep] for xs in (params, grads, exp_avgs, exp_avg_sqs, steps))
-                if not keep:
-                    continue
+        for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in work:
             torch._foreach_add_(steps, 1)
             beta1, beta2 = group["betas"]
             torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from litzoo.optim import (
-    _PLANS, adamw_for_networks, adamw_param_groups, adamw_with_warmup_cosine, build_adamw, fused_adamw_step,
+    adamw_for_networks, adamw_param_groups, adamw_with_warmup_cosine, build_adamw, fused_adamw_step,
     fused_or_foreach, warmup_cosine_lambda,
 )
 
@@ -204,10 +204,9 @@ def test_the_lean_fused_adamw_step_is_torchs_step_to_the_bit(monkeypatch):
                 opt.param_groups[0]["betas"], opt.param_groups[1]["eps"] = (0.8, 0.99), 1e-3
             _backward(ns, x, y, skip_bias=i == 20)
             step()
-        if i == 1:  # the first step was torch's (it creates the state); from the second on the lists are used
-            plan = _PLANS[lean]
-            assert plan.state is lean.state and ref not in _PLANS
-    assert _PLANS[lean] is plan and (nets[0][0].weight - start).abs().max() > 1e-2
+        if i == 1:  # the first step was torch's (it creates the state); from the second on the kernel is ours
+            assert torch_steps == {id(lean): 1, id(ref): 2}
+    assert (nets[0][0].weight - start).abs().max() > 1e-2
     _assert_same(nets, twins, lean, ref)
     assert lean.state_dict()["state"][5]["step"] == 29  # the bias skipped once
     lean.load_state_dict(copy.deepcopy(ref.state_dict()))  # (torch may keep the given tensors: not shared with ref)
@@ -215,20 +214,20 @@ def test_the_lean_fused_adamw_step_is_torchs_step_to_the_bit(monkeypatch):
         for ns, opt, step in ((nets, lean, lambda: fused_adamw_step(lean)), (twins, ref, ref.step)):
             _backward(ns, x, y)
             step()
-    assert _PLANS[lean] is not plan and _PLANS[lean].state is lean.state
     _assert_same(nets, twins, lean, ref)
-    assert torch_steps == {id(lean): 1, id(ref): 35}
+    assert torch_steps == {id(lean): 1, id(ref): 35}  # the reloaded state is read as torch reads it
 
 
 @pytest.mark.parametrize("case", ["amsgrad", "hook", "global_hook", "patched_step", "grad_scale", "foreach", "l2",
                                   "maximize"])
-def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
+def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case, monkeypatch):
     """amsgrad / a foreach AdamW / a group turned to L2 decay (``decoupled_weight_decay=False``) or to ``maximize``
-    after the first steps are not planned, a step hook (the optimizer's or a global one) is called, a patched
+    after the first steps take torch's step, a step hook (the optimizer's or a global one) is called, a patched
     ``step`` (an lr scheduler's counter) runs, a gradient scaler's ``grad_scale`` unscales: each by taking
     ``optimizer.step()``, with torch's weights to the bit."""
     kwargs = {"amsgrad": True} if case == "amsgrad" else {}
     nets, twins, opt, ref = _twin_adamw(**kwargs)
+    torch_steps = _count_torch_steps(monkeypatch)
     if case == "foreach":
         for group in [*opt.param_groups, *ref.param_groups]:
             group["fused"], group["foreach"] = False, True
@@ -259,23 +258,24 @@ def test_the_lean_fused_adamw_step_leaves_what_it_does_not_cover_to_torch(case):
             s()
     if case == "global_hook":
         handle.remove()
-    assert (opt not in _PLANS) == (case in ("amsgrad", "foreach"))
+    assert torch_steps[id(opt)] == (3 if case in ("l2", "maximize") else 4)  # (those: the second step was ours)
     assert calls == ([1] * 4 if case in ("hook", "global_hook", "patched_step") else [])
     _assert_same(nets, twins, opt, ref)
 
 
-def test_the_lean_fused_adamw_step_leaves_mixed_dtypes_and_sparse_gradients_to_torch():
-    """A group mixing dtypes (torch regroups it per dtype) is not planned; a sparse gradient goes to torch's step,
+def test_the_lean_fused_adamw_step_leaves_mixed_dtypes_and_sparse_gradients_to_torch(monkeypatch):
+    """A group mixing dtypes (torch regroups it per dtype) takes torch's step; a sparse gradient goes to torch's step,
     which refuses it before counting a step."""
     weights = [nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(3, 2, dtype=torch.float64))]
     twins = [nn.Parameter(w.detach().clone()) for w in weights]
     opt, ref = torch.optim.AdamW(weights, fused=True), torch.optim.AdamW(twins, fused=True)
+    torch_steps = _count_torch_steps(monkeypatch)
     for _ in range(3):
         for ws, step in ((weights, lambda: fused_adamw_step(opt)), (twins, ref.step)):
             for w in ws:
                 w.grad = torch.ones_like(w) * w.sum().detach()
             step()
-    assert opt not in _PLANS
+    assert torch_steps[id(opt)] == 3
     for w, v in zip(weights, twins):
         torch.testing.assert_close(w, v, rtol=0, atol=0)
     embed = nn.Embedding(5, 2, sparse=True)
@@ -283,8 +283,8 @@ def test_the_lean_fused_adamw_step_leaves_mixed_dtypes_and_sparse_gradients_to_t
     embed(torch.tensor([1])).sum().backward()
     embed.weight.grad = embed.weight.grad.to_dense()  # a dense first step creates the state
     fused_adamw_step(sparse)
-    fused_adamw_step(sparse)  # (planned now)
-    assert sparse in _PLANS and sparse.state[embed.weight]["step"] == 2
+    fused_adamw_step(sparse)  # (the kernel's now)
+    assert torch_steps[id(sparse)] == 1 and sparse.state[embed.weight]["step"] == 2
     embed.weight.grad = None
     embed(torch.tensor([2])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
@@ -292,11 +292,12 @@ def test_the_lean_fused_adamw_step_leaves_mixed_dtypes_and_sparse_gradients_to_t
     assert sparse.state[embed.weight]["step"] == 2
 
 
-def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
+def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group(monkeypatch):
     """A state reset (KimiRL's ``state.clear()``: torch's next step creates new moments), a moment replaced inside a
-    parameter's entry, a parameter swapped in its group's list and ``add_param_group`` keep the state dict and group list objects: the lists are rebuilt
-    from what changed, still torch's bits."""
+    parameter's entry, a parameter swapped in its group's list and ``add_param_group``: the lists are read from the
+    groups and the state at every step, so each is followed as torch follows it, to the bit."""
     nets, twins, lean, ref = _twin_adamw()
+    torch_steps = _count_torch_steps(monkeypatch)
     x, y, z = torch.randn(16, 3), torch.randn(16, 4), torch.randn(16, 2)
     extra, extra_twin = nn.Linear(2, 1), nn.Linear(2, 1)
     extra_twin.load_state_dict(extra.state_dict())
@@ -321,7 +322,8 @@ def test_the_lean_fused_adamw_step_follows_a_state_reset_and_an_added_group():
                 e.weight.grad, e.bias.grad = None, None
                 e(z).pow(2).mean().backward()
             step()
-    assert lean in _PLANS and len(_PLANS[lean].params) == 3
+    assert len(lean.param_groups) == 3  # torch's step only where state had to be created: i = 0, 4, 7 (new bias), 8
+    assert torch_steps[id(lean)] == 4
     assert lean.state[nets[0][0].weight]["step"] == 8  # counted again from the reset
     assert lean.state[nets[1].bias]["step"] == 5  # the swapped-in bias, stepped from i = 7
     assert not torch.equal(extra.weight, start)
