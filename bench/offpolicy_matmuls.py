@@ -5,7 +5,9 @@
 Each shape is timed hot (the same operands over and over; the update's own operands are colder) as the median
 of ``--repeats`` rounds of 300 calls; the spread is the min-max of the rounds. It shows where a bf16-mixed update's
 time can and cannot go on a CPU with AMX: the big matmuls are ~5x faster in bf16, the tiny ones (K, N or M of
-1-4: the first layer, the 1-wide output layer and their gradients) ~3-5x slower than in float32.
+1-4: the first layer, the 1-wide output layer and their gradients) ~3-5x slower than in float32. The
+"float32, litzoo" column is the same float32 matmul as litzoo's layers compute it (``litzoo.nets.linear`` with
+the oneDNN backend: oneDNN for m*n*k >= 2**21, torch's BLAS below), beside torch's own (MKL).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import statistics
 import time
 
 import torch
+
+from litzoo.nets import linear as L
 
 # (name, (M, K), (K, N), calls per DDPG update in bf16-mixed: forward = critic, target critic, Q1 in the
 # actor's term, actor, target actor; backward = the critic's weight and input gradients, Q1's input gradients
@@ -48,21 +52,27 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, 1 thread; microseconds per call, median [min-max] of {args.repeats} rounds\n")
-    print("| matmul | shape | calls per update | float32 | bfloat16 | bf16 / fp32 |")
-    print("|---|---|---|---|---|---|")
-    total = {torch.float32: 0.0, torch.bfloat16: 0.0}
+    onednn = L._onednn_usable()
+    L.set_cpu_float32_matmul("onednn" if onednn else "blas")
+    print(f"CPU float32 matmul backend for the litzoo column: {L.cpu_float32_matmul()}\n")
+    print("| matmul | shape | calls per update | float32 (torch) | float32, litzoo | bfloat16 | bf16 / fp32 torch |")
+    print("|---|---|---|---|---|---|---|")
+    kinds = ("float32", "litzoo", "bfloat16")
+    total = dict.fromkeys(kinds, 0.0)
     for name, (m, k), (k2, n), calls in SHAPES:
         cells = {}
-        for dtype in (torch.float32, torch.bfloat16):
+        for kind in kinds:
+            dtype = torch.bfloat16 if kind == "bfloat16" else torch.float32
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k2, n, dtype=dtype)
-            rounds = [time_us(lambda: a @ b) for _ in range(args.repeats)]
-            cells[dtype] = statistics.median(rounds)
-            total[dtype] += calls * cells[dtype]
-            cells[dtype, "s"] = f"{cells[dtype]:.1f} [{min(rounds):.1f}-{max(rounds):.1f}]"
-        print(f"| {name} | {m}x{k} @ {k2}x{n} | {calls} | {cells[torch.float32, 's']} | {cells[torch.bfloat16, 's']} | "
-              f"{cells[torch.bfloat16] / cells[torch.float32]:.2f} |")
-    print(f"\nsum over one DDPG update's matmuls (hot): float32 {total[torch.float32]:.0f} us, "
-          f"bfloat16 {total[torch.bfloat16]:.0f} us")
+            fn = (lambda: L.linear(a, b.t())) if kind == "litzoo" else (lambda: a @ b)
+            rounds = [time_us(fn) for _ in range(args.repeats)]
+            cells[kind] = statistics.median(rounds)
+            total[kind] += calls * cells[kind]
+            cells[kind, "s"] = f"{cells[kind]:.1f} [{min(rounds):.1f}-{max(rounds):.1f}]"
+        print(f"| {name} | {m}x{k} @ {k2}x{n} | {calls} | {cells['float32', 's']} | {cells['litzoo', 's']} | "
+              f"{cells['bfloat16', 's']} | {cells['bfloat16'] / cells['float32']:.2f} |")
+    print(f"\nsum over one DDPG update's matmuls (hot): float32 {total['float32']:.0f} us (torch), "
+          f"{total['litzoo']:.0f} us (litzoo), bfloat16 {total['bfloat16']:.0f} us")
 
 
 if __name__ == "__main__":

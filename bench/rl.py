@@ -37,6 +37,8 @@ Hyperparameters (rl-baselines3-zoo ``hyperparams/*.yml``):
   orthogonal init); litzoo with ``optimizer="rmsprop"`` (the same recipe), and a ``litzoo-adamw`` row
   (litzoo's default optimizer, lr 1e-3). n_timesteps 500k (default budget here 100k).
 * bf16-mixed rows (TD3, DDPG): the same litzoo run with ``Trainer(precision="bf16-mixed")``.
+* ``--float32-blas`` adds a ``litzoo-blas`` row to TD3, DDPG and SAC: the float32 run with every matmul in torch's
+  BLAS (``litzoo.nets.linear.set_cpu_float32_matmul("blas")``), the control for litzoo's oneDNN float32 linears.
 * PPO, CartPole-v1 (ppo.yml: 8 envs, n_steps 32, batch 256, 20 epochs, gamma 0.98, gae_lambda 0.8, lr and clip
   range linear to 0 from 1e-3 / 0.2) and Pendulum-v1 (4 envs, VecNormalize of observations and rewards,
   n_steps 1024, batch 64, 10 epochs, gamma 0.9, lr 1e-3; the zoo's gSDE off in SB3 too, as for TRPO). SB3's
@@ -172,6 +174,16 @@ def litzoo_td3_bf16(seed: int, steps: int, rec: Recorder) -> None:
 
 def litzoo_ddpg_bf16(seed: int, steps: int, rec: Recorder) -> None:
     litzoo_td3(seed, steps, rec, twin=False, precision="bf16-mixed")
+
+
+# --float32-blas: the float32 run with torch's BLAS for every matmul (no oneDNN linears; each run is its own process)
+def _blas(runner: Callable[[int, int, Recorder], None]) -> Callable[[int, int, Recorder], None]:
+    def run(seed: int, steps: int, rec: Recorder) -> None:
+        from litzoo.nets.linear import set_cpu_float32_matmul
+
+        set_cpu_float32_matmul("blas")
+        runner(seed, steps, rec)
+    return run
 
 
 def litzoo_a2c(seed: int, steps: int, rec: Recorder, optimizer: str = "rmsprop", lr: float = 7e-4) -> None:
@@ -447,9 +459,11 @@ class Benchmark:
 
 ALGORITHMS: dict[str, Benchmark] = {
     "td3": Benchmark("Pendulum-v1", -200.0, 15_000, 1000, 10_000,
-                     {"litzoo": litzoo_td3, "litzoo-bf16": litzoo_td3_bf16, "sb3": sb3_td3}),
+                     {"litzoo": litzoo_td3, "litzoo-bf16": litzoo_td3_bf16, "sb3": sb3_td3,
+                      "litzoo-blas": _blas(litzoo_td3)}),
     "ddpg": Benchmark("Pendulum-v1", -200.0, 15_000, 1000, 10_000,
-                      {"litzoo": litzoo_ddpg, "litzoo-bf16": litzoo_ddpg_bf16, "sb3": sb3_ddpg}),
+                      {"litzoo": litzoo_ddpg, "litzoo-bf16": litzoo_ddpg_bf16, "sb3": sb3_ddpg,
+                       "litzoo-blas": _blas(litzoo_ddpg)}),
     "a2c": Benchmark("CartPole-v1", 475.0, 100_000, 10_000, 0,
                      {"litzoo": litzoo_a2c, "litzoo-adamw": litzoo_a2c_adamw, "sb3": sb3_a2c}),
     # Not in the default --algos (budget): zoo budgets 100k (TRPO) and 50k (DQN) env steps.
@@ -463,7 +477,8 @@ ALGORITHMS: dict[str, Benchmark] = {
     "ppo_pendulum": Benchmark("Pendulum-v1", -200.0, 100_000, 8192, 0,
                               {"litzoo": litzoo_ppo_pendulum, "sb3": sb3_ppo_pendulum}),
     "sac": Benchmark("Pendulum-v1", -200.0, 10_000, 1000, 100,
-                     {"litzoo": litzoo_sac, "litzoo-bf16": litzoo_sac_bf16, "sb3": sb3_sac}),
+                     {"litzoo": litzoo_sac, "litzoo-bf16": litzoo_sac_bf16, "sb3": sb3_sac,
+                      "litzoo-blas": _blas(litzoo_sac)}),
     # Lightning-free reference loop on TD3's networks (--algos td3_plain).
     "td3_plain": Benchmark("Pendulum-v1", -200.0, 15_000, 1000, 10_000, {"plain": plain_td3, "litzoo": litzoo_td3}),
 }
@@ -607,9 +622,9 @@ def plot_curve(runs: list[dict[str, Any]], algo: str, path: str) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = {"litzoo": "tab:blue", "litzoo-bf16": "tab:purple", "litzoo-adamw": "tab:cyan", "sb3": "tab:orange",
-              "plain": "tab:green"}
+              "plain": "tab:green", "litzoo-blas": "tab:gray"}
     labels = {"litzoo": "litzoo (Lightning)", "litzoo-bf16": "litzoo, bf16-mixed", "litzoo-adamw": "litzoo, AdamW",
-              "sb3": "Stable-Baselines3", "plain": "plain PyTorch loop"}
+              "sb3": "Stable-Baselines3", "plain": "plain PyTorch loop", "litzoo-blas": "litzoo, float32 BLAS only"}
     for library in dict.fromkeys(r["library"] for r in runs if r["algo"] == algo):
         curves = [r["curve"] for r in runs if r["algo"] == algo and r["library"] == library]
         steps = sorted(set.intersection(*(set(p["env_steps"] for p in c) for c in curves)))
@@ -653,6 +668,8 @@ def main() -> None:
     parser.add_argument("--updates-per-batch", type=int, default=1,
                         help="litzoo DDPG/TD3/SAC: env steps + updates per Lightning batch (the same training; "
                              "evaluations at batch ends)")
+    parser.add_argument("--float32-blas", action="store_true",
+                        help="TD3/DDPG/SAC: also a litzoo-blas row (float32, every matmul in torch's BLAS)")
     args = parser.parse_args()
     global UPDATES_PER_BATCH
     UPDATES_PER_BATCH = args.updates_per_batch
@@ -671,7 +688,8 @@ def main() -> None:
             steps = args.steps or (bench.warmup + 2 * bench.eval_every if args.quick and bench.warmup
                                    else 2 * bench.eval_every if args.quick else bench.budget)
             for seed in seeds:  # interleave libraries: both see the same neighbours on a shared machine
-                jobs += [(algo, library, seed, steps) for library in bench.runners]
+                jobs += [(algo, library, seed, steps) for library in bench.runners
+                         if library != "litzoo-blas" or args.float32_blas]
         print(f"{len(jobs)} runs, {args.jobs} at a time, litzoo off-policy updates per batch "
               f"{UPDATES_PER_BATCH}: {jobs}", flush=True)
         # Import the packages before forking: every run uses the code as it was at launch.

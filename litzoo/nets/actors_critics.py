@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from litzoo.nets.linear import Linear, linear, use_onednn
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -66,8 +68,8 @@ def mlp(
     sizes = (int(in_dim), *_check_hidden(hidden_sizes))
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
-    layers.append(nn.Linear(sizes[-1], int(out_dim)))
+        layers += [Linear(a, b), ACTIVATIONS[activation]()]
+    layers.append(Linear(sizes[-1], int(out_dim)))
     net = nn.Sequential(*layers)
     if orthogonal_init:
         linears = [m for m in net if isinstance(m, nn.Linear)]
@@ -185,9 +187,9 @@ class SquashedGaussianActor(nn.Module):
         self.hidden_sizes, self.activation = _check_hidden(hidden_sizes), activation
         layers: list[nn.Module] = []
         for a, b in zip((self.obs_dim, *self.hidden_sizes[:-1]), self.hidden_sizes):
-            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+            layers += [Linear(a, b), ACTIVATIONS[activation]()]
         self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(self.hidden_sizes[-1] if self.hidden_sizes else self.obs_dim, 2 * self.act_dim)
+        self.head = Linear(self.hidden_sizes[-1] if self.hidden_sizes else self.obs_dim, 2 * self.act_dim)
 
     def config(self) -> dict[str, Any]:
         return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden_sizes": list(self.hidden_sizes),
@@ -304,10 +306,21 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
+    def _onednn(self, x: Tensor) -> bool:
+        return use_onednn(x.shape[-2] * x.shape[-1] * self.weight.shape[-1], x, self.weight, self.bias)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self._onednn(x):  # oneDNN has no batched float32 matmul here: one linear per member (nets/linear.py)
+            return torch.stack([self.member(x if x.ndim == 2 else x[e], e) for e in range(self.weight.shape[0])])
         if x.ndim == 2:
             x = x.expand(self.weight.shape[0], *x.shape)
         return torch.baddbmm(self.bias, x, self.weight)
+
+    def member(self, x: Tensor, e: int) -> Tensor:
+        """Member ``e`` alone on ``(B, in_dim)`` inputs: ``x @ W_e + b_e``, ``(B, out_dim)``."""
+        if self._onednn(x):
+            return linear(x, self.weight[e].t(), self.bias[e, 0])
+        return torch.addmm(self.bias[e], x, self.weight[e])
 
 
 class QCritic(nn.Module):
@@ -341,7 +354,7 @@ class QCritic(nn.Module):
     def q1(self, features: Tensor, actions: Tensor) -> Tensor:
         h = torch.cat([features, actions.to(features.dtype)], dim=-1)
         for i, layer in enumerate(self.layers):
-            h = torch.addmm(layer.bias[0], h, layer.weight[0])
+            h = layer.member(h, 0)
             if i < len(self.layers) - 1:
                 h = self.act(h)
         return h.squeeze(-1)
@@ -372,11 +385,11 @@ class QNetwork(nn.Module):
             return
         layers: list[nn.Module] = []
         for a, b in zip((self.obs_dim, *self.hidden_sizes[:-1]), self.hidden_sizes):
-            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+            layers += [Linear(a, b), ACTIVATIONS[activation]()]
         self.trunk = nn.Sequential(*layers)
         last = self.hidden_sizes[-1] if self.hidden_sizes else self.obs_dim
-        self.value = nn.Linear(last, 1)
-        self.advantage = nn.Linear(last, self.act_dim)
+        self.value = Linear(last, 1)
+        self.advantage = Linear(last, self.act_dim)
 
     def config(self) -> dict[str, Any]:
         return {"obs_dim": self.obs_dim, "num_actions": self.act_dim, "hidden_sizes": list(self.hidden_sizes),

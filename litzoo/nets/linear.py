@@ -1,0 +1,157 @@
+r"""Float32 linear layers on the CPU through oneDNN where torch's BLAS takes a slow path.
+
+torch computes a CPU float32 matmul with MKL's ``sgemm``. MKL chooses its kernels by CPU *vendor*: on AMD CPUs it
+runs its generic AVX2 code even where the CPU has AVX-512 (``MKL_VERBOSE=1`` names no instruction set there), so on
+a Zen 5 EPYC a float32 matmul reaches ~105 GFLOP/s on one core, half of what the core can do. oneDNN, the other
+library in every x86 torch build (torch's bf16 matmuls use it), dispatches on the instruction set and runs
+AVX-512 kernels there: the same :math:`Y = XW^\top + b` in IEEE float32 (no bf16 or TF32 rounding, a different
+summation order) at ~240 GFLOP/s (``bench/offpolicy_matmuls.py``). torch has no switch that sends a float32 matmul to
+oneDNN without a lower-precision mode, so :class:`Linear` calls oneDNN's linear op itself for the forward and the
+two backward matmuls,
+
+.. math::  \frac{\partial L}{\partial X} = G W, \qquad \frac{\partial L}{\partial W} = G^\top X,
+           \qquad \frac{\partial L}{\partial b} = \textstyle\sum_i G_i ,
+
+each as one more oneDNN linear (the backward is itself differentiable, so Hessian-vector products, as in TRPO,
+still work). A oneDNN call costs ~10 us more than MKL's (it builds its primitive per call), so only matmuls with
+:math:`m n k \ge 2^{21}` take it (the crossover is near :math:`2^{20}`; acting on a few envs never does).
+
+The backend is process-wide, like torch's own matmul settings: ``"auto"`` (default; oneDNN on a non-Intel x86 CPU
+with AVX-512 whose torch uses MKL, the BLAS elsewhere: the only CPUs it was measured on), ``"onednn"`` or
+``"blas"``. :func:`set_cpu_float32_matmul` or the environment variable ``LITZOO_CPU_FLOAT32_MATMUL`` sets it. Under
+autocast, ``torch.compile``, tracing, ``vmap``, for tensor subclasses (DTensor) and other dtypes or devices,
+:func:`linear` is ``torch.nn.functional.linear``. Parameters and state dicts are those of ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BACKENDS = ("auto", "onednn", "blas")
+MIN_MNK = 2**21  # m * n * k from which oneDNN's ~10 us per call pays (measured crossover ~2**20)
+
+_backend = "auto"
+_PLAIN = (torch.Tensor, nn.Parameter)  # not DTensor or other subclasses: they bring their own dispatch
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"CPU float32 matmul backend {backend!r} is not one of {BACKENDS}; 'auto' picks oneDNN "
+                         "on non-Intel AVX-512 CPUs, 'onednn' or 'blas' force one.")
+    return backend
+
+
+def set_cpu_float32_matmul(backend: str) -> None:
+    """Use ``"onednn"``, ``"blas"`` (torch's MKL/OpenBLAS) or ``"auto"`` for large CPU float32 matmuls of
+    :class:`Linear` and the RL critics, in this process."""
+    global _backend
+    _backend = _check_backend(backend)
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+@functools.cache
+def _onednn_usable() -> bool:
+    """oneDNN's linear op is in this torch build and gives a float32 matmul (checked once on a small case)."""
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x, w = torch.randn(8, 16, dtype=torch.float64), torch.randn(4, 16, dtype=torch.float64)
+        got = op(x.float(), w.float(), None, "none", [], "")
+    except RuntimeError:
+        return False
+    return got.dtype == torch.float32 and torch.allclose(got.double(), x @ w.T, rtol=1e-5, atol=1e-5)
+
+
+@functools.cache
+def _auto_choice() -> str:
+    mkl_on_other_vendor = (
+        torch.backends.mkl.is_available() and platform.machine().lower() in ("x86_64", "amd64")
+        and _cpu_vendor() != "GenuineIntel" and torch.backends.cpu.get_cpu_capability() == "AVX512")
+    return "onednn" if mkl_on_other_vendor and _onednn_usable() else "blas"
+
+
+def cpu_float32_matmul() -> str:
+    """The backend in use: ``"onednn"`` or ``"blas"`` (``"auto"`` resolved for this CPU and torch build)."""
+    if _backend == "auto":
+        return _auto_choice()
+    if _backend == "onednn" and not _onednn_usable():
+        raise RuntimeError("set_cpu_float32_matmul('onednn'): this torch build has no usable oneDNN linear op "
+                           "(torch.ops.mkldnn._linear_pointwise); use 'blas' or 'auto'.")
+    return _backend
+
+
+set_cpu_float32_matmul(os.environ.get("LITZOO_CPU_FLOAT32_MATMUL", "auto"))
+
+
+def use_onednn(mnk: int, *tensors: Tensor | None) -> bool:
+    """Whether a matmul of ``mnk = m * n * k`` multiply-adds on ``tensors`` goes to oneDNN: ``mnk >= MIN_MNK``,
+    float32 plain CPU tensors, no autocast / compile / trace / vmap, and the backend says oneDNN."""
+    if mnk < MIN_MNK:  # first: small networks pay one comparison
+        return False
+    for t in tensors:
+        if t is not None and not (type(t) in _PLAIN and t.dtype == torch.float32 and t.device.type == "cpu"):
+            return False
+    if (torch.is_autocast_enabled("cpu") or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch._C._are_functorch_transforms_active()):
+        return False
+    return cpu_float32_matmul() == "onednn"
+
+
+def _mm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight.T + bias`` for 2-D ``x``, through oneDNN (differentiably when grad mode is on)."""
+    if torch.is_grad_enabled():
+        return _OneDNNLinear.apply(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # x (M, K), weight (N, K)
+        ctx.save_for_backward(x, weight)
+        ctx.bias_shape = None if bias is None else bias.shape
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # (M, N)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # grad (M, N)
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_x = _mm(grad, weight.t(), None) if need_x else None  # (M, N) @ (N, K)
+        grad_w = _mm(grad.t(), x.t(), None) if need_w else None  # (N, M) @ (M, K)
+        grad_b = grad.sum(0).view(ctx.bias_shape) if need_b else None
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``torch.nn.functional.linear(x, weight, bias)``, through oneDNN when :func:`use_onednn` says so.
+
+    ``x (..., K)``, ``weight (N, K)`` (any strides, e.g. a transposed ``(K, N)`` tensor), ``bias (N,)`` -> ``(..., N)``.
+    """
+    if not use_onednn(x.numel() * weight.shape[0], x, weight, bias):
+        return F.linear(x, weight, bias)
+    out = _mm(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, initialisation and state dict) whose large CPU float32 matmuls use
+    oneDNN where the backend says so (module docstring)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
