@@ -1,12 +1,18 @@
-"""litzoo.nets.linear: float32 linears through oneDNN (forward, both gradients, double backward) against float64
-references and torch's own path; the backend choice; where it must not apply (small, autocast, no_grad, other
-dtypes); the RL critics' members."""
+"""litzoo.nets.linear: float32 linears through oneDNN (forward, both gradients, double backward, strided operands,
+no_grad / inference_mode) against float64 references and torch's own path; the backend choice; where it must not
+apply (small, autocast, float64, forward AD, dispatch modes, TorchScript / FX); the RL critics' members."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.autograd import forward_ad as fwAD
+from torch.utils.flop_counter import FlopCounterMode
 
 from litzoo.nets import linear as L
 from litzoo.nets.actors_critics import DeterministicActor, EnsembleLinear, QCritic
@@ -60,8 +66,11 @@ def test_backend_names_are_checked():
     ("GenuineIntel", "AVX512", True, "blas"),     # MKL's own AVX-512 kernels
     ("AuthenticAMD", "AVX2", True, "blas"),       # no wider kernels for oneDNN to use
     ("AuthenticAMD", "AVX512", False, "blas"),    # torch's BLAS is not MKL
+    ("AMD64 Family 26 Model 2 Stepping 1, AuthenticAMD", "AVX512", True, "onednn"),  # Windows' platform.processor()
+    ("Intel64 Family 6 Model 85 Stepping 7, GenuineIntel", "AVX512", True, "blas"),
+    ("", "AVX512", True, "blas"),                 # vendor unknown: keep torch's
 ])
-def test_auto_picks_onednn_only_where_mkl_leaves_avx512_unused(monkeypatch, backend, vendor, capability, mkl, want):
+def test_auto_picks_onednn_only_on_amd_avx512_with_mkl(monkeypatch, backend, vendor, capability, mkl, want):
     monkeypatch.setattr(L, "_cpu_vendor", lambda: vendor)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
@@ -109,18 +118,21 @@ def test_leading_dims_strided_weight_and_no_bias(backend, onednn_calls):
 
 
 @needs_onednn
-def test_repeated_calls_are_bitwise_equal(backend):
+def test_repeated_calls_are_bitwise_equal(backend, onednn_calls):
     backend("onednn")
     x, w, b, _ = (t.float() for t in _case())
     assert torch.equal(L.linear(x, w, b), L.linear(x, w, b))
     y_grad = L.linear(x.requires_grad_(), w, b)
     with torch.no_grad():  # no autograd node: oneDNN's op directly, the same numbers
         y = L.linear(x, w, b)
+    with torch.inference_mode():
+        y_inf = L.linear(x, w, b)
     assert y_grad.grad_fn is not None and y.grad_fn is None and torch.equal(y, y_grad.detach())
+    assert torch.equal(y_inf, y) and len(onednn_calls) == 5
 
 
 @needs_onednn
-def test_double_backward_gives_the_hessian_vector_product(backend):
+def test_double_backward_gives_the_hessian_vector_product(backend, onednn_calls):
     """TRPO differentiates gradients again: the oneDNN backward must be differentiable (a non-differentiable
     backward would silently give a zero Hessian-vector product)."""
     x64, w64, b64, _ = _case(m=128, k=256, n=128)
@@ -137,11 +149,14 @@ def test_double_backward_gives_the_hessian_vector_product(backend):
     backend("onednn")
     assert 128 * 256 * 128 >= L.MIN_MNK
     got = hvp(L.linear, torch.float32)
+    # forward, grad W (create_graph), then the second backward: grad W's own input gradient and grad X of the forward
+    assert len(onednn_calls) >= 4
     assert want.abs().max() > 1 and _rel(got, want) < 1e-5
 
 
 def test_where_torch_computes_it(backend, onednn_calls):
-    """Below MIN_MNK, under autocast, for float64 and with the 'blas' backend: torch's F.linear, bitwise."""
+    """Below MIN_MNK, under autocast, for float64, under forward AD and with the 'blas' backend: torch's F.linear,
+    bitwise."""
     backend("onednn" if L._onednn_usable() else "blas")
     x, w, b, _ = (t.float() for t in _case())
     small_x = x[:8, :16].contiguous()  # 8 * 16 * 300 < MIN_MNK
@@ -151,9 +166,57 @@ def test_where_torch_computes_it(backend, onednn_calls):
         assert y.dtype == torch.bfloat16 and torch.equal(y, F.linear(x, w, b))
     x64, w64, b64, _ = _case()
     assert torch.equal(L.linear(x64, w64, b64), F.linear(x64, w64, b64))
+    tangent = torch.ones_like(x)
+    with fwAD.dual_level():  # oneDNN's linear has no forward-mode formula: torch's path keeps the tangent
+        out = fwAD.unpack_dual(L.linear(fwAD.make_dual(x, tangent), w, b))
+    assert torch.equal(out.tangent, F.linear(tangent, w))
     assert onednn_calls == []
     backend("blas")
     assert torch.equal(L.linear(x, w, b), F.linear(x, w, b)) and onednn_calls == []
+
+
+@needs_onednn
+def test_strided_bias_and_frozen_weight(backend, onednn_calls):
+    """oneDNN reads a bias as contiguous whatever its strides: linear() hands it a contiguous one. A frozen weight
+    (the actor's term through the critic) still gives the input gradient."""
+    backend("onednn")
+    x64, w64, b64, g64 = _case()
+    packed = torch.stack([b64, -b64], 1).float().requires_grad_()  # (N, 2): packed[:, 0] has stride 2
+    x, w = x64.float().requires_grad_(), w64.float()
+    y = L.linear(x, w, packed[:, 0])
+    y.backward(g64.float())
+    assert len(onednn_calls) == 2  # forward and grad X: no weight gradient asked for
+    assert _rel(y, x64 @ w64.T + b64) < 2e-6 and _rel(x.grad, g64 @ w64) < 2e-6
+    assert torch.equal(packed.grad[:, 1], torch.zeros(300)) and _rel(packed.grad[:, 0], g64.sum(0)) < 2e-6
+
+
+def test_checking_onednn_leaves_the_random_stream_alone():
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    L._onednn_usable.cache_clear()
+    L._onednn_usable()
+    assert torch.equal(torch.rand(3), want)
+
+
+@needs_onednn
+def test_flop_counting_scripting_and_fx_see_torch_s_linear(backend):
+    backend("onednn")
+    layer = L.Linear(400, 300)
+    x = torch.randn(256, 400, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        layer(x).sum().backward()
+    assert counter.get_total_flops() == 3 * 2 * 256 * 400 * 300  # forward + two gradients
+    actor = DeterministicActor(3, 1, (400, 300))
+    obs = torch.randn(256, 3)
+    for compiled in (torch.jit.script(actor), torch.fx.symbolic_trace(actor)):
+        assert _rel(compiled(obs), actor(obs).double()) < 1e-5
+
+
+def test_onednn_is_refused_where_this_torch_has_none(monkeypatch, backend):
+    monkeypatch.setattr(L, "_onednn_usable", lambda: False)
+    with pytest.raises(RuntimeError, match="no usable oneDNN linear op"):
+        backend("onednn")
 
 
 def test_blas_backend_keeps_the_critic_s_batched_matmul(backend):
@@ -191,3 +254,13 @@ def test_critic_and_actor_through_onednn_match_the_blas(backend, onednn_calls):
     assert _rel(got[1], got[0][0].double()) < 1e-6  # q1 is member 0
     for g, w in zip(got, want):
         assert _rel(g, w.double()) < 1e-5
+
+
+def test_the_environment_variable_sets_the_backend_and_is_checked():
+    code = "from litzoo.nets.linear import cpu_float32_matmul; print(cpu_float32_matmul())"
+    env = {**os.environ, "LITZOO_CPU_FLOAT32_MATMUL": "blas"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "blas"
+    env["LITZOO_CPU_FLOAT32_MATMUL"] = "fast"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "LITZOO_CPU_FLOAT32_MATMUL: CPU float32 matmul backend 'fast' is not one of" in out.stderr

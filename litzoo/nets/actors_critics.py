@@ -13,7 +13,8 @@ depends on torch only.
   log-det correction of the squash (SAC), and :class:`Temperature` (SAC's learned :math:`\alpha`).
 * :class:`CategoricalActor` :math:`\pi_\theta(a|s) = \mathrm{softmax}(\ell_\theta(s))_a`.
 * :class:`QCritic` :math:`Q_{\phi_e}(s, a)` for continuous actions, ``num_critics`` independent
-  members evaluated as one batched matmul per layer (TD3's twin critics cost one kernel, not two).
+  members evaluated as one batched matmul per layer (TD3's twin critics cost one kernel, not two), or one
+  oneDNN matmul per member where :mod:`litzoo.nets.linear` sends large float32 matmuls.
 * :func:`mlp` for state values :math:`V_\phi(s)` (``out_dim=1``) and discrete action values
   :math:`Q_\phi(s, \cdot)` (``out_dim=A``).
 
@@ -292,7 +293,8 @@ class CategoricalActor(nn.Module):
 
 
 class EnsembleLinear(nn.Module):
-    """``num_members`` independent ``nn.Linear(in_dim, out_dim)`` layers applied as one batched matmul.
+    """``num_members`` independent ``nn.Linear(in_dim, out_dim)`` layers applied as one batched matmul (one oneDNN
+    matmul per member where :func:`litzoo.nets.linear.use_onednn` says so: oneDNN has no batched float32 one here).
 
     Input ``(E, B, in_dim)`` (or ``(B, in_dim)``, shared by all members), output ``(E, B, out_dim)``.
     Each member is initialised as ``nn.Linear`` would be.
@@ -310,7 +312,7 @@ class EnsembleLinear(nn.Module):
         return use_onednn(x.shape[-2] * x.shape[-1] * self.weight.shape[-1], x, self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._onednn(x):  # oneDNN has no batched float32 matmul here: one linear per member (nets/linear.py)
+        if self._onednn(x):
             return torch.stack([self.member(x if x.ndim == 2 else x[e], e) for e in range(self.weight.shape[0])])
         if x.ndim == 2:
             x = x.expand(self.weight.shape[0], *x.shape)

@@ -16,11 +16,13 @@ each as one more oneDNN linear (the backward is itself differentiable, so Hessia
 still work). A oneDNN call costs ~10 us more than MKL's (it builds its primitive per call), so only matmuls with
 :math:`m n k \ge 2^{21}` take it (the crossover is near :math:`2^{20}`; acting on a few envs never does).
 
-The backend is process-wide, like torch's own matmul settings: ``"auto"`` (default; oneDNN on a non-Intel x86 CPU
-with AVX-512 whose torch uses MKL, the BLAS elsewhere: the only CPUs it was measured on), ``"onednn"`` or
-``"blas"``. :func:`set_cpu_float32_matmul` or the environment variable ``LITZOO_CPU_FLOAT32_MATMUL`` sets it. Under
-autocast, ``torch.compile``, tracing, ``vmap``, for tensor subclasses (DTensor) and other dtypes or devices,
-:func:`linear` is ``torch.nn.functional.linear``. Parameters and state dicts are those of ``nn.Linear``.
+The backend is process-wide, like torch's own matmul settings: ``"auto"`` (default; oneDNN on an AMD x86 CPU with
+AVX-512 whose torch uses MKL, the BLAS elsewhere: the CPUs it was measured on), ``"onednn"`` or ``"blas"``.
+:func:`set_cpu_float32_matmul` or the environment variable ``LITZOO_CPU_FLOAT32_MATMUL`` sets it. Under autocast,
+``torch.compile``, TorchScript, tracing (jit, FX), ``vmap``, forward-mode AD, a dispatch mode (``FlopCounterMode``),
+for tensor subclasses (DTensor) and other dtypes or devices, :func:`linear` is ``torch.nn.functional.linear``.
+Parameters and state dicts are those of ``nn.Linear``; tools that map modules by exact type (``quantize_dynamic``'s
+``{nn.Linear}``) need :class:`Linear` named too.
 """
 
 from __future__ import annotations
@@ -32,18 +34,22 @@ import platform
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 BACKENDS = ("auto", "onednn", "blas")
 MIN_MNK = 2**21  # m * n * k from which oneDNN's ~10 us per call pays (measured crossover ~2**20)
 
 _backend = "auto"
-_PLAIN = (torch.Tensor, nn.Parameter)  # not DTensor or other subclasses: they bring their own dispatch
+_PLAIN = (torch.Tensor, nn.Parameter)  # not DTensor, FX proxies or other subclasses: they bring their own dispatch
 
 
 def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"CPU float32 matmul backend {backend!r} is not one of {BACKENDS}; 'auto' picks oneDNN "
-                         "on non-Intel AVX-512 CPUs, 'onednn' or 'blas' force one.")
+                         "on AMD AVX-512 CPUs, 'onednn' or 'blas' force one.")
+    if backend == "onednn" and not _onednn_usable():
+        raise RuntimeError("CPU float32 matmul backend 'onednn': this torch build has no usable oneDNN linear op "
+                           "(torch.ops.mkldnn._linear_pointwise); use 'blas' or 'auto'.")
     return backend
 
 
@@ -55,6 +61,7 @@ def set_cpu_float32_matmul(backend: str) -> None:
 
 
 def _cpu_vendor() -> str:
+    """``vendor_id`` of /proc/cpuinfo (Linux), else ``platform.processor()`` (Windows ends it with the vendor)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -71,8 +78,10 @@ def _onednn_usable() -> bool:
     op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
     if op is None or not torch.backends.mkldnn.is_available():
         return False
+    # fixed operands, not torch.randn: checking must not move the global random stream
+    x = torch.arange(128, dtype=torch.float64, device="cpu").view(8, 16).sin()
+    w = torch.arange(64, dtype=torch.float64, device="cpu").view(4, 16).cos()
     try:
-        x, w = torch.randn(8, 16, dtype=torch.float64), torch.randn(4, 16, dtype=torch.float64)
         got = op(x.float(), w.float(), None, "none", [], "")
     except RuntimeError:
         return False
@@ -81,35 +90,35 @@ def _onednn_usable() -> bool:
 
 @functools.cache
 def _auto_choice() -> str:
-    mkl_on_other_vendor = (
+    mkl_on_amd = (
         torch.backends.mkl.is_available() and platform.machine().lower() in ("x86_64", "amd64")
-        and _cpu_vendor() != "GenuineIntel" and torch.backends.cpu.get_cpu_capability() == "AVX512")
-    return "onednn" if mkl_on_other_vendor and _onednn_usable() else "blas"
+        and "AuthenticAMD" in _cpu_vendor() and torch.backends.cpu.get_cpu_capability() == "AVX512")
+    return "onednn" if mkl_on_amd and _onednn_usable() else "blas"
 
 
 def cpu_float32_matmul() -> str:
     """The backend in use: ``"onednn"`` or ``"blas"`` (``"auto"`` resolved for this CPU and torch build)."""
-    if _backend == "auto":
-        return _auto_choice()
-    if _backend == "onednn" and not _onednn_usable():
-        raise RuntimeError("set_cpu_float32_matmul('onednn'): this torch build has no usable oneDNN linear op "
-                           "(torch.ops.mkldnn._linear_pointwise); use 'blas' or 'auto'.")
-    return _backend
+    return _auto_choice() if _backend == "auto" else _backend
 
 
-set_cpu_float32_matmul(os.environ.get("LITZOO_CPU_FLOAT32_MATMUL", "auto"))
+try:
+    set_cpu_float32_matmul(os.environ.get("LITZOO_CPU_FLOAT32_MATMUL", "auto"))
+except (ValueError, RuntimeError) as err:
+    raise type(err)(f"environment variable LITZOO_CPU_FLOAT32_MATMUL: {err}") from None
 
 
 def use_onednn(mnk: int, *tensors: Tensor | None) -> bool:
-    """Whether a matmul of ``mnk = m * n * k`` multiply-adds on ``tensors`` goes to oneDNN: ``mnk >= MIN_MNK``,
-    float32 plain CPU tensors, no autocast / compile / trace / vmap, and the backend says oneDNN."""
-    if mnk < MIN_MNK:  # first: small networks pay one comparison
+    """Whether a matmul of ``mnk = m * n * k`` multiply-adds on ``tensors`` goes to oneDNN: float32 plain CPU
+    tensors, ``mnk >= MIN_MNK``, none of the modes in the module docstring, and the backend says oneDNN."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # first: no guard or trace on the size test
         return False
     for t in tensors:
         if t is not None and not (type(t) in _PLAIN and t.dtype == torch.float32 and t.device.type == "cpu"):
             return False
-    if (torch.is_autocast_enabled("cpu") or torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch._C._are_functorch_transforms_active()):
+    if mnk < MIN_MNK:
+        return False
+    if (torch.is_autocast_enabled("cpu") or torch._C._are_functorch_transforms_active()
+            or forward_ad._current_level >= 0 or torch._C._len_torch_dispatch_stack() > 0):
         return False
     return cpu_float32_matmul() == "onednn"
 
@@ -123,9 +132,9 @@ def _mm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # x (M, K), weight (N, K)
-        ctx.save_for_backward(x, weight)
-        ctx.bias_shape = None if bias is None else bias.shape
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # x (M, K), weight (N, K), bias (N,)
+        need_x, need_w, _ = ctx.needs_input_grad
+        ctx.save_for_backward(x if need_w else None, weight if need_x else None)  # what each gradient reads
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # (M, N)
 
     @staticmethod
@@ -134,7 +143,7 @@ class _OneDNNLinear(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad
         grad_x = _mm(grad, weight.t(), None) if need_x else None  # (M, N) @ (N, K)
         grad_w = _mm(grad.t(), x.t(), None) if need_w else None  # (N, M) @ (M, K)
-        grad_b = grad.sum(0).view(ctx.bias_shape) if need_b else None
+        grad_b = grad.sum(0) if need_b else None  # (N,)
         return grad_x, grad_w, grad_b
 
 
@@ -145,7 +154,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     if not use_onednn(x.numel() * weight.shape[0], x, weight, bias):
         return F.linear(x, weight, bias)
-    out = _mm(x.reshape(-1, x.shape[-1]), weight, bias)
+    # oneDNN reads the bias as contiguous whatever its strides (a strided bias gave wrong sums): make it so
+    out = _mm(x.reshape(-1, x.shape[-1]), weight, None if bias is None else bias.contiguous())
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -154,4 +164,11 @@ class Linear(nn.Linear):
     oneDNN where the backend says so (module docstring)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return linear(x, self.weight, self.bias)
+        if torch.jit.is_scripting():  # TorchScript compiles this branch only
+            return F.linear(x, self.weight, self.bias)
+        return _eager_linear(x, self.weight, self.bias)
+
+
+@torch.jit.unused
+def _eager_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return linear(x, weight, bias)
