@@ -149,8 +149,9 @@ def test_double_backward_gives_the_hessian_vector_product(backend, onednn_calls)
     backend("onednn")
     assert 128 * 256 * 128 >= L.MIN_MNK
     got = hvp(L.linear, torch.float32)
-    # forward, grad W (create_graph), then the second backward: grad W's own input gradient and grad X of the forward
-    assert len(onednn_calls) >= 4
+    # oneDNN inputs: forward X (128, 256); grad W = G^T X with create_graph, G^T (128, 128); the second backward:
+    # that call's input gradient from its (128, 256) output gradient, then the forward's weight gradient again
+    assert onednn_calls == [(128, 256), (128, 128), (128, 256), (128, 128)]
     assert want.abs().max() > 1 and _rel(got, want) < 1e-5
 
 
@@ -190,6 +191,17 @@ def test_strided_bias_and_frozen_weight(backend, onednn_calls):
     assert torch.equal(packed.grad[:, 1], torch.zeros(300)) and _rel(packed.grad[:, 0], g64.sum(0)) < 2e-6
 
 
+def test_sparse_input_and_a_mismatched_ensemble_take_torch_s_path(backend, onednn_calls):
+    backend("onednn" if L._onednn_usable() else "blas")
+    x, w, b, _ = (t.float() for t in _case())
+    sparse = x.relu().to_sparse()
+    assert torch.allclose(L.linear(sparse, w, b), F.linear(x.relu(), w, b), rtol=1e-5, atol=1e-5)
+    layer = EnsembleLinear(2, 400, 300)
+    with pytest.raises(RuntimeError):  # 3 stacked inputs for 2 members: baddbmm's error, not a silent slice
+        layer(torch.randn(3, 256, 400))
+    assert onednn_calls == []
+
+
 def test_checking_onednn_leaves_the_random_stream_alone():
     torch.manual_seed(0)
     want = torch.rand(3)
@@ -200,13 +212,22 @@ def test_checking_onednn_leaves_the_random_stream_alone():
 
 
 @needs_onednn
-def test_flop_counting_scripting_and_fx_see_torch_s_linear(backend):
+def test_flop_counting_compile_scripting_and_fx_see_torch_s_linear(backend, onednn_calls):
     backend("onednn")
     layer = L.Linear(400, 300)
     x = torch.randn(256, 400, requires_grad=True)
     with FlopCounterMode(display=False) as counter:
         layer(x).sum().backward()
     assert counter.get_total_flops() == 3 * 2 * 256 * 400 * 300  # forward + two gradients
+    y = layer(x)  # forward outside, backward inside the mode: the backward's matmuls are torch's too
+    with FlopCounterMode(display=False) as counter:
+        y.sum().backward()
+    assert counter.get_total_flops() == 2 * 2 * 256 * 400 * 300
+    assert onednn_calls == [(256, 400)]  # only that forward went to oneDNN
+    compiled = torch.compile(layer, backend="eager", dynamic=True)
+    for rows in (8, 256):  # either side of MIN_MNK: torch's linear inside the graph, no size guard to trip on
+        assert torch.equal(compiled(x[:rows]), F.linear(x[:rows], layer.weight, layer.bias))
+    assert onednn_calls == [(256, 400)]
     actor = DeterministicActor(3, 1, (400, 300))
     obs = torch.randn(256, 3)
     for compiled in (torch.jit.script(actor), torch.fx.symbolic_trace(actor)):

@@ -309,11 +309,14 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def _onednn(self, x: Tensor) -> bool:
+        if x.ndim == 3 and x.shape[0] != self.weight.shape[0]:
+            return False  # baddbmm's shape error
         return use_onednn(x.shape[-2] * x.shape[-1] * self.weight.shape[-1], x, self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._onednn(x):
-            return torch.stack([self.member(x if x.ndim == 2 else x[e], e) for e in range(self.weight.shape[0])])
+        if self._onednn(x):  # unbind: one gradient stack for all members, not a zero-filled (E, in, out) per member
+            members = zip(self.weight.unbind(0), self.bias.unbind(0))
+            return torch.stack([linear(x if x.ndim == 2 else x[e], w.t(), b[0]) for e, (w, b) in enumerate(members)])
         if x.ndim == 2:
             x = x.expand(self.weight.shape[0], *x.shape)
         return torch.baddbmm(self.bias, x, self.weight)

@@ -5,7 +5,7 @@ runs its generic AVX2 code even where the CPU has AVX-512 (``MKL_VERBOSE=1`` nam
 a Zen 5 EPYC a float32 matmul reaches ~105 GFLOP/s on one core, half of what the core can do. oneDNN, the other
 library in every x86 torch build (torch's bf16 matmuls use it), dispatches on the instruction set and runs
 AVX-512 kernels there: the same :math:`Y = XW^\top + b` in IEEE float32 (no bf16 or TF32 rounding, a different
-summation order) at ~240 GFLOP/s (``bench/offpolicy_matmuls.py``). torch has no switch that sends a float32 matmul to
+summation order) at ~220-240 GFLOP/s (``bench/offpolicy_matmuls.py``). torch has no switch that sends a float32 matmul to
 oneDNN without a lower-precision mode, so :class:`Linear` calls oneDNN's linear op itself for the forward and the
 two backward matmuls,
 
@@ -20,7 +20,8 @@ The backend is process-wide, like torch's own matmul settings: ``"auto"`` (defau
 AVX-512 whose torch uses MKL, the BLAS elsewhere: the CPUs it was measured on), ``"onednn"`` or ``"blas"``.
 :func:`set_cpu_float32_matmul` or the environment variable ``LITZOO_CPU_FLOAT32_MATMUL`` sets it. Under autocast,
 ``torch.compile``, TorchScript, tracing (jit, FX), ``vmap``, forward-mode AD, a dispatch mode (``FlopCounterMode``),
-for tensor subclasses (DTensor) and other dtypes or devices, :func:`linear` is ``torch.nn.functional.linear``.
+for tensor subclasses (DTensor; FSDP2's parameters are plain tensors inside its forward, so they take oneDNN there),
+sparse tensors and other dtypes or devices, :func:`linear` is ``torch.nn.functional.linear``.
 Parameters and state dicts are those of ``nn.Linear``; tools that map modules by exact type (``quantize_dynamic``'s
 ``{nn.Linear}``) need :class:`Linear` named too.
 """
@@ -112,19 +113,24 @@ def use_onednn(mnk: int, *tensors: Tensor | None) -> bool:
     tensors, ``mnk >= MIN_MNK``, none of the modes in the module docstring, and the backend says oneDNN."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():  # first: no guard or trace on the size test
         return False
+    if cpu_float32_matmul() != "onednn":  # where the BLAS is kept, one look-up per call
+        return False
     for t in tensors:
-        if t is not None and not (type(t) in _PLAIN and t.dtype == torch.float32 and t.device.type == "cpu"):
+        if t is not None and not (type(t) in _PLAIN and t.dtype == torch.float32 and t.device.type == "cpu"
+                                  and t.layout == torch.strided):
             return False
     if mnk < MIN_MNK:
         return False
     if (torch.is_autocast_enabled("cpu") or torch._C._are_functorch_transforms_active()
             or forward_ad._current_level >= 0 or torch._C._len_torch_dispatch_stack() > 0):
         return False
-    return cpu_float32_matmul() == "onednn"
+    return True
 
 
 def _mm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``x @ weight.T + bias`` for 2-D ``x``, through oneDNN (differentiably when grad mode is on)."""
+    if torch._C._len_torch_dispatch_stack() > 0:  # a backward run inside a dispatch mode: let it see torch's ops
+        return F.linear(x, weight, bias)
     if torch.is_grad_enabled():
         return _OneDNNLinear.apply(x, weight, bias)
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
@@ -156,7 +162,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return F.linear(x, weight, bias)
     # oneDNN reads the bias as contiguous whatever its strides (a strided bias gave wrong sums): make it so
     out = _mm(x.reshape(-1, x.shape[-1]), weight, None if bias is None else bias.contiguous())
-    return out.view(*x.shape[:-1], weight.shape[0])
+    return out if x.ndim == 2 else out.view(*x.shape[:-1], weight.shape[0])
 
 
 class Linear(nn.Linear):
