@@ -147,7 +147,7 @@ def test_double_backward_gives_the_hessian_vector_product(backend, onednn_calls)
 
     want = hvp(F.linear, torch.float64)
     backend("onednn")
-    assert 128 * 256 * 128 >= L.MIN_MNK
+    assert 128 * 256 * 128 >= L.MIN_MNK and 256 * 128 >= L.MIN_KN
     got = hvp(L.linear, torch.float32)
     # oneDNN inputs: forward X (128, 256); grad W = G^T X with create_graph, G^T (128, 128); the second backward:
     # that call's input gradient from its (128, 256) output gradient, then the forward's weight gradient again
@@ -162,6 +162,9 @@ def test_where_torch_computes_it(backend, onednn_calls):
     x, w, b, _ = (t.float() for t in _case())
     small_x = x[:8, :16].contiguous()  # 8 * 16 * 300 < MIN_MNK
     assert torch.equal(L.linear(small_x, w[:, :16], b), F.linear(small_x, w[:, :16], b))
+    rows = torch.randn(1024, 64)  # 1024 * 64 * 64 = 2 * MIN_MNK, but a 64-64 weight < MIN_KN
+    narrow, narrow_b = w[:64, :64].contiguous(), b[:64]
+    assert torch.equal(L.linear(rows, narrow, narrow_b), F.linear(rows, narrow, narrow_b))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = L.linear(x, w, b)
         assert y.dtype == torch.bfloat16 and torch.equal(y, F.linear(x, w, b))

@@ -311,7 +311,7 @@ class EnsembleLinear(nn.Module):
     def _onednn(self, x: Tensor) -> bool:
         if x.ndim == 3 and x.shape[0] != self.weight.shape[0]:
             return False  # baddbmm's shape error
-        return use_onednn(x.shape[-2] * x.shape[-1] * self.weight.shape[-1], x, self.weight, self.bias)
+        return use_onednn(x.shape[-2], x.shape[-1], self.weight.shape[-1], x, self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._onednn(x):  # unbind: one gradient stack for all members, not a zero-filled (E, in, out) per member

@@ -13,8 +13,11 @@ two backward matmuls,
            \qquad \frac{\partial L}{\partial b} = \textstyle\sum_i G_i ,
 
 each as one more oneDNN linear (the backward is itself differentiable, so Hessian-vector products, as in TRPO,
-still work). A oneDNN call costs ~10 us more than MKL's (it builds its primitive per call), so only matmuls with
-:math:`m n k \ge 2^{21}` take it (the crossover is near :math:`2^{20}`; acting on a few envs never does).
+still work). A oneDNN call costs ~10 us more than MKL's (it builds its primitive per call) and this backward runs in
+Python, so only matmuls with :math:`m n k \ge 2^{21}` (the crossover of a bare matmul is near :math:`2^{20}`; acting
+on a few envs never gets there) of a weight with :math:`k n \ge 2^{15}` entries take it: TRPO's 64-64 networks
+(Fisher-vector products through a ``create_graph`` gradient) ran 15 % slower through oneDNN, although a 64-64
+layer's own forward and backward on 1024 rows is faster there.
 
 The backend is process-wide, like torch's own matmul settings: ``"auto"`` (default; oneDNN on an AMD x86 CPU with
 AVX-512 whose torch uses MKL, the BLAS elsewhere: the CPUs it was measured on), ``"onednn"`` or ``"blas"``.
@@ -36,9 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd import forward_ad
+from torch.fx._symbolic_trace import is_fx_tracing
 
 BACKENDS = ("auto", "onednn", "blas")
 MIN_MNK = 2**21  # m * n * k from which oneDNN's ~10 us per call pays (measured crossover ~2**20)
+MIN_KN = 2**15  # and k * n, the weight's entries: 64-64 networks (TRPO) ran slower through oneDNN
 
 _backend = "auto"
 _PLAIN = (torch.Tensor, nn.Parameter)  # not DTensor, FX proxies or other subclasses: they bring their own dispatch
@@ -108,19 +113,19 @@ except (ValueError, RuntimeError) as err:
     raise type(err)(f"environment variable LITZOO_CPU_FLOAT32_MATMUL: {err}") from None
 
 
-def use_onednn(mnk: int, *tensors: Tensor | None) -> bool:
-    """Whether a matmul of ``mnk = m * n * k`` multiply-adds on ``tensors`` goes to oneDNN: float32 plain CPU
-    tensors, ``mnk >= MIN_MNK``, none of the modes in the module docstring, and the backend says oneDNN."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # first: no guard or trace on the size test
+def use_onednn(m: int, k: int, n: int, *tensors: Tensor | None) -> bool:
+    """Whether an ``(m, k) @ (k, n)`` matmul on ``tensors`` goes to oneDNN: float32 plain CPU tensors,
+    ``m * k * n >= MIN_MNK`` and ``k * n >= MIN_KN``, none of the modes in the module docstring, and the backend
+    says oneDNN."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_tracing():  # no guard/trace on sizes
         return False
-    if cpu_float32_matmul() != "onednn":  # where the BLAS is kept, one look-up per call
+    # then the cheap tests: small networks (acting on a few envs, 64-64 policies) pay only these
+    if cpu_float32_matmul() != "onednn" or k * n < MIN_KN or m * k * n < MIN_MNK:
         return False
     for t in tensors:
         if t is not None and not (type(t) in _PLAIN and t.dtype == torch.float32 and t.device.type == "cpu"
                                   and t.layout == torch.strided):
             return False
-    if mnk < MIN_MNK:
-        return False
     if (torch.is_autocast_enabled("cpu") or torch._C._are_functorch_transforms_active()
             or forward_ad._current_level >= 0 or torch._C._len_torch_dispatch_stack() > 0):
         return False
@@ -158,7 +163,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     ``x (..., K)``, ``weight (N, K)`` (any strides, e.g. a transposed ``(K, N)`` tensor), ``bias (N,)`` -> ``(..., N)``.
     """
-    if not use_onednn(x.numel() * weight.shape[0], x, weight, bias):
+    if not use_onednn(x.shape[:-1].numel(), weight.shape[1], weight.shape[0], x, weight, bias):
         return F.linear(x, weight, bias)
     # oneDNN reads the bias as contiguous whatever its strides (a strided bias gave wrong sums): make it so
     out = _mm(x.reshape(-1, x.shape[-1]), weight, None if bias is None else bias.contiguous())
@@ -171,6 +176,8 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles this branch only
+            return F.linear(x, self.weight, self.bias)
+        if self.in_features * self.out_features < MIN_KN:  # a small layer: torch's, without another call
             return F.linear(x, self.weight, self.bias)
         return _eager_linear(x, self.weight, self.bias)
 
