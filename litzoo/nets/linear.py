@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd import forward_ad
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 BACKENDS = ("auto", "onednn", "blas")
 MIN_MNK = 2**21  # m * n * k from which oneDNN's ~10 us per call pays (measured crossover ~2**20)
@@ -117,7 +117,7 @@ def use_onednn(m: int, k: int, n: int, *tensors: Tensor | None) -> bool:
     """Whether an ``(m, k) @ (k, n)`` matmul on ``tensors`` goes to oneDNN: float32 plain CPU tensors,
     ``m * k * n >= MIN_MNK`` and ``k * n >= MIN_KN``, none of the modes in the module docstring, and the backend
     says oneDNN."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_tracing():  # no guard/trace on sizes
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_symbolic_tracing():  # no guard/trace on sizes
         return False
     # then the cheap tests: small networks (acting on a few envs, 64-64 policies) pay only these
     if cpu_float32_matmul() != "onednn" or k * n < MIN_KN or m * k * n < MIN_MNK:
