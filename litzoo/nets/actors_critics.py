@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from litzoo.nets.linear import Linear, linear, use_onednn
+from litzoo.nets.linear import Linear, onednn_linear, use_onednn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -316,7 +316,8 @@ class EnsembleLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self._onednn(x):  # unbind: one gradient stack for all members, not a zero-filled (E, in, out) per member
             members = zip(self.weight.unbind(0), self.bias.unbind(0))
-            return torch.stack([linear(x if x.ndim == 2 else x[e], w.t(), b[0]) for e, (w, b) in enumerate(members)])
+            return torch.stack([onednn_linear(x if x.ndim == 2 else x[e], w.t(), b[0])
+                                for e, (w, b) in enumerate(members)])
         if x.ndim == 2:
             x = x.expand(self.weight.shape[0], *x.shape)
         return torch.baddbmm(self.bias, x, self.weight)
@@ -324,7 +325,7 @@ class EnsembleLinear(nn.Module):
     def member(self, x: Tensor, e: int) -> Tensor:
         """Member ``e`` alone on ``(B, in_dim)`` inputs: ``x @ W_e + b_e``, ``(B, out_dim)``."""
         if self._onednn(x):
-            return linear(x, self.weight[e].t(), self.bias[e, 0])
+            return onednn_linear(x, self.weight[e].t(), self.bias[e, 0])
         return torch.addmm(self.bias[e], x, self.weight[e])
 
 

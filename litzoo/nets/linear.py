@@ -132,13 +132,20 @@ def use_onednn(m: int, k: int, n: int, *tensors: Tensor | None) -> bool:
     return True
 
 
-def _mm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x @ weight.T + bias`` for 2-D ``x``, through oneDNN (differentiably when grad mode is on)."""
+def _op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # no fused activation
+
+
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` for 2-D ``x`` through oneDNN (differentiably when grad mode is on), without the
+    checks: for a caller that decided with :func:`use_onednn`."""
     if torch._C._len_torch_dispatch_stack() > 0:  # a backward run inside a dispatch mode: let it see torch's ops
         return F.linear(x, weight, bias)
+    if bias is not None:  # oneDNN reads the bias as contiguous whatever its strides (a strided one gave wrong sums)
+        bias = bias.contiguous()
     if torch.is_grad_enabled():
         return _OneDNNLinear.apply(x, weight, bias)
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return _op(x, weight, bias)
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -146,14 +153,14 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # x (M, K), weight (N, K), bias (N,)
         need_x, need_w, _ = ctx.needs_input_grad
         ctx.save_for_backward(x if need_w else None, weight if need_x else None)  # what each gradient reads
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # (M, N)
+        return _op(x, weight, bias)  # (M, N)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # grad (M, N)
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        grad_x = _mm(grad, weight.t(), None) if need_x else None  # (M, N) @ (N, K)
-        grad_w = _mm(grad.t(), x.t(), None) if need_w else None  # (N, M) @ (M, K)
+        grad_x = onednn_linear(grad, weight.t()) if need_x else None  # (M, N) @ (N, K)
+        grad_w = onednn_linear(grad.t(), x.t()) if need_w else None  # (N, M) @ (M, K)
         grad_b = grad.sum(0) if need_b else None  # (N,)
         return grad_x, grad_w, grad_b
 
@@ -165,8 +172,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     if not use_onednn(x.shape[:-1].numel(), weight.shape[1], weight.shape[0], x, weight, bias):
         return F.linear(x, weight, bias)
-    # oneDNN reads the bias as contiguous whatever its strides (a strided bias gave wrong sums): make it so
-    out = _mm(x.reshape(-1, x.shape[-1]), weight, None if bias is None else bias.contiguous())
+    out = onednn_linear(x.reshape(-1, x.shape[-1]), weight, bias)
     return out if x.ndim == 2 else out.view(*x.shape[:-1], weight.shape[0])
 
 
