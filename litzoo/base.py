@@ -4,6 +4,7 @@ The plumbing shared by one family of methods lives in :mod:`litzoo.bases` (gener
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import io
@@ -163,6 +164,33 @@ def checkpoint_being_restored() -> Optional[str]:
     return _RESTORING.get()
 
 
+_exit_hook_registered = False
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy ``torch.distributed``'s default process group when the process exits, if it still exists then
+    (registered once per process; a no-op without a process group, or if the user destroyed it).
+
+    Why: Lightning destroys the group at exit only for NCCL. A gloo group (DDP on CPU) left to the interpreter's
+    finalisation can kill a finished run with SIGABRT ("terminate called without an active exception": gloo's
+    worker threads and their tensors are torn down after Python; pytorch/pytorch#190489): exit code 134 after a
+    successful fit. Called after a fit that ended normally only, when no collective is pending: destroying a group
+    with a collective in flight (a rank that failed) could wait for it."""
+    global _exit_hook_registered
+    import torch.distributed as dist
+
+    if not _exit_hook_registered and dist.is_available() and dist.is_initialized():
+        atexit.register(_destroy_process_group)
+        _exit_hook_registered = True
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class LitzooModule(L.LightningModule):
     """Base class: records its class in checkpoints (so ``litzoo.export`` knows what to rebuild) and
     turns unreadable checkpoint files into a :class:`CheckpointError` naming the file."""
@@ -210,6 +238,11 @@ class LitzooModule(L.LightningModule):
         saved = checkpoint.get("hyper_parameters", {}).get("seed")
         if "seed" in self.hparams and isinstance(saved, int) and (self.hparams.seed is None or self._seed_from_global):
             self._set_seed(saved, from_global=True)
+
+    def on_fit_end(self) -> None:
+        """After a fit that ended normally: destroy ``torch.distributed``'s process group at exit (see
+        :func:`destroy_process_group_at_exit`). Subclasses overriding ``on_fit_end`` call this."""
+        destroy_process_group_at_exit()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["litzoo_class"] = f"{type(self).__module__}.{type(self).__qualname__}"

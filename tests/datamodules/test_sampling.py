@@ -105,6 +105,8 @@ def worker(rank, out):
         runs[name] = module.seen
     with open(os.path.join(out, f"rank{{rank}}.json"), "w") as f:
         json.dump(runs, f)
+    # A gloo group left to interpreter exit can abort the process (SIGABRT; pytorch/pytorch#190489): destroy it.
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
