@@ -168,14 +168,14 @@ _exit_hook_registered = False
 
 
 def destroy_process_group_at_exit() -> None:
-    """Destroy ``torch.distributed``'s default process group when the process exits, if it still exists then
-    (registered once per process; a no-op without a process group, or if the user destroyed it).
+    """Destroy ``torch.distributed``'s process groups when the process exits, if they still exist then (registered
+    once per process, by every litzoo module's ``setup`` under ``torch.distributed``; a no-op at exit if the user
+    destroyed them).
 
-    Why: Lightning destroys the group at exit only for NCCL. A gloo group (DDP on CPU) left to the interpreter's
-    finalisation can kill a finished run with SIGABRT ("terminate called without an active exception": gloo's
-    worker threads and their tensors are torn down after Python; pytorch/pytorch#190489): exit code 134 after a
-    successful fit. Called after a fit that ended normally only, when no collective is pending: destroying a group
-    with a collective in flight (a rank that failed) could wait for it."""
+    Why: Lightning registers this only for NCCL. A gloo group (DDP on CPU) left to the interpreter's finalisation
+    can kill a finished run with SIGABRT ("terminate called without an active exception": gloo's threads torn down
+    after Python's; pytorch/pytorch#190489). Like Lightning's NCCL handler it also runs after a failed run; the
+    destroy is local to the process (a rank blocked in a collective never reaches exit)."""
     global _exit_hook_registered
     import torch.distributed as dist
 
@@ -185,10 +185,16 @@ def destroy_process_group_at_exit() -> None:
 
 
 def _destroy_process_group() -> None:
+    import signal
+
     import torch.distributed as dist
 
     if dist.is_initialized():
-        dist.destroy_process_group()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C now would leave it half destroyed
+        try:
+            dist.destroy_process_group()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 class LitzooModule(L.LightningModule):
@@ -227,9 +233,11 @@ class LitzooModule(L.LightningModule):
         self._seed_from_global = from_global
 
     def setup(self, stage: str) -> None:
-        """Take the global seed now if ``seed=None`` (subclasses overriding ``setup`` call this first)."""
+        """Take the global seed now if ``seed=None``; under ``torch.distributed``, destroy its process groups at exit
+        (:func:`destroy_process_group_at_exit`). Subclasses overriding ``setup`` call this first."""
         if "seed" in self.hparams:
             self.seed  # noqa: B018  (resolves and saves it)
+        destroy_process_group_at_exit()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_class(checkpoint, type(self))
@@ -238,11 +246,6 @@ class LitzooModule(L.LightningModule):
         saved = checkpoint.get("hyper_parameters", {}).get("seed")
         if "seed" in self.hparams and isinstance(saved, int) and (self.hparams.seed is None or self._seed_from_global):
             self._set_seed(saved, from_global=True)
-
-    def on_fit_end(self) -> None:
-        """After a fit that ended normally: destroy ``torch.distributed``'s process group at exit (see
-        :func:`destroy_process_group_at_exit`). Subclasses overriding ``on_fit_end`` call this."""
-        destroy_process_group_at_exit()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["litzoo_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
