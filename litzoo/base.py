@@ -193,8 +193,8 @@ def _destroy_process_group() -> None:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C now would leave it half destroyed
         try:
             dist.destroy_process_group()
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        finally:  # None: a handler installed from C, which Python cannot put back
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 class LitzooModule(L.LightningModule):
