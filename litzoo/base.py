@@ -7,10 +7,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import gc
 import io
 import math
 import os
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -172,9 +174,13 @@ def destroy_process_group_at_exit() -> None:
     once per process, by every litzoo module's ``setup`` under ``torch.distributed``; a no-op at exit if the user
     destroyed them).
 
-    Why: Lightning registers this only for NCCL. A gloo group (DDP on CPU) left to the interpreter's finalisation
-    can kill a finished run with SIGABRT ("terminate called without an active exception": gloo's threads torn down
-    after Python's; pytorch/pytorch#190489). Like Lightning's NCCL handler it also runs after a failed run; the
+    Why: Lightning registers this only for NCCL. A gloo group (DDP or FSDP2 on CPU) left to the interpreter's
+    finalisation can kill a finished run with SIGABRT ("terminate called without an active exception";
+    pytorch/pytorch#190489: per pytorch/pytorch#179291, a gloo thread releasing a collective's tensor takes the GIL,
+    and a thread that takes it while Python finalises is ended inside C++). Destroying a group joins its threads only
+    once nothing references it, and ``destroy_process_group`` does not drop the references that torch's own objects
+    hold (device meshes, kept by DTensor's caches, and FSDP2's mesh infos), so the handler drops those too
+    (:func:`_release_group_references`). Like Lightning's NCCL handler it also runs after a failed run; the
     destroy is local to the process (a rank blocked in a collective never reaches exit)."""
     global _exit_hook_registered
     import torch.distributed as dist
@@ -193,8 +199,33 @@ def _destroy_process_group() -> None:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C now would leave it half destroyed
         try:
             dist.destroy_process_group()
+            _release_group_references()
         finally:  # None: a handler installed from C, which Python cannot put back
             signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+def _release_group_references() -> None:
+    """Drop the references to (destroyed) process groups that ``torch.distributed``'s own objects keep, so the
+    groups are freed and gloo joins its threads now, while Python is whole: device meshes (kept after a sharded run
+    by DTensor's caches) hold them in ``_pg_registry``, FSDP2's mesh infos as attributes. Nothing else is touched: a
+    group still referenced elsewhere (a live DDP wrapper's reducer, the user's own objects) keeps its threads."""
+    if "torch.distributed.device_mesh" not in sys.modules:  # only sharded/DTensor runs make meshes
+        return
+    from torch.distributed import ProcessGroup
+    from torch.distributed.device_mesh import DeviceMesh
+
+    holders: tuple[type, ...] = (DeviceMesh,)
+    with contextlib.suppress(ImportError):  # a private module: its mesh infos are FSDP2's
+        from torch.distributed.fsdp._fully_shard._fsdp_common import DataParallelMeshInfo
+
+        holders += (DataParallelMeshInfo,)
+    for obj in gc.get_objects():
+        if issubclass(type(obj), holders):  # type(), not isinstance: no proxy's __class__ (and its warnings)
+            for key, value in vars(obj).items():
+                if isinstance(value, ProcessGroup):
+                    setattr(obj, key, None)
+                elif isinstance(value, dict) and any(isinstance(v, ProcessGroup) for v in value.values()):
+                    value.clear()
 
 
 class LitzooModule(L.LightningModule):

@@ -204,5 +204,21 @@ def main():
     torch.save(result, OUT / "result.pt")
 
 
+def gloo_threads() -> int:
+    """This process's threads started by gloo (its TCP loop and the process groups' work loops)."""
+    return sum("gloo" in (task / "comm").read_text() for task in Path("/proc/self/task").iterdir())
+
+
 if __name__ == "__main__":
     main()
+    # What the interpreter runs at exit, run here to check it: litzoo's hook destroys the groups and frees them (the
+    # device meshes in DTensor's caches and FSDP2's mesh infos hold them), so gloo's threads end before Python's
+    # finalisation (a gloo thread taking the GIL during finalisation aborts the process)
+    import atexit
+    import json
+
+    import torch.distributed as dist
+
+    rank, before = dist.get_rank(), gloo_threads()
+    atexit._run_exitfuncs()
+    (OUT / f"exit_rank{rank}.json").write_text(json.dumps({"gloo_threads_before": before, "after": gloo_threads()}))

@@ -5,6 +5,7 @@ machine, so one fast representative (DDPM) and the rest ``slow``. Tolerance of "
 one AdamW step of lr 1e-3 (the sharded step reduce-scatters the gradients: another summation order, ~1e-8 measured).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -29,12 +30,54 @@ def run_worker(out: Path, method: str, strategy: str, steps: int, *extra: str) -
     proc = subprocess.run([sys.executable, str(WORKER), method, str(out), strategy, str(steps), *extra], cwd=out,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    for rank in (0, 1):  # the exit hook ended gloo's threads before finalisation, sharded runs included
+        threads = json.loads((out / f"exit_rank{rank}.json").read_text())
+        assert threads["gloo_threads_before"] > 0 and threads["after"] == 0, threads
     return torch.load(out / "result.pt", weights_only=True)
 
 
 def max_difference(a: dict, b: dict) -> float:
     assert set(a) == set(b)
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+EXIT_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+from litzoo.base import _destroy_process_group
+
+
+def gloo_threads():
+    return sum("gloo" in (task / "comm").read_text() for task in Path("/proc/self/task").iterdir())
+
+
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+model = torch.nn.Linear(4, 4)  # still referenced when the process exits, as in a script's top level
+fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
+model(torch.ones(2, 4)).sum().backward()
+full = {k: v.full_tensor() for k, v in model.state_dict().items()}
+before = gloo_threads()
+_destroy_process_group() if sys.argv[2] == "litzoo" else dist.destroy_process_group()
+print(before, gloo_threads(), dist.is_initialized())
+"""
+
+
+@pytest.mark.parametrize("handler", ["litzoo", "torch"])
+def test_exit_handler_frees_the_groups_a_live_fsdp2_model_holds_so_gloo_threads_end(tmp_path, handler):
+    """torch's destroy_process_group leaves a live FSDP2 model's groups (held by its device mesh and mesh infos)
+    and so gloo's threads to Python's finalisation; litzoo's exit handler drops those references: no thread left."""
+    (tmp_path / "exit.py").write_text(EXIT_SCRIPT)
+    proc = subprocess.run([sys.executable, str(tmp_path / "exit.py"), str(tmp_path / "store"), handler], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    before, after, initialized = proc.stdout.split()
+    assert int(before) > 0 and initialized == "False"
+    assert int(after) == (0 if handler == "litzoo" else int(before))
 
 
 def check_generator(tmp_path: Path, method: str) -> dict:
