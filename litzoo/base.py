@@ -170,9 +170,9 @@ _exit_hook_registered = False
 
 
 def destroy_process_group_at_exit() -> None:
-    """Destroy ``torch.distributed``'s process groups when the process exits, if they still exist then (registered
-    once per process, by every litzoo module's ``setup`` under ``torch.distributed``; a no-op at exit if the user
-    destroyed them).
+    """Destroy ``torch.distributed``'s process groups when the process exits, if they still exist then, and free them
+    (registered once per process, by every litzoo module's ``setup`` under ``torch.distributed``; scripts that set up
+    ``torch.distributed`` themselves can call it too).
 
     Why: Lightning registers this only for NCCL. A gloo group (DDP or FSDP2 on CPU) left to the interpreter's
     finalisation can kill a finished run with SIGABRT ("terminate called without an active exception";
@@ -195,37 +195,37 @@ def _destroy_process_group() -> None:
 
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C now would leave it half destroyed
-        try:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl+C now would leave it half destroyed
+    try:
+        if dist.is_initialized():
             dist.destroy_process_group()
-            _release_group_references()
-        finally:  # None: a handler installed from C, which Python cannot put back
-            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        _release_group_references()  # also when the user destroyed the groups: that leaves these references too
+    finally:  # None: a handler installed from C, which Python cannot put back
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def _release_group_references() -> None:
     """Drop the references to (destroyed) process groups that ``torch.distributed``'s own objects keep, so the
     groups are freed and gloo joins its threads now, while Python is whole: device meshes (kept after a sharded run
-    by DTensor's caches) hold them in ``_pg_registry``, FSDP2's mesh infos as attributes. Nothing else is touched: a
-    group still referenced elsewhere (a live DDP wrapper's reducer, the user's own objects) keeps its threads."""
-    if "torch.distributed.device_mesh" not in sys.modules:  # only sharded/DTensor runs make meshes
-        return
+    by DTensor's caches and Lightning's strategy) hold them in ``_pg_registry``, FSDP2's mesh infos as attributes.
+    Nothing else is touched: a group still referenced elsewhere (the user's own objects, a live DDP wrapper's
+    reducer, FSDP2's optional process-group allocators) keeps its threads until finalisation."""
     from torch.distributed import ProcessGroup
     from torch.distributed.device_mesh import DeviceMesh
 
     holders: tuple[type, ...] = (DeviceMesh,)
-    with contextlib.suppress(ImportError):  # a private module: its mesh infos are FSDP2's
-        from torch.distributed.fsdp._fully_shard._fsdp_common import DataParallelMeshInfo
-
-        holders += (DataParallelMeshInfo,)
+    fsdp = sys.modules.get("torch.distributed.fsdp._fully_shard._fsdp_common")  # private; not loaded: no mesh infos
+    if fsdp is not None and hasattr(fsdp, "DataParallelMeshInfo"):
+        holders += (fsdp.DataParallelMeshInfo,)
     for obj in gc.get_objects():
-        if issubclass(type(obj), holders):  # type(), not isinstance: no proxy's __class__ (and its warnings)
-            for key, value in vars(obj).items():
-                if isinstance(value, ProcessGroup):
-                    setattr(obj, key, None)
-                elif isinstance(value, dict) and any(isinstance(v, ProcessGroup) for v in value.values()):
-                    value.clear()
+        # type(), not isinstance: no proxy's __class__ (and its warnings); the instance dict: frozen dataclasses too
+        state = getattr(obj, "__dict__", None) if issubclass(type(obj), holders) else None
+        for key, value in state.items() if isinstance(state, dict) else ():
+            if isinstance(value, ProcessGroup):
+                state[key] = None
+            elif isinstance(value, dict) and any(isinstance(v, ProcessGroup) for v in value.values()):
+                value.clear()
+    gc.collect()  # what only a cycle still held (a DDP wrapper, a trainer) goes now, with its groups
 
 
 class LitzooModule(L.LightningModule):

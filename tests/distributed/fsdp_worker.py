@@ -9,6 +9,7 @@ loss at the start and the end (a fixed noise draw on each rank's fixed batch), a
 of one *unsharded* AdamW step computed in this process on the same global batch (``reference``).
 """
 
+import contextlib
 import copy
 import sys
 from pathlib import Path
@@ -206,7 +207,11 @@ def main():
 
 def gloo_threads() -> int:
     """This process's threads started by gloo (its TCP loop and the process groups' work loops)."""
-    return sum("gloo" in (task / "comm").read_text() for task in Path("/proc/self/task").iterdir())
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            names.append((task / "comm").read_text())
+    return sum("gloo" in name for name in names)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ def run_worker(out: Path, method: str, strategy: str, steps: int, *extra: str) -
     proc = subprocess.run([sys.executable, str(WORKER), method, str(out), strategy, str(steps), *extra], cwd=out,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # rank 1's exit status is not rank 0's (Lightning's launcher does not wait for it): its abort or a failing exit
+    # handler shows only in the shared stderr
+    assert "terminate called" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-4000:]
     for rank in (0, 1):  # the exit hook ended gloo's threads before finalisation, sharded runs included
         threads = json.loads((out / f"exit_rank{rank}.json").read_text())
         assert threads["gloo_threads_before"] > 0 and threads["after"] == 0, threads
@@ -63,21 +66,28 @@ fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
 model(torch.ones(2, 4)).sum().backward()
 full = {k: v.full_tensor() for k, v in model.state_dict().items()}
 before = gloo_threads()
-_destroy_process_group() if sys.argv[2] == "litzoo" else dist.destroy_process_group()
-print(before, gloo_threads(), dist.is_initialized())
+if sys.argv[2] != "litzoo":  # torch's destroy (a script's own), alone or before litzoo's exit handler
+    dist.destroy_process_group()
+if sys.argv[2] != "torch":
+    _destroy_process_group()
+print(before, gloo_threads(), dist.is_initialized(), flush=True)
 """
 
 
-@pytest.mark.parametrize("handler", ["litzoo", "torch"])
+@pytest.mark.parametrize("handler", ["litzoo", "torch", "torch_then_litzoo"])
 def test_exit_handler_frees_the_groups_a_live_fsdp2_model_holds_so_gloo_threads_end(tmp_path, handler):
-    """torch's destroy_process_group leaves a live FSDP2 model's groups (held by its device mesh and mesh infos)
-    and so gloo's threads to Python's finalisation; litzoo's exit handler drops those references: no thread left."""
+    """torch 2.13's destroy_process_group leaves a live FSDP2 model's groups (held by its device mesh and mesh
+    infos), and so gloo's threads, to Python's finalisation; litzoo's exit handler drops those references, also
+    after the script destroyed the groups itself: no gloo thread left."""
     (tmp_path / "exit.py").write_text(EXIT_SCRIPT)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, str(tmp_path / "exit.py"), str(tmp_path / "store"), handler], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
     before, after, initialized = proc.stdout.split()
     assert int(before) > 0 and initialized == "False"
-    assert int(after) == (0 if handler == "litzoo" else int(before))
+    assert int(after) == (int(before) if handler == "torch" else 0)
 
 
 def check_generator(tmp_path: Path, method: str) -> dict:

@@ -335,12 +335,15 @@ DDP_SCRIPT = textwrap.dedent(
                         enable_model_summary=False)
     trainer.fit(module, GymDataModule("CartPole-v1", num_envs=2, batches_per_epoch=8))
 
-    import atexit, os, torch.distributed as dist
-    alive, threads = dist.is_initialized(), len(os.listdir("/proc/self/task"))
+    import atexit, torch.distributed as dist
+    from pathlib import Path
+    def gloo_threads():
+        return sum("gloo" in (task / "comm").read_text() for task in Path("/proc/self/task").iterdir())
+    alive, threads = dist.is_initialized(), gloo_threads()
     atexit._run_exitfuncs()  # what the interpreter runs at exit: the module's hook destroys the gloo group
     with open(f"{out}/exit{trainer.global_rank}.json", "w") as f:
         json.dump({"alive_after_fit": alive, "alive_after_exit_hooks": dist.is_initialized(),
-                   "threads_ended": threads - len(os.listdir("/proc/self/task"))}, f)
+                   "gloo_threads_before": threads, "gloo_threads_after": gloo_threads()}, f)
     """
 )
 
@@ -359,7 +362,8 @@ def test_two_process_cpu_ddp_ranks_explore_different_episodes_and_keep_identical
     assert rank0["logged_env_steps"] == 2 * 92  # env steps of both ranks
     for r in (0, 1):  # the gloo group outlives the fit and is destroyed at exit (its threads end), not in finalisation
         ended = json.loads((tmp_path / f"exit{r}.json").read_text())
-        assert ended["alive_after_fit"] and not ended["alive_after_exit_hooks"] and ended["threads_ended"] >= 1
+        assert ended["alive_after_fit"] and not ended["alive_after_exit_hooks"]
+        assert ended["gloo_threads_before"] > 0 and ended["gloo_threads_after"] == 0, ended
 
 
 DDP_RESUME_SCRIPT = textwrap.dedent(
