@@ -1,5 +1,5 @@
 """Fixtures shared across the test packages; with --import-mode=importlib the test files reach plain helper
-modules (``rl_helpers``, ``lm_helpers``) through the ``sys.path`` entry made here."""
+modules (``rl_helpers``, ``lm_helpers``, ``dist_helpers``) through the ``sys.path`` entry made here."""
 
 from __future__ import annotations
 

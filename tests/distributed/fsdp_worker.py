@@ -9,7 +9,6 @@ loss at the start and the end (a fixed noise draw on each rank's fixed batch), a
 of one *unsharded* AdamW step computed in this process on the same global batch (``reference``).
 """
 
-import contextlib
 import copy
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from dist_helpers import gloo_threads  # noqa: E402
 from lm_helpers import TINY_TEST_QWEN2  # noqa: E402
 
 from litzoo.seeding import step_generator  # noqa: E402
@@ -203,15 +203,6 @@ def main():
             initial.load_state_dict(final)
             initial.export(OUT / "export_unsharded")
     torch.save(result, OUT / "result.pt")
-
-
-def gloo_threads() -> int:
-    """This process's threads started by gloo (its TCP loop and the process groups' work loops)."""
-    names = []
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            names.append((task / "comm").read_text())
-    return sum("gloo" in name for name in names)
 
 
 if __name__ == "__main__":

@@ -46,19 +46,14 @@ def max_difference(a: dict, b: dict) -> float:
 
 EXIT_SCRIPT = """
 import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
+from dist_helpers import gloo_threads
 from litzoo.base import _destroy_process_group
-
-
-def gloo_threads():
-    return sum("gloo" in (task / "comm").read_text() for task in Path("/proc/self/task").iterdir())
-
 
 dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
 model = torch.nn.Linear(4, 4)  # still referenced when the process exits, as in a script's top level
@@ -81,7 +76,7 @@ def test_exit_handler_frees_the_groups_a_live_fsdp2_model_holds_so_gloo_threads_
     after the script destroyed the groups itself: no gloo thread left."""
     (tmp_path / "exit.py").write_text(EXIT_SCRIPT)
     env = {**os.environ, "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, str(tmp_path / "exit.py"), str(tmp_path / "store"), handler], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -336,9 +336,7 @@ DDP_SCRIPT = textwrap.dedent(
     trainer.fit(module, GymDataModule("CartPole-v1", num_envs=2, batches_per_epoch=8))
 
     import atexit, torch.distributed as dist
-    from pathlib import Path
-    def gloo_threads():
-        return sum("gloo" in (task / "comm").read_text() for task in Path("/proc/self/task").iterdir())
+    from dist_helpers import gloo_threads
     alive, threads = dist.is_initialized(), gloo_threads()
     atexit._run_exitfuncs()  # what the interpreter runs at exit: the module's hook destroys the gloo group
     with open(f"{out}/exit{trainer.global_rank}.json", "w") as f:
@@ -351,7 +349,8 @@ DDP_SCRIPT = textwrap.dedent(
 def test_two_process_cpu_ddp_ranks_explore_different_episodes_and_keep_identical_weights(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
     subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, cwd=REPO, timeout=300,
                    capture_output=True, env=env)
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))

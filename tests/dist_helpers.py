@@ -1,0 +1,15 @@
+"""Helpers shared by the multi-process tests and their worker scripts (``tests/conftest.py`` puts this folder on
+``sys.path``; the scripts get it through ``PYTHONPATH``)."""
+
+import contextlib
+from pathlib import Path
+
+
+def gloo_threads() -> int:
+    """This process's threads started by gloo (its TCP loop ``gloo_tcp_loop``, the groups' ``pt_gloo_runloop``s),
+    read from ``/proc`` (Linux)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            names.append((task / "comm").read_text())
+    return sum("gloo" in name for name in names)
