@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-# Plain helper modules next to this file (rl_helpers.py, lm_helpers.py): importable by the test files.
+# Plain helper modules next to this file (rl_helpers.py, lm_helpers.py, dist_helpers.py): importable by the test files.
 sys.path.insert(0, str(Path(__file__).parent))
 
 

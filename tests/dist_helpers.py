@@ -1,5 +1,6 @@
 """Helpers shared by the multi-process tests and their worker scripts (``tests/conftest.py`` puts this folder on
-``sys.path``; the scripts get it through ``PYTHONPATH``)."""
+``sys.path``; ``distributed/fsdp_worker.py`` inserts it itself, the tests' inline scripts get it through
+``PYTHONPATH``)."""
 
 import contextlib
 from pathlib import Path

@@ -6,7 +6,8 @@
 Lightning's launcher runs this file once per rank. Writes into OUT (rank 0): ``result.pt`` with the weights
 after the first optimizer step (``step1``) and at the end (``final``, gathered from the shards), the evaluation
 loss at the start and the end (a fixed noise draw on each rank's fixed batch), and for the generators the weights
-of one *unsharded* AdamW step computed in this process on the same global batch (``reference``).
+of one *unsharded* AdamW step computed in this process on the same global batch (``reference``). Every rank then
+runs the exit handlers and writes ``exit_rank{rank}.json``: its gloo threads before and after them.
 """
 
 import copy

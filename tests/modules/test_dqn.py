@@ -351,8 +351,10 @@ def test_two_process_cpu_ddp_ranks_explore_different_episodes_and_keep_identical
     script.write_text(DDP_SCRIPT)
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
-    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, cwd=REPO, timeout=300,
-                   capture_output=True, env=env)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, cwd=REPO, timeout=300,
+                          capture_output=True, text=True, env=env)
+    # rank 1's exit status is not rank 0's (Lightning's launcher does not wait for it): an abort shows in stderr
+    assert "terminate called" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-4000:]
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["seed"] != rank1["seed"] and rank0["first_obs"] != rank1["first_obs"]  # different episodes
     # 16 batches = 16 blocks of 2 gradient steps every 4 env steps from env step 32 (2 envs per rank)
