@@ -23,6 +23,10 @@ level-2 SFT pool too)::
 
     python bench/kimi.py --tasks max_gap_hard --sft-steps 4000 --budget-cpu-s 120 --seeds 0 1 2 --harder --lr 1e-5
 
+``--tasks max_gap_long`` is the same RL with a harder level in reach: 9-10 integers of level 3's values (0-99), longer
+inputs than any trained (``MaxGapTask(levels={4: (9, 10, 99)})``), where level 4's 3-digit values stay at 0 for every
+policy.
+
 Add ``--kimi-overlong`` (KimiRL with DAPO's overlong punishment), ``--kimi-sampling prioritized`` and/or
 ``--kimi-skip-uniform`` (its ``skip_uniform_groups``)
 for KimiRL's own levers: a run with them is another KimiRL configuration, saved under its own name
@@ -30,7 +34,8 @@ for KimiRL's own levers: a run with them is another KimiRL configuration, saved 
 --kimi-overlong`` adds it to a finished protocol run without repeating TRL's, and ``--tables-only`` with
 the same flags shows it (with TRL's runs) in the tables and the test. Results are one JSON per
 (task, trainer configuration, RL seed) under ``--cache-dir/results_...``: an interrupted run resumes, a
-finished one is not repeated, and ``--tables-only`` merges whatever ``--tasks/--trainers/--seeds`` name.
+finished one is not repeated, and ``--tables-only`` merges whatever ``--tasks/--trainers/--seeds`` name. Beside
+each JSON, the run's final weights (``.pt``, a ``state_dict`` of the SFT folder's model), to score a level added later.
 
 Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combination sum, LC 39,
 2-4 distinct candidates in 2-9, target 4-12):
@@ -94,7 +99,9 @@ Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combinati
 4. **Tables**: per task, each configuration's mean ± standard error (sd / sqrt(seeds)) of every metric
    on both levels, beside the SFT start; KimiRL against the best TRL configuration (by mean greedy pass@1
    on the training level): the difference, the difference in units of its standard error, and Welch's
-   t-test (``scipy.stats.ttest_ind(equal_var=False)``); and the curve's points.
+   t-test (``scipy.stats.ttest_ind(equal_var=False)``) over seeds; for greedy pass@1 also the paired t-test over
+   the held-out problems (each problem's result averaged over seeds, saved per problem as ``correct``); and the
+   curve's points.
 
 TRL sees plain prompts (no chat template): the prompt text as a string column (``"<bos>" + prompt``
 for a tokenizer that does not add ``<bos>`` itself), which the char tokenizer encodes to exactly
@@ -140,9 +147,10 @@ class TaskSpec:
     difficulty: int
     max_new_tokens: int  # RL and evaluation response budget (>= the clean traces' ~99.5th percentile)
     model: dict[str, Any]  # the policy's config (SFT builds it; KimiRL and TRL both load the SFT folder)
-    harder: int  # the never-trained harder level of --harder (the same task and options)
+    harder: int  # the never-trained harder level of --harder (the same task; options: harder_options)
     harder_max_new_tokens: int  # its budget (>= its longest clean trace; combination sum: what fits the positions)
     sft_task: str | None = None  # RL from another task entry's SFT start (a level that start finds hard)
+    harder_options: dict[str, Any] | None = None  # the harder level's task options (default: ``options``)
 
 
 # The tiny model for every task (the long-CoT traces are designed so that each step is a local
@@ -158,6 +166,11 @@ TASK_SPECS = {
     # RL on a level the SFT start finds hard: maximum gap's level-2 start (0.43 greedy on level 3) trained and
     # evaluated on level 3 (5-8 integers, traces <= 208 tokens), harder level 4 (6-10 integers in 0-999, <= 325).
     "max_gap_hard": TaskSpec("max_gap", {}, 3, 256, dict(TINY_QWEN2), 4, 352, sft_task="max_gap"),
+    # The same RL, harder level: longer inputs of the same values (9-10 integers in 0-99, traces <= 253 tokens; the
+    # level-2 start solves 0.05-0.11 of 9 or 10 integers greedily): k1.5's length generalisation, where level 4's
+    # 3-digit values are out of reach for every policy (0 of 200).
+    "max_gap_long": TaskSpec("max_gap", {}, 3, 256, dict(TINY_QWEN2), 4, 288, sft_task="max_gap",
+                             harder_options={"levels": {4: (9, 10, 99)}}),
     # Long2short's task (bench/long2short.py): addition whose clean SFT traces leave out their check 30 % of the
     # time (ArithmeticTask check_rate), so the long model (which checks greedily) can learn to answer shorter.
     "addition_optcheck": TaskSpec("arithmetic", {"ops": "+", "check_rate": 0.7}, 2, 128, dict(TINY_QWEN2), 3, 128),
@@ -203,10 +216,19 @@ class HeldOutDisjointData(ReasoningDataModule):
         check_disjoint(self.val_problems, self.train_problems, "training pool")  # the promise, checked
 
 
+def harder_label(spec: TaskSpec) -> str:
+    """The harder level's name in the tables, its own definition when ``harder_options`` redefines it."""
+    levels = (spec.harder_options or {}).get("levels", {})
+    if spec.harder in levels:
+        n_lo, n_hi, v_max = levels[spec.harder]
+        return f"harder level {spec.harder} ({n_lo}-{n_hi} integers in 0-{v_max})"
+    return f"harder level {spec.harder}"
+
+
 def harder_problems(spec: TaskSpec, args) -> list[Problem]:
     """``--num-eval`` held-out problems of the task's harder level (seeded; independent of the pools, which
     leave out their classes), each with a clean trace that fits ``harder_max_new_tokens``."""
-    task = get_task(spec.task, **spec.options)
+    task = get_task(spec.task, **(spec.options if spec.harder_options is None else spec.harder_options))
     fits = lambda p: len(task.write_trace(p)) + 1 <= spec.harder_max_new_tokens  # noqa: E731 (+1: eos)
     return draw_held_out(task, spec.harder, args.num_eval, zlib.crc32(f"harder/{spec.task}/{args.seed}".encode()),
                          exclude=set(), accept=fits)
@@ -342,6 +364,13 @@ def evaluate(model, tokenizer, problems, max_new_tokens: int) -> dict[str, float
     return evaluate_with_texts(model, tokenizer, problems, max_new_tokens)[0]
 
 
+def evaluate_per_problem(model, tokenizer, problems, max_new_tokens: int) -> dict[str, Any]:
+    """:func:`evaluate`, plus ``correct``: each problem's greedy result as a string of ``0``/``1`` (in the held-out
+    order, the same for every policy), for tests paired over problems."""
+    result, texts = evaluate_with_texts(model, tokenizer, problems, max_new_tokens)
+    return {**result, "correct": "".join(str(int(c)) for c in score(problems, texts).tolist())}
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from ``n`` samples of which ``c`` are correct (Chen et al. 2021, "Evaluating Large Language
     Models Trained on Code", eq. 1): ``1 - C(n - c, k) / C(n, k)``."""
@@ -388,6 +417,27 @@ def compare(a: list[float], b: list[float]) -> dict[str, float]:
     else:
         t = p = float("nan")
     return {"diff": ma - mb, "diff_se_units": z, "t": t, "p": p}
+
+
+def scores(result: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation's metrics for the progress lines (the per-problem ``correct`` strings left out)."""
+    return {k: v for k, v in result.items() if not k.endswith("correct")}
+
+
+def compare_per_problem(a: list[str], b: list[str]) -> dict[str, float]:
+    """``a`` vs ``b`` paired over problems: each problem's greedy result averaged over a configuration's seeds
+    (``correct`` strings, one per seed, the same problems in the same order), then the paired t-test over problems
+    (``scipy.stats.ttest_rel``): do the two differ on these problems, beyond the problems' own spread."""
+    from scipy.stats import ttest_rel
+
+    if not a or not b or len({len(x) for x in a + b}) != 1:
+        return {"t": float("nan"), "p": float("nan")}
+    mean = lambda rows: [statistics.fmean(int(r[i]) for r in rows) for i in range(len(rows[0]))]  # noqa: E731
+    xa, xb = mean(a), mean(b)
+    if all(u == v for u, v in zip(xa, xb)):
+        return {"t": float("nan"), "p": float("nan")}
+    test = ttest_rel(xa, xb)
+    return {"t": float(test.statistic), "p": float(test.pvalue)}
 
 
 class BudgetSnapshots:
@@ -691,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
             levels = [("", data.val_problems, spec.max_new_tokens)] + ([("harder_", hard, spec.harder_max_new_tokens)] if hard else [])
             result = {}
             for prefix, problems, max_new in levels:
-                result.update({prefix + k: v for k, v in evaluate(model, tok, problems, max_new).items()})
+                result.update({prefix + k: v for k, v in evaluate_per_problem(model, tok, problems, max_new).items()})
                 if args.pass_k:
                     result[f"{prefix}pass@k"] = sampled_pass_at_k(model, tok, problems, max_new, args.pass_n, args.pass_k,
                                                                   args.temperature, seed=args.seed * 1_000_003 + 17)
@@ -710,7 +760,7 @@ def main(argv: list[str] | None = None) -> None:
             start = {"sft": str(sft), "settings": settings, "sft_info": sft_info, "eval": evaluate_all(policy, tokenizer),
                      "curve0": evaluate(policy, tokenizer, curve_problems, spec.max_new_tokens)["accuracy"]}
             sft_path.write_text(json.dumps(start))
-        print(f"[{name}] SFT {sft_info} -> {start['eval']}  ({time.time() - t0:.0f} s wall)", flush=True)
+        print(f"[{name}] SFT {sft_info} -> {scores(start['eval'])}  ({time.time() - t0:.0f} s wall)", flush=True)
         for trainer in args.trainers:
             key = trainer_key(trainer, spec, args)
             for seed in args.seeds:
@@ -726,6 +776,8 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         model, tok, info = run_trl(sft, spec, data.train_problems, args, Path(tmp), seed, snapshots,
                                                    dapo=trainer == "grpo_dapo")
+                # The final weights beside the result (~0.3 MB): a level added later is evaluated without retraining.
+                torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path.with_suffix(".pt"))
                 result = evaluate_all(model, tok)
                 curve = []  # after training (not in the budget): the snapshots' greedy accuracy on the curve subset
                 for fraction, used, state in snapshots.taken:
@@ -733,7 +785,7 @@ def main(argv: list[str] | None = None) -> None:
                     curve.append((fraction, used, evaluate(model, tok, curve_problems, spec.max_new_tokens)["accuracy"]))
                 path.write_text(json.dumps({"sft": str(sft), "settings": settings, "task": name, "trainer": key,
                                             "seed": seed, "info": info, "eval": result, "curve": curve}))
-                print(f"[{name}] {key} seed {seed}: {info} -> {result}, curve {[(round(u), a) for _, u, a in curve]}  "
+                print(f"[{name}] {key} seed {seed}: {info} -> {scores(result)}, curve {[(round(u), a) for _, u, a in curve]}  "
                       f"({time.time() - t1:.0f} s wall)", flush=True)
                 del model
     report(args, results, settings)
@@ -805,8 +857,8 @@ def report(args, results: Path, settings) -> None:
                   f"{fmt([i['train_reward_last'] for i in infos])} | {fmt([i['gen_tok_per_cpu_s'] for i in infos], 0)} |")
     # KimiRL vs the best TRL configuration (by mean greedy pass@1 on the training level) per task and metric
     print("\n### KimiRL vs the best TRL configuration (difference of seed means; Welch's t-test)\n")
-    print("| task | metric | KimiRL | best TRL | difference | difference / SE | Welch t | p |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | metric | KimiRL | best TRL | difference | difference / SE | Welch t | p | paired over problems: t | p |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, d in data.items():
         kimi = next((rows for key, rows in d["runs"].items() if key.startswith("kimi")), None)
         trl_runs = {key: rows for key, rows in d["runs"].items() if not key.startswith("kimi")}
@@ -816,16 +868,20 @@ def report(args, results: Path, settings) -> None:
         metrics = [("accuracy", "greedy pass@1")] + ([("pass@k", f"pass@{args.pass_k}")] if pk else [])
         metrics += [("length", "mean length")]
         for prefix, level in [("", f"level {TASK_SPECS[name].difficulty}")] + (
-                [("harder_", f"harder level {TASK_SPECS[name].harder}")] if harder else []):
+                [("harder_", harder_label(TASK_SPECS[name]))] if harder else []):
             for metric, label in metrics:
                 a = [r["eval"][prefix + metric] for r in kimi]
                 b = [r["eval"][prefix + metric] for r in trl_runs[best]]
                 c = compare(a, b)
                 digits = 1 if metric == "length" else 3
                 na = lambda x, spec: "n/a" if math.isnan(x) else format(x, spec)  # noqa: E731 (one seed / no spread)
+                paired = {"t": float("nan"), "p": float("nan")}
+                if metric == "accuracy":  # runs saved before the per-problem results: n/a
+                    paired = compare_per_problem([r["eval"].get(prefix + "correct", "") for r in kimi],
+                                                 [r["eval"].get(prefix + "correct", "") for r in trl_runs[best]])
                 print(f"| {name} | {label}, {level} | {fmt(a, digits)} | {fmt(b, digits)} ({best}) | "
                       f"{c['diff']:+.{digits}f} | {na(c['diff_se_units'], '+.1f')} | {na(c['t'], '.2f')} | "
-                      f"{na(c['p'], '.3f')} |")
+                      f"{na(c['p'], '.3f')} | {na(paired['t'], '.2f')} | {na(paired['p'], '.3f')} |")
     # the accuracy-per-CPU-second curves as numbers (the PNG with --curve)
     print(f"\n### Greedy pass@1 on the first {args.curve_eval} held-out problems vs RL CPU-s (snapshots at "
           f"{args.curve_fractions} of the budget)\n")

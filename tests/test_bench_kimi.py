@@ -101,7 +101,7 @@ def test_tables_only_merges_the_saved_seeds_and_tests_kimi_against_the_best_trl(
                                               "curve_fractions")}
     ev = lambda acc: {"accuracy": acc, "length": 50.0, "truncated": 0.0, "pass@k": acc + 0.05,  # noqa: E731
                       "harder_accuracy": acc / 2, "harder_length": 80.0, "harder_truncated": 0.1,
-                      "harder_pass@k": acc / 2 + 0.1}
+                      "harder_pass@k": acc / 2 + 0.1, "correct": "1" * round(acc * 100) + "0" * round(100 - acc * 100)}
     (tmp_path / "addition__sft.json").write_text(json.dumps({
         "sft": "S", "settings": settings, "sft_info": {"steps": 350, "cpu_s": 100.0, "params": 82624},
         "eval": ev(0.8), "curve0": 0.8}))
@@ -120,6 +120,12 @@ def test_tables_only_merges_the_saved_seeds_and_tests_kimi_against_the_best_trl(
     # best TRL by greedy pass@1 is grpo (0.86 > 0.82); difference 0.06 over SE sqrt(0.0115^2 + 0.0058^2)
     diff_se = 0.06 / math.sqrt((0.02**2 + 0.01**2) / 3)
     assert f"| addition | greedy pass@1, level 2 | 0.920 ± 0.012 | 0.860 ± 0.006 (grpo) | +0.060 | +{diff_se:.1f} |" in out
+    # paired over 100 problems: KimiRL solves the first 90/92/94 (seed means 1, 1, ..., 2/3, 1/3, 0), TRL 85/86/87
+    from scipy.stats import ttest_rel
+
+    per = lambda accs: [sum(i < round(a * 100) for a in accs) / 3 for i in range(100)]  # noqa: E731
+    paired = ttest_rel(per(accs["kimi"]), per(accs["grpo"]))
+    assert f"| {paired.statistic:.2f} | {paired.pvalue:.3f} |" in out.split("greedy pass@1, level 2")[1].split("\n")[0]
     assert "| addition | litzoo KimiRL | 0.870 ± 0.012 @ 30 s | 0.920 ± 0.012 @ 60 s |" in out
     assert (tmp_path / "curves.png").stat().st_size > 1000
     # a result with other settings (here another SFT start) is not merged
@@ -191,3 +197,42 @@ def test_the_long2short_task_writes_sft_traces_of_two_lengths_and_rl_problems_li
     ref = kimi.datamodule(plain, "sft", args, num_train=300, p_mistake=0.3)
     ref.prepare_problems()
     assert [p.prompt for p in sft.train_problems] == [p.prompt for p in ref.train_problems]
+
+
+def test_paired_test_over_problems_averages_each_problem_over_seeds(kimi):
+    """KimiRL vs TRL paired over held-out problems: each problem's greedy result (``correct``) averaged over a
+    configuration's seeds, then scipy's paired t-test; n/a without per-problem results or any difference."""
+    from scipy.stats import ttest_rel
+
+    a = ["1101", "1111"]  # per problem over 2 seeds: 1, 1, 0.5, 1
+    b = ["1000", "0100", "1001"]  # 2/3, 1/3, 0, 1/3
+    c = kimi.compare_per_problem(a, b)
+    want = ttest_rel([1, 1, 0.5, 1], [2 / 3, 1 / 3, 0, 1 / 3])
+    assert c["t"] == pytest.approx(want.statistic) and c["p"] == pytest.approx(want.pvalue)
+    # by hand: differences 1/3, 2/3, 1/2, 2/3 -> mean 13/24, t = mean / (sd / 2)
+    d = [1 / 3, 2 / 3, 1 / 2, 2 / 3]
+    sd = math.sqrt(sum((x - 13 / 24) ** 2 for x in d) / 3)
+    assert c["t"] == pytest.approx(13 / 24 / (sd / 2))
+    assert math.isnan(kimi.compare_per_problem(a, ["", "0110"])["p"])  # a run saved without them
+    assert math.isnan(kimi.compare_per_problem(["0110"], ["0110"])["p"])  # no difference at all
+
+
+def test_the_long_input_task_evaluates_longer_inputs_of_the_trained_values(kimi, tmp_path):
+    """max_gap_long: max_gap_hard's RL (level 3 from the level-2 start: the same pool and held-out problems), its
+    harder level 9-10 integers in 0-99 (fitting its budget, their classes out of the pool), named so in the tables."""
+    import argparse
+
+    spec, hard_spec = kimi.TASK_SPECS["max_gap_long"], kimi.TASK_SPECS["max_gap_hard"]
+    assert "max_gap_long" not in kimi.DEFAULT_TASKS and spec.sft_task == "max_gap" and spec.difficulty == 3
+    args = argparse.Namespace(seed=0, num_train=200, num_eval=40, prompts_per_step=8)
+    hard = kimi.harder_problems(spec, args)
+    assert {len(p.data["nums"]) for p in hard} == {9, 10} and max(max(p.data["nums"]) for p in hard) <= 99
+    task = kimi.get_task("max_gap")
+    assert {p.difficulty for p in hard} == {4} and max(len(task.write_trace(p)) + 1 for p in hard) <= 288
+    data, ref = kimi.datamodule(spec, "rl", args, batch_size=8), kimi.datamodule(hard_spec, "rl", args, batch_size=8)
+    data.setup("fit"), ref.setup("fit")
+    assert [p.prompt for p in data.train_problems] == [p.prompt for p in ref.train_problems]
+    assert [p.prompt for p in data.val_problems] == [p.prompt for p in ref.val_problems]
+    assert kimi.problem_keys(hard) == data.reserved
+    assert kimi.harder_label(spec) == "harder level 4 (9-10 integers in 0-99)"
+    assert kimi.harder_label(hard_spec) == "harder level 4"

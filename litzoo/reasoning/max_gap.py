@@ -51,7 +51,7 @@ s34 m29``, ``max 29``, ``chk 41-07=34 s34 ok``, ``#29``).
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from litzoo.reasoning.base import CHECK_FAILED, FIX, Problem, ReasoningTask, is_int, parse_int
 
@@ -92,13 +92,16 @@ def max_gap(nums: Sequence[int]) -> int:
 
 class MaxGapTask(ReasoningTask):
     """Maximum gap between successive sorted elements (LeetCode 164); see module docstring. ``check_rate``: probability
-    that a trace without a slip writes its closing ``chk`` line (``ReasoningTask.write_trace``)."""
+    that a trace without a slip writes its closing ``chk`` line (``ReasoningTask.write_trace``). ``levels``: your own
+    difficulty levels, ``{level: (min count, max count, max value)}``, over the built-in ones (``LEVELS``); e.g.
+    ``{4: (9, 10, 99)}`` makes level 4 longer inputs of level 3's values (a length-generalisation level)."""
 
     name = "max_gap"
-    difficulties = range(1, 6)
 
-    def __init__(self, check_rate: float = 1.0) -> None:
+    def __init__(self, check_rate: float = 1.0, levels: Mapping[int, Sequence[int]] | None = None) -> None:
         self.set_check_rate(check_rate)
+        self.levels = {**LEVELS, **{k: tuple(v) for k, v in _checked_levels(levels or {}).items()}}
+        self.difficulties = range(1, max(self.levels) + 1)
 
     def make_problem(self, nums: Sequence[int], difficulty: int | None = None) -> Problem:
         """A problem from explicit non-negative integers."""
@@ -109,7 +112,7 @@ class MaxGapTask(ReasoningTask):
         return Problem(self.name, difficulty, prompt, max_gap(nums), {"nums": nums})
 
     def draw(self, difficulty: int, rng: random.Random) -> Problem:
-        n_lo, n_hi, v_max = LEVELS[difficulty]
+        n_lo, n_hi, v_max = self.levels[difficulty]
         n = rng.randint(n_lo, n_hi)
         return self.make_problem([rng.randint(0, v_max) for _ in range(n)], difficulty)
 
@@ -141,6 +144,22 @@ class MaxGapTask(ReasoningTask):
             lines += _gap_work(s, wrong, width) + [FIX]
         lines += _gap_work(s, gaps, width)
         return lines, max(gaps)
+
+
+def _checked_levels(levels: Mapping[int, Sequence[int]]) -> Mapping[int, Sequence[int]]:
+    """``levels`` if every entry is ``level: (min count, max count, max value)`` extending 1..5 without a hole."""
+    if not isinstance(levels, Mapping):
+        raise ValueError(f"levels={levels!r} must map a level to (min count, max count, max value), "
+                         "e.g. {4: (9, 10, 99)}.")
+    for level, spec in levels.items():
+        ok = is_int(level) and level >= 1 and isinstance(spec, Sequence) and len(spec) == 3
+        if not ok or not all(is_int(x) for x in spec) or not 1 <= spec[0] <= spec[1] or spec[2] < 0:
+            raise ValueError(f"levels[{level!r}]={spec!r} must be (min count, max count, max value) with "
+                             f"1 <= min count <= max count and max value >= 0, for a level >= 1, e.g. {{4: (9, 10, 99)}}.")
+    if set(LEVELS) | set(levels) != set(range(1, max(set(LEVELS) | set(levels)) + 1)):
+        raise ValueError(f"levels={dict(levels)!r} leaves a hole after the built-in levels 1-{len(LEVELS)}: "
+                         f"number new levels {len(LEVELS) + 1}, {len(LEVELS) + 2}, ...")
+    return levels
 
 
 def _gap_work(s: list[int], gaps: list[int], width: int) -> list[str]:

@@ -447,3 +447,27 @@ def test_bad_arguments_raise_value_errors():
         CombinationSumTask(True).make_problem([0, 3], 7)
     with pytest.raises(ValueError, match="use get_task"):
         MaxGapTask().verify(ArithmeticTask().make_problem(1, 2, "+"), "#3")
+
+
+def test_max_gap_levels_of_your_own_draw_their_counts_and_values_and_bad_ones_name_the_fix():
+    """``MaxGapTask(levels=...)`` redefines or adds levels over the built-in ones: a length-generalisation level
+    (longer inputs of level 3's values) draws exactly its counts and values; the other levels are unchanged."""
+    task = MaxGapTask(levels={4: (9, 10, 99), 6: (12, 12, 9)})
+    assert task.difficulties == range(1, 7)
+    rng = random.Random(0)
+    drawn = [task.draw(4, rng) for _ in range(300)]
+    assert {len(p.data["nums"]) for p in drawn} == {9, 10}
+    assert max(max(p.data["nums"]) for p in drawn) <= 99 and max(max(p.data["nums"]) for p in drawn) >= 90
+    assert all(p.difficulty == 4 and task.solve(p) == max_gap(p.data["nums"]) for p in drawn)
+    assert {len(task.draw(6, rng).data["nums"]) for _ in range(20)} == {12}
+    # level 3 draws as the built-in task does (the same rng stream, the same problems)
+    a, b = random.Random(5), random.Random(5)
+    assert [task.draw(3, a).prompt for _ in range(20)] == [MaxGapTask().draw(3, b).prompt for _ in range(20)]
+    assert task.generate(6, rng).difficulty == 6
+    with pytest.raises(ValueError, match=r"allowed: integers 1\.\.5"):
+        MaxGapTask().generate(6, rng)
+    for bad, match in [({4: (0, 3, 9)}, r"levels\[4\]"), ({4: (3, 2, 9)}, r"1 <= min count <= max count"),
+                       ({"4": (9, 10, 99)}, "for a level >= 1"), ({4: (9, 10)}, r"\(min count, max count, max value\)"),
+                       ([(9, 10, 99)], "must map a level"), ({7: (1, 2, 3)}, "leaves a hole")]:
+        with pytest.raises(ValueError, match=match):
+            MaxGapTask(levels=bad)
