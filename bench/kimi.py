@@ -100,8 +100,8 @@ Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combinati
    on both levels, beside the SFT start; KimiRL against the best TRL configuration (by mean greedy pass@1
    on the training level): the difference, the difference in units of its standard error, and Welch's
    t-test (``scipy.stats.ttest_ind(equal_var=False)``) over seeds; for greedy pass@1 also the paired t-test over
-   the held-out problems (each problem's result averaged over seeds, saved per problem as ``correct``); and the
-   curve's points.
+   the held-out problems (each problem's result averaged over seeds, saved per problem as ``correct``); the
+   curve's points; and, for the search tasks, greedy pass@1 per problem size (input / candidate count).
 
 TRL sees plain prompts (no chat template): the prompt text as a string column (``"<bos>" + prompt``
 for a tokenizer that does not add ``<bos>`` itself), which the char tokenizer encodes to exactly
@@ -895,9 +895,46 @@ def report(args, results: Path, settings) -> None:
                 points = [r["curve"][i] for r in rows if len(r["curve"]) > i]
                 cells.append(f"{fmt([p[2] for p in points])} @ {statistics.fmean(p[1] for p in points):.0f} s" if points else "-")
             print(f"| {name} | {trainer_label(key)} | " + " | ".join(cells) + " |")
+    report_by_size(args, data)
     sys.stdout.flush()
     if args.curve:
         plot_curves(args, data, Path(args.curve))
+
+
+def problem_size(problem: Problem) -> int | None:
+    """What makes a problem of a search task long: its input count (maximum gap) or candidate count (combination
+    sum); ``None`` for addition, whose problems of a level are all of one size."""
+    return len(problem.data.get("nums", problem.data.get("candidates", ()))) or None
+
+
+def report_by_size(args, data: dict[str, Any]) -> None:
+    """Greedy pass@1 per problem size on each level, from the per-problem results (``correct``) and the same seeded
+    held-out problems: where a trainer's gains are (e.g. maximum gap: which input counts)."""
+    print("\n### Greedy pass@1 by problem size (inputs / candidates; problems of that size), mean over seeds\n")
+    print("| task | level | policy | by size |")
+    print("|---|---|---|---|")
+    for name, d in data.items():
+        spec = TASK_SPECS[name]
+        if spec.task == "arithmetic":  # one size per level
+            continue
+        held = datamodule(spec, "rl", args, batch_size=args.prompts_per_step)
+        held.setup("fit")
+        levels = [("", f"level {spec.difficulty}", held.val_problems)]
+        levels += [("harder_", harder_label(spec), harder_problems(spec, args))] if args.harder else []
+        for prefix, level, problems in levels:
+            sizes = [problem_size(p) for p in problems]
+            rows = [("SFT start", [d["start"]["eval"]])] + [(trainer_label(k), [r["eval"] for r in v])
+                                                             for k, v in d["runs"].items()]
+            for label, evals in rows:
+                marks = [e.get(prefix + "correct", "") for e in evals]
+                if not marks or any(len(m) != len(problems) for m in marks):
+                    continue
+                cells = []
+                for size in sorted(set(sizes)):
+                    idx = [i for i, z in enumerate(sizes) if z == size]
+                    acc = statistics.fmean(statistics.fmean(int(m[i]) for i in idx) for m in marks)
+                    cells.append(f"{size}: {acc:.3f} ({len(idx)})")
+                print(f"| {name} | {level} | {label} | " + ", ".join(cells) + " |")
 
 
 def plot_curves(args, data: dict[str, Any], path: Path) -> None:

@@ -236,3 +236,31 @@ def test_the_long_input_task_evaluates_longer_inputs_of_the_trained_values(kimi,
     assert kimi.problem_keys(hard) == data.reserved
     assert kimi.harder_label(spec) == "harder level 4 (9-10 integers in 0-99)"
     assert kimi.harder_label(hard_spec) == "harder level 4"
+
+
+def test_accuracy_by_problem_size_reads_the_per_problem_results_of_the_same_held_out_problems(kimi, capsys):
+    """The by-size table re-draws the seeded held-out problems and averages each size's per-problem results over
+    seeds: here a policy that solves exactly the 5-input problems (seed 0) and those plus the 6-input ones (seed 1)."""
+    import argparse
+
+    args = argparse.Namespace(seed=0, num_train=200, num_eval=40, prompts_per_step=8, harder=True, trainers=["kimi"])
+    spec = kimi.TASK_SPECS["max_gap_long"]
+    held = kimi.datamodule(spec, "rl", args, batch_size=8)
+    held.setup("fit")
+    sizes = [kimi.problem_size(p) for p in held.val_problems]
+    hard_sizes = [kimi.problem_size(p) for p in kimi.harder_problems(spec, args)]
+    assert set(sizes) <= {5, 6, 7, 8} and set(hard_sizes) == {9, 10}
+    mark = lambda keep, zs: "".join("1" if z in keep else "0" for z in zs)  # noqa: E731
+    runs = [{"eval": {"correct": mark({5}, sizes), "harder_correct": mark({9}, hard_sizes)}},
+            {"eval": {"correct": mark({5, 6}, sizes), "harder_correct": mark(set(), hard_sizes)}}]
+    start = {"eval": {"correct": mark(set(), sizes)}}  # no harder results: that row is left out
+    kimi.report_by_size(args, {"max_gap_long": {"start": start, "runs": {"kimi": runs}}})
+    out = capsys.readouterr().out
+    n = {z: sizes.count(z) for z in set(sizes)}
+    cells = ", ".join(f"{z}: {a:.3f} ({n[z]})" for z, a in sorted({5: 1.0, 6: 0.5, 7: 0.0, 8: 0.0}.items()) if z in n)
+    assert f"| max_gap_long | level 3 | litzoo KimiRL | {cells} |" in out
+    assert f"| max_gap_long | level 3 | SFT start | " in out
+    assert (f"| max_gap_long | harder level 4 (9-10 integers in 0-99) | litzoo KimiRL | 9: 0.500 ({hard_sizes.count(9)}), "
+            f"10: 0.000 ({hard_sizes.count(10)}) |") in out
+    assert "harder level 4 (9-10 integers in 0-99) | SFT start" not in out
+    assert kimi.problem_size(kimi.get_task("arithmetic").generate(2, __import__("random").Random(0))) is None
