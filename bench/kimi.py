@@ -35,7 +35,7 @@ for KimiRL's own levers: a run with them is another KimiRL configuration, saved 
 the same flags shows it (with TRL's runs) in the tables and the test. Results are one JSON per
 (task, trainer configuration, RL seed) under ``--cache-dir/results_...``: an interrupted run resumes, a
 finished one is not repeated, and ``--tables-only`` merges whatever ``--tasks/--trainers/--seeds`` name. Beside
-each JSON, the run's final weights (``.pt``, a ``state_dict`` of the SFT folder's model), to score a level added later.
+each JSON, the run's final weights (``.pt``; ``load_weights`` gives the policy back), to score a level added later.
 
 Per task (2-digit addition; maximum gap, LC 164, 3-6 integers in 0-99; combination sum, LC 39,
 2-4 distinct candidates in 2-9, target 4-12):
@@ -150,7 +150,7 @@ class TaskSpec:
     harder: int  # the never-trained harder level of --harder (the same task; options: harder_options)
     harder_max_new_tokens: int  # its budget (>= its longest clean trace; combination sum: what fits the positions)
     sft_task: str | None = None  # RL from another task entry's SFT start (a level that start finds hard)
-    harder_options: dict[str, Any] | None = None  # the harder level's task options (default: ``options``)
+    harder_options: dict[str, Any] | None = None  # the harder level's task options, over ``options``
 
 
 # The tiny model for every task (the long-CoT traces are designed so that each step is a local
@@ -228,7 +228,7 @@ def harder_label(spec: TaskSpec) -> str:
 def harder_problems(spec: TaskSpec, args) -> list[Problem]:
     """``--num-eval`` held-out problems of the task's harder level (seeded; independent of the pools, which
     leave out their classes), each with a clean trace that fits ``harder_max_new_tokens``."""
-    task = get_task(spec.task, **(spec.options if spec.harder_options is None else spec.harder_options))
+    task = get_task(spec.task, **{**spec.options, **(spec.harder_options or {})})
     fits = lambda p: len(task.write_trace(p)) + 1 <= spec.harder_max_new_tokens  # noqa: E731 (+1: eos)
     return draw_held_out(task, spec.harder, args.num_eval, zlib.crc32(f"harder/{spec.task}/{args.seed}".encode()),
                          exclude=set(), accept=fits)
@@ -368,7 +368,14 @@ def evaluate_per_problem(model, tokenizer, problems, max_new_tokens: int) -> dic
     """:func:`evaluate`, plus ``correct``: each problem's greedy result as a string of ``0``/``1`` (in the held-out
     order, the same for every policy), for tests paired over problems."""
     result, texts = evaluate_with_texts(model, tokenizer, problems, max_new_tokens)
-    return {**result, "correct": "".join(str(int(c)) for c in score(problems, texts).tolist())}
+    return {**result, "correct": "".join(str(int(c)) for c in score(problems, texts).tolist()),
+            "prompts_crc": prompts_crc(problems)}
+
+
+def prompts_crc(problems) -> str:
+    """A checksum of the problems' prompts in order, saved with their per-problem results: the tables pair those
+    results with re-drawn problems (or another run's) only when it matches."""
+    return f"{zlib.crc32(chr(10).join(p.prompt for p in problems).encode()):08x}"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -424,18 +431,39 @@ def scores(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if not k.endswith("correct")}
 
 
-def compare_per_problem(a: list[str], b: list[str]) -> dict[str, float]:
-    """``a`` vs ``b`` paired over problems: each problem's greedy result averaged over a configuration's seeds
-    (``correct`` strings, one per seed, the same problems in the same order), then the paired t-test over problems
-    (``scipy.stats.ttest_rel``): do the two differ on these problems, beyond the problems' own spread."""
+def save_weights(path: Path, state: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+    """A run's final weights (~0.3 MB) with what they belong to (SFT folder, settings, task, trainer, seed), written
+    whole or not at all (a temporary file renamed), after the run's JSON. :func:`load_weights` reads them back."""
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({**saved, "state_dict": state}, tmp)
+    tmp.replace(path)
+
+
+def load_weights(path: Path):
+    """The policy of a saved run: the SFT folder's model with the run's final weights, and its tokenizer (to score a
+    level added later without retraining)."""
+    saved = torch.load(path, weights_only=True)
+    policy, tokenizer = build_policy(pretrained_path=saved["sft"])
+    policy.load_state_dict(saved["state_dict"])
+    return policy, tokenizer, saved
+
+
+def compare_per_problem(a: list[dict[str, Any]], b: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
+    """``a`` vs ``b`` (per-seed evaluations) paired over problems: each problem's greedy result (``correct``) averaged
+    over a configuration's seeds, then the paired t-test over problems (``scipy.stats.ttest_rel``). It asks whether
+    the difference holds across problems *given these seeds* (Welch's test over seeds asks it given these
+    problems); n/a under 2 seeds a side, for results of other problems (``prompts_crc``, where saved) or without
+    per-problem results (runs saved before them), and when every problem differs by the same amount."""
     from scipy.stats import ttest_rel
 
-    if not a or not b or len({len(x) for x in a + b}) != 1:
-        return {"t": float("nan"), "p": float("nan")}
-    mean = lambda rows: [statistics.fmean(int(r[i]) for r in rows) for i in range(len(rows[0]))]  # noqa: E731
-    xa, xb = mean(a), mean(b)
-    if all(u == v for u, v in zip(xa, xb)):
-        return {"t": float("nan"), "p": float("nan")}
+    nan = {"t": float("nan"), "p": float("nan")}
+    marks = [[e.get(prefix + "correct", "") for e in side] for side in (a, b)]
+    crcs = {e[prefix + "prompts_crc"] for e in a + b if prefix + "prompts_crc" in e}
+    if min(len(a), len(b)) < 2 or len({len(m) for m in marks[0] + marks[1]}) != 1 or not marks[0][0] or len(crcs) > 1:
+        return nan
+    xa, xb = ([statistics.fmean(int(r[i]) for r in rows) for i in range(len(rows[0]))] for rows in marks)
+    if len({u - v for u, v in zip(xa, xb)}) < 2:  # no spread: t is +-inf or undefined
+        return nan
     test = ttest_rel(xa, xb)
     return {"t": float(test.statistic), "p": float(test.pvalue)}
 
@@ -630,7 +658,8 @@ def trainer_label(key: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(TASK_SPECS),
-                        help="max_gap_hard: RL and evaluation on maximum gap level 3 from the level-2 SFT start")
+                        help="max_gap_hard: RL and evaluation on maximum gap level 3 from the level-2 SFT start "
+                             "(harder level 4); max_gap_long: the same, harder level 9-10 integers in 0-99")
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS,
                         help="kimi: litzoo KimiRL; grpo: TRL GRPOTrainer with its defaults; grpo_dapo: TRL with "
                              "loss_type='dapo', scale_rewards='none' and the soft overlong punishment")
@@ -687,7 +716,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve", default=None, help="write the curves as a PNG here (e.g. docs/kimi_curves.png)")
     parser.add_argument("--harder", action="store_true",
                         help="also evaluate on --num-eval problems of a harder, never-trained level per task (3-digit "
-                             "addition, maximum gap level 3, combination sum level 3), reported as extra columns")
+                             "addition, maximum gap level 3, combination sum level 3; max_gap_hard: level 4; "
+                             "max_gap_long: 9-10 integers in 0-99), reported as extra columns")
     parser.add_argument("--tables-only", action="store_true",
                         help="print the tables of --tasks / --trainers / --seeds from the results saved in "
                              "--cache-dir (e.g. after one process per task) without training")
@@ -776,15 +806,15 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         model, tok, info = run_trl(sft, spec, data.train_problems, args, Path(tmp), seed, snapshots,
                                                    dapo=trainer == "grpo_dapo")
-                # The final weights beside the result (~0.3 MB): a level added later is evaluated without retraining.
-                torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path.with_suffix(".pt"))
+                final = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 result = evaluate_all(model, tok)
                 curve = []  # after training (not in the budget): the snapshots' greedy accuracy on the curve subset
                 for fraction, used, state in snapshots.taken:
                     model.load_state_dict(state)
                     curve.append((fraction, used, evaluate(model, tok, curve_problems, spec.max_new_tokens)["accuracy"]))
-                path.write_text(json.dumps({"sft": str(sft), "settings": settings, "task": name, "trainer": key,
-                                            "seed": seed, "info": info, "eval": result, "curve": curve}))
+                saved = {"sft": str(sft), "settings": settings, "task": name, "trainer": key, "seed": seed}
+                path.write_text(json.dumps({**saved, "info": info, "eval": result, "curve": curve}))
+                save_weights(path.with_suffix(".pt"), final, saved)
                 print(f"[{name}] {key} seed {seed}: {info} -> {scores(result)}, curve {[(round(u), a) for _, u, a in curve]}  "
                       f"({time.time() - t1:.0f} s wall)", flush=True)
                 del model
@@ -876,9 +906,8 @@ def report(args, results: Path, settings) -> None:
                 digits = 1 if metric == "length" else 3
                 na = lambda x, spec: "n/a" if math.isnan(x) else format(x, spec)  # noqa: E731 (one seed / no spread)
                 paired = {"t": float("nan"), "p": float("nan")}
-                if metric == "accuracy":  # runs saved before the per-problem results: n/a
-                    paired = compare_per_problem([r["eval"].get(prefix + "correct", "") for r in kimi],
-                                                 [r["eval"].get(prefix + "correct", "") for r in trl_runs[best]])
+                if metric == "accuracy":
+                    paired = compare_per_problem([r["eval"] for r in kimi], [r["eval"] for r in trl_runs[best]], prefix)
                 print(f"| {name} | {label}, {level} | {fmt(a, digits)} | {fmt(b, digits)} ({best}) | "
                       f"{c['diff']:+.{digits}f} | {na(c['diff_se_units'], '+.1f')} | {na(c['t'], '.2f')} | "
                       f"{na(c['p'], '.3f')} | {na(paired['t'], '.2f')} | {na(paired['p'], '.3f')} |")
@@ -895,10 +924,10 @@ def report(args, results: Path, settings) -> None:
                 points = [r["curve"][i] for r in rows if len(r["curve"]) > i]
                 cells.append(f"{fmt([p[2] for p in points])} @ {statistics.fmean(p[1] for p in points):.0f} s" if points else "-")
             print(f"| {name} | {trainer_label(key)} | " + " | ".join(cells) + " |")
-    report_by_size(args, data)
     sys.stdout.flush()
     if args.curve:
         plot_curves(args, data, Path(args.curve))
+    report_by_size(args, data)
 
 
 def problem_size(problem: Problem) -> int | None:
@@ -925,9 +954,12 @@ def report_by_size(args, data: dict[str, Any]) -> None:
             sizes = [problem_size(p) for p in problems]
             rows = [("SFT start", [d["start"]["eval"]])] + [(trainer_label(k), [r["eval"] for r in v])
                                                              for k, v in d["runs"].items()]
+            crc = prompts_crc(problems)
             for label, evals in rows:
                 marks = [e.get(prefix + "correct", "") for e in evals]
-                if not marks or any(len(m) != len(problems) for m in marks):
+                if not marks or any(len(m) != len(problems) or e.get(prefix + "prompts_crc", crc) != crc
+                                    for m, e in zip(marks, evals)):
+                    print(f"| {name} | {level} | {label} | n/a (runs without per-problem results of these problems) |")
                     continue
                 cells = []
                 for size in sorted(set(sizes)):

@@ -204,8 +204,9 @@ def test_paired_test_over_problems_averages_each_problem_over_seeds(kimi):
     configuration's seeds, then scipy's paired t-test; n/a without per-problem results or any difference."""
     from scipy.stats import ttest_rel
 
-    a = ["1101", "1111"]  # per problem over 2 seeds: 1, 1, 0.5, 1
-    b = ["1000", "0100", "1001"]  # 2/3, 1/3, 0, 1/3
+    ev = lambda marks, crc="abcd0123": [{"correct": m, "prompts_crc": crc} for m in marks]  # noqa: E731
+    a = ev(["1101", "1111"])  # per problem over 2 seeds: 1, 1, 0.5, 1
+    b = ev(["1000", "0100", "1001"])  # 2/3, 1/3, 0, 1/3
     c = kimi.compare_per_problem(a, b)
     want = ttest_rel([1, 1, 0.5, 1], [2 / 3, 1 / 3, 0, 1 / 3])
     assert c["t"] == pytest.approx(want.statistic) and c["p"] == pytest.approx(want.pvalue)
@@ -213,8 +214,12 @@ def test_paired_test_over_problems_averages_each_problem_over_seeds(kimi):
     d = [1 / 3, 2 / 3, 1 / 2, 2 / 3]
     sd = math.sqrt(sum((x - 13 / 24) ** 2 for x in d) / 3)
     assert c["t"] == pytest.approx(13 / 24 / (sd / 2))
-    assert math.isnan(kimi.compare_per_problem(a, ["", "0110"])["p"])  # a run saved without them
-    assert math.isnan(kimi.compare_per_problem(["0110"], ["0110"])["p"])  # no difference at all
+    assert kimi.compare_per_problem(a, [{"correct": m} for m in ["1000", "0100", "1001"]])["t"] == c["t"]  # no crc
+    assert math.isnan(kimi.compare_per_problem(a, ev(["0000", "0110"]) + [{}])["p"])  # a run saved without them
+    assert math.isnan(kimi.compare_per_problem(a, ev(["1000", "0100"], crc="ffff0000"))["p"])  # other problems
+    assert math.isnan(kimi.compare_per_problem(a[:1], b)["p"])  # one seed a side: no test, as for Welch's
+    assert math.isnan(kimi.compare_per_problem(ev(["11", "11"]), ev(["00", "00"]))["p"])  # no spread: no test
+    assert math.isnan(kimi.compare_per_problem(a, a)["p"])  # no difference at all
 
 
 def test_the_long_input_task_evaluates_longer_inputs_of_the_trained_values(kimi, tmp_path):
@@ -228,7 +233,11 @@ def test_the_long_input_task_evaluates_longer_inputs_of_the_trained_values(kimi,
     hard = kimi.harder_problems(spec, args)
     assert {len(p.data["nums"]) for p in hard} == {9, 10} and max(max(p.data["nums"]) for p in hard) <= 99
     task = kimi.get_task("max_gap")
-    assert {p.difficulty for p in hard} == {4} and max(len(task.write_trace(p)) + 1 for p in hard) <= 288
+    assert {p.difficulty for p in hard} == {4}
+    # the budget drops no problem of the level (harder_problems keeps those whose clean trace fits): 2000 draws fit
+    level = kimi.get_task("max_gap", **spec.harder_options)
+    rng = __import__("random").Random(1)
+    assert max(len(task.write_trace(level.generate(4, rng))) + 1 for _ in range(2000)) <= spec.harder_max_new_tokens
     data, ref = kimi.datamodule(spec, "rl", args, batch_size=8), kimi.datamodule(hard_spec, "rl", args, batch_size=8)
     data.setup("fit"), ref.setup("fit")
     assert [p.prompt for p in data.train_problems] == [p.prompt for p in ref.train_problems]
@@ -262,5 +271,38 @@ def test_accuracy_by_problem_size_reads_the_per_problem_results_of_the_same_held
     assert f"| max_gap_long | level 3 | SFT start | " in out
     assert (f"| max_gap_long | harder level 4 (9-10 integers in 0-99) | litzoo KimiRL | 9: 0.500 ({hard_sizes.count(9)}), "
             f"10: 0.000 ({hard_sizes.count(10)}) |") in out
-    assert "harder level 4 (9-10 integers in 0-99) | SFT start" not in out
+    assert "| harder level 4 (9-10 integers in 0-99) | SFT start | n/a (runs without per-problem results" in out
+    # results saved for other problems (their checksum differs) are not paired with these
+    runs[1]["eval"]["prompts_crc"] = "00000000"
+    kimi.report_by_size(args, {"max_gap_long": {"start": start, "runs": {"kimi": runs}}})
+    assert "| max_gap_long | level 3 | litzoo KimiRL | n/a" in capsys.readouterr().out
     assert kimi.problem_size(kimi.get_task("arithmetic").generate(2, __import__("random").Random(0))) is None
+
+
+def test_per_problem_results_and_saved_weights_give_the_run_back(kimi, tmp_path, monkeypatch):
+    """evaluate_per_problem's ``correct`` agrees with its accuracy and names the problems by checksum; a run's saved
+    weights (written whole after its JSON) load back into the SFT folder's model with its tokenizer."""
+    import random
+
+    from litzoo.reasoning.policy import TINY_QWEN2, build_policy
+
+    policy, tok = build_policy(model_config=dict(TINY_QWEN2))
+    policy.save_pretrained(tmp_path / "sft"), tok.save_pretrained(tmp_path / "sft")
+    task = kimi.get_task("arithmetic", ops="+")
+    problems = [task.generate(1, random.Random(i)) for i in range(6)]
+    ev = kimi.evaluate_per_problem(policy, tok, problems, 6)  # an untrained policy: its string must add up anyway
+    assert len(ev["correct"]) == 6 and ev["correct"].count("1") / 6 == pytest.approx(ev["accuracy"])
+    # each mark is its own problem's verdict, in order: right answers to problems 0, 2, 4 only
+    texts = [f"#{task.format_answer(p.answer) if i % 2 == 0 else p.answer + 1}" for i, p in enumerate(problems)]
+    monkeypatch.setattr(kimi, "evaluate_with_texts", lambda *a: ({"accuracy": 0.5}, texts))
+    assert kimi.evaluate_per_problem(policy, tok, problems, 6)["correct"] == "101010"
+    assert ev["prompts_crc"] == kimi.prompts_crc(problems) != kimi.prompts_crc(problems[::-1])
+    with torch.no_grad():
+        next(policy.parameters()).add_(1.0)
+    state = {k: v.clone() for k, v in policy.state_dict().items()}
+    path = tmp_path / "run.pt"
+    kimi.save_weights(path, state, {"sft": str(tmp_path / "sft"), "seed": 3})
+    assert not path.with_suffix(".pt.tmp").exists()
+    loaded, tok2, saved = kimi.load_weights(path)
+    assert saved["seed"] == 3 and tok2.get_vocab() == tok.get_vocab()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())

@@ -94,13 +94,17 @@ class MaxGapTask(ReasoningTask):
     """Maximum gap between successive sorted elements (LeetCode 164); see module docstring. ``check_rate``: probability
     that a trace without a slip writes its closing ``chk`` line (``ReasoningTask.write_trace``). ``levels``: your own
     difficulty levels, ``{level: (min count, max count, max value)}``, over the built-in ones (``LEVELS``); e.g.
-    ``{4: (9, 10, 99)}`` makes level 4 longer inputs of level 3's values (a length-generalisation level)."""
+    ``{4: (9, 10, 99)}`` makes level 4 longer inputs of level 3's values (a length-generalisation level). Levels
+    are not checked to grow harder (that one is not harder than the built-in level 5); the curriculum's level
+    weights (``litzoo.reasoning.sampling``) assume higher levels are harder."""
 
     name = "max_gap"
+    difficulties = range(1, len(LEVELS) + 1)  # the built-in levels; an instance with ``levels`` has its own
 
     def __init__(self, check_rate: float = 1.0, levels: Mapping[int, Sequence[int]] | None = None) -> None:
         self.set_check_rate(check_rate)
-        self.levels = {**LEVELS, **{k: tuple(v) for k, v in _checked_levels(levels or {}).items()}}
+        own = _checked_levels({} if levels is None else levels)
+        self.levels = {**LEVELS, **{k: tuple(v) for k, v in own.items()}}
         self.difficulties = range(1, max(self.levels) + 1)
 
     def make_problem(self, nums: Sequence[int], difficulty: int | None = None) -> Problem:
@@ -152,10 +156,13 @@ def _checked_levels(levels: Mapping[int, Sequence[int]]) -> Mapping[int, Sequenc
         raise ValueError(f"levels={levels!r} must map a level to (min count, max count, max value), "
                          "e.g. {4: (9, 10, 99)}.")
     for level, spec in levels.items():
-        ok = is_int(level) and level >= 1 and isinstance(spec, Sequence) and len(spec) == 3
+        if not is_int(level) or level < 1:
+            raise ValueError(f"levels has the key {level!r}: a level is an int >= 1 (keys read from JSON are "
+                             f"strings: convert them with int()), e.g. {{4: (9, 10, 99)}}.")
+        ok = isinstance(spec, Sequence) and len(spec) == 3
         if not ok or not all(is_int(x) for x in spec) or not 1 <= spec[0] <= spec[1] or spec[2] < 0:
             raise ValueError(f"levels[{level!r}]={spec!r} must be (min count, max count, max value) with "
-                             f"1 <= min count <= max count and max value >= 0, for a level >= 1, e.g. {{4: (9, 10, 99)}}.")
+                             f"1 <= min count <= max count and max value >= 0, e.g. {{4: (9, 10, 99)}}.")
     if set(LEVELS) | set(levels) != set(range(1, max(set(LEVELS) | set(levels)) + 1)):
         raise ValueError(f"levels={dict(levels)!r} leaves a hole after the built-in levels 1-{len(LEVELS)}: "
                          f"number new levels {len(LEVELS) + 1}, {len(LEVELS) + 2}, ...")

@@ -453,7 +453,7 @@ def test_max_gap_levels_of_your_own_draw_their_counts_and_values_and_bad_ones_na
     """``MaxGapTask(levels=...)`` redefines or adds levels over the built-in ones: a length-generalisation level
     (longer inputs of level 3's values) draws exactly its counts and values; the other levels are unchanged."""
     task = MaxGapTask(levels={4: (9, 10, 99), 6: (12, 12, 9)})
-    assert task.difficulties == range(1, 7)
+    assert task.difficulties == range(1, 7) and MaxGapTask.difficulties == MaxGapTask().difficulties == range(1, 6)
     rng = random.Random(0)
     drawn = [task.draw(4, rng) for _ in range(300)]
     assert {len(p.data["nums"]) for p in drawn} == {9, 10}
@@ -467,7 +467,7 @@ def test_max_gap_levels_of_your_own_draw_their_counts_and_values_and_bad_ones_na
     with pytest.raises(ValueError, match=r"allowed: integers 1\.\.5"):
         MaxGapTask().generate(6, rng)
     for bad, match in [({4: (0, 3, 9)}, r"levels\[4\]"), ({4: (3, 2, 9)}, r"1 <= min count <= max count"),
-                       ({"4": (9, 10, 99)}, "for a level >= 1"), ({4: (9, 10)}, r"\(min count, max count, max value\)"),
+                       ({"4": (9, 10, 99)}, r"the key '4': a level is an int >= 1 \(keys read from JSON"), ([], "must map a level"), ({4: (9, 10)}, r"\(min count, max count, max value\)"),
                        ([(9, 10, 99)], "must map a level"), ({7: (1, 2, 3)}, "leaves a hole")]:
         with pytest.raises(ValueError, match=match):
             MaxGapTask(levels=bad)
