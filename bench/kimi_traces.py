@@ -1,0 +1,101 @@
+"""Are bench/kimi.py's right answers on maximum gap worked out, or lucky? Its saved runs read back and checked.
+
+    OMP_NUM_THREADS=1 python bench/kimi_traces.py --task max_gap_long --seeds 0 1 2 3 4 \
+        --results runs/bench_kimi_long_lr2e-5/results_budget480_eval200_seed0_pass8of8_curve50_harder
+
+The verifier scores the answer after the last ``#`` only. A maximum-gap trace first copies the inputs (the ``pad``
+line), and the policy then works on that copy: a right answer from a copy that misses some inputs is luck (the
+largest gap of the copied subset happens to be the largest gap of all of them). For the SFT start and every saved
+run (``load_weights``: the run's final weights, bench/kimi.py), per held-out level and input count: greedy
+accuracy, the share of responses whose ``pad`` line copies every input (as a multiset, in any order), and the
+accuracy among those. The held-out problems are bench/kimi.py's (the same ``--seed`` / ``--num-eval``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kimi  # noqa: E402  (bench/kimi.py: its task specs, held-out problems, evaluation and saved runs)
+
+from litzoo.reasoning.base import Problem  # noqa: E402
+from litzoo.reasoning.policy import build_policy  # noqa: E402
+from litzoo.reasoning.rewards import score  # noqa: E402
+
+
+def copies_every_input(problem: Problem, text: str) -> bool:
+    """Whether the response's ``pad`` line holds exactly the problem's inputs (zero-padded, any order)."""
+    pad = next((line for line in text.splitlines() if line.startswith("pad ")), None)
+    if pad is None:
+        return False
+    try:
+        copied = Counter(int(x) for x in pad.split()[1:])
+    except ValueError:
+        return False
+    return copied == Counter(problem.data["nums"])
+
+
+def check(model, tokenizer, problems: list[Problem], max_new_tokens: int) -> dict[int, tuple[float, float, float]]:
+    """Per input count: (accuracy, share copying every input, accuracy among those; nan if none)."""
+    _, texts = kimi.evaluate_with_texts(model, tokenizer, problems, max_new_tokens)
+    right = score(problems, texts).tolist()
+    out = {}
+    for n in sorted({len(p.data["nums"]) for p in problems}):
+        idx = [i for i, p in enumerate(problems) if len(p.data["nums"]) == n]
+        full = [i for i in idx if copies_every_input(problems[i], texts[i])]
+        out[n] = (statistics.fmean(right[i] for i in idx), len(full) / len(idx),
+                  statistics.fmean(right[i] for i in full) if full else float("nan"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", required=True, help="bench/kimi.py's results folder of the runs")
+    parser.add_argument("--task", default="max_gap_long", choices=[k for k, v in kimi.TASK_SPECS.items()
+                                                                   if v.task == "max_gap"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seed", type=int, default=0, help="bench/kimi.py's data seed (as in the folder's name)")
+    parser.add_argument("--num-eval", type=int, default=200, help="held-out problems (as in the folder's name)")
+    parser.add_argument("--num-train", type=int, default=4000)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    spec = kimi.TASK_SPECS[args.task]
+    data = kimi.datamodule(spec, "rl", args, batch_size=8)
+    data.setup("fit")
+    levels = [(f"level {spec.difficulty}", data.val_problems, spec.max_new_tokens),
+              (kimi.harder_label(spec), kimi.harder_problems(spec, args), spec.harder_max_new_tokens)]
+    results = Path(args.results)
+    runs = sorted(p for p in results.glob(f"{args.task}__*__rl*.pt") if int(p.stem.rsplit("rl", 1)[1]) in args.seeds)
+    if not runs:
+        parser.error(f"no saved runs {args.task}__*__rl{{{args.seeds}}}.pt in {results}")
+    sft = json.loads((results / f"{args.task}__sft.json").read_text())["sft"]
+    rows: dict[str, list[dict]] = {"SFT start": []}
+    policy, tokenizer = build_policy(pretrained_path=sft)
+    rows["SFT start"].append({name: check(policy, tokenizer, problems, budget) for name, problems, budget in levels})
+    for path in runs:
+        policy, tokenizer, saved = kimi.load_weights(path)
+        label = kimi.trainer_label(saved["trainer"])
+        rows.setdefault(label, []).append({name: check(policy, tokenizer, problems, budget)
+                                           for name, problems, budget in levels})
+        print(f"{path.name}: done", file=sys.stderr, flush=True)
+    print("\n| policy | seeds | level | inputs | greedy pass@1 | every input copied | pass@1 with every input copied |")
+    print("|---|---|---|---|---|---|---|")
+    for label, seeds in rows.items():
+        for name, _, _ in levels:
+            for n in seeds[0][name]:
+                cells = [[s[name][n][j] for s in seeds] for j in range(3)]
+                mean = lambda xs: (statistics.fmean(x for x in xs if x == x) if any(x == x for x in xs)  # noqa: E731
+                                   else float("nan"))
+                print(f"| {label} | {len(seeds) if label != 'SFT start' else '-'} | {name} | {n} | {mean(cells[0]):.3f} | "
+                      f"{mean(cells[1]):.3f} | {mean(cells[2]):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
