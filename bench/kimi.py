@@ -167,8 +167,8 @@ TASK_SPECS = {
     # evaluated on level 3 (5-8 integers, traces <= 208 tokens), harder level 4 (6-10 integers in 0-999, <= 325).
     "max_gap_hard": TaskSpec("max_gap", {}, 3, 256, dict(TINY_QWEN2), 4, 352, sft_task="max_gap"),
     # The same RL, harder level: longer inputs of the same values (9-10 integers in 0-99, traces <= 253 tokens; the
-    # level-2 start solves 0.05-0.11 of 9 or 10 integers greedily): k1.5's length generalisation, where level 4's
-    # 3-digit values are out of reach for every policy (0 of 200).
+    # level-2 start answers 0.055 of them right greedily, from traces that copy only part of the inputs): k1.5's
+    # length generalisation, where level 4's 3-digit values are out of reach for every policy (0 of 200).
     "max_gap_long": TaskSpec("max_gap", {}, 3, 256, dict(TINY_QWEN2), 4, 288, sft_task="max_gap",
                              harder_options={"levels": {4: (9, 10, 99)}}),
     # Long2short's task (bench/long2short.py): addition whose clean SFT traces leave out their check 30 % of the

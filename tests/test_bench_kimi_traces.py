@@ -33,6 +33,8 @@ def test_a_copy_counts_only_with_every_input_in_any_order(traces):
     assert not traces.copies_every_input(p, "\npad 41 07 12 07 07\n#29")  # one too many
     assert not traces.copies_every_input(p, "\nsort 07 07 12 41\n#29")  # no pad line
     assert not traces.copies_every_input(p, "\npad 41 0x 12 07\n#29")  # a malformed number
+    assert [traces.copied_inputs(p, t) for t in ("\npad 07 41 07 12", "\npad 41 07 12 12", "\npad 41 07 12 07 07",
+                                                 "\nsort 07", "\npad 41 0x")] == [4, 3, 4, 0, 0]
 
 
 def test_check_splits_accuracy_by_input_count_and_by_full_copies(traces, monkeypatch):
@@ -46,7 +48,9 @@ def test_check_splits_accuracy_by_input_count_and_by_full_copies(traces, monkeyp
              "\npad 00 05\n#5",  # right by luck: a partial copy
              full(problems[2]) + "\n#11"]  # worked out and wrong
     monkeypatch.setattr(traces.kimi, "evaluate_with_texts", lambda *a: ({}, texts))
-    out = traces.check(None, None, problems, 64)
-    assert out[9] == (1.0, 0.5, 1.0) and out[10][:2] == (0.0, 1.0) and out[10][2] == 0.0
+    out = traces.check(None, None, problems, 64, want="110")
+    assert out[9] == (1.0, 0.5, 1.0, 5.5) and out[10] == (0.0, 1.0, 0.0, 10.0)
+    with pytest.raises(RuntimeError, match="does not reproduce its run's saved per-problem results"):
+        traces.check(None, None, problems, 64, want="111")
     texts[2] = "\npad 00\n#11"
     assert math.isnan(traces.check(None, None, problems, 64)[10][2])  # no full copy: no accuracy among them
