@@ -427,8 +427,8 @@ def compare(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 def scores(result: dict[str, Any]) -> dict[str, Any]:
-    """An evaluation's metrics for the progress lines (the per-problem ``correct`` strings left out)."""
-    return {k: v for k, v in result.items() if not k.endswith("correct")}
+    """An evaluation's metrics for the progress lines (the per-problem ``correct`` strings and checksums left out)."""
+    return {k: v for k, v in result.items() if not k.endswith(("correct", "prompts_crc"))}
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
