@@ -448,6 +448,27 @@ def load_weights(path: Path):
     return policy, tokenizer, saved
 
 
+def per_problem_means(evals: list[dict[str, Any]], prefix: str = "") -> tuple[list[float] | None, str | None]:
+    """Each problem's greedy result (``correct``) averaged over ``evals`` (one per seed), and the problems' checksum
+    (``prompts_crc``; None for runs saved before it); ``(None, None)`` if a run has no per-problem results or the
+    runs' problems differ (lengths or checksums)."""
+    marks = [e.get(prefix + "correct", "") for e in evals]
+    crcs = {e[prefix + "prompts_crc"] for e in evals if prefix + "prompts_crc" in e}
+    if not marks or not marks[0] or len({len(m) for m in marks}) != 1 or len(crcs) > 1:
+        return None, None
+    return [statistics.fmean(int(m[i]) for m in marks) for i in range(len(marks[0]))], next(iter(crcs), None)
+
+
+def held_out_levels(spec: TaskSpec, args, harder: bool = True) -> list[tuple[str, str, list[Problem], int]]:
+    """The task's held-out levels as evaluated: (result key prefix, name, problems, max new tokens), re-drawn from the
+    seeds (``--seed``, ``--num-eval``, ``--num-train``) -- the training level's, then the harder one's."""
+    held = datamodule(spec, "rl", args, batch_size=8)
+    held.setup("fit")
+    levels = [("", f"level {spec.difficulty}", held.val_problems, spec.max_new_tokens)]
+    return levels + ([("harder_", harder_label(spec), harder_problems(spec, args), spec.harder_max_new_tokens)]
+                     if harder else [])
+
+
 def compare_per_problem(a: list[dict[str, Any]], b: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
     """``a`` vs ``b`` (per-seed evaluations) paired over problems: each problem's greedy result (``correct``) averaged
     over a configuration's seeds, then the paired t-test over problems (``scipy.stats.ttest_rel``). It asks whether
@@ -457,11 +478,11 @@ def compare_per_problem(a: list[dict[str, Any]], b: list[dict[str, Any]], prefix
     from scipy.stats import ttest_rel
 
     nan = {"t": float("nan"), "p": float("nan")}
-    marks = [[e.get(prefix + "correct", "") for e in side] for side in (a, b)]
-    crcs = {e[prefix + "prompts_crc"] for e in a + b if prefix + "prompts_crc" in e}
-    if min(len(a), len(b)) < 2 or len({len(m) for m in marks[0] + marks[1]}) != 1 or not marks[0][0] or len(crcs) > 1:
+    (xa, crc_a), (xb, crc_b) = per_problem_means(a, prefix), per_problem_means(b, prefix)
+    if min(len(a), len(b)) < 2 or xa is None or xb is None or len(xa) != len(xb):
         return nan
-    xa, xb = ([statistics.fmean(int(r[i]) for r in rows) for i in range(len(rows[0]))] for rows in marks)
+    if None not in (crc_a, crc_b) and crc_a != crc_b:  # results of other problems
+        return nan
     if len({u - v for u, v in zip(xa, xb)}) < 2:  # no spread: t is +-inf or undefined
         return nan
     test = ttest_rel(xa, xb)
@@ -946,26 +967,19 @@ def report_by_size(args, data: dict[str, Any]) -> None:
         spec = TASK_SPECS[name]
         if spec.task == "arithmetic":  # one size per level
             continue
-        held = datamodule(spec, "rl", args, batch_size=args.prompts_per_step)
-        held.setup("fit")
-        levels = [("", f"level {spec.difficulty}", held.val_problems)]
-        levels += [("harder_", harder_label(spec), harder_problems(spec, args))] if args.harder else []
-        for prefix, level, problems in levels:
+        for prefix, level, problems, _ in held_out_levels(spec, args, harder=args.harder):
             sizes = [problem_size(p) for p in problems]
             rows = [("SFT start", [d["start"]["eval"]])] + [(trainer_label(k), [r["eval"] for r in v])
                                                              for k, v in d["runs"].items()]
-            crc = prompts_crc(problems)
             for label, evals in rows:
-                marks = [e.get(prefix + "correct", "") for e in evals]
-                if not marks or any(len(m) != len(problems) or e.get(prefix + "prompts_crc", crc) != crc
-                                    for m, e in zip(marks, evals)):
+                means, crc = per_problem_means(evals, prefix)
+                if means is None or len(means) != len(problems) or crc not in (None, prompts_crc(problems)):
                     print(f"| {name} | {level} | {label} | n/a (runs without per-problem results of these problems) |")
                     continue
                 cells = []
                 for size in sorted(set(sizes)):
                     idx = [i for i, z in enumerate(sizes) if z == size]
-                    acc = statistics.fmean(statistics.fmean(int(m[i]) for i in idx) for m in marks)
-                    cells.append(f"{size}: {acc:.3f} ({len(idx)})")
+                    cells.append(f"{size}: {statistics.fmean(means[i] for i in idx):.3f} ({len(idx)})")
                 print(f"| {name} | {level} | {label} | " + ", ".join(cells) + " |")
 
 

@@ -32,21 +32,24 @@ from litzoo.reasoning.policy import build_policy  # noqa: E402
 from litzoo.reasoning.rewards import score  # noqa: E402
 
 
+def pad_values(text: str) -> list[int] | None:
+    """The numbers of the response's ``pad`` line (None: no ``pad`` line, or a malformed one)."""
+    pad = next((line for line in text.splitlines() if line.startswith("pad ")), None)
+    try:
+        return None if pad is None else [int(x) for x in pad.split()[1:]]
+    except ValueError:
+        return None
+
+
 def copied_inputs(problem: Problem, text: str) -> int:
     """How many of the problem's inputs the response's ``pad`` line holds (a multiset intersection: a wrong or extra
     value adds nothing; no ``pad`` line or a malformed one: 0)."""
-    pad = next((line for line in text.splitlines() if line.startswith("pad ")), None)
-    try:
-        copied = Counter(int(x) for x in pad.split()[1:]) if pad is not None else Counter()
-    except ValueError:
-        return 0
-    return sum((copied & Counter(problem.data["nums"])).values())
+    return sum((Counter(pad_values(text) or ()) & Counter(problem.data["nums"])).values())
 
 
 def copies_every_input(problem: Problem, text: str) -> bool:
     """Whether the response's ``pad`` line holds exactly the problem's inputs (zero-padded, any order)."""
-    pad = next((line for line in text.splitlines() if line.startswith("pad ")), None)
-    return pad is not None and len(pad.split()) - 1 == len(problem.data["nums"]) == copied_inputs(problem, text)
+    return Counter(pad_values(text) or ()) == Counter(problem.data["nums"])
 
 
 def check(model, tokenizer, problems: list[Problem], max_new_tokens: int, want: str | None = None
@@ -79,11 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-train", type=int, default=4000)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    spec = kimi.TASK_SPECS[args.task]
-    data = kimi.datamodule(spec, "rl", args, batch_size=8)
-    data.setup("fit")
-    levels = [("", f"level {spec.difficulty}", data.val_problems, spec.max_new_tokens),
-              ("harder_", kimi.harder_label(spec), kimi.harder_problems(spec, args), spec.harder_max_new_tokens)]
+    levels = kimi.held_out_levels(kimi.TASK_SPECS[args.task], args)
     results = Path(args.results)
     runs = sorted(p for p in results.glob(f"{args.task}__*__rl*.pt") if int(p.stem.rsplit("rl", 1)[1]) in args.seeds)
     for json_path in sorted(results.glob(f"{args.task}__*__rl*.json")):
