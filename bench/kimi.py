@@ -174,14 +174,20 @@ TASK_SPECS = {
     # Long2short's task (bench/long2short.py): addition whose clean SFT traces leave out their check 30 % of the
     # time (ArithmeticTask check_rate), so the long model (which checks greedily) can learn to answer shorter.
     "addition_optcheck": TaskSpec("arithmetic", {"ops": "+", "check_rate": 0.7}, 2, 128, dict(TINY_QWEN2), 3, 128),
+    # The same for maximum gap: every gap double-checked by adding it back (MaxGapTask check_gaps), and all checks
+    # left out of 30 % of the clean traces: 183 tokens on average with the checks, 107 without (-41 %; clean traces
+    # <= 242 tokens, level 3's <= 320).
+    "max_gap_optcheck": TaskSpec("max_gap", {"check_rate": 0.7, "check_gaps": True}, 2, 256, dict(TINY_QWEN2), 3, 352),
 }
 DEFAULT_TASKS = ("addition", "max_gap", "combination_sum")
 # Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
 # An sft_task entry (max_gap_hard) takes its sft_task's.
-SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000, "addition_optcheck": 350}
+SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000, "addition_optcheck": 350,
+             "max_gap_optcheck": 4000}
 # Length-grouped SFT batches pay on the long search traces (thousands of steps); on addition's 350 steps
 # the length-homogeneous batches cost accuracy (0.105 grouped vs 0.885 shuffled, same seed and steps).
-GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50, "addition_optcheck": 0}
+GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50, "addition_optcheck": 0,
+                   "max_gap_optcheck": 50}
 
 
 class HeldOutDisjointData(ReasoningDataModule):

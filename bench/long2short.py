@@ -262,7 +262,7 @@ class Runner:
             else:
                 pairs = dpo_pairs(samples, long_factor=args.dpo_long_factor)
                 losses = dpo_train(policy, tok, pairs, beta=args.dpo_beta, lr=args.dpo_lr, steps=args.dpo_steps,
-                                   batch_size=16, seed=seed)
+                                   batch_size=16, seed=seed, rpo_alpha=args.dpo_rpo_alpha)
                 extra = {"pairs": len(pairs)}
             train_cpu = time.process_time() - start
             return policy, tok, {"cpu_s": sample_cpu + train_cpu, "sample_cpu_s": sample_cpu, "train_cpu_s": train_cpu,
@@ -304,7 +304,8 @@ def label(method: str, args, spec) -> str:
         return f"merge (1-w) long + w short, w = {method[7:]}"
     return {"srs": f"shortest rejection sampling ({args.rs_n} samples x {args.rs_problems} problems, "
                    f"T = {args.rs_temperature}; SFT {args.sft2_steps} steps)",
-            "dpo": f"DPO (same samples; {args.dpo_steps} steps, lr = {args.dpo_lr:g}, beta = {args.dpo_beta}"
+            "dpo": f"{'RPO' if args.dpo_rpo_alpha else 'DPO'} (same samples; {args.dpo_steps} steps, lr = {args.dpo_lr:g}, "
+                   f"beta = {args.dpo_beta}" + (f", alpha = {args.dpo_rpo_alpha:g}" if args.dpo_rpo_alpha else "")
                    + (", wrong answers rejected only" if args.dpo_long_factor >= 1e6 else "") + ")",
             "lp_rl": "KimiRL, length penalty (weight 1)",
             "kimi_overlong": f"KimiRL, DAPO overlong (L_cache = {K.overlong_cache(spec, args)})",
@@ -383,7 +384,7 @@ def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["addition"],
-                        choices=("addition", "addition_optcheck", "max_gap", "combination_sum"))
+                        choices=("addition", "addition_optcheck", "max_gap", "max_gap_optcheck", "combination_sum"))
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget-cpu-s", type=float, default=90.0, help="RL CPU-s per RL method, task and seed")
@@ -397,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dpo-steps", type=int, default=20)
     parser.add_argument("--dpo-lr", type=float, default=1e-5)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--dpo-rpo-alpha", type=float, default=0.0,
+                        help="dpo_train rpo_alpha: plus this times the chosen responses' NLL per token (RPO; 0: DPO)")
     parser.add_argument("--dpo-long-factor", type=float, default=1.5,
                         help="dpo_pairs: a correct response this many times the chosen's length is rejected too "
                              "(1e9: only wrong answers are rejected)")
@@ -433,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
            f"_rs{args.rs_n}x{args.rs_problems}T{args.rs_temperature:g}_sft{args.sft2_steps}lr{args.sft2_lr:g}"
            f"_dpo{args.dpo_steps}lr{args.dpo_lr:g}b{args.dpo_beta:g}"
            + (f"lf{args.dpo_long_factor:g}" if args.dpo_long_factor != 1.5 else "")
+           + (f"rpo{args.dpo_rpo_alpha:g}" if args.dpo_rpo_alpha else "")
            + f"_lpw{args.lp_warmup}_seed{args.seed}")
     results = Path(args.out) / tag
     if args.tables_only:

@@ -179,13 +179,15 @@ def test_the_hard_level_task_trains_on_level_3_from_the_level_2_start_and_keeps_
         kimi.sft_start("max_gap_hard", 4000, args, data, hard, train=False)
 
 
-def test_the_long2short_task_writes_sft_traces_of_two_lengths_and_rl_problems_like_addition(kimi, tmp_path):
-    """addition_optcheck: 2-digit addition whose SFT traces leave out their check in 30 % of the clean ones (the
-    long2short benchmark's task); its problems are addition's, only the traces differ."""
+@pytest.mark.parametrize("name, plain", [("addition_optcheck", "addition"), ("max_gap_optcheck", "max_gap")])
+def test_the_long2short_tasks_write_sft_traces_of_two_lengths_and_rl_problems_like_their_task(kimi, name, plain):
+    """addition_optcheck / max_gap_optcheck: their SFT traces leave out every check in 30 % of the clean ones (the
+    long2short benchmark's tasks; maximum gap's checked traces also add every gap back); their problems are the
+    plain task's, only the traces differ."""
     import argparse
 
-    spec, plain = kimi.TASK_SPECS["addition_optcheck"], kimi.TASK_SPECS["addition"]
-    assert "addition_optcheck" not in kimi.DEFAULT_TASKS and spec.options["check_rate"] == 0.7
+    spec, plain_spec = kimi.TASK_SPECS[name], kimi.TASK_SPECS[plain]
+    assert name not in kimi.DEFAULT_TASKS and spec.options["check_rate"] == 0.7
     args = argparse.Namespace(seed=0, num_train=300, num_eval=20, sft_num_train=300, p_mistake=0.3, prompts_per_step=8)
     sft = kimi.datamodule(spec, "sft", args, num_train=300, p_mistake=0.3)
     sft.prepare_problems()
@@ -194,9 +196,17 @@ def test_the_long2short_task_writes_sft_traces_of_two_lengths_and_rl_problems_li
     unchecked = sum("\nchk " not in t for t in clean) / len(clean)
     assert 0.2 < unchecked < 0.4, unchecked  # ~210 clean traces: 4 SD around 0.3
     assert all("\nchk " in t for t in traces if "\nfix" in t)
-    ref = kimi.datamodule(plain, "sft", args, num_train=300, p_mistake=0.3)
+    if name == "max_gap_optcheck":  # a checked trace adds back each of its n - 1 gaps
+        for p, t in zip(sft.train_problems, traces):
+            if "\nchk " in t and "\nfix" not in t and len(p.data["nums"]) > 1:
+                assert sum("+" in line for line in t.split("\n")) == len(p.data["nums"]) - 1
+    ref = kimi.datamodule(plain_spec, "sft", args, num_train=300, p_mistake=0.3)
     ref.prepare_problems()
     assert [p.prompt for p in sft.train_problems] == [p.prompt for p in ref.train_problems]
+    # the budget holds the longest clean trace of the level
+    task = kimi.get_task(spec.task, **{k: v for k, v in spec.options.items() if k != "check_rate"})
+    longest = max(len(task.write_trace(task.generate(spec.difficulty, i))) + 1 for i in range(2000))
+    assert longest <= spec.max_new_tokens
 
 
 def test_paired_test_over_problems_averages_each_problem_over_seeds(kimi):

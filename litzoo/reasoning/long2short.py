@@ -10,7 +10,9 @@ Four ways to transfer a long-CoT model's accuracy to a short-CoT budget:
 * **DPO** (Rafailov et al. 2023, arXiv:2305.18290) -- the shortest correct response is the
   chosen one; wrong responses longer than it, and correct ones at least ``long_factor`` (1.5)
   times longer, are rejected (:func:`dpo_pairs`, :func:`dpo_train`; the loss is
-  :func:`litzoo.reasoning.losses.dpo_loss`).
+  :func:`litzoo.reasoning.losses.dpo_loss`), optionally plus ``rpo_alpha`` times the chosen
+  response's NLL per token (RPO, Pang et al. 2024, arXiv:2404.19733; TRL's ``rpo_alpha``), which keeps
+  the chosen traces likely while the rejected ones are pushed down.
 * **Length-penalty RL** -- :class:`~litzoo.modules.KimiRL` with ``length_penalty_weight > 0``
   (the Sec. 2.3.3 length reward, :func:`litzoo.reasoning.losses.length_penalty`).
 
@@ -148,11 +150,15 @@ def sequence_log_probs(model, pad_id: int, prompts: Sequence[Sequence[int]], res
 
 
 def dpo_train(policy, tokenizer, pairs: Sequence[tuple[list[int], list[int], list[int]]], *, ref=None,
-              beta: float = 0.1, lr: float = 1e-4, steps: int = 100, batch_size: int = 16, seed: int = 0) -> list[float]:
+              beta: float = 0.1, lr: float = 1e-4, steps: int = 100, batch_size: int = 16, seed: int = 0,
+              rpo_alpha: float = 0.0) -> list[float]:
     """DPO on ``pairs`` for ``steps`` AdamW steps; ``ref`` defaults to a frozen copy of ``policy``
-    as it is now. Returns the loss of every step."""
+    as it is now; ``rpo_alpha > 0`` adds that times the chosen responses' NLL per token (RPO).
+    Returns the loss of every step."""
     if not pairs:
         raise ValueError("dpo_train got no pairs; sample more responses or relax long_factor.")
+    if not rpo_alpha >= 0.0:
+        raise ValueError(f"rpo_alpha={rpo_alpha!r} must be >= 0 (0: plain DPO; RPO's paper uses 1).")
     ref = copy.deepcopy(policy).eval().requires_grad_(False) if ref is None else ref
     optimizer = build_adamw(policy, lr=lr)
     rng, losses = random.Random(seed), []
@@ -166,6 +172,8 @@ def dpo_train(policy, tokenizer, pairs: Sequence[tuple[list[int], list[int], lis
             ref_log_probs = sequence_log_probs(ref, tokenizer.pad_token_id, prompts, responses)
         n = len(batch)
         loss, _ = dpo_loss(log_probs[:n], log_probs[n:], ref_log_probs[:n], ref_log_probs[n:], beta)
+        if rpo_alpha:  # NLL per chosen token, as in sft_train
+            loss = loss - rpo_alpha * log_probs[:n].sum() / sum(len(c) for _, c, _ in batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

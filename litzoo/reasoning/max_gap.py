@@ -53,7 +53,7 @@ from __future__ import annotations
 import random
 from typing import Mapping, Sequence
 
-from litzoo.reasoning.base import CHECK_FAILED, FIX, Problem, ReasoningTask, is_int, parse_int
+from litzoo.reasoning.base import CHECK_FAILED, FIX, Problem, ReasoningTask, check_line, is_int, parse_int
 
 # level -> (min count, max count, max value)
 LEVELS: dict[int, tuple[int, int, int]] = {
@@ -96,13 +96,21 @@ class MaxGapTask(ReasoningTask):
     difficulty levels, ``{level: (min count, max count, max value)}``, over the built-in ones (``LEVELS``); e.g.
     ``{4: (9, 10, 99)}`` makes level 4 longer inputs of level 3's values (a length-generalisation level). Levels
     are not checked to grow harder (that one is not harder than the built-in level 5); the curriculum's level
-    weights (``litzoo.reasoning.sampling``) assume higher levels are harder."""
+    weights (``litzoo.reasoning.sampling``) assume higher levels are harder. ``check_gaps``: the closing checks also
+    check every gap by adding it back to the smaller number (``chk 07+05=12 ok``, one line per gap, before the
+    telescoping check) -- the redundant double-checking of a long chain of thought, about a third of a level-2 trace;
+    with ``check_rate < 1`` a clean trace leaves them out with the other ``chk`` lines (data long2short can shorten)."""
 
     name = "max_gap"
     difficulties = range(1, len(LEVELS) + 1)  # the built-in levels; an instance with ``levels`` has its own
 
-    def __init__(self, check_rate: float = 1.0, levels: Mapping[int, Sequence[int]] | None = None) -> None:
+    def __init__(self, check_rate: float = 1.0, levels: Mapping[int, Sequence[int]] | None = None,
+                 check_gaps: bool = False) -> None:
         self.set_check_rate(check_rate)
+        if not isinstance(check_gaps, bool):
+            raise ValueError(f"check_gaps={check_gaps!r} must be True or False (True: every gap is checked by "
+                             "adding it back, one chk line per gap).")
+        self.check_gaps = check_gaps
         own = _checked_levels({} if levels is None else levels)
         self.levels = {**LEVELS, **{k: tuple(v) for k, v in own.items()}}
         self.difficulties = range(1, max(self.levels) + 1)
@@ -145,8 +153,8 @@ class MaxGapTask(ReasoningTask):
             j = rng.randrange(len(gaps))
             wrong = list(gaps)
             wrong[j] += 1 if gaps[j] == 0 or rng.random() < 0.5 else -1
-            lines += _gap_work(s, wrong, width) + [FIX]
-        lines += _gap_work(s, gaps, width)
+            lines += _gap_work(s, wrong, width, self.check_gaps) + [FIX]
+        lines += _gap_work(s, gaps, width, self.check_gaps)
         return lines, max(gaps)
 
 
@@ -169,14 +177,17 @@ def _checked_levels(levels: Mapping[int, Sequence[int]]) -> Mapping[int, Sequenc
     return levels
 
 
-def _gap_work(s: list[int], gaps: list[int], width: int) -> list[str]:
-    """One line per pair (gap, running sum ``s``, running max ``m``), the max, and the telescoping
-    check: the last running sum must equal ``s[-1] - s[0]``."""
+def _gap_work(s: list[int], gaps: list[int], width: int, check_gaps: bool = False) -> list[str]:
+    """One line per pair (gap, running sum ``s``, running max ``m``), the max, (``check_gaps``) each gap added
+    back to the smaller number, and the telescoping check: the last running sum must equal ``s[-1] - s[0]``."""
     pad = lambda x: f"{x:0{width}d}"  # noqa: E731
     lines, total, best = [], 0, gaps[0]
     for i, g in enumerate(gaps):
         total, best = total + g, max(best, g)
         lines.append(f"{pad(s[i + 1])}-{pad(s[i])}={pad(g)} s{pad(total)} m{pad(best)}")
+    lines.append(f"max {best}")
+    if check_gaps:  # zero-padded like the work, so the sum sits at the width of the larger number
+        lines += [check_line(f"{pad(s[i])}+{pad(g)}", pad(s[i] + g), pad(s[i + 1])) for i, g in enumerate(gaps)]
     span = s[-1] - s[0]
     verdict = "ok" if total == span else CHECK_FAILED
-    return lines + [f"max {best}", f"chk {pad(s[-1])}-{pad(s[0])}={pad(span)} s{pad(total)} {verdict}"]
+    return lines + [f"chk {pad(s[-1])}-{pad(s[0])}={pad(span)} s{pad(total)} {verdict}"]

@@ -2,7 +2,7 @@
 
 ``get_task("arithmetic", ops="+")`` builds a task; the keyword options are the task class's
 constructor arguments (`ArithmeticTask(ops, check_rate)`, `CombinationSumTask(reuse, check_rate)`,
-`MaxGapTask(check_rate, levels)`).
+`MaxGapTask(check_rate, levels, check_gaps)`).
 The k1.5 benchmark problems are::
 
     get_task("arithmetic", ops="+").generate(2, rng)       # 2-digit addition

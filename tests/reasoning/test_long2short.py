@@ -20,6 +20,7 @@ from litzoo.reasoning.long2short import (
 from litzoo.reasoning.policy import build_policy, encode_prompt, encode_response
 
 SMALL = {**TINY_TEST_QWEN2, "num_hidden_layers": 1, "max_position_embeddings": 128}
+SMALL_TOK = build_policy(SMALL)[1]
 
 
 def test_merge_models_is_the_weighted_average_of_the_weights():
@@ -111,3 +112,27 @@ def test_dpo_training_raises_the_chosen_over_the_rejected_response():
     assert losses[-1] < 0.3 and (after > before + 5).all()
     with pytest.raises(ValueError, match="no pairs"):
         dpo_train(model, tok, [])
+    with pytest.raises(ValueError, match="rpo_alpha=-1.0 must be >= 0"):
+        dpo_train(model, tok, pairs, rpo_alpha=-1.0)
+
+
+def test_rpo_adds_the_chosen_nll_per_token_to_the_dpo_loss_and_keeps_the_chosen_likely():
+    """RPO (``rpo_alpha``): the first step's loss is log 2 (pi = pi_ref) plus alpha times the chosen responses' NLL
+    per token, computed here independently; training with it makes the chosen responses likelier."""
+    task = get_task("arithmetic")
+    pairs = []
+    for a, b in [(12, 30), (41, 7), (5, 5), (20, 22)]:
+        p = task.make_problem(a, b, "+")
+        prompt = encode_prompt(SMALL_TOK, p.prompt)
+        pairs.append((prompt, encode_response(SMALL_TOK, task.write_direct(p)),
+                      encode_response(SMALL_TOK, task.write_trace(p))))
+    prompts, chosen, _ = zip(*pairs)
+    torch.manual_seed(0)
+    model, tok = build_policy(SMALL)
+    with torch.no_grad():
+        nll = -sequence_log_probs(model, tok.pad_token_id, prompts, chosen).sum().item() / sum(map(len, chosen))
+    losses = dpo_train(model, tok, pairs, beta=0.1, lr=3e-3, steps=25, batch_size=4, rpo_alpha=0.5)
+    assert losses[0] == pytest.approx(0.693147 + 0.5 * nll, rel=1e-5)
+    with torch.no_grad():
+        after = -sequence_log_probs(model, tok.pad_token_id, prompts, chosen).sum().item() / sum(map(len, chosen))
+    assert after < 0.5 * nll

@@ -283,8 +283,9 @@ def test_mistake_rate_follows_p_mistake():
     assert 0.22 < rate < 0.38  # 360 draws: 4 standard deviations around 0.3
 
 
-@pytest.mark.parametrize("task", [ArithmeticTask("+-*"), MaxGapTask(), CombinationSumTask(True),
-                                  CombinationSumTask(False)], ids=lambda t: f"{t.name}")
+@pytest.mark.parametrize("task", [ArithmeticTask("+-*"), MaxGapTask(), MaxGapTask(check_gaps=True),
+                                  CombinationSumTask(True), CombinationSumTask(False)],
+                         ids=["arithmetic", "max_gap", "max_gap_check_gaps", "lc39", "lc40"])
 def test_check_rate_leaves_out_only_clean_traces_closing_checks_at_its_rate(task):
     default, sparse = copy.copy(task), copy.copy(task)
     sparse.set_check_rate(0.6)
@@ -321,6 +322,40 @@ def test_check_rate_is_a_task_option_and_must_be_a_probability():
                  lambda: MaxGapTask(check_rate=True)):
         with pytest.raises(ValueError, match="check_rate=.* must be a probability in \\[0, 1\\]"):
             make()
+
+
+def test_max_gap_check_gaps_adds_each_gap_back_and_catches_the_slip_there():
+    """``check_gaps``: after ``max``, one ``chk`` line per gap adding it back to the smaller number (zero-padded like
+    the work), then the telescoping check; a slipped gap fails its own line and the telescoping check."""
+    task = MaxGapTask(check_gaps=True)
+    p = task.make_problem([41, 7, 12, 90])
+    assert task.write_trace(p) == ("\npad 41 07 12 90\nsort 07 12 41 90\n12-07=05 s05 m05\n41-12=29 s34 m29\n"
+                                   "90-41=49 s83 m49\nmax 49\nchk 07+05=12 ok\nchk 12+29=41 ok\nchk 41+49=90 ok\n"
+                                   "chk 90-07=83 s83 ok\n#49")
+    # without the option: the same trace less the gap checks (the default traces are unchanged)
+    plain = MaxGapTask().write_trace(p)
+    assert plain == "\n".join(x for x in task.write_trace(p).split("\n") if "+" not in x)
+    n_slipped = 0
+    for i, p in enumerate(problems(task, 40)):
+        lines = task.write_trace(p, random.Random(i), 1.0).split("\n")
+        assert task.verify(p, "\n".join(lines)) == 1.0
+        if "fix" not in lines:
+            continue  # a single input: no gap to slip on
+        n_slipped += 1
+        before = lines[:lines.index("fix")]
+        failed = [x for x in before if x.endswith(" no")]
+        assert len(failed) == 2 and "+" in failed[0] and failed[1] == before[-1]  # its own add-back, then the span
+        a, rest = failed[0][len("chk "):].split("+")
+        g, got_want = rest.split("=", 1)
+        got, want = got_want[:-len(" no")].split("!=")
+        assert int(a) + int(g) == int(got) != int(want) and abs(int(got) - int(want)) == 1
+        after = lines[lines.index("fix") + 1:]
+        assert all(x.endswith(" ok") for x in after if x.startswith("chk "))
+        assert sum(x.startswith("chk ") for x in after) == len(p.data["nums"])  # n-1 gaps + the span
+    assert n_slipped >= 30
+    assert get_task("max_gap", check_gaps=True).check_gaps and not MaxGapTask().check_gaps
+    with pytest.raises(ValueError, match="check_gaps=1 must be True or False"):
+        MaxGapTask(check_gaps=1)
 
 
 def test_known_traces():
