@@ -316,3 +316,33 @@ def test_per_problem_results_and_saved_weights_give_the_run_back(kimi, tmp_path,
     loaded, tok2, saved = kimi.load_weights(path)
     assert saved["seed"] == 3 and tok2.get_vocab() == tok.get_vocab()
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
+def test_an_sft_init_entry_continues_the_other_entrys_cached_start_on_its_own_traces(kimi, tmp_path, monkeypatch):
+    """``sft_init``: the entry's SFT starts from the named entry's cached start (built first when missing) at its own
+    ``sft_lr``; its folder name says so and its checksum covers the start it continued, so another start is another
+    folder. At a vanishing learning rate the continued weights are the start's, not a fresh model's."""
+    import argparse
+
+    from litzoo.reasoning.policy import TINY_QWEN2, build_policy
+
+    model = {**TINY_QWEN2, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "num_hidden_layers": 1}
+    specs = {"a": kimi.TaskSpec("arithmetic", {"ops": "+"}, 1, 128, model, 2, 128),
+             "b": kimi.TaskSpec("arithmetic", {"ops": "+", "check_rate": 0.5}, 1, 128, model, 2, 128, sft_init="a",
+                                sft_lr=1e-30)}
+    monkeypatch.setattr(kimi, "TASK_SPECS", specs)
+    monkeypatch.setattr(kimi, "SFT_STEPS", {"a": 3, "b": 1})
+    monkeypatch.setattr(kimi, "GROUP_BY_LENGTH", {"a": 0, "b": 0})
+    args = argparse.Namespace(seed=0, num_train=64, num_eval=8, sft_num_train=64, p_mistake=0.3, sft_batch_size=4,
+                              group_by_length=None, sft_lr=3e-3, cache_dir=str(tmp_path))
+    out, info = kimi.sft_checkpoint("b", specs["b"], 1, args)
+    init = tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("sft_a_"))
+    assert info["init"] == init.name and "_lr1e-30_" in out.name and "_init_" in out.name
+    continued, start = build_policy(pretrained_path=str(out))[0], build_policy(pretrained_path=str(init))[0]
+    for (name, x), y in zip(continued.state_dict().items(), start.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=name)
+    # another start (lr of the init changed: another folder, another checksum) gives another continued folder
+    monkeypatch.setattr(kimi, "SFT_STEPS", {"a": 4, "b": 1})
+    out2, _ = kimi.sft_checkpoint("b", specs["b"], 1, args)
+    assert out2 != out and out2.name.split("_")[-1] != out.name.split("_")[-1]
