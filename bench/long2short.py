@@ -5,9 +5,12 @@
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --tables-only  # the table from the saved results
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition_optcheck --seeds 0 --train-sft  # traces of two lengths
 
-On ``addition_optcheck`` (addition whose clean SFT traces leave out their check 30 % of the time; 3 seeds, tables
-in BENCHMARKS.md) KimiRL with the k1.5 length penalty meets the target in every seed: -33.1 % length at +8.8
-points; TRL GRPO with DAPO's shaping in 1 of 3 seeds; the other methods stay at -6 to -9 %. The run below is plain
+On traces of two lengths every method meets the target (3 seeds; commands and tables in BENCHMARKS.md): on
+``addition_optcheck`` (addition whose clean SFT traces leave out their check 30 % of the time) and
+``max_gap_optcheck`` (maximum gap whose traces double-check every gap, ``MaxGapTask(check_gaps=True)``, and leave out
+all checks 30 % of the time) with ``--rs-n 64 --dpo-long-factor 1.3 --dpo-rpo-alpha 1 --dpo-steps 100 --dpo-lr 1e-4``:
+shortest rejection sampling, merging, RPO and the length penalty reach -45.7 % (addition) and -41 % (maximum gap,
+length penalty at ``--lp-weight 0.25``; weight 1 overshoots there) at a gain in accuracy. The run below is plain
 addition, whose traces always check.
 
 Measured (addition, RL seeds 0 and 1, one process per seed: 388 and 386 process CPU-s; long model = bench/kimi.py's
@@ -80,9 +83,11 @@ runners are bench/kimi.py's, imported, not copied):
      ``sft_train`` on them (``--sft2-steps``, ``--sft2-lr``);
    * ``merge_w<w>`` -- weight merging ``(1 - w) theta_long + w theta_short`` with the ``srs`` model as the
      short-CoT model, for each ``--merge-weights`` ``w`` (its CPU-s are the ``srs`` model's: merging is free);
-   * ``dpo`` -- ``dpo_pairs`` (chosen: shortest correct; rejected: wrong and longer, or correct and >= 1.5x
-     longer) from the same samples, ``dpo_train`` (``--dpo-steps``, ``--dpo-lr``, ``--dpo-beta``);
-   * ``lp_rl`` -- KimiRL with the k1.5 length reward, ``length_penalty_weight = 1``, ``--budget-cpu-s``;
+   * ``dpo`` -- ``dpo_pairs`` (chosen: shortest correct; rejected: wrong and longer, or correct and
+     ``--dpo-long-factor`` (1.5) x longer) from the same samples, ``dpo_train`` (``--dpo-steps``, ``--dpo-lr``,
+     ``--dpo-beta``; ``--dpo-rpo-alpha``: plus that times the chosen responses' NLL per token, RPO);
+   * ``lp_rl`` -- KimiRL with the k1.5 length reward, ``length_penalty_weight = --lp-weight`` (1),
+     ``--budget-cpu-s``;
    * ``kimi_overlong`` -- KimiRL with DAPO's soft overlong punishment (``overlong_buffer`` =
      ``--overlong-cache``, default a quarter of the max new tokens), ``--budget-cpu-s``;
    * ``kimi`` -- plain KimiRL (no length lever), the control for the two above;
@@ -286,7 +291,7 @@ class Runner:
                 return K.run_trl(self.long_path, self.spec, self.pool, rl_args, Path(tmp), seed, snapshots, dapo=True)
             lp = {}
             if method == "lp_rl":
-                lp = dict(length_penalty_weight=1.0, length_penalty_warmup_steps=args.lp_warmup)
+                lp = dict(length_penalty_weight=args.lp_weight, length_penalty_warmup_steps=args.lp_warmup)
             return K.run_kimi(self.long_path, self.spec, rl_args, Path(tmp), seed, snapshots, **lp)
 
 
@@ -307,7 +312,8 @@ def label(method: str, args, spec) -> str:
             "dpo": f"{'RPO' if args.dpo_rpo_alpha else 'DPO'} (same samples; {args.dpo_steps} steps, lr = {args.dpo_lr:g}, "
                    f"beta = {args.dpo_beta}" + (f", alpha = {args.dpo_rpo_alpha:g}" if args.dpo_rpo_alpha else "")
                    + (", wrong answers rejected only" if args.dpo_long_factor >= 1e6 else "") + ")",
-            "lp_rl": "KimiRL, length penalty (weight 1)",
+            "lp_rl": f"KimiRL, length penalty (weight {args.lp_weight:g}"
+                     + (f", warm-up {args.lp_warmup} steps" if args.lp_warmup else "") + ")",
             "kimi_overlong": f"KimiRL, DAPO overlong (L_cache = {K.overlong_cache(spec, args)})",
             "kimi": "KimiRL, no length lever (control)",
             "grpo_dapo": f"peer: TRL GRPO, DAPO overlong (L_cache = {K.overlong_cache(spec, args)})"}[method]
@@ -349,13 +355,14 @@ def report(args, results: Path) -> None:
                   f"{K.fmt([r['info']['cpu_s'] for r in rows], 0)} | {note} |")
         # where can the length come from: the long model's own greedy responses and samples
         s = long.get("samples")
+        clean = clean_lengths(spec, args)  # (drawn again: cheap, and the same for every results folder)
         no_slip = base["length"] - base["slip_tokens"]
         no_check = no_slip - base["check_tokens"]
         print(f"\nWhere length can come from ({name}, long model's greedy responses): {base['length']:.1f} tokens; "
               f"without the slips {no_slip:.1f} ({delta_pct(no_slip, base['length']):+.1f} %); without slips and "
               f"checks {no_check:.1f} ({delta_pct(no_check, base['length']):+.1f} %). Clean traces of the task: "
-              f"{long['clean']['clean_length']:.1f} tokens, without the check line "
-              f"{long['clean']['clean_no_check_length']:.1f}; with a slip {long['clean']['slip_length']:.1f}.")
+              f"{clean['clean_length']:.1f} tokens, without the check lines "
+              f"{clean['clean_no_check_length']:.1f}; with a slip {clean['slip_length']:.1f}.")
         if s:
             print(f"Long model's samples (pool, T = {args.rs_temperature}, n = {args.rs_n}): mean length "
                   f"{s['sample_length']:.1f}, accuracy {s['sample_accuracy']:.3f}, "
@@ -368,12 +375,13 @@ def report(args, results: Path) -> None:
 
 
 def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
-    """The task's own traces (response tokens incl. eos): clean, clean without its ``chk`` lines, with a slip."""
+    """The task's own traces (response tokens incl. eos): clean (with the task's ``check_rate``), clean without its
+    ``chk`` lines, with a slip; the same problems and trace draws every time."""
     from litzoo.reasoning import get_task
 
     task = get_task(spec.task, **spec.options)
     problems = [task.generate(spec.difficulty, 10_000 + i) for i in range(n)]
-    clean = [task.write_trace(p) for p in problems]
+    clean = [task.write_trace(p, rng=i) for i, p in enumerate(problems)]
     slip = [task.write_trace(p, rng=i, p_mistake=1.0) for i, p in enumerate(problems)]
     return {"clean_length": statistics.fmean(len(t) + 1 for t in clean),
             "clean_no_check_length": statistics.fmean(len(t) + 1 - trace_parts(t)["check"] for t in clean),
@@ -405,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
                              "(1e9: only wrong answers are rejected)")
     parser.add_argument("--merge-weights", type=float, nargs="+", default=[0.3, 0.5, 0.7],
                         help="merge: weight w of the short-CoT (srs) model")
+    parser.add_argument("--lp-weight", type=float, default=1.0, help="lp_rl: KimiRL length_penalty_weight")
     parser.add_argument("--lp-warmup", type=int, default=0, help="KimiRL length_penalty_warmup_steps")
     parser.add_argument("--out", default="runs/long2short")
     parser.add_argument("--quick", action="store_true", help="smoke run: 15 CPU-s RL, 40 eval problems, 64 sampled "
@@ -437,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
            f"_dpo{args.dpo_steps}lr{args.dpo_lr:g}b{args.dpo_beta:g}"
            + (f"lf{args.dpo_long_factor:g}" if args.dpo_long_factor != 1.5 else "")
            + (f"rpo{args.dpo_rpo_alpha:g}" if args.dpo_rpo_alpha else "")
-           + f"_lpw{args.lp_warmup}_seed{args.seed}")
+           + (f"_lp{args.lp_weight:g}" if args.lp_weight != 1.0 else "") + f"_lpw{args.lp_warmup}_seed{args.seed}")
     results = Path(args.out) / tag
     if args.tables_only:
         report(args, results)
@@ -459,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
             policy, tok = build_policy(pretrained_path=str(long_path))
             long = {"long": str(long_path), "info": long_info, "eval": evaluate(policy, tok, held_out,
                                                                                 spec.max_new_tokens),
-                    "clean": clean_lengths(spec, args), "settings": settings}
+                    "settings": settings}
             long_file.write_text(json.dumps(long))
         long = json.loads(long_file.read_text())
         print(f"[{name}] long model {long_path.name}: {long['eval']}", flush=True)
