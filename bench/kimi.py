@@ -177,9 +177,10 @@ TASK_SPECS = {
     # time (ArithmeticTask check_rate), so the long model (which checks greedily) can learn to answer shorter.
     "addition_optcheck": TaskSpec("arithmetic", {"ops": "+", "check_rate": 0.7}, 2, 128, dict(TINY_QWEN2), 3, 128),
     # The same for maximum gap: every gap double-checked by adding it back (MaxGapTask check_gaps), and all checks
-    # left out of 30 % of the clean traces: 183 tokens on average with the checks, 107 without (-41 %; clean traces
-    # <= 242 tokens, level 3's <= 320). Its SFT continues maximum gap's (4000 steps from scratch on these traces
-    # sorted badly: 0.26 greedy, nearly every miss in the sort line; the checks are ~40 % of the tokens).
+    # left out of 30 % of the clean traces: 183 tokens on average with the checks, 108 without (-41 %; clean traces
+    # <= 242 tokens, level 3's <= 320; a slipped trace, up to 443, is cut at 256: the long model slips in none of its
+    # greedy responses and 1 % of its samples). Its SFT continues maximum gap's (4000 steps from scratch on these
+    # traces sorted badly: 0.26 greedy, nearly every miss in the sort line; the checks are ~40 % of the tokens).
     "max_gap_optcheck": TaskSpec("max_gap", {"check_rate": 0.7, "check_gaps": True}, 2, 256, dict(TINY_QWEN2), 3, 352,
                                  sft_init="max_gap", sft_lr=1e-3),
 }
@@ -307,13 +308,14 @@ def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args, train: bool = Tr
     traces = "".join(data.response_text(p, i) for i, p in enumerate(data.train_problems[:50]))
     check = zlib.crc32((json.dumps(spec.model, sort_keys=True) + traces).encode())
     init = None
-    if spec.sft_init is not None:  # the start it continues from (and its folder name in this one's checksum)
+    if spec.sft_init is not None:  # the start it continues from: its name and weights in this one's checksum, so
+        # a start rebuilt under the same name (SFT builds are not bitwise reproducible) never reuses a stale one
         init, _ = sft_checkpoint(spec.sft_init, TASK_SPECS[spec.sft_init], SFT_STEPS[spec.sft_init], args, train=train)
-        check = zlib.crc32(init.name.encode(), check)
+        check = zlib.crc32((init / "model.safetensors").read_bytes(), zlib.crc32(init.name.encode(), check))
     lr = spec.sft_lr or args.sft_lr
     tag = "x".join(str(spec.model[k]) for k in ("num_hidden_layers", "hidden_size"))
     out = Path(args.cache_dir) / (f"sft_{name}_{tag}_steps{steps}_n{args.sft_num_train}_lr{lr}_g{group}"
-                                  f"_pm{args.p_mistake}_seed{args.seed}_sym" + ("_init" if init else "")
+                                  f"_pm{args.p_mistake}_seed{args.seed}_sym" + (f"_from-{spec.sft_init}" if init else "")
                                   + f"_{check:08x}")
     info_path = out / "bench_sft.json"
     if info_path.exists():

@@ -320,8 +320,9 @@ def test_per_problem_results_and_saved_weights_give_the_run_back(kimi, tmp_path,
 
 def test_an_sft_init_entry_continues_the_other_entrys_cached_start_on_its_own_traces(kimi, tmp_path, monkeypatch):
     """``sft_init``: the entry's SFT starts from the named entry's cached start (built first when missing) at its own
-    ``sft_lr``; its folder name says so and its checksum covers the start it continued, so another start is another
-    folder. At a vanishing learning rate the continued weights are the start's, not a fresh model's."""
+    ``sft_lr``; its folder name says which and its checksum covers the start's name and weights, so another start,
+    or the same one rebuilt with other weights, is another folder. At a vanishing learning rate the continued
+    weights are the start's, not a fresh model's."""
     import argparse
 
     from litzoo.reasoning.policy import TINY_QWEN2, build_policy
@@ -338,11 +339,17 @@ def test_an_sft_init_entry_continues_the_other_entrys_cached_start_on_its_own_tr
                               group_by_length=None, sft_lr=3e-3, cache_dir=str(tmp_path))
     out, info = kimi.sft_checkpoint("b", specs["b"], 1, args)
     init = tmp_path / next(p.name for p in tmp_path.iterdir() if p.name.startswith("sft_a_"))
-    assert info["init"] == init.name and "_lr1e-30_" in out.name and "_init_" in out.name
+    assert info["init"] == init.name and "_lr1e-30_" in out.name and "_from-a_" in out.name
     continued, start = build_policy(pretrained_path=str(out))[0], build_policy(pretrained_path=str(init))[0]
     for (name, x), y in zip(continued.state_dict().items(), start.state_dict().values()):
         torch.testing.assert_close(x, y, msg=name)
-    # another start (lr of the init changed: another folder, another checksum) gives another continued folder
+    # the same start rebuilt with other weights (same folder name): another continued folder, not the cached one
+    with torch.no_grad():
+        next(start.parameters()).add_(1.0)
+    start.save_pretrained(init)
+    out2, info2 = kimi.sft_checkpoint("b", specs["b"], 1, args)
+    assert out2 != out and not info2["cached"] and out2.name[:-8] == out.name[:-8]
+    # another start (more steps: another folder, another checksum) gives another continued folder
     monkeypatch.setattr(kimi, "SFT_STEPS", {"a": 4, "b": 1})
-    out2, _ = kimi.sft_checkpoint("b", specs["b"], 1, args)
-    assert out2 != out and out2.name.split("_")[-1] != out.name.split("_")[-1]
+    out3, _ = kimi.sft_checkpoint("b", specs["b"], 1, args)
+    assert out3 not in (out, out2) and out3.name.split("_")[-1] != out.name.split("_")[-1]

@@ -46,6 +46,11 @@ after 4000. A deliberate slip writes one gap off by one; the running sum then mi
 
 (with two-digit inputs: ``pad 41 07 12``, ``sort 07 12 41``, ``12-07=05 s05 m05``, ``41-12=29
 s34 m29``, ``max 29``, ``chk 41-07=34 s34 ok``, ``#29``).
+
+``MaxGapTask(check_gaps=True)`` double-checks every gap after ``max``, adding it back to the smaller number
+(``chk 07+05=12 ok``, then ``chk 12+29=41 ok``, then the telescoping check): long-CoT data whose checks are about
+40 % of a level-2 trace, which ``check_rate < 1`` leaves out of some clean traces (for long2short). A slipped gap
+fails its own add-back line (``chk 41+50=91!=90 no``; its sum may run a digit over the padding).
 """
 
 from __future__ import annotations
@@ -98,8 +103,9 @@ class MaxGapTask(ReasoningTask):
     are not checked to grow harder (that one is not harder than the built-in level 5); the curriculum's level
     weights (``litzoo.reasoning.sampling``) assume higher levels are harder. ``check_gaps``: the closing checks also
     check every gap by adding it back to the smaller number (``chk 07+05=12 ok``, one line per gap, before the
-    telescoping check) -- the redundant double-checking of a long chain of thought, about a third of a level-2 trace;
-    with ``check_rate < 1`` a clean trace leaves them out with the other ``chk`` lines (data long2short can shorten)."""
+    telescoping check) -- the redundant double-checking of a long chain of thought (with the telescoping check about
+    40 % of a level-2 trace); with ``check_rate < 1`` a clean trace leaves them out with the other ``chk`` lines (data
+    long2short can shorten)."""
 
     name = "max_gap"
     difficulties = range(1, len(LEVELS) + 1)  # the built-in levels; an instance with ``levels`` has its own

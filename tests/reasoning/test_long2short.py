@@ -20,7 +20,14 @@ from litzoo.reasoning.long2short import (
 from litzoo.reasoning.policy import build_policy, encode_prompt, encode_response
 
 SMALL = {**TINY_TEST_QWEN2, "num_hidden_layers": 1, "max_position_embeddings": 128}
-SMALL_TOK = build_policy(SMALL)[1]
+
+
+def _pairs(tok, operands=((12, 30), (41, 7), (5, 5), (20, 22))):
+    """(prompt, chosen = the direct answer, rejected = the trace) per addition."""
+    task = get_task("arithmetic")
+    problems = [task.make_problem(a, b, "+") for a, b in operands]
+    return [(encode_prompt(tok, p.prompt), encode_response(tok, task.write_direct(p)),
+             encode_response(tok, task.write_trace(p))) for p in problems]
 
 
 def test_merge_models_is_the_weighted_average_of_the_weights():
@@ -92,12 +99,7 @@ def test_shortest_rejection_sampling_keeps_a_correct_sample_of_minimal_length():
 def test_dpo_training_raises_the_chosen_over_the_rejected_response():
     torch.manual_seed(0)
     model, tok = build_policy(SMALL)
-    task = get_task("arithmetic")
-    pairs = []
-    for a, b in [(12, 30), (41, 7), (5, 5), (20, 22)]:
-        p = task.make_problem(a, b, "+")
-        prompt = encode_prompt(tok, p.prompt)
-        pairs.append((prompt, encode_response(tok, task.write_direct(p)), encode_response(tok, task.write_trace(p))))
+    pairs = _pairs(tok)
     prompts, chosen, rejected = zip(*pairs)
 
     def margin():
@@ -118,17 +120,14 @@ def test_dpo_training_raises_the_chosen_over_the_rejected_response():
 
 def test_rpo_adds_the_chosen_nll_per_token_to_the_dpo_loss_and_keeps_the_chosen_likely():
     """RPO (``rpo_alpha``): the first step's loss is log 2 (pi = pi_ref) plus alpha times the chosen responses' NLL
-    per token, computed here independently; training with it makes the chosen responses likelier."""
-    task = get_task("arithmetic")
-    pairs = []
-    for a, b in [(12, 30), (41, 7), (5, 5), (20, 22)]:
-        p = task.make_problem(a, b, "+")
-        prompt = encode_prompt(SMALL_TOK, p.prompt)
-        pairs.append((prompt, encode_response(SMALL_TOK, task.write_direct(p)),
-                      encode_response(SMALL_TOK, task.write_trace(p))))
-    prompts, chosen, _ = zip(*pairs)
+    per token (over all chosen tokens of the batch, as TRL's ``rpo_alpha``; chosen answers of 2 to 5 characters, so a
+    mean of per-sequence means would differ), computed here independently; training with it makes the chosen
+    responses likelier."""
     torch.manual_seed(0)
     model, tok = build_policy(SMALL)
+    pairs = _pairs(tok, ((1, 2), (41, 7), (512, 600), (5, 5)))
+    prompts, chosen, _ = zip(*pairs)
+    assert len({len(c) for c in chosen}) == 3
     with torch.no_grad():
         nll = -sequence_log_probs(model, tok.pad_token_id, prompts, chosen).sum().item() / sum(map(len, chosen))
     losses = dpo_train(model, tok, pairs, beta=0.1, lr=3e-3, steps=25, batch_size=4, rpo_alpha=0.5)
