@@ -10,9 +10,9 @@ On traces of two lengths every long2short method meets the target (3 seeds; comm
 ``max_gap_optcheck`` (maximum gap whose traces double-check every gap, ``MaxGapTask(check_gaps=True)``, and leave out
 all checks 30 % of the time) with ``--rs-n 64 --dpo-long-factor 1.3 --dpo-rpo-alpha 1 --dpo-steps 100 --dpo-lr 1e-4``:
 shortest rejection sampling, merging, RPO and the length penalty reach -41.0 to -45.7 % (addition) and -41 % (maximum
-gap; the length penalty at ``--lp-weight 0.25``, chosen on the same held-out problems after weight 1 overshot there)
-without losing accuracy. KimiRL without a length reward and the TRL peer meet it on maximum gap only. The run below is plain
-addition, whose traces always check.
+gap; the length penalty at ``--lp-weight 0.25``, chosen on the same held-out problems after weights 1 and 0.5
+overshot there; 0.25 meets it on addition too) without losing accuracy. KimiRL without a length reward and the TRL
+peer meet it on maximum gap only. The run below is plain addition, whose traces always check.
 
 Measured (addition, RL seeds 0 and 1, one process per seed: 388 and 386 process CPU-s; long model = bench/kimi.py's
 cached SFT start; 2-core shared machine)::
