@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> None:
             for n in seeds[0][name]:
                 cells = [[s[name][n][j] for s in seeds] for j in range(4)]
                 known = [[x for x in xs if not math.isnan(x)] for xs in cells]
-                mean = [f"{statistics.fmean(xs):.3f}" if xs else "-" for xs in known]
+                mean = [f"{statistics.fmean(xs):.3f}" if xs else "-" for xs in known[:3]]
                 print(f"| {label} | {len(seeds) if label != 'SFT start' else '-'} | {name} | {n} | {mean[0]} | {mean[1]} | "
-                      f"{mean[2]} | {float(mean[3]):.2f} |")
+                      f"{mean[2]} | {statistics.fmean(cells[3]):.2f} |")
 
 
 if __name__ == "__main__":

@@ -149,6 +149,12 @@ def sequence_log_probs(model, pad_id: int, prompts: Sequence[Sequence[int]], res
     return masked_sum(per_token, r_mask)
 
 
+def nll_per_token(log_probs: Tensor, responses: Sequence[Sequence[int]]) -> Tensor:
+    """Mean NLL per response token of a batch: ``-sum log pi(response | prompt) / total response tokens`` (the SFT loss
+    of :func:`sft_train` and RPO's term in :func:`dpo_train`); ``log_probs`` (N,) from :func:`sequence_log_probs`."""
+    return -log_probs.sum() / sum(len(r) for r in responses)
+
+
 def dpo_train(policy, tokenizer, pairs: Sequence[tuple[list[int], list[int], list[int]]], *, ref=None,
               beta: float = 0.1, lr: float = 1e-4, steps: int = 100, batch_size: int = 16, seed: int = 0,
               rpo_alpha: float = 0.0) -> list[float]:
@@ -172,8 +178,8 @@ def dpo_train(policy, tokenizer, pairs: Sequence[tuple[list[int], list[int], lis
             ref_log_probs = sequence_log_probs(ref, tokenizer.pad_token_id, prompts, responses)
         n = len(batch)
         loss, _ = dpo_loss(log_probs[:n], log_probs[n:], ref_log_probs[:n], ref_log_probs[n:], beta)
-        if rpo_alpha:  # NLL per chosen token, as in sft_train
-            loss = loss - rpo_alpha * log_probs[:n].sum() / sum(len(c) for _, c, _ in batch)
+        if rpo_alpha:
+            loss = loss + rpo_alpha * nll_per_token(log_probs[:n], [c for _, c, _ in batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -193,7 +199,7 @@ def sft_train(policy, tokenizer, data: Sequence[tuple[list[int], list[int]]], *,
     for _ in range(steps):
         batch = rng.sample(list(data), min(batch_size, len(data)))
         log_probs = sequence_log_probs(policy, tokenizer.pad_token_id, [p for p, _ in batch], [r for _, r in batch])
-        loss = -log_probs.sum() / sum(len(r) for _, r in batch)
+        loss = nll_per_token(log_probs, [r for _, r in batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
