@@ -153,6 +153,7 @@ class TaskSpec:
     harder_options: dict[str, Any] | None = None  # the harder level's task options, over ``options``
     sft_init: str | None = None  # its SFT continues from this task entry's cached SFT start, on its own traces
     sft_lr: float | None = None  # its SFT's peak learning rate (None: --sft-lr)
+    max_trace_tokens: int | None = None  # only problems whose fully checked clean trace (+ eos) fits, in every set
 
 
 # The tiny model for every task (the long-CoT traces are designed so that each step is a local
@@ -183,16 +184,24 @@ TASK_SPECS = {
     # traces sorted badly: 0.26 greedy, nearly every miss in the sort line; the checks are ~40 % of the tokens).
     "max_gap_optcheck": TaskSpec("max_gap", {"check_rate": 0.7, "check_gaps": True}, 2, 256, dict(TINY_QWEN2), 3, 352,
                                  sft_init="max_gap", sft_lr=1e-3),
+    # The same for combination sum: every search subtraction double-checked by adding it back (CombinationSumTask
+    # check_steps), all checks left out of 30 % of the clean traces: 187 tokens with the checks, 92 without (-51 %).
+    # The longest checked traces outgrow the 1024 positions (up to ~1,460 tokens), so every set keeps only problems
+    # whose checked trace fits 928 tokens (99.3 % of level 2; a slipped trace then fits the positions with its
+    # prompt); its SFT continues combination sum's 6000-step start, whose positions it keeps.
+    "combination_sum_optcheck": TaskSpec("combination_sum", {"check_rate": 0.7, "check_steps": True}, 2, 960,
+                                         {**TINY_QWEN2, "max_position_embeddings": 1024}, 3, 960,
+                                         sft_init="combination_sum", sft_lr=1e-3, max_trace_tokens=928),
 }
 DEFAULT_TASKS = ("addition", "max_gap", "combination_sum")
 # Default SFT steps (batch 64) per task: addition as in the slow test of tests/modules/test_kimi_rl.py.
 # An sft_task entry (max_gap_hard) takes its sft_task's.
 SFT_STEPS = {"addition": 350, "max_gap": 4000, "combination_sum": 6000, "addition_optcheck": 350,
-             "max_gap_optcheck": 1000}  # (after max_gap's 4000: its sft_init)
+             "max_gap_optcheck": 1000, "combination_sum_optcheck": 1000}  # (the optcheck ones after their sft_init's)
 # Length-grouped SFT batches pay on the long search traces (thousands of steps); on addition's 350 steps
 # the length-homogeneous batches cost accuracy (0.105 grouped vs 0.885 shuffled, same seed and steps).
 GROUP_BY_LENGTH = {"addition": 0, "max_gap": 50, "combination_sum": 50, "addition_optcheck": 0,
-                   "max_gap_optcheck": 50}
+                   "max_gap_optcheck": 50, "combination_sum_optcheck": 50}
 
 
 class HeldOutDisjointData(ReasoningDataModule):
@@ -204,6 +213,7 @@ class HeldOutDisjointData(ReasoningDataModule):
     20000-problem SFT pool covers nearly every class of combination sum level 2 (~1400 classes)."""
 
     reserved: frozenset = frozenset()
+    fits: Any = None  # a problem -> bool filter on every set (TaskSpec.max_trace_tokens), or None
     rl_seed: int = 0  # the RL run's seed: its own stream of RL batches from the same pool (0: the data seed's)
 
     def draw_rl_batch(self):
@@ -217,10 +227,14 @@ class HeldOutDisjointData(ReasoningDataModule):
             self.seed = data_seed
 
     def _draw(self, task, difficulty, n, split, exclude):
+        fits = self.fits or (lambda p: True)  # noqa: E731
         if split != "train":
-            return super()._draw(task, difficulty, n, split, exclude)
+            if self.fits is None:
+                return super()._draw(task, difficulty, n, split, exclude)
+            return [p for p in super()._draw(task, difficulty, n + n // 4 + 200, split, exclude) if fits(p)][:n]
         held = problem_keys(self.val_problems) | self.reserved
-        return without_keys(super()._draw(task, difficulty, n + n // 4 + 200, split, exclude), held)[:n]
+        drawn = without_keys(super()._draw(task, difficulty, n + n // 4 + 200, split, exclude), held)
+        return [p for p in drawn if fits(p)][:n]
 
     def prepare_problems(self) -> None:
         super().prepare_problems()
@@ -236,11 +250,18 @@ def harder_label(spec: TaskSpec) -> str:
     return f"harder level {spec.harder}"
 
 
+def trace_tokens(task_name: str, options: dict[str, Any], problem: Problem) -> int:
+    """Tokens (characters + eos) of the problem's clean trace with every check written (``check_rate`` 1: the
+    longest clean trace, and no random draw, so a filter on it is deterministic)."""
+    return len(get_task(task_name, **{**options, "check_rate": 1.0}).write_trace(problem)) + 1
+
+
 def harder_problems(spec: TaskSpec, args) -> list[Problem]:
     """``--num-eval`` held-out problems of the task's harder level (seeded; independent of the pools, which
     leave out their classes), each with a clean trace that fits ``harder_max_new_tokens``."""
-    task = get_task(spec.task, **{**spec.options, **(spec.harder_options or {})})
-    fits = lambda p: len(task.write_trace(p)) + 1 <= spec.harder_max_new_tokens  # noqa: E731 (+1: eos)
+    options = {**spec.options, **(spec.harder_options or {})}
+    task = get_task(spec.task, **options)
+    fits = lambda p: trace_tokens(spec.task, options, p) <= spec.harder_max_new_tokens  # noqa: E731
     return draw_held_out(task, spec.harder, args.num_eval, zlib.crc32(f"harder/{spec.task}/{args.seed}".encode()),
                          exclude=set(), accept=fits)
 
@@ -254,6 +275,8 @@ def datamodule(spec: TaskSpec, mode: str, args, num_train: int | None = None, **
         trace="cot", seed=args.seed, **kwargs,
     )
     data.reserved = frozenset(problem_keys(harder_problems(spec, args)))
+    if spec.max_trace_tokens is not None:
+        data.fits = lambda p: trace_tokens(spec.task, spec.options, p) <= spec.max_trace_tokens  # noqa: E731
     return data
 
 

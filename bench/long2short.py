@@ -382,6 +382,8 @@ def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
 
     task = get_task(spec.task, **spec.options)
     problems = [task.generate(spec.difficulty, 10_000 + i) for i in range(n)]
+    if spec.max_trace_tokens is not None:  # the task entry's problems: those whose checked trace fits
+        problems = [p for p in problems if K.trace_tokens(spec.task, spec.options, p) <= spec.max_trace_tokens]
     clean = [task.write_trace(p, rng=i) for i, p in enumerate(problems)]
     slip = [task.write_trace(p, rng=i, p_mistake=1.0) for i, p in enumerate(problems)]
     return {"clean_length": statistics.fmean(len(t) + 1 for t in clean),
@@ -393,7 +395,8 @@ def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["addition"],
-                        choices=("addition", "addition_optcheck", "max_gap", "max_gap_optcheck", "combination_sum"))
+                        choices=("addition", "addition_optcheck", "max_gap", "max_gap_optcheck", "combination_sum",
+                                 "combination_sum_optcheck"))
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget-cpu-s", type=float, default=90.0, help="RL CPU-s per RL method, task and seed")

@@ -179,11 +179,13 @@ def test_the_hard_level_task_trains_on_level_3_from_the_level_2_start_and_keeps_
         kimi.sft_start("max_gap_hard", 4000, args, data, hard, train=False)
 
 
-@pytest.mark.parametrize("name, plain", [("addition_optcheck", "addition"), ("max_gap_optcheck", "max_gap")])
+@pytest.mark.parametrize("name, plain", [("addition_optcheck", "addition"), ("max_gap_optcheck", "max_gap"),
+                                         ("combination_sum_optcheck", "combination_sum")])
 def test_the_long2short_tasks_write_sft_traces_of_two_lengths_and_rl_problems_like_their_task(kimi, name, plain):
-    """addition_optcheck / max_gap_optcheck: their SFT traces leave out every check in 30 % of the clean ones (the
-    long2short benchmark's tasks; maximum gap's checked traces also add every gap back); their problems are the
-    plain task's, only the traces differ."""
+    """addition_optcheck / max_gap_optcheck / combination_sum_optcheck: their SFT traces leave out every check in
+    30 % of the clean ones (the long2short benchmark's tasks; maximum gap's checked traces also add every gap back,
+    combination sum's every search subtraction); their problems are the plain task's (combination sum's: those whose
+    checked trace fits its budget, in the same order), only the traces differ."""
     import argparse
 
     spec, plain_spec = kimi.TASK_SPECS[name], kimi.TASK_SPECS[plain]
@@ -200,13 +202,29 @@ def test_the_long2short_tasks_write_sft_traces_of_two_lengths_and_rl_problems_li
         for p, t in zip(sft.train_problems, traces):
             if "\nchk " in t and "\nfix" not in t and len(p.data["nums"]) > 1:
                 assert sum("+" in line for line in t.split("\n")) == len(p.data["nums"]) - 1
-    ref = kimi.datamodule(plain_spec, "sft", args, num_train=300, p_mistake=0.3)
-    ref.prepare_problems()
-    assert [p.prompt for p in sft.train_problems] == [p.prompt for p in ref.train_problems]
-    # the budget holds the longest clean trace of the level
+    if name == "combination_sum_optcheck":  # a checked trace adds back each search line's subtraction
+        for t in traces:
+            if "\nchk " in t and "\nfix" not in t:
+                lines = t.split("\n")
+                steps = sum("-" in x for x in lines if not x.startswith("chk "))
+                sums = 0 if lines[-1] == "#none" else len(lines[-1].split(";"))  # one closing sum per combination
+                assert sum(x.startswith("chk ") for x in lines) == steps + sums
     task = kimi.get_task(spec.task, **{k: v for k, v in spec.options.items() if k != "check_rate"})
-    longest = max(len(task.write_trace(task.generate(spec.difficulty, i))) + 1 for i in range(2000))
-    assert longest <= spec.max_new_tokens
+    fits = lambda p: len(task.write_trace(p)) + 1 <= (spec.max_trace_tokens or spec.max_new_tokens)  # noqa: E731
+    ref = kimi.datamodule(plain_spec, "sft", args, num_train=500, p_mistake=0.3)
+    ref.prepare_problems()  # the plain pool, longer: the filtered one is its first problems that fit, in order
+    assert [p.prompt for p in sft.train_problems] == [p.prompt for p in ref.train_problems if fits(p)][:300]
+    ref_val = kimi.datamodule(plain_spec, "sft", argparse.Namespace(**{**vars(args), "num_eval": 40}), num_train=10)
+    ref_val.prepare_problems()  # the same held-out stream, longer
+    assert [p.prompt for p in sft.val_problems] == [p.prompt for p in ref_val.val_problems if fits(p)][:20]
+    # the budget holds the longest clean trace of the level (combination sum: of the problems kept); a slipped trace
+    # of a kept problem fits the model's positions with its prompt (bos + prompt, trace + eos)
+    drawn = [task.generate(spec.difficulty, i) for i in range(2000)]
+    kept = [p for p in drawn if fits(p)]
+    assert max(len(task.write_trace(p)) + 1 for p in kept) <= spec.max_new_tokens
+    assert max(len(p.prompt) + len(task.write_trace(p, i, p_mistake=1.0)) + 2 for i, p in enumerate(kept)) <= \
+        spec.model.get("max_position_embeddings", 512)
+    assert len(kept) / len(drawn) > (0.99 if spec.max_trace_tokens else 0.999)
 
 
 def test_paired_test_over_problems_averages_each_problem_over_seeds(kimi):

@@ -50,6 +50,13 @@ and the trace drops it (``fix drop ...``)::
     chk 2+2+3=7 ok
     chk 7=7 ok
     #2 2 3;7
+
+``CombinationSumTask(check_steps=True)`` also double-checks every subtraction of the search by adding it back
+(``chk 1+2=3 ok`` for ``2 2 2 3-2=1 x``: remainder plus candidate gives ``R``), one line per search line in order,
+before the closing checks: long-CoT data whose checks are about half of a level-2 trace (194 tokens on average
+with them, 95 without), which ``check_rate < 1`` leaves out of some clean traces (for long2short). A slipped line
+fails its own add-back line (``chk 0+2=2!=3 no``) and its combination's sum. ``none found`` is written as soon as
+it is known: right after the search when it found nothing, after the ``fix`` lines when they dropped everything.
 """
 
 from __future__ import annotations
@@ -121,14 +128,22 @@ def combination_sum(candidates: Sequence[int], target: int, reuse: bool = True) 
 
 class CombinationSumTask(ReasoningTask):
     """Combination sum, LC 39 (``reuse=True``) or LC 40 (``reuse=False``); see module doc. ``check_rate``: probability
-    that a trace without a slip writes its closing ``chk`` lines (``ReasoningTask.write_trace``)."""
+    that a trace without a slip writes its closing ``chk`` lines (``ReasoningTask.write_trace``). ``check_steps``:
+    the closing checks also add every search subtraction back (``chk 1+2=3 ok``, one line per search line, before
+    the combinations' sums) -- the redundant double-checking of a long chain of thought, about half of a level-2
+    trace; with ``check_rate < 1`` a clean trace leaves them out with the other ``chk`` lines (data long2short can
+    shorten)."""
 
     name = "combination_sum"
     difficulties = range(1, 4)
 
-    def __init__(self, reuse: bool = True, check_rate: float = 1.0) -> None:
+    def __init__(self, reuse: bool = True, check_rate: float = 1.0, check_steps: bool = False) -> None:
         self.reuse = bool(reuse)
         self.set_check_rate(check_rate)
+        if not isinstance(check_steps, bool):
+            raise ValueError(f"check_steps={check_steps!r} must be True or False (True: every search subtraction "
+                             "is checked by adding it back, one chk line per search line).")
+        self.check_steps = check_steps
 
     def make_problem(
         self, candidates: Sequence[int], target: int, difficulty: int | None = None
@@ -190,17 +205,23 @@ class CombinationSumTask(ReasoningTask):
         dead = [j for j, e in enumerate(events) if e[3] == "x"]
         mistake = self.wants_mistake(rng, p_mistake)
         slip = rng.choice(dead) if mistake and dead else -1  # no dead end: nothing to slip on
-        lines, found = ["sort " + " ".join(map(str, cands))], []
+        lines, found, added_back = ["sort " + " ".join(map(str, cands))], [], []
         for j, (depth, c, r, kind, path) in enumerate(events):
             if kind == "dup":  # path excludes the skipped candidate
                 lines.append(" ".join(map(str, path + (c,))) + " dup")
                 continue
             head = f"{' '.join(map(str, path))} {r + c}-{c}="
-            if kind == "ok" or j == slip:  # the slip: a dead end miscounted as remainder 0
+            written = 0 if kind == "ok" or j == slip else r  # the slip: a dead end miscounted as remainder 0
+            if written == 0:
                 lines.append(f"{head}0 ok")
                 found.append(path)
             else:
                 lines.append(f"{head}{r}" + (" x" if kind == "x" else ""))
+            added_back.append(check_line(f"{written}+{c}", written + c, r + c))
+        if not found:
+            lines.append("none found")  # known as the search ends, so it comes before any check line
+        if self.check_steps:
+            lines += added_back
         kept = []
         for path in found:
             lines.append(check_line("+".join(map(str, path)), sum(path), target))
@@ -208,6 +229,6 @@ class CombinationSumTask(ReasoningTask):
                 kept.append(path)
             else:
                 lines.append(f"{FIX} drop {' '.join(map(str, path))}")
-        if not kept:
+        if found and not kept:
             lines.append("none found")
         return lines, tuple(sorted(kept))

@@ -1,7 +1,7 @@
 """Registry of the verifiable reasoning tasks (see `litzoo.reasoning.base` for the interface).
 
 ``get_task("arithmetic", ops="+")`` builds a task; the keyword options are the task class's
-constructor arguments (`ArithmeticTask(ops, check_rate)`, `CombinationSumTask(reuse, check_rate)`,
+constructor arguments (`ArithmeticTask(ops, check_rate)`, `CombinationSumTask(reuse, check_rate, check_steps)`,
 `MaxGapTask(check_rate, levels, check_gaps)`).
 The k1.5 benchmark problems are::
 

@@ -284,8 +284,9 @@ def test_mistake_rate_follows_p_mistake():
 
 
 @pytest.mark.parametrize("task", [ArithmeticTask("+-*"), MaxGapTask(), MaxGapTask(check_gaps=True),
-                                  CombinationSumTask(True), CombinationSumTask(False)],
-                         ids=["arithmetic", "max_gap", "max_gap_check_gaps", "lc39", "lc40"])
+                                  CombinationSumTask(True), CombinationSumTask(False),
+                                  CombinationSumTask(check_steps=True)],
+                         ids=["arithmetic", "max_gap", "max_gap_check_gaps", "lc39", "lc40", "lc39_check_steps"])
 def test_check_rate_leaves_out_only_clean_traces_closing_checks_at_its_rate(task):
     default, sparse = copy.copy(task), copy.copy(task)
     sparse.set_check_rate(0.6)
@@ -506,3 +507,39 @@ def test_max_gap_levels_of_your_own_draw_their_counts_and_values_and_bad_ones_na
                        ([(9, 10, 99)], "must map a level"), ({7: (1, 2, 3)}, "leaves a hole")]:
         with pytest.raises(ValueError, match=match):
             MaxGapTask(levels=bad)
+
+
+def test_combination_sum_check_steps_adds_each_subtraction_back_and_catches_the_slip_there():
+    """``check_steps``: after the search, one ``chk r+c=R ok`` line per search line in order, then the closing sums;
+    a slipped line fails its own add-back line and its combination's sum; ``none found`` comes before the checks."""
+    task = CombinationSumTask(check_steps=True)
+    p = task.make_problem([2, 3, 6, 7], 7)
+    plain = CombinationSumTask().write_trace(p)
+    trace = task.write_trace(p)
+    assert trace == plain.replace("\nchk 2+2+3", "\nchk 5+2=7 ok\nchk 3+2=5 ok\nchk 1+2=3 ok\nchk 0+3=3 ok\n"
+                                  "chk 2+3=5 ok\nchk 4+3=7 ok\nchk 1+3=4 ok\nchk 1+6=7 ok\nchk 0+7=7 ok\nchk 2+2+3")
+    # no combination: "none found" as the search ends, the add-back lines after it (so check_rate can drop them)
+    assert task.write_trace(task.make_problem([4, 6], 5)) == "\nsort 4 6\n4 5-4=1 x\nnone found\nchk 1+4=5 ok\n#none"
+    n_slipped = 0
+    for reuse in (True, False):
+        task = CombinationSumTask(reuse, check_steps=True)
+        for i, p in enumerate(problems(task, 40)):
+            lines = task.write_trace(p, random.Random(i), 1.0).split("\n")
+            assert task.verify(p, "\n".join(lines)) == 1.0
+            steps = [tok for x in lines[2:] if not x.startswith("chk ") for tok in x.split() if "-" in tok]  # R-c=r
+            checks = [x for x in lines if x.startswith("chk ")]
+            for step, check in zip(steps, checks):  # the first checks: each step added back, in order
+                R, c, written = map(int, step.replace("=", "-").split("-"))
+                assert check == (f"chk {written}+{c}={written + c} ok" if written + c == R
+                                 else f"chk {written}+{c}={written + c}!={R} no")
+            assert len(checks) == len(steps) + len(p.answer) + sum(x.startswith("fix drop") for x in lines)
+            if not any(x.startswith("fix") for x in lines):
+                continue  # no dead end to slip on
+            n_slipped += 1
+            failed = [x for x in lines if x.endswith(" no")]
+            assert len(failed) == 2 and failed[0].startswith("chk 0+") and lines[lines.index(failed[1]) + 1].startswith("fix drop")
+            assert lines.index(failed[0]) < lines.index(failed[1])
+    assert n_slipped >= 30
+    assert get_task("combination_sum", check_steps=True).check_steps and not CombinationSumTask().check_steps
+    with pytest.raises(ValueError, match="check_steps=1 must be True or False"):
+        CombinationSumTask(check_steps=1)
