@@ -154,10 +154,18 @@ def meets_target(d_points: float, d_pct: float, length_cut: float = 30.0, max_lo
 
 
 def trace_parts(text: str) -> dict[str, int]:
-    """Where a response's characters (= tokens of the char tokenizer) go: ``slip`` -- everything up to and including
-    the last ``fix`` line (a caught slip and its check; 0 without one), ``check`` -- the ``chk`` lines after it."""
+    """Where a response's characters (= tokens of the char tokenizer) go: ``slip`` -- what a caught slip adds (0
+    without one), ``check`` -- the other ``chk`` lines. A slip redone after a ``fix`` line (addition, maximum gap):
+    everything up to and including the last ``fix`` line, the checks after it. A slip fixed in place (combination
+    sum's ``fix drop <combination>``): each ``fix drop`` line and the failed sum just before it (the wrong
+    combination's), the search and every other check line being those of a clean trace."""
     lines = text.split("\n")
     fixes = [i for i, line in enumerate(lines) if line.startswith("fix")]
+    if fixes and all(lines[i].startswith("fix drop ") for i in fixes):
+        extra = set(fixes) | {i - 1 for i in fixes if i > 0 and lines[i - 1].startswith("chk")}
+        slip = sum(len(lines[i]) + 1 for i in extra)
+        check = sum(len(line) + 1 for i, line in enumerate(lines) if line.startswith("chk") and i not in extra)
+        return {"slip": slip, "check": check, "has_slip": 1}
     cut = fixes[-1] + 1 if fixes else 0
     slip = sum(len(line) + 1 for line in lines[:cut])
     check = sum(len(line) + 1 for line in lines[cut:] if line.startswith("chk"))

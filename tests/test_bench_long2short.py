@@ -35,6 +35,25 @@ def test_trace_parts_addition():
     assert len(slip_part + clean[1:]) - parts["slip"] == len(clean) - 1
 
 
+def test_trace_parts_combination_sum_fixes_in_place():
+    """Combination sum's slip is a dead end written ``=0 ok``: its extra lines are the wrong combination's failed sum
+    and the ``fix drop`` line; the rest (search, add-back checks, the right sums) is the clean trace's length but for
+    the slipped line's add-back, which fails (``!=5 no`` instead of `` ok``)."""
+    from litzoo.reasoning import get_task
+
+    task = get_task("combination_sum", check_steps=True)
+    p = task.make_problem([2, 3, 6, 7], 7)
+    clean, slipped = task.write_trace(p), task.write_trace(p, 3, p_mistake=1.0)
+    assert "\nfix drop 2 3\n" in slipped
+    parts = trace_parts(slipped)
+    extra = len("chk 2+3=5!=7 no\n") + len("fix drop 2 3\n")
+    longer = len("chk 0+3=3!=5 no") - len("chk 2+3=5 ok")  # the slipped line's failed add-back instead of its ok
+    assert parts == {"slip": extra, "check": trace_parts(clean)["check"] + longer, "has_slip": 1}
+    assert len(slipped) - parts["slip"] == len(clean) + longer + len("=0 ok") - len("=2 x")  # and its search line
+    assert trace_parts(clean) == {"slip": 0, "check": sum(len(x) + 1 for x in clean.split("\n") if x.startswith("chk")),
+                                  "has_slip": 0}
+
+
 def test_method_list_puts_srs_first_for_merges():
     class A:
         methods, merge_weights = ["lp_rl", "merge"], [0.3, 0.5]
