@@ -257,8 +257,15 @@ class _StaticDecoder:
             self.k[-1][:, :, :width] = layer.keys[source]
             self.v[-1][:, :, :width] = layer.values[source]
 
-    def select(self, keep: Tensor) -> None:
-        self.k, self.v = [x[keep] for x in self.k], [x[keep] for x in self.v]
+    def select(self, keep: Tensor, used: int) -> None:
+        """Keep the rows ``keep`` (ascending), in place. Only the first ``used`` columns hold keys and values (the
+        rest is written before it is read), so only they are copied: copying whole buffers cost more than decoding
+        for long budgets (2048 rows x 990 columns: 8x slower sampling)."""
+        m = keep.numel()
+        for buffers in (self.k, self.v):
+            for i, x in enumerate(buffers):
+                x[:m, :, :used] = x[keep, :, :used]  # the gather copies first, so overlapping rows are safe
+                buffers[i] = x[:m]
 
     def step(self, token: Tensor, position: Tensor, column: int, mask: Tensor) -> Tensor:
         """Logits after ``token`` (N,) at ``position`` (N,), its key/value stored in cache ``column``."""
@@ -364,7 +371,7 @@ def sample(
                 if keep.numel() == 0:
                     break
                 rows, token = rows[keep], token[keep]
-                decoder.select(keep) if decoder else cache.batch_select_indices(keep)
+                decoder.select(keep, width + t) if decoder else cache.batch_select_indices(keep)
             if decoder:
                 logits = decoder.step(token, prompt_len[rows] + t, width + t, full_mask[rows])
             else:
