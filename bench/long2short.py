@@ -253,7 +253,7 @@ class Runner:
             start = time.process_time()
             samples = sample_responses(policy, tok, self.pool[:self.args.rs_problems], self.args.rs_n,
                                        temperature=self.args.rs_temperature, max_new_tokens=self.spec.max_new_tokens,
-                                       seed=1_000_003 * self.seed + 7)
+                                       seed=1_000_003 * self.seed + 7, sampler=self.args.rs_sampler)
             self._samples = samples, time.process_time() - start
         return self._samples
 
@@ -413,6 +413,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rs-problems", type=int, default=512, help="RL-pool problems sampled for srs / DPO")
     parser.add_argument("--rs-n", type=int, default=8, help="samples per problem for srs / DPO")
     parser.add_argument("--rs-temperature", type=float, default=0.5, help="(1.0: noisy correct samples, see above)")
+    parser.add_argument("--rs-sampler", default="litzoo", choices=("litzoo", "transformers"),
+                        help="the samples' sampler (sample_responses); transformers: model.generate, the runs before "
+                             "2026-12-07 23:00 (their results folders carry no sampler tag)")
     parser.add_argument("--sft2-steps", type=int, default=100, help="srs: SFT steps (batch 16) on the shortest samples")
     parser.add_argument("--sft2-lr", type=float, default=1e-4)
     parser.add_argument("--dpo-steps", type=int, default=20)
@@ -461,7 +464,8 @@ def main(argv: list[str] | None = None) -> None:
            f"_dpo{args.dpo_steps}lr{args.dpo_lr:g}b{args.dpo_beta:g}"
            + (f"lf{args.dpo_long_factor:g}" if args.dpo_long_factor != 1.5 else "")
            + (f"rpo{args.dpo_rpo_alpha:g}" if args.dpo_rpo_alpha else "")
-           + (f"_lp{args.lp_weight:g}" if args.lp_weight != 1.0 else "") + f"_lpw{args.lp_warmup}_seed{args.seed}")
+           + (f"_lp{args.lp_weight:g}" if args.lp_weight != 1.0 else "") + f"_lpw{args.lp_warmup}"
+           + ("_rslitzoo" if args.rs_sampler == "litzoo" else "") + f"_seed{args.seed}")
     results = Path(args.out) / tag
     if args.tables_only:
         report(args, results)

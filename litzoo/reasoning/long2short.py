@@ -85,14 +85,18 @@ class SampledResponses:
 
 
 def sample_responses(model, tokenizer, problems: Sequence[Problem], n: int = 8, *, temperature: float = 1.0,
-                     max_new_tokens: int = 128, batch_size: int = 32, seed: int = 0) -> list[SampledResponses]:
-    """``n`` sampled responses per problem, scored by the tasks' verifiers."""
+                     max_new_tokens: int = 128, batch_size: int = 32, seed: int = 0,
+                     sampler: str = "litzoo") -> list[SampledResponses]:
+    """``n`` sampled responses per problem, scored by the tasks' verifiers. ``sampler``: ``"litzoo"`` (its own
+    decoding loop, :func:`~litzoo.reasoning.generation.sample`: finished rows leave the batch) or
+    ``"transformers"`` (``model.generate``, which decodes all ``batch_size * n`` rows until the longest ends: 10x
+    slower on combination sum's long-tailed lengths); the same distribution, other samples for a seed."""
     out = []
     for start in range(0, len(problems), batch_size):
         chunk = problems[start:start + batch_size]
         prompts = [encode_chat_prompt(tokenizer, p.prompt) for p in chunk]  # as the module encoded them
         rollout = generate(model, tokenizer, prompts, num_samples=n, max_new_tokens=max_new_tokens,
-                           temperature=temperature, seed=seed + start)
+                           temperature=temperature, seed=seed + start, sampler=sampler)
         rewards = score([p for p in chunk for _ in range(n)], rollout.texts).tolist()
         tokens = rollout.response_token_lists()
         for i, (p, prompt) in enumerate(zip(chunk, prompts)):

@@ -17,7 +17,8 @@ from litzoo.reasoning.long2short import (
     shortest_correct,
     shortest_rejection_sampling,
 )
-from litzoo.reasoning.policy import build_policy, encode_prompt, encode_response
+from litzoo.reasoning.generation import generate
+from litzoo.reasoning.policy import build_policy, encode_chat_prompt, encode_prompt, encode_response
 
 SMALL = {**TINY_TEST_QWEN2, "num_hidden_layers": 1, "max_position_embeddings": 128}
 
@@ -78,7 +79,8 @@ def test_shortest_correct_and_dpo_pairs_follow_the_k15_rules():
         dpo_pairs([s], long_factor=0.5)
 
 
-def test_shortest_rejection_sampling_keeps_a_correct_sample_of_minimal_length():
+@pytest.mark.parametrize("sampler", ["litzoo", "transformers"])
+def test_shortest_rejection_sampling_keeps_a_correct_sample_of_minimal_length(sampler):
     torch.manual_seed(0)
     model, tok = build_policy(SMALL)
     task = get_task("arithmetic")
@@ -86,8 +88,13 @@ def test_shortest_rejection_sampling_keeps_a_correct_sample_of_minimal_length():
     # make "#2"/"#5" likely: a few SFT steps on the direct answers
     data = [(encode_prompt(tok, p.prompt), encode_response(tok, task.write_direct(p))) for p in problems]
     sft_train(model, tok, data, lr=3e-2, steps=30, batch_size=2)
-    sampled = sample_responses(model, tok, problems, n=6, temperature=1.5, max_new_tokens=6, seed=0)
-    kept = shortest_rejection_sampling(model, tok, problems, n=6, temperature=1.5, max_new_tokens=6, seed=0)
+    sampled = sample_responses(model, tok, problems, n=6, temperature=1.5, max_new_tokens=6, seed=0, sampler=sampler)
+    kept = shortest_rejection_sampling(model, tok, problems, n=6, temperature=1.5, max_new_tokens=6, seed=0,
+                                       sampler=sampler)
+    # the sampler is the one asked for: its rollout of the same prompts, seed and shape
+    prompts = [encode_chat_prompt(tok, p.prompt) for p in problems]
+    rollout = generate(model, tok, prompts, num_samples=6, max_new_tokens=6, temperature=1.5, seed=0, sampler=sampler)
+    assert [t for s in sampled for t in s.texts] == rollout.texts
     expected = [(s.prompt_ids, s.responses[shortest_correct(s)]) for s in sampled if shortest_correct(s) is not None]
     assert kept == expected and kept
     for s in sampled:
