@@ -18,9 +18,9 @@ Measured (addition, RL seeds 0 and 1, one process per seed: 388 and 386 process 
 cached SFT start; 2-core shared machine)::
 
     export OMP_NUM_THREADS=1
-    python bench/long2short.py --tasks addition --seeds 0
-    python bench/long2short.py --tasks addition --seeds 1
-    python bench/long2short.py --tasks addition --seeds 0 1 --tables-only
+    python bench/long2short.py --tasks addition --seeds 0 --rs-sampler transformers
+    python bench/long2short.py --tasks addition --seeds 1 --rs-sampler transformers
+    python bench/long2short.py --tasks addition --seeds 0 1 --rs-sampler transformers --tables-only
 
 | method | seeds | accuracy | Δ points | mean length | Δ length | target met | slip rate | slip / check tokens | CPU-s | notes |
 |---|---|---|---|---|---|---|---|---|---|---|
