@@ -228,10 +228,9 @@ class HeldOutDisjointData(ReasoningDataModule):
 
     def _draw(self, task, difficulty, n, split, exclude):
         fits = self.fits or (lambda p: True)  # noqa: E731
-        if split != "train":
-            if self.fits is None:
-                return super()._draw(task, difficulty, n, split, exclude)
-            return [p for p in super()._draw(task, difficulty, n + n // 4 + 200, split, exclude) if fits(p)][:n]
+        if split != "train":  # the plain task's held-out problems, those that fit, never refilled: a task entry that
+            # continues another's SFT start (sft_init) meets no problem that start trained on
+            return [p for p in super()._draw(task, difficulty, n, split, exclude) if fits(p)]
         held = problem_keys(self.val_problems) | self.reserved
         drawn = without_keys(super()._draw(task, difficulty, n + n // 4 + 200, split, exclude), held)
         return [p for p in drawn if fits(p)][:n]
@@ -258,10 +257,13 @@ def trace_tokens(task_name: str, options: dict[str, Any], problem: Problem) -> i
 
 def harder_problems(spec: TaskSpec, args) -> list[Problem]:
     """``--num-eval`` held-out problems of the task's harder level (seeded; independent of the pools, which
-    leave out their classes), each with a clean trace that fits ``harder_max_new_tokens``."""
+    leave out their classes), each with a clean trace that fits ``harder_max_new_tokens``; an ``sft_init`` entry's
+    are its start's, those that fit (never others, which that start's pool may hold)."""
     options = {**spec.options, **(spec.harder_options or {})}
     task = get_task(spec.task, **options)
     fits = lambda p: trace_tokens(spec.task, options, p) <= spec.harder_max_new_tokens  # noqa: E731
+    if spec.sft_init is not None:
+        return [p for p in harder_problems(TASK_SPECS[spec.sft_init], args) if fits(p)]
     return draw_held_out(task, spec.harder, args.num_eval, zlib.crc32(f"harder/{spec.task}/{args.seed}".encode()),
                          exclude=set(), accept=fits)
 
@@ -334,6 +336,10 @@ def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args, train: bool = Tr
     if spec.sft_init is not None:  # the start it continues from: its name and weights in this one's checksum, so
         # a start rebuilt under the same name (SFT builds are not bitwise reproducible) never reuses a stale one
         init, _ = sft_checkpoint(spec.sft_init, TASK_SPECS[spec.sft_init], SFT_STEPS[spec.sft_init], args, train=train)
+        init_pool = datamodule(TASK_SPECS[spec.sft_init], "sft", args, num_train=args.sft_num_train)
+        init_pool.prepare_problems()  # what the start trained on: disjoint from this entry's held-out problems too
+        check_disjoint(data.val_problems + harder_problems(spec, args) + list(held_out), init_pool.train_problems,
+                       f"SFT pool of the start it continues ({spec.sft_init})")
         check = zlib.crc32((init / "model.safetensors").read_bytes(), zlib.crc32(init.name.encode(), check))
     lr = spec.sft_lr or args.sft_lr
     tag = "x".join(str(spec.model[k]) for k in ("num_hidden_layers", "hidden_size"))

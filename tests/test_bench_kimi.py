@@ -214,9 +214,12 @@ def test_the_long2short_tasks_write_sft_traces_of_two_lengths_and_rl_problems_li
     ref = kimi.datamodule(plain_spec, "sft", args, num_train=500, p_mistake=0.3)
     ref.prepare_problems()  # the plain pool, longer: the filtered one is its first problems that fit, in order
     assert [p.prompt for p in sft.train_problems] == [p.prompt for p in ref.train_problems if fits(p)][:300]
-    ref_val = kimi.datamodule(plain_spec, "sft", argparse.Namespace(**{**vars(args), "num_eval": 40}), num_train=10)
-    ref_val.prepare_problems()  # the same held-out stream, longer
-    assert [p.prompt for p in sft.val_problems] == [p.prompt for p in ref_val.val_problems if fits(p)][:20]
+    # the held-out problems are the plain task's that fit, never refilled with others (which a start continued from
+    # may have trained on); the harder level's likewise
+    assert [p.prompt for p in sft.val_problems] == [p.prompt for p in ref.val_problems if fits(p)]
+    if spec.sft_init is not None:
+        init_hard = kimi.harder_problems(kimi.TASK_SPECS[spec.sft_init], args)
+        assert {p.prompt for p in kimi.harder_problems(spec, args)} <= {p.prompt for p in init_hard}
     # the budget holds the longest clean trace of the level (combination sum: of the problems kept); a slipped trace
     # of a kept problem fits the model's positions with its prompt (bos + prompt, trace + eos)
     drawn = [task.generate(spec.difficulty, i) for i in range(2000)]
@@ -224,7 +227,7 @@ def test_the_long2short_tasks_write_sft_traces_of_two_lengths_and_rl_problems_li
     assert max(len(task.write_trace(p)) + 1 for p in kept) <= spec.max_new_tokens
     assert max(len(p.prompt) + len(task.write_trace(p, i, p_mistake=1.0)) + 2 for i, p in enumerate(kept)) <= \
         spec.model.get("max_position_embeddings", 512)
-    assert len(kept) / len(drawn) > (0.99 if spec.max_trace_tokens else 0.999)
+    assert len(kept) / len(drawn) > (0.98 if spec.max_trace_tokens else 0.999)
 
 
 def test_paired_test_over_problems_averages_each_problem_over_seeds(kimi):
