@@ -158,7 +158,8 @@ def trace_parts(text: str) -> dict[str, int]:
     without one), ``check`` -- the other ``chk`` lines. A slip redone after a ``fix`` line (addition, maximum gap):
     everything up to and including the last ``fix`` line, the checks after it. A slip fixed in place (combination
     sum's ``fix drop <combination>``): each ``fix drop`` line and the failed sum just before it (the wrong
-    combination's), the search and every other check line being those of a clean trace."""
+    combination's); the search and the other check lines are as long as a clean trace's (but for the slipped line's
+    own few characters: ``=0 ok``, and with ``check_steps`` its failed add-back)."""
     lines = text.split("\n")
     fixes = [i for i, line in enumerate(lines) if line.startswith("fix")]
     if fixes and all(lines[i].startswith("fix drop ") for i in fixes):

@@ -52,9 +52,9 @@ and the trace drops it (``fix drop ...``)::
     #2 2 3;7
 
 ``CombinationSumTask(check_steps=True)`` also double-checks every subtraction of the search by adding it back
-(``chk 1+2=3 ok`` for ``2 2 2 3-2=1 x``: remainder plus candidate gives ``R``), one line per search line in order,
-before the closing checks: long-CoT data whose checks are about half of a level-2 trace (194 tokens on average
-with them, 95 without), which ``check_rate < 1`` leaves out of some clean traces (for long2short). A slipped line
+(``chk 1+2=3 ok`` for ``2 2 2 3-2=1 x``: remainder plus candidate gives ``R``), one line per subtraction line in
+order (LC 40's ``dup`` lines have none), before the closing checks: long-CoT data whose checks are about half of a
+level-2 trace (194 tokens on average with them, 95 without), which ``check_rate < 1`` leaves out of some clean traces (for long2short). A slipped line
 fails its own add-back line (``chk 0+2=2!=3 no``) and its combination's sum. ``none found`` is written as soon as
 it is known: right after the search when it found nothing, after the ``fix`` lines when they dropped everything.
 """
@@ -129,7 +129,7 @@ def combination_sum(candidates: Sequence[int], target: int, reuse: bool = True) 
 class CombinationSumTask(ReasoningTask):
     """Combination sum, LC 39 (``reuse=True``) or LC 40 (``reuse=False``); see module doc. ``check_rate``: probability
     that a trace without a slip writes its closing ``chk`` lines (``ReasoningTask.write_trace``). ``check_steps``:
-    the closing checks also add every search subtraction back (``chk 1+2=3 ok``, one line per search line, before
+    the closing checks also add every search subtraction back (``chk 1+2=3 ok``, one line per subtraction, before
     the combinations' sums) -- the redundant double-checking of a long chain of thought, about half of a level-2
     trace; with ``check_rate < 1`` a clean trace leaves them out with the other ``chk`` lines (data long2short can
     shorten)."""
@@ -142,7 +142,7 @@ class CombinationSumTask(ReasoningTask):
         self.set_check_rate(check_rate)
         if not isinstance(check_steps, bool):
             raise ValueError(f"check_steps={check_steps!r} must be True or False (True: every search subtraction "
-                             "is checked by adding it back, one chk line per search line).")
+                             "is checked by adding it back, one chk line per subtraction).")
         self.check_steps = check_steps
 
     def make_problem(
