@@ -400,6 +400,19 @@ def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
             "slip_length": statistics.fmean(len(t) + 1 for t in slip)}
 
 
+def results_tag(args) -> str:
+    """The results folder's name: it pins every setting that changes a result (a changed one never reuses a stale
+    JSON); settings added later mark only values other than the earlier runs' (no
+    ``rpo`` without RPO, ``_rslitzoo`` only for litzoo's sampler), so the earlier folders keep their names."""
+    return (f"results_long{args.long_rl_cpu_s:.0f}_budget{args.budget_cpu_s:.0f}_eval{args.eval_limit or args.num_eval}"
+            f"_rs{args.rs_n}x{args.rs_problems}T{args.rs_temperature:g}_sft{args.sft2_steps}lr{args.sft2_lr:g}"
+            f"_dpo{args.dpo_steps}lr{args.dpo_lr:g}b{args.dpo_beta:g}"
+            + (f"lf{args.dpo_long_factor:g}" if args.dpo_long_factor != 1.5 else "")
+            + (f"rpo{args.dpo_rpo_alpha:g}" if args.dpo_rpo_alpha else "")
+            + (f"_lp{args.lp_weight:g}" if args.lp_weight != 1.0 else "") + f"_lpw{args.lp_warmup}"
+            + ("_rslitzoo" if args.rs_sampler == "litzoo" else "") + f"_seed{args.seed}")
+
+
 # --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -459,15 +472,7 @@ def main(argv: list[str] | None = None) -> None:
         # (--num-eval stays: it picks the held-out set and with it the pool and the cached SFT folder's checksum)
         args.budget_cpu_s, args.eval_limit, args.rs_problems = 15.0, 40, 64
         args.sft2_steps, args.dpo_steps = 20, 20
-    # the results folder pins every setting that changes a result (a changed one never reuses a stale JSON)
-    tag = (f"results_long{args.long_rl_cpu_s:.0f}_budget{args.budget_cpu_s:.0f}_eval{args.eval_limit or args.num_eval}"
-           f"_rs{args.rs_n}x{args.rs_problems}T{args.rs_temperature:g}_sft{args.sft2_steps}lr{args.sft2_lr:g}"
-           f"_dpo{args.dpo_steps}lr{args.dpo_lr:g}b{args.dpo_beta:g}"
-           + (f"lf{args.dpo_long_factor:g}" if args.dpo_long_factor != 1.5 else "")
-           + (f"rpo{args.dpo_rpo_alpha:g}" if args.dpo_rpo_alpha else "")
-           + (f"_lp{args.lp_weight:g}" if args.lp_weight != 1.0 else "") + f"_lpw{args.lp_warmup}"
-           + ("_rslitzoo" if args.rs_sampler == "litzoo" else "") + f"_seed{args.seed}")
-    results = Path(args.out) / tag
+    results = Path(args.out) / results_tag(args)
     if args.tables_only:
         report(args, results)
         return

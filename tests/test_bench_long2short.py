@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from long2short import delta_pct, delta_points, meets_target, method_list, trace_parts  # noqa: E402
+from long2short import delta_pct, delta_points, meets_target, method_list, results_tag, trace_parts  # noqa: E402
 
 
 def test_deltas():
@@ -58,3 +58,19 @@ def test_method_list_puts_srs_first_for_merges():
     class A:
         methods, merge_weights = ["lp_rl", "merge"], [0.3, 0.5]
     assert method_list(A) == ["srs", "lp_rl", "merge_w0.3", "merge_w0.5"]
+
+
+def test_results_tag_keeps_the_earlier_folders_names_and_marks_the_new_settings():
+    """The earlier runs' folders (model.generate samples, DPO without RPO) keep their names; RPO, another length
+    weight and litzoo's sampler each get their mark, so no run reuses another's results."""
+    import argparse
+
+    old = argparse.Namespace(long_rl_cpu_s=0.0, budget_cpu_s=180.0, eval_limit=None, num_eval=200, rs_n=64,
+                             rs_problems=512, rs_temperature=0.5, sft2_steps=100, sft2_lr=1e-4, dpo_steps=100,
+                             dpo_lr=1e-4, dpo_beta=0.1, dpo_long_factor=1.3, dpo_rpo_alpha=1.0, lp_weight=1.0,
+                             lp_warmup=0, rs_sampler="transformers", seed=0)
+    assert results_tag(old) == ("results_long0_budget180_eval200_rs64x512T0.5_sft100lr0.0001_dpo100lr0.0001b0.1lf1.3"
+                                "rpo1_lpw0_seed0")  # the max_gap_optcheck folder of BENCHMARKS.md
+    new = argparse.Namespace(**{**vars(old), "rs_sampler": "litzoo", "lp_weight": 0.25, "dpo_rpo_alpha": 0.0,
+                                "dpo_long_factor": 1.5})
+    assert results_tag(new) == "results_long0_budget180_eval200_rs64x512T0.5_sft100lr0.0001_dpo100lr0.0001b0.1_lp0.25_lpw0_rslitzoo_seed0"
