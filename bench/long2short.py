@@ -338,8 +338,10 @@ def report(args, results: Path) -> None:
             continue
         long = json.loads(long_file.read_text())
         base = long["eval"]
+        held_out = K.datamodule(spec, "rl", args)  # counted, not assumed: a task entry may keep fewer (max_trace_tokens)
+        held_out.prepare_problems()
         print(f"\n### {name}: long2short from the long-CoT model ({Path(long['long']).name}); "
-              f"{args.eval_limit or args.num_eval} held-out problems, greedy; seeds {args.seeds}\n")
+              f"{len(held_out.val_problems[:args.eval_limit])} held-out problems, greedy; seeds {args.seeds}\n")
         print("| method | seeds | accuracy | Δ points | mean length | Δ length | target met | slip rate | "
               "slip / check tokens | CPU-s | notes |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
