@@ -12,7 +12,10 @@ all checks 30 % of the time) with ``--rs-n 64 --dpo-long-factor 1.3 --dpo-rpo-al
 shortest rejection sampling, merging, RPO and the length penalty reach -41.0 to -45.7 % (addition) and -41 % (maximum
 gap; the length penalty at ``--lp-weight 0.25``, chosen on the same held-out problems after weights 1 and 0.5
 overshot there; 0.25 meets it on addition too) without losing accuracy. KimiRL without a length reward and the TRL
-peer meet it on maximum gap only. The run below is plain addition, whose traces always check.
+peer meet it on maximum gap only. On ``combination_sum_optcheck`` (every search subtraction added back,
+``CombinationSumTask(check_steps=True)``; ``--lp-weight 0.25``) shortest rejection sampling, merging and the length
+penalty meet it (-41.6 to -45.0 %), RPO does not (-3.8 points; -1.2 with ``--dpo-rpo-alpha 4``). The run below is plain
+addition, whose traces always check.
 
 Measured (addition, RL seeds 0 and 1, one process per seed: 388 and 386 process CPU-s; long model = bench/kimi.py's
 cached SFT start; 2-core shared machine)::
