@@ -5,8 +5,8 @@
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition --tables-only  # the table from the saved results
     OMP_NUM_THREADS=1 python bench/long2short.py --tasks addition_optcheck --seeds 0 --train-sft  # traces of two lengths
 
-On traces of two lengths every long2short method meets the target (3 seeds; commands and tables in BENCHMARKS.md): on
-``addition_optcheck`` (addition whose clean SFT traces leave out their check 30 % of the time) and
+On traces of two lengths every long2short method meets the target on two of the three tasks (3 seeds; commands
+and tables in BENCHMARKS.md): on ``addition_optcheck`` (addition whose clean SFT traces leave out their check 30 % of the time) and
 ``max_gap_optcheck`` (maximum gap whose traces double-check every gap, ``MaxGapTask(check_gaps=True)``, and leave out
 all checks 30 % of the time) with ``--rs-n 64 --dpo-long-factor 1.3 --dpo-rpo-alpha 1 --dpo-steps 100 --dpo-lr 1e-4``:
 shortest rejection sampling, merging, RPO and the length penalty reach -41.0 to -45.7 % (addition) and -41 % (maximum
