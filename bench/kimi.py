@@ -250,10 +250,11 @@ def harder_label(spec: TaskSpec) -> str:
     return f"harder level {spec.harder}"
 
 
-def trace_tokens(task_name: str, options: dict[str, Any], problem: Problem) -> int:
-    """Tokens (characters + eos) of the problem's clean trace with every check written (``check_rate`` 1: the
-    longest clean trace, and no random draw, so a filter on it is deterministic)."""
-    return len(get_task(task_name, **{**options, "check_rate": 1.0}).write_trace(problem)) + 1
+def fits_within(task_name: str, options: dict[str, Any], limit: int):
+    """``problem -> bool``: its clean trace with every check written, plus eos, has at most ``limit`` tokens
+    (``check_rate`` 1: the longest clean trace, and no random draw, so a filter on it is deterministic)."""
+    task = get_task(task_name, **{**options, "check_rate": 1.0})
+    return lambda p: len(task.write_trace(p)) + 1 <= limit
 
 
 def harder_problems(spec: TaskSpec, args) -> list[Problem]:
@@ -261,11 +262,10 @@ def harder_problems(spec: TaskSpec, args) -> list[Problem]:
     leave out their classes), each with a clean trace that fits ``harder_max_new_tokens``; an ``sft_init`` entry's
     are its start's, those that fit (never others, which that start's pool may hold)."""
     options = {**spec.options, **(spec.harder_options or {})}
-    task = get_task(spec.task, **options)
-    fits = lambda p: trace_tokens(spec.task, options, p) <= spec.harder_max_new_tokens  # noqa: E731
+    fits = fits_within(spec.task, options, spec.harder_max_new_tokens)
     if spec.sft_init is not None:
         return [p for p in harder_problems(TASK_SPECS[spec.sft_init], args) if fits(p)]
-    return draw_held_out(task, spec.harder, args.num_eval, zlib.crc32(f"harder/{spec.task}/{args.seed}".encode()),
+    return draw_held_out(get_task(spec.task, **options), spec.harder, args.num_eval, zlib.crc32(f"harder/{spec.task}/{args.seed}".encode()),
                          exclude=set(), accept=fits)
 
 
@@ -279,7 +279,7 @@ def datamodule(spec: TaskSpec, mode: str, args, num_train: int | None = None, **
     )
     data.reserved = frozenset(problem_keys(harder_problems(spec, args)))
     if spec.max_trace_tokens is not None:
-        data.fits = lambda p: trace_tokens(spec.task, spec.options, p) <= spec.max_trace_tokens  # noqa: E731
+        data.fits = fits_within(spec.task, spec.options, spec.max_trace_tokens)
     return data
 
 
@@ -330,7 +330,8 @@ def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args, train: bool = Tr
     # The folder name pins the model config and the trace format (a checksum of the model config and
     # the first traces), so a changed trace writer never reuses a stale warm-up.
     data.prepare_problems()  # checks the held-out set is disjoint from the pool up to symmetries; the harder one:
-    check_disjoint(harder_problems(spec, args) + list(held_out), data.train_problems, "SFT pool")
+    hard = harder_problems(spec, args)
+    check_disjoint(hard + list(held_out), data.train_problems, "SFT pool")
     traces = "".join(data.response_text(p, i) for i, p in enumerate(data.train_problems[:50]))
     check = zlib.crc32((json.dumps(spec.model, sort_keys=True) + traces).encode())
     init = None
@@ -339,7 +340,7 @@ def sft_checkpoint(name: str, spec: TaskSpec, steps: int, args, train: bool = Tr
         init, _ = sft_checkpoint(spec.sft_init, TASK_SPECS[spec.sft_init], SFT_STEPS[spec.sft_init], args, train=train)
         init_pool = datamodule(TASK_SPECS[spec.sft_init], "sft", args, num_train=args.sft_num_train)
         init_pool.prepare_problems()  # what the start trained on: disjoint from this entry's held-out problems too
-        check_disjoint(data.val_problems + harder_problems(spec, args) + list(held_out), init_pool.train_problems,
+        check_disjoint(data.val_problems + hard + list(held_out), init_pool.train_problems,
                        f"SFT pool of the start it continues ({spec.sft_init})")
         check = zlib.crc32((init / "model.safetensors").read_bytes(), zlib.crc32(init.name.encode(), check))
     lr = spec.sft_lr or args.sft_lr

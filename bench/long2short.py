@@ -397,7 +397,7 @@ def clean_lengths(spec, args, n: int = 500) -> dict[str, float]:
     task = get_task(spec.task, **spec.options)
     problems = [task.generate(spec.difficulty, 10_000 + i) for i in range(n)]
     if spec.max_trace_tokens is not None:  # the task entry's problems: those whose checked trace fits
-        problems = [p for p in problems if K.trace_tokens(spec.task, spec.options, p) <= spec.max_trace_tokens]
+        problems = list(filter(K.fits_within(spec.task, spec.options, spec.max_trace_tokens), problems))
     clean = [task.write_trace(p, rng=i) for i, p in enumerate(problems)]
     slip = [task.write_trace(p, rng=i, p_mistake=1.0) for i, p in enumerate(problems)]
     return {"clean_length": statistics.fmean(len(t) + 1 for t in clean),

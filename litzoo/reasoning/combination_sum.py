@@ -54,9 +54,10 @@ and the trace drops it (``fix drop ...``)::
 ``CombinationSumTask(check_steps=True)`` also double-checks every subtraction of the search by adding it back
 (``chk 1+2=3 ok`` for ``2 2 2 3-2=1 x``: remainder plus candidate gives ``R``), one line per subtraction line in
 order (LC 40's ``dup`` lines have none), before the closing checks: long-CoT data whose checks are about half of a
-level-2 trace (194 tokens on average with them, 95 without), which ``check_rate < 1`` leaves out of some clean traces (for long2short). A slipped line
-fails its own add-back line (``chk 0+2=2!=3 no``) and its combination's sum. ``none found`` is written as soon as
-it is known: right after the search when it found nothing, after the ``fix`` lines when they dropped everything.
+level-2 trace (194 tokens on average with them, 95 without), which ``check_rate < 1`` leaves out of some clean
+traces (for long2short). A slipped line fails its own add-back line (``chk 0+2=2!=3 no``) and its combination's
+sum. ``none found`` is written as soon as it is known: right after the search when it found nothing, after the
+``fix`` lines when they dropped everything.
 """
 
 from __future__ import annotations
